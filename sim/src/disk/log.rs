@@ -1,0 +1,244 @@
+//! An append-only record log on a [`Disk`]: the storage shape of commit logs, broker
+//! partitions and outboxes.
+//!
+//! Each record is framed as `len: u32 LE | crc32: u32 LE | payload`. A power loss can
+//! tear the last frames; [`LogFile::open`] reads frames until the first incomplete or
+//! corrupt one and truncates the file there, so a torn tail never reaches a reader.
+
+use super::{Disk, DiskError};
+
+const HEADER_BYTES: usize = 8;
+/// Bytes read from disk per step when scanning frames.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Byte offset of a record's frame in its log file.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct LogPos(pub u64);
+
+/// One record read back from a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Where the record's frame starts.
+    pub pos: LogPos,
+    /// Where the next record's frame starts.
+    pub next: LogPos,
+    /// The record's payload.
+    pub payload: Vec<u8>,
+}
+
+/// What [`LogFile::open`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Every intact record, in order.
+    pub records: Vec<LogRecord>,
+    /// Bytes cut off the end because they did not form an intact frame.
+    pub truncated_bytes: u64,
+}
+
+/// A log of framed records in one file of a [`Disk`].
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    disk: Disk,
+    file: String,
+}
+
+impl LogFile {
+    /// Opens (or creates) the log in `file`, recovering it: intact records are returned
+    /// and a torn tail is truncated away.
+    pub fn open(disk: &Disk, file: &str) -> (LogFile, Recovery) {
+        let log = LogFile {
+            disk: disk.clone(),
+            file: file.to_string(),
+        };
+        let records = log.read_from(LogPos(0), usize::MAX);
+        let intact_end = records.last().map_or(0, |r| r.next.0);
+        let len = disk.len(file);
+        if len > intact_end {
+            disk.truncate(file, intact_end);
+        }
+        (
+            log,
+            Recovery {
+                records,
+                truncated_bytes: len - intact_end,
+            },
+        )
+    }
+
+    /// The file the log lives in.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Appends one record (not yet durable) and returns where it starts.
+    pub fn append(&self, payload: &[u8]) -> Result<LogPos, DiskError> {
+        let len = u32::try_from(payload.len()).expect("log record over 4 GiB");
+        let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        frame.extend_from_slice(payload);
+        self.disk.append(&self.file, &frame).map(LogPos)
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&self) -> Result<(), DiskError> {
+        self.disk.sync(&self.file)
+    }
+
+    /// The position just past the last record (as the process sees the file).
+    pub fn end(&self) -> LogPos {
+        LogPos(self.disk.len(&self.file))
+    }
+
+    /// The position just past the last durable byte.
+    pub fn durable_end(&self) -> LogPos {
+        LogPos(self.disk.durable_len(&self.file))
+    }
+
+    /// Up to `max_records` intact records starting at `from` (which must be a frame
+    /// start). Stops early at a frame that is incomplete or fails its checksum.
+    pub fn read_from(&self, from: LogPos, max_records: usize) -> Vec<LogRecord> {
+        let mut records = Vec::new();
+        let mut pos = from.0;
+        let mut buf = Vec::new();
+        let mut buf_start = pos;
+        while records.len() < max_records {
+            let at = usize::try_from(pos - buf_start).expect("offset fits");
+            if buf.len() < at + HEADER_BYTES && !self.refill(&mut buf, &mut buf_start, pos) {
+                break;
+            }
+            let at = usize::try_from(pos - buf_start).expect("offset fits");
+            if buf.len() < at + HEADER_BYTES {
+                break;
+            }
+            let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let crc = u32::from_le_bytes(buf[at + 4..at + 8].try_into().expect("4 bytes"));
+            let frame_end = at + HEADER_BYTES + len;
+            if buf.len() < frame_end {
+                let more = self
+                    .disk
+                    .read(&self.file, buf_start + buf.len() as u64, frame_end - buf.len());
+                buf.extend_from_slice(&more);
+                if buf.len() < frame_end {
+                    break;
+                }
+            }
+            let payload = &buf[at + HEADER_BYTES..frame_end];
+            if crc32fast::hash(payload) != crc {
+                break;
+            }
+            let next = pos + (HEADER_BYTES + len) as u64;
+            records.push(LogRecord {
+                pos: LogPos(pos),
+                next: LogPos(next),
+                payload: payload.to_vec(),
+            });
+            pos = next;
+        }
+        records
+    }
+
+    /// Drops consumed bytes from `buf` and reads the next chunk from `pos`; false at EOF.
+    fn refill(&self, buf: &mut Vec<u8>, buf_start: &mut u64, pos: u64) -> bool {
+        let consumed = usize::try_from(pos - *buf_start).expect("offset fits");
+        buf.drain(..consumed.min(buf.len()));
+        *buf_start = pos;
+        let more = self
+            .disk
+            .read(&self.file, *buf_start + buf.len() as u64, READ_CHUNK_BYTES);
+        let got = !more.is_empty();
+        buf.extend_from_slice(&more);
+        got
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::DiskConfig;
+    use crate::rng::{RngStreams, Seed};
+    use crate::time::SimTime;
+    use crate::trace::Trace;
+    use std::sync::Arc;
+
+    fn disk(torn: f64, seed: u64) -> Disk {
+        let config = DiskConfig {
+            torn_write_probability: torn,
+            capacity_bytes: None,
+        };
+        Disk::new(
+            Arc::from("h"),
+            config,
+            RngStreams::new(Seed(seed)).stream("d"),
+            Trace::new(false),
+        )
+    }
+
+    #[test]
+    fn records_round_trip_and_read_from_an_offset() {
+        let d = disk(0.0, 1);
+        let (log, rec) = LogFile::open(&d, "log");
+        assert!(rec.records.is_empty());
+        let p0 = log.append(b"one").unwrap();
+        let p1 = log.append(b"two").unwrap();
+        log.append(&vec![7u8; 100_000]).unwrap();
+        let all = log.read_from(p0, usize::MAX);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].pos, p1);
+        assert_eq!(all[2].payload.len(), 100_000);
+        assert_eq!(log.read_from(p1, 1)[0].payload, b"two");
+        assert_eq!(all[2].next, log.end());
+    }
+
+    #[test]
+    fn recovery_truncates_a_torn_tail_and_keeps_every_synced_record() {
+        // Over many seeds a torn power loss must never surface a partial record.
+        for seed in 0..64 {
+            let d = disk(1.0, seed);
+            let (log, _) = LogFile::open(&d, "log");
+            log.append(b"synced-1").unwrap();
+            log.append(b"synced-2").unwrap();
+            log.sync().unwrap();
+            log.append(b"unsynced-record-that-may-tear").unwrap();
+            log.append(b"another").unwrap();
+            d.lose_power(SimTime::ZERO);
+            let (log, rec) = LogFile::open(&d, "log");
+            let payloads: Vec<_> = rec.records.iter().map(|r| r.payload.clone()).collect();
+            assert!(
+                payloads.len() >= 2 && payloads.len() <= 3,
+                "seed {seed}: {payloads:?}"
+            );
+            assert_eq!(payloads[0], b"synced-1");
+            assert_eq!(payloads[1], b"synced-2");
+            if payloads.len() == 3 {
+                assert_eq!(payloads[2], b"unsynced-record-that-may-tear");
+            }
+            assert_eq!(log.end(), rec.records.last().unwrap().next, "torn bytes are gone");
+            // New appends after recovery land right after the last intact record.
+            log.append(b"after").unwrap();
+            assert_eq!(
+                log.read_from(LogPos(0), usize::MAX).last().unwrap().payload,
+                b"after"
+            );
+        }
+    }
+
+    #[test]
+    fn a_corrupt_frame_ends_the_readable_log() {
+        let d = disk(0.0, 1);
+        let (log, _) = LogFile::open(&d, "log");
+        log.append(b"good").unwrap();
+        // A frame whose checksum does not match its payload.
+        let mut bad = Vec::new();
+        bad.extend_from_slice(&3u32.to_le_bytes());
+        bad.extend_from_slice(&0u32.to_le_bytes());
+        bad.extend_from_slice(b"bad");
+        d.append("log", &bad).unwrap();
+        let (_, rec) = LogFile::open(&d, "log");
+        assert_eq!(rec.records.len(), 1);
+        assert_eq!(rec.truncated_bytes, 11);
+    }
+}

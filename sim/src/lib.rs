@@ -1,0 +1,36 @@
+//! faultline's deterministic world: a seeded network, disks, processes and clocks that
+//! fail on purpose.
+//!
+//! The crate knows nothing about customers, brokers or integration patterns; it is a
+//! reusable world in which any set of tokio services can run. Read the modules in this
+//! order: [`time`] and [`rng`] (what fixes a run), [`trace`] (what a run leaves behind),
+//! [`disk`], [`clock`] and [`rpc`] (what hosts use), [`fault`] and [`profile`] (what goes
+//! wrong), and [`world`] (the driver that ties them together).
+//!
+//! Determinism rules the crate keeps and asks of its users: time only from the
+//! simulation, randomness only from named streams, iteration only over ordered
+//! collections, and no threads inside a run.
+
+#![deny(missing_docs)]
+
+mod capture;
+pub mod clock;
+pub mod disk;
+pub mod fault;
+pub mod profile;
+pub mod rng;
+pub mod rpc;
+pub mod time;
+pub mod trace;
+pub mod world;
+
+pub use capture::TraceCapture;
+pub use clock::{HostClock, WallTime};
+pub use disk::{Disk, DiskConfig, DiskError, DiskFaultKind, LogFile, LogPos, LogRecord, Recovery};
+pub use fault::{Fault, FaultEvent, FaultPlan, MessageFaultRates, PlanError};
+pub use profile::{FaultTarget, FaultWindow, Profile, ProfileInfo, PROFILES};
+pub use rng::{RngStreams, Seed, SimRng};
+pub use rpc::{serve, RpcClient, RpcError, RpcMessage};
+pub use time::SimTime;
+pub use trace::{EventId, Trace, TraceEvent, TraceHash};
+pub use world::{HostCtx, HostResult, RunSummary, World, WorldConfig, WorldError};

@@ -1,0 +1,555 @@
+//! Fault profiles: named recipes that turn a seed into a [`FaultPlan`].
+//!
+//! A profile is a mix of fault kinds, each with an intensity (how often episodes start
+//! and how long they last). Every episode is a pair of events, the fault and its heal,
+//! and every episode ends by the end of the fault window, so a generated plan always
+//! leaves the world whole before the quiesce window. Each kind and each target draws
+//! from its own named stream: adding a host does not move another host's faults.
+//!
+//! Draws use integer arithmetic only; floating-point functions such as `ln` come from
+//! the platform's libm and could differ between machines.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::disk::DiskFaultKind;
+use crate::fault::{Fault, FaultEvent, FaultPlan, MessageFaultRates};
+use crate::rng::{RngStreams, SimRng};
+use crate::time::SimTime;
+
+/// A named fault profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// No faults at all.
+    None,
+    /// Message loss, lost responses, duplicates and delays in windows.
+    FlakyNet,
+    /// Link partitions (two-way and one-way), holds and host pauses.
+    Partitions,
+    /// Process crashes and power losses, each followed by a restart.
+    Crashes,
+    /// Disk write errors, sync errors, disk-full windows, and power losses.
+    Storage,
+    /// Clock skew and drift steps.
+    ClockSkew,
+    /// Every kind at once, at moderate rates.
+    Chaos,
+    /// Swarm testing: the seed draws which kinds are on and how hard.
+    Swarm,
+}
+
+/// A profile's name and a one-line description, for `faultline list`.
+pub struct ProfileInfo {
+    /// The profile.
+    pub profile: Profile,
+    /// Its CLI name.
+    pub name: &'static str,
+    /// What it does, in one line.
+    pub description: &'static str,
+}
+
+/// Every profile, in the order `faultline list` shows them.
+pub const PROFILES: &[ProfileInfo] = &[
+    ProfileInfo {
+        profile: Profile::None,
+        name: "none",
+        description: "no faults: a fault-free world",
+    },
+    ProfileInfo {
+        profile: Profile::FlakyNet,
+        name: "flaky-net",
+        description: "windows of lost requests, lost responses, duplicates and delays",
+    },
+    ProfileInfo {
+        profile: Profile::Partitions,
+        name: "partitions",
+        description: "two-way and one-way partitions, held links and paused hosts",
+    },
+    ProfileInfo {
+        profile: Profile::Crashes,
+        name: "crashes",
+        description: "process crashes and power losses, each followed by a restart",
+    },
+    ProfileInfo {
+        profile: Profile::Storage,
+        name: "storage",
+        description: "disk write errors, sync errors, disk full, and power losses that tear unsynced writes",
+    },
+    ProfileInfo {
+        profile: Profile::ClockSkew,
+        name: "clock-skew",
+        description: "per-host clock skew and drift steps",
+    },
+    ProfileInfo {
+        profile: Profile::Chaos,
+        name: "chaos",
+        description: "every fault kind at once, at moderate rates",
+    },
+    ProfileInfo {
+        profile: Profile::Swarm,
+        name: "swarm",
+        description: "swarm testing: each seed draws which fault kinds are on and at what rates",
+    },
+];
+
+impl Profile {
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        PROFILES
+            .iter()
+            .find(|p| p.profile == self)
+            .expect("every profile is listed")
+            .name
+    }
+
+    /// The profile called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Profile> {
+        PROFILES.iter().find(|p| p.name == name).map(|p| p.profile)
+    }
+
+    /// Every profile name, for error messages.
+    pub fn names() -> Vec<&'static str> {
+        PROFILES.iter().map(|p| p.name).collect()
+    }
+
+    /// The fault plan this profile draws for `seed`.
+    pub fn generate(self, streams: &RngStreams, targets: &[FaultTarget], window: FaultWindow) -> FaultPlan {
+        let mix = match self {
+            Profile::Swarm => FaultMix::swarm(&mut streams.stream("faults/swarm")),
+            other => FaultMix::of(other),
+        };
+        mix.generate(streams, targets, window)
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A host that faults may hit, and which kinds make sense for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultTarget {
+    /// The host's name in the world.
+    pub name: String,
+    /// Whether its process may be crashed or powered off.
+    pub crashable: bool,
+    /// Whether it keeps data on its disk (disk faults and power losses matter).
+    pub has_disk: bool,
+}
+
+/// The part of a run in which faults may be active; all heal by `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultWindow {
+    /// The earliest instant a fault starts.
+    pub start: SimTime,
+    /// The instant by which every fault has healed.
+    pub end: SimTime,
+}
+
+/// How often episodes of one fault kind start and how long they last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Intensity {
+    /// Mean gap between the end of one episode and the start of the next, per target.
+    mean_gap_ms: u64,
+    min_len_ms: u64,
+    max_len_ms: u64,
+}
+
+impl Intensity {
+    const fn new(mean_gap_ms: u64, min_len_ms: u64, max_len_ms: u64) -> Self {
+        Intensity {
+            mean_gap_ms,
+            min_len_ms,
+            max_len_ms,
+        }
+    }
+
+    /// The same kind at `pct` percent of its rate (gaps scaled inversely).
+    fn rate_pct(self, pct: u64) -> Self {
+        Intensity {
+            mean_gap_ms: (self.mean_gap_ms * 100 / pct.max(1)).max(1),
+            ..self
+        }
+    }
+
+    /// Non-overlapping episodes inside the window, each `[start, end)`.
+    fn episodes(self, rng: &mut SimRng, window: FaultWindow) -> Vec<(SimTime, SimTime)> {
+        let mut out = Vec::new();
+        let end_ms = window.end.as_millis();
+        // A random phase for the first episode, so that rare kinds still land in short
+        // windows; later gaps are drawn around the mean.
+        let mut t = window.start.as_millis() + rng.gen_range(0..=self.mean_gap_ms);
+        while t + self.min_len_ms <= end_ms {
+            let len = rng.gen_range(self.min_len_ms..=self.max_len_ms);
+            let stop = (t + len).min(end_ms);
+            out.push((SimTime::from_millis(t), SimTime::from_millis(stop)));
+            t = stop + gap(rng, self.mean_gap_ms);
+        }
+        out
+    }
+}
+
+/// A gap drawn uniformly from half to one and a half times the mean.
+fn gap(rng: &mut SimRng, mean_ms: u64) -> u64 {
+    rng.gen_range(mean_ms / 2..=mean_ms + mean_ms / 2).max(1)
+}
+
+/// Which fault kinds are on, and how hard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FaultMix {
+    message: Option<Intensity>,
+    links: Option<Intensity>,
+    pauses: Option<Intensity>,
+    crashes: Option<Intensity>,
+    /// Share of crash episodes that are power losses, in percent.
+    power_loss_pct: u32,
+    /// Crash only hosts with a disk (storage faults care for nothing else).
+    crash_disk_hosts_only: bool,
+    disk: Option<Intensity>,
+    clock: Option<Intensity>,
+}
+
+const MESSAGE: Intensity = Intensity::new(1_000, 200, 1_200);
+const LINKS: Intensity = Intensity::new(2_500, 100, 1_500);
+const PAUSES: Intensity = Intensity::new(4_000, 50, 600);
+const CRASHES: Intensity = Intensity::new(2_000, 50, 800);
+const DISK: Intensity = Intensity::new(2_000, 100, 800);
+const CLOCK: Intensity = Intensity::new(2_000, 300, 2_000);
+
+impl FaultMix {
+    fn of(profile: Profile) -> FaultMix {
+        let none = FaultMix::default();
+        match profile {
+            Profile::None => none,
+            Profile::FlakyNet => FaultMix {
+                message: Some(MESSAGE),
+                ..none
+            },
+            Profile::Partitions => FaultMix {
+                links: Some(LINKS),
+                pauses: Some(PAUSES),
+                ..none
+            },
+            Profile::Crashes => FaultMix {
+                crashes: Some(CRASHES),
+                power_loss_pct: 30,
+                ..none
+            },
+            Profile::Storage => FaultMix {
+                disk: Some(DISK),
+                crashes: Some(CRASHES.rate_pct(50)),
+                power_loss_pct: 100,
+                crash_disk_hosts_only: true,
+                ..none
+            },
+            Profile::ClockSkew => FaultMix {
+                clock: Some(CLOCK),
+                ..none
+            },
+            Profile::Chaos => FaultMix {
+                message: Some(MESSAGE.rate_pct(50)),
+                links: Some(LINKS.rate_pct(50)),
+                pauses: Some(PAUSES.rate_pct(50)),
+                crashes: Some(CRASHES.rate_pct(50)),
+                power_loss_pct: 30,
+                disk: Some(DISK.rate_pct(50)),
+                clock: Some(CLOCK.rate_pct(50)),
+                crash_disk_hosts_only: false,
+            },
+            Profile::Swarm => unreachable!("swarm mixes are drawn, not fixed"),
+        }
+    }
+
+    /// Draws which kinds are on (each with even odds, at least one) and how often each
+    /// fires (from a quarter to twice its base rate).
+    fn swarm(rng: &mut SimRng) -> FaultMix {
+        loop {
+            let mut pick =
+                |base: Intensity| rng.gen_bool(0.5).then(|| base.rate_pct(rng.gen_range(25..=200)));
+            let mix = FaultMix {
+                message: pick(MESSAGE),
+                links: pick(LINKS),
+                pauses: pick(PAUSES),
+                crashes: pick(CRASHES),
+                power_loss_pct: 0,
+                crash_disk_hosts_only: false,
+                disk: pick(DISK),
+                clock: pick(CLOCK),
+            };
+            let on = [
+                mix.message,
+                mix.links,
+                mix.pauses,
+                mix.crashes,
+                mix.disk,
+                mix.clock,
+            ];
+            if on.iter().any(Option::is_some) {
+                return FaultMix {
+                    power_loss_pct: rng.gen_range(0..=100),
+                    ..mix
+                };
+            }
+        }
+    }
+
+    fn generate(&self, streams: &RngStreams, targets: &[FaultTarget], window: FaultWindow) -> FaultPlan {
+        let mut events = Vec::new();
+        let mut push = |at: SimTime, fault: Fault| events.push(FaultEvent { at, fault });
+
+        if let Some(intensity) = self.message {
+            let mut rng = streams.stream("faults/message");
+            for (start, end) in intensity.episodes(&mut rng, window) {
+                let rates = MessageFaultRates {
+                    loss: rng.gen_range(0..=10) as f64 / 100.0,
+                    lost_response: rng.gen_range(0..=10) as f64 / 100.0,
+                    duplicate: rng.gen_range(0..=10) as f64 / 100.0,
+                    delay: rng.gen_range(0..=20) as f64 / 100.0,
+                    delay_max_ms: rng.gen_range(5..=100),
+                };
+                push(start, Fault::MessageFaults { rates });
+                push(
+                    end,
+                    Fault::MessageFaults {
+                        rates: MessageFaultRates::default(),
+                    },
+                );
+            }
+        }
+        if let Some(intensity) = self.links {
+            let pair_count = (targets.len() * targets.len().saturating_sub(1) / 2).max(1) as u64;
+            let per_pair = Intensity {
+                mean_gap_ms: intensity.mean_gap_ms * pair_count,
+                ..intensity
+            };
+            for (i, a) in targets.iter().enumerate() {
+                for b in &targets[i + 1..] {
+                    let mut rng = streams.stream(&format!("faults/link/{}/{}", a.name, b.name));
+                    for (start, end) in per_pair.episodes(&mut rng, window) {
+                        let (a, b) = (a.name.clone(), b.name.clone());
+                        let (on, off) = match rng.gen_range(0..10) {
+                            0..=4 => (
+                                Fault::Partition {
+                                    a: a.clone(),
+                                    b: b.clone(),
+                                },
+                                Fault::Heal { a, b },
+                            ),
+                            5..=7 => {
+                                let (from, to) = if rng.gen_bool(0.5) {
+                                    (a.clone(), b.clone())
+                                } else {
+                                    (b.clone(), a.clone())
+                                };
+                                (Fault::PartitionOneway { from, to }, Fault::Heal { a, b })
+                            }
+                            _ => (
+                                Fault::Hold {
+                                    a: a.clone(),
+                                    b: b.clone(),
+                                },
+                                Fault::Release { a, b },
+                            ),
+                        };
+                        push(start, on);
+                        push(end, off);
+                    }
+                }
+            }
+        }
+        for target in targets {
+            let host = || target.name.clone();
+            if let Some(intensity) = self.pauses {
+                let mut rng = streams.stream(&format!("faults/pause/{}", target.name));
+                for (start, end) in intensity.episodes(&mut rng, window) {
+                    push(start, Fault::Pause { host: host() });
+                    push(end, Fault::Resume { host: host() });
+                }
+            }
+            let crashable = target.crashable && (target.has_disk || !self.crash_disk_hosts_only);
+            if let (Some(intensity), true) = (self.crashes, crashable) {
+                let mut rng = streams.stream(&format!("faults/crash/{}", target.name));
+                for (start, end) in intensity.episodes(&mut rng, window) {
+                    let power_loss = target.has_disk && rng.gen_range(0..100) < self.power_loss_pct;
+                    push(
+                        start,
+                        if power_loss {
+                            Fault::PowerLoss { host: host() }
+                        } else {
+                            Fault::Crash { host: host() }
+                        },
+                    );
+                    push(end, Fault::Restart { host: host() });
+                }
+            }
+            if let (Some(intensity), true) = (self.disk, target.has_disk) {
+                let mut rng = streams.stream(&format!("faults/disk/{}", target.name));
+                for (start, end) in intensity.episodes(&mut rng, window) {
+                    let kind = [
+                        DiskFaultKind::WriteError,
+                        DiskFaultKind::SyncError,
+                        DiskFaultKind::Full,
+                    ][rng.gen_range(0..3)];
+                    push(start, Fault::DiskFault { host: host(), kind });
+                    push(end, Fault::DiskHeal { host: host(), kind });
+                }
+            }
+            if let Some(intensity) = self.clock {
+                let mut rng = streams.stream(&format!("faults/clock/{}", target.name));
+                for (start, end) in intensity.episodes(&mut rng, window) {
+                    let magnitude = rng.gen_range(5..=2_000);
+                    let skew_ms = if rng.gen_bool(0.5) { magnitude } else { -magnitude };
+                    let drift_ppm = rng.gen_range(-200..=200);
+                    push(
+                        start,
+                        Fault::ClockSkew {
+                            host: host(),
+                            skew_ms,
+                            drift_ppm,
+                        },
+                    );
+                    push(
+                        end,
+                        Fault::ClockSkew {
+                            host: host(),
+                            skew_ms: 0,
+                            drift_ppm: 0,
+                        },
+                    );
+                }
+            }
+        }
+        FaultPlan::from_events(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Seed;
+
+    fn targets() -> Vec<FaultTarget> {
+        vec![
+            FaultTarget {
+                name: "a".into(),
+                crashable: true,
+                has_disk: true,
+            },
+            FaultTarget {
+                name: "b".into(),
+                crashable: true,
+                has_disk: false,
+            },
+            FaultTarget {
+                name: "c".into(),
+                crashable: false,
+                has_disk: true,
+            },
+        ]
+    }
+
+    const WINDOW: FaultWindow = FaultWindow {
+        start: SimTime::from_millis(500),
+        end: SimTime::from_millis(8_000),
+    };
+
+    fn plan(profile: Profile, seed: u64) -> FaultPlan {
+        profile.generate(&RngStreams::new(Seed(seed)), &targets(), WINDOW)
+    }
+
+    #[test]
+    fn every_generated_plan_is_valid_stays_in_its_window_and_heals_everything() {
+        for info in PROFILES {
+            for seed in 0..100 {
+                let p = plan(info.profile, seed);
+                p.validate(&["a", "b", "c"], WINDOW.end)
+                    .unwrap_or_else(|e| panic!("{} seed {seed}: {e}\n{p}", info.name));
+                assert!(
+                    p.unhealed().is_empty(),
+                    "{} seed {seed} leaves {:?}",
+                    info.name,
+                    p.unhealed()
+                );
+                assert!(p
+                    .events
+                    .iter()
+                    .all(|e| e.at >= WINDOW.start && e.at <= WINDOW.end));
+            }
+        }
+    }
+
+    #[test]
+    fn profiles_produce_their_kinds_and_only_those() {
+        let kinds = |profile: Profile| -> std::collections::BTreeSet<&'static str> {
+            (0..50)
+                .flat_map(|s| plan(profile, s).events)
+                .map(|e| e.fault.kind_name())
+                .collect()
+        };
+        assert!(kinds(Profile::None).is_empty());
+        assert_eq!(
+            kinds(Profile::FlakyNet).into_iter().collect::<Vec<_>>(),
+            ["message-faults"]
+        );
+        let crashes = kinds(Profile::Crashes);
+        assert!(crashes.contains("crash") && crashes.contains("power-loss") && crashes.contains("restart"));
+        let storage = kinds(Profile::Storage);
+        assert!(
+            storage.contains("disk-fault") && storage.contains("power-loss") && !storage.contains("crash")
+        );
+        let partitions = kinds(Profile::Partitions);
+        for k in ["partition", "partition-oneway", "hold", "pause"] {
+            assert!(partitions.contains(k), "partitions lacks {k}");
+        }
+        let chaos = kinds(Profile::Chaos);
+        assert_eq!(chaos.len(), 14, "chaos uses every kind, got {chaos:?}");
+    }
+
+    #[test]
+    fn only_crashable_hosts_crash_and_only_disk_hosts_get_disk_faults() {
+        for seed in 0..50 {
+            for e in plan(Profile::Chaos, seed).events {
+                match &e.fault {
+                    Fault::Crash { host } | Fault::PowerLoss { host } => assert_ne!(host, "c"),
+                    Fault::DiskFault { host, .. } => assert_ne!(host, "b"),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn swarm_draws_different_fault_kinds_per_seed() {
+        let mixes: std::collections::BTreeSet<Vec<&str>> = (0..30)
+            .map(|s| {
+                let mut kinds: Vec<_> = plan(Profile::Swarm, s)
+                    .events
+                    .iter()
+                    .map(|e| e.fault.kind_name())
+                    .collect();
+                kinds.sort();
+                kinds.dedup();
+                kinds
+            })
+            .collect();
+        assert!(mixes.len() >= 10, "only {} distinct swarm mixes", mixes.len());
+    }
+
+    #[test]
+    fn same_seed_same_plan_different_seed_different_plan() {
+        assert_eq!(plan(Profile::Chaos, 3), plan(Profile::Chaos, 3));
+        assert_ne!(plan(Profile::Chaos, 3), plan(Profile::Chaos, 4));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for info in PROFILES {
+            assert_eq!(Profile::from_name(info.name), Some(info.profile));
+            assert_eq!(info.profile.name(), info.name);
+        }
+        assert_eq!(Profile::from_name("bogus"), None);
+    }
+}

@@ -1,0 +1,346 @@
+//! Request/response messaging over turmoil TCP, with the faults TCP alone cannot make.
+//!
+//! Frames are length-delimited (`u32` big-endian length, then JSON). A client keeps a
+//! small pool of idle connections and opens a new one whenever none is idle, so calls in
+//! flight at once travel on separate connections and may overtake each other. Every call
+//! has a deadline; a connection that timed out or failed is dropped, never reused (a
+//! partitioned turmoil connection never recovers), and the next call reconnects.
+//!
+//! Before each call the client asks the fault hook, which draws from the host's
+//! `rpc` stream at the message-fault rates the plan has switched on:
+//!
+//! - **loss**: the request is never sent; the caller waits out its timeout;
+//! - **lost response**: the server runs the handler but does not answer: the caller
+//!   times out although the work was done (the classic source of duplicates on retry);
+//! - **duplicate**: a copy of the request is delivered again, a little later, on a
+//!   connection of its own;
+//! - **delay**: the request waits before it is sent, reordering it against later calls.
+//!
+//! Each decision is recorded in the trace.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use turmoil::net::{TcpListener, TcpStream};
+
+use crate::rng::SimRng;
+use crate::trace::kind;
+use crate::world::HostCtx;
+
+/// The largest frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Idle connections a client keeps per target.
+pub const MAX_IDLE_CONNECTIONS: usize = 8;
+/// How long after the original a duplicated request is delivered, at most.
+pub const DUPLICATE_DELAY_MAX_MS: u64 = 50;
+
+/// A message that can cross the simulated network.
+pub trait RpcMessage: Serialize + DeserializeOwned + 'static {
+    /// A short description for the trace (e.g. `put customer/7 v3`). It is hashed, so
+    /// it must be a pure function of the message.
+    fn label(&self) -> String;
+}
+
+/// Why a call failed. In every case the caller cannot know whether the server acted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// No response within the call's timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection failed (refused, reset, closed).
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// A frame could not be encoded or decoded.
+    #[error("bad frame: {0}")]
+    Codec(String),
+}
+
+impl RpcError {
+    /// Whether the call timed out (as opposed to failing fast).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RpcError::Timeout(_))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequestFrame<T> {
+    id: u64,
+    reply: bool,
+    body: T,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResponseFrame<T> {
+    id: u64,
+    body: T,
+}
+
+async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> Result<(), RpcError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| RpcError::Codec(e.to_string()))?;
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(RpcError::Codec(format!(
+            "frame of {} bytes exceeds {MAX_FRAME_BYTES}",
+            bytes.len()
+        )));
+    }
+    let mut buf = Vec::with_capacity(4 + bytes.len());
+    buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&bytes);
+    stream.write_all(&buf).await.map_err(io_error)
+}
+
+async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> Result<T, RpcError> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.map_err(io_error)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(RpcError::Codec(format!(
+            "frame of {len} bytes exceeds {MAX_FRAME_BYTES}"
+        )));
+    }
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).await.map_err(io_error)?;
+    serde_json::from_slice(&buf).map_err(|e| RpcError::Codec(e.to_string()))
+}
+
+fn io_error(e: io::Error) -> RpcError {
+    RpcError::Connection(e.kind().to_string())
+}
+
+type Handler<Req, Resp> = Rc<dyn Fn(Req) -> Pin<Box<dyn Future<Output = Resp>>>>;
+
+/// Serves `handler` on `port` of this host until the host stops. Each connection is
+/// served by its own task, one request at a time.
+pub async fn serve<Req, Resp, H, Fut>(ctx: HostCtx, port: u16, handler: H) -> io::Result<()>
+where
+    Req: RpcMessage,
+    Resp: RpcMessage,
+    H: Fn(Req) -> Fut + 'static,
+    Fut: Future<Output = Resp> + 'static,
+{
+    let handler: Handler<Req, Resp> = Rc::new(move |req| Box::pin(handler(req)));
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let peer = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.ip().to_string());
+        tokio::task::spawn_local(serve_connection(ctx.clone(), stream, peer, Rc::clone(&handler)));
+    }
+}
+
+async fn serve_connection<Req: RpcMessage, Resp: RpcMessage>(
+    ctx: HostCtx,
+    mut stream: TcpStream,
+    peer: String,
+    handler: Handler<Req, Resp>,
+) {
+    while let Ok(frame) = read_frame::<RequestFrame<Req>>(&mut stream).await {
+        ctx.record(
+            kind::DELIVER,
+            format!("call={} from={peer} {}", frame.id, frame.body.label()),
+        );
+        let response = handler(frame.body).await;
+        if !frame.reply {
+            ctx.record(
+                kind::LOST_RESPONSE,
+                format!("call={} to={peer} {}", frame.id, response.label()),
+            );
+            continue;
+        }
+        if write_frame(
+            &mut stream,
+            &ResponseFrame {
+                id: frame.id,
+                body: response,
+            },
+        )
+        .await
+        .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// What the fault hook decided for one call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CallFaults {
+    lose_request: bool,
+    lose_response: bool,
+    duplicate_after: Option<Duration>,
+    delay: Option<Duration>,
+}
+
+struct ClientState {
+    ctx: HostCtx,
+    target: String,
+    port: u16,
+    timeout: Duration,
+    idle: RefCell<Vec<TcpStream>>,
+    next_call: Cell<u64>,
+    rng: RefCell<SimRng>,
+}
+
+/// A typed client for one server (`target:port`). Clones share connections.
+pub struct RpcClient<Req, Resp> {
+    state: Rc<ClientState>,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> Clone for RpcClient<Req, Resp> {
+    fn clone(&self) -> Self {
+        RpcClient {
+            state: Rc::clone(&self.state),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
+    /// A client on this host for the server at `target:port`; every call gives up
+    /// after `timeout`.
+    pub fn new(ctx: &HostCtx, target: &str, port: u16, timeout: Duration) -> Self {
+        let rng = ctx.rng(&format!("rpc/{target}:{port}"));
+        RpcClient {
+            state: Rc::new(ClientState {
+                ctx: ctx.clone(),
+                target: target.to_string(),
+                port,
+                timeout,
+                idle: RefCell::new(Vec::new()),
+                next_call: Cell::new(0),
+                rng: RefCell::new(rng),
+            }),
+            _types: PhantomData,
+        }
+    }
+
+    /// Sends `request` and waits for the response, the timeout, or a failure.
+    pub async fn call(&self, request: &Req) -> Result<Resp, RpcError> {
+        let s = &self.state;
+        let id = s.next_call.get();
+        s.next_call.set(id + 1);
+        let label = request.label();
+        let faults = self.decide();
+        s.ctx
+            .record(kind::SEND, format!("call={id} to={} {label}", s.target));
+        if let Some(delay) = faults.delay {
+            s.ctx
+                .record(kind::DELAY, format!("call={id} by={}ms", delay.as_millis()));
+            tokio::time::sleep(delay).await;
+        }
+        if faults.lose_request {
+            s.ctx
+                .record(kind::DROP, format!("call={id} to={} {label}", s.target));
+            tokio::time::sleep(s.timeout).await;
+            s.ctx.record(kind::TIMEOUT, format!("call={id}"));
+            return Err(RpcError::Timeout(s.timeout));
+        }
+        let frame = RequestFrame {
+            id,
+            reply: !faults.lose_response,
+            body: request,
+        };
+        if let Some(after) = faults.duplicate_after {
+            s.ctx.record(
+                kind::DUPLICATE,
+                format!("call={id} after={}ms", after.as_millis()),
+            );
+            let copy = serde_json::to_value(&frame).map_err(|e| RpcError::Codec(e.to_string()))?;
+            let this = self.clone();
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(after).await;
+                let _ = tokio::time::timeout(this.state.timeout, this.exchange_raw(&copy, id)).await;
+            });
+        }
+        let outcome = tokio::time::timeout(s.timeout, self.exchange(&frame)).await;
+        match outcome {
+            Ok(Ok(response)) => {
+                s.ctx
+                    .record(kind::RESPONSE, format!("call={id} {}", response.label()));
+                Ok(response)
+            }
+            Ok(Err(error)) => {
+                s.ctx.record(kind::CALL_ERROR, format!("call={id} {error}"));
+                Err(error)
+            }
+            Err(_) => {
+                s.ctx.record(kind::TIMEOUT, format!("call={id}"));
+                Err(RpcError::Timeout(s.timeout))
+            }
+        }
+    }
+
+    fn decide(&self) -> CallFaults {
+        let rates = self.state.ctx.message_faults();
+        if !rates.any() {
+            return CallFaults::default();
+        }
+        let mut rng = self.state.rng.borrow_mut();
+        let mut draw = |p: f64| p > 0.0 && rng.gen_bool(p.min(1.0));
+        let lose_request = draw(rates.loss);
+        let lose_response = draw(rates.lost_response);
+        let duplicate = draw(rates.duplicate);
+        let delay = draw(rates.delay);
+        CallFaults {
+            lose_request,
+            lose_response,
+            duplicate_after: duplicate
+                .then(|| Duration::from_millis(rng.gen_range(1..=DUPLICATE_DELAY_MAX_MS))),
+            delay: delay.then(|| Duration::from_millis(rng.gen_range(1..=rates.delay_max_ms.max(1)))),
+        }
+    }
+
+    async fn connection(&self) -> Result<TcpStream, RpcError> {
+        if let Some(stream) = self.state.idle.borrow_mut().pop() {
+            return Ok(stream);
+        }
+        TcpStream::connect((self.state.target.as_str(), self.state.port))
+            .await
+            .map_err(io_error)
+    }
+
+    fn give_back(&self, stream: TcpStream) {
+        let mut idle = self.state.idle.borrow_mut();
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(stream);
+        }
+    }
+
+    async fn exchange(&self, frame: &RequestFrame<&Req>) -> Result<Resp, RpcError> {
+        let mut stream = self.connection().await?;
+        write_frame(&mut stream, frame).await?;
+        if !frame.reply {
+            // The server will not answer; wait to be timed out like a real caller.
+            std::future::pending::<()>().await;
+        }
+        let response: ResponseFrame<Resp> = read_frame(&mut stream).await?;
+        if response.id != frame.id {
+            return Err(RpcError::Codec(format!(
+                "response to call {} on call {}'s connection",
+                response.id, frame.id
+            )));
+        }
+        self.give_back(stream);
+        Ok(response.body)
+    }
+
+    /// Sends an already-encoded duplicate on a fresh connection and discards the answer.
+    async fn exchange_raw(&self, frame: &serde_json::Value, id: u64) -> Result<(), RpcError> {
+        let mut stream = TcpStream::connect((self.state.target.as_str(), self.state.port))
+            .await
+            .map_err(io_error)?;
+        write_frame(&mut stream, frame).await?;
+        let response: ResponseFrame<serde_json::Value> = read_frame(&mut stream).await?;
+        debug_assert_eq!(response.id, id);
+        Ok(())
+    }
+}
