@@ -26,7 +26,10 @@ fn bare_sim() -> turmoil::Sim<'static> {
 }
 
 fn world() -> World {
-    World::new(WorldConfig { keep_trace_events: false, ..WorldConfig::new(Seed(1)) })
+    World::new(WorldConfig {
+        keep_trace_events: false,
+        ..WorldConfig::new(Seed(1))
+    })
 }
 
 fn idle_stepping(c: &mut Criterion) {
@@ -89,7 +92,10 @@ async fn bare_frame_read(stream: &mut turmoil::net::TcpStream) -> Option<Ping> {
 }
 
 fn ping(n: u64) -> Ping {
-    Ping { n, payload: "x".repeat(150) }
+    Ping {
+        n,
+        payload: "x".repeat(150),
+    }
 }
 
 fn rpc_round_trips(c: &mut Criterion) {
@@ -141,7 +147,8 @@ fn rpc_round_trips(c: &mut Criterion) {
             w.host("client", move |ctx| {
                 let flag = Rc::clone(&flag);
                 async move {
-                    let rpc: RpcClient<Ping, Ping> = RpcClient::new(&ctx, "server", PORT, Duration::from_secs(1));
+                    let rpc: RpcClient<Ping, Ping> =
+                        RpcClient::new(&ctx, "server", PORT, Duration::from_secs(1));
                     for n in 0..CALLS {
                         rpc.call(&ping(n)).await.unwrap();
                     }

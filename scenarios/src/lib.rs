@@ -1,1 +1,18 @@
-//! placeholder
+//! What runs and what must hold: scenarios and workloads, the invariants (pure functions
+//! of the history), metrics, and the runner from seed to verdict.
+//!
+//! This crate knows no rendering: it returns plain data ([`runner::Outcome`]) that the
+//! reports crate and the CLI present.
+
+#![deny(missing_docs)]
+
+pub mod invariants;
+pub mod metrics;
+pub mod runner;
+pub mod scenario;
+pub mod workload;
+
+pub use invariants::{InvariantInfo, Violation, INVARIANTS};
+pub use metrics::Metrics;
+pub use runner::{repro_command, run, Outcome, RunOptions};
+pub use scenario::Scenario;

@@ -1,0 +1,206 @@
+//! The customer-master domain: keyed, versioned rows and the business actions that
+//! change them.
+//!
+//! Every customer has one address row and one contact row, keyed by the customer's id,
+//! so a child always names its parent. Each committed change of a row bumps that row's
+//! version at the source; a delete is a change too (a tombstone with the next version).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The tables of the customer master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Table {
+    /// The customer itself: name.
+    Customer,
+    /// The customer's postal address: street.
+    Address,
+    /// The customer's contact details: phone and email.
+    Contact,
+}
+
+impl Table {
+    /// The table's name as it appears in keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Customer => "customer",
+            Table::Address => "address",
+            Table::Contact => "contact",
+        }
+    }
+}
+
+/// A customer's id; also the id of its address and contact rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CustomerId(pub u64);
+
+/// The stable key of one row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EntityKey {
+    /// Which table.
+    pub table: Table,
+    /// Which customer the row belongs to (or is).
+    pub customer: CustomerId,
+}
+
+impl EntityKey {
+    /// The customer row of `customer`.
+    pub fn customer(customer: CustomerId) -> Self {
+        EntityKey {
+            table: Table::Customer,
+            customer,
+        }
+    }
+
+    /// Whether this row is a child (address, contact) that needs its customer.
+    pub fn is_child(&self) -> bool {
+        self.table != Table::Customer
+    }
+}
+
+impl fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.table.name(), self.customer.0)
+    }
+}
+
+/// A row's version at the source: 1 on create, +1 on every committed change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Version(pub u64);
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// A row's fields, by name.
+pub type Fields = BTreeMap<String, String>;
+
+/// A row as of one version: its fields, or `None` when that version deleted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowImage {
+    /// Which row.
+    pub key: EntityKey,
+    /// The version this image is.
+    pub version: Version,
+    /// The fields, or `None` for a delete.
+    pub data: Option<Fields>,
+}
+
+impl RowImage {
+    /// Whether this image deletes the row.
+    pub fn is_delete(&self) -> bool {
+        self.data.is_none()
+    }
+}
+
+impl fmt::Display for RowImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_delete() {
+            write!(f, "{} {} deleted", self.key, self.version)
+        } else {
+            write!(f, "{} {}", self.key, self.version)
+        }
+    }
+}
+
+/// Identifies one business action of the workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ActionId(pub u64);
+
+/// Identifies one committed source transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TxId(pub u64);
+
+impl fmt::Display for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tx{}", self.0)
+    }
+}
+
+/// A business action: one source transaction touching one or more rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Customer, address and contact in one transaction.
+    CreateCustomer {
+        /// New customer's id.
+        customer: CustomerId,
+        /// Customer name.
+        name: String,
+        /// Address street.
+        street: String,
+        /// Contact phone.
+        phone: String,
+        /// Contact email.
+        email: String,
+    },
+    /// Phone and address changed together, as from one "save" button.
+    SaveContact {
+        /// Whose contact info.
+        customer: CustomerId,
+        /// New phone.
+        phone: String,
+        /// New street.
+        street: String,
+    },
+    /// A new name for the customer.
+    RenameCustomer {
+        /// Who.
+        customer: CustomerId,
+        /// New name.
+        name: String,
+    },
+    /// The customer and its children go.
+    DeleteCustomer {
+        /// Who.
+        customer: CustomerId,
+    },
+}
+
+impl Action {
+    /// The customer the action is about.
+    pub fn customer(&self) -> CustomerId {
+        match self {
+            Action::CreateCustomer { customer, .. }
+            | Action::SaveContact { customer, .. }
+            | Action::RenameCustomer { customer, .. }
+            | Action::DeleteCustomer { customer } => *customer,
+        }
+    }
+
+    /// The action's kind as a kebab-case name.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Action::CreateCustomer { .. } => "create-customer",
+            Action::SaveContact { .. } => "save-contact",
+            Action::RenameCustomer { .. } => "rename-customer",
+            Action::DeleteCustomer { .. } => "delete-customer",
+        }
+    }
+}
+
+/// A workload action with its identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    /// The action's id.
+    pub id: ActionId,
+    /// What it does.
+    pub action: Action,
+}
+
+/// Builds a field map from pairs.
+pub fn fields(pairs: &[(&str, &str)]) -> Fields {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}

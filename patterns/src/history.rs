@@ -1,0 +1,338 @@
+//! The history: ground truth recorded outside the faulty world.
+//!
+//! Systems report into a [`Recorder`] at the moment something becomes true: the source
+//! when a transaction commits and when an action ends, the target when it exposes rows
+//! and when it sends a side effect. The recorder is not part of the world (no fault
+//! touches it), so the history stays truthful whatever the world does. After the run the
+//! runner adds both final states, read back from the disks; the checkers in
+//! `faultline-scenarios` are pure functions of the result.
+//!
+//! The recorder also keeps the set of keys on which source and target currently
+//! disagree, so that the runner can ask "has the integration caught up?" in O(1).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use faultline_sim::{EventId, SimTime};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ActionId, CustomerId, EntityKey, Fields, RowImage, TxId, Version};
+
+/// A row's current state in a store: its version and fields, or a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowState {
+    /// The version the store holds.
+    pub version: Version,
+    /// The fields, or `None` for a tombstone.
+    pub data: Option<Fields>,
+}
+
+/// A whole store: every key it knows, live or tombstoned.
+pub type Rows = BTreeMap<EntityKey, RowState>;
+
+/// A row version as exposed somewhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowVersion {
+    /// Which row.
+    pub key: EntityKey,
+    /// Which version.
+    pub version: Version,
+    /// Whether that version is a delete.
+    pub deleted: bool,
+}
+
+impl From<&RowImage> for RowVersion {
+    fn from(r: &RowImage) -> Self {
+        RowVersion {
+            key: r.key,
+            version: r.version,
+            deleted: r.is_delete(),
+        }
+    }
+}
+
+/// A committed source transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitRecord {
+    /// The transaction.
+    pub tx: TxId,
+    /// The action that made it.
+    pub action: ActionId,
+    /// When it committed.
+    pub at: SimTime,
+    /// Every row image it wrote.
+    pub rows: Vec<RowImage>,
+    /// Its trace event.
+    pub event: EventId,
+}
+
+/// Why an action did not commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "cause", content = "detail")]
+pub enum Failure {
+    /// The business rules said no (e.g. rename of an unknown customer). Not a fault.
+    Rejected(String),
+    /// The source was down when the action was due.
+    SourceDown,
+    /// The source's own storage failed.
+    Storage(String),
+    /// The integration made the action fail (e.g. a publish inside the operation).
+    Integration(String),
+}
+
+/// How an action ended at the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// Which action.
+    pub action: ActionId,
+    /// When it ended.
+    pub at: SimTime,
+    /// The transaction it committed, or why it failed.
+    pub result: Result<TxId, Failure>,
+}
+
+/// Rows the target exposed to its readers at one instant (one local transaction).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyRecord {
+    /// When the target's transaction committed.
+    pub at: SimTime,
+    /// The row versions it made visible.
+    pub rows: Vec<RowVersion>,
+    /// Its trace event.
+    pub event: EventId,
+}
+
+/// A side effect the target performed (a welcome message to a new customer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectRecord {
+    /// When.
+    pub at: SimTime,
+    /// For whom.
+    pub customer: CustomerId,
+    /// Its trace event.
+    pub event: EventId,
+}
+
+/// Everything that happened that the checkers need.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Actions the workload scheduled.
+    pub actions_scheduled: u64,
+    /// Source commits, in commit order.
+    pub commits: Vec<CommitRecord>,
+    /// Action outcomes, in the order they ended.
+    pub outcomes: Vec<OutcomeRecord>,
+    /// Target applies, in order.
+    pub applies: Vec<ApplyRecord>,
+    /// Target side effects, in order.
+    pub effects: Vec<EffectRecord>,
+    /// The rows both sides started with (already in sync).
+    pub initial: Rows,
+    /// The source's durable state at the end.
+    pub final_source: Rows,
+    /// The target's durable state at the end.
+    pub final_target: Rows,
+    /// When the run ended.
+    pub end: SimTime,
+    /// When the last fault healed.
+    pub last_fault_at: SimTime,
+    /// When source and target last became equal (if they are at the end).
+    pub converged_at: Option<SimTime>,
+}
+
+impl History {
+    /// Transactions present in the source's final durable state.
+    pub fn durable_txs(&self) -> BTreeSet<TxId> {
+        // A commit is durable when every row it wrote is at (or past) its version in the
+        // final state; a vanished commit left at least one row behind.
+        self.commits
+            .iter()
+            .filter(|c| {
+                c.rows.iter().all(|r| {
+                    self.final_source
+                        .get(&r.key)
+                        .is_some_and(|s| s.version >= r.version)
+                })
+            })
+            .map(|c| c.tx)
+            .collect()
+    }
+}
+
+/// Live versions on each side, to know when they agree.
+#[derive(Debug, Default)]
+struct Agreement {
+    source: BTreeMap<EntityKey, Version>,
+    target: BTreeMap<EntityKey, Version>,
+    differing: BTreeSet<EntityKey>,
+    agreed_since: Option<SimTime>,
+}
+
+impl Agreement {
+    fn update(&mut self, key: EntityKey, at: SimTime) {
+        if self.source.get(&key) == self.target.get(&key) {
+            self.differing.remove(&key);
+        } else {
+            self.differing.insert(key);
+        }
+        self.agreed_since = if self.differing.is_empty() {
+            self.agreed_since.or(Some(at))
+        } else {
+            None
+        };
+    }
+
+    fn set(side: &mut BTreeMap<EntityKey, Version>, key: EntityKey, live: Option<Version>) {
+        match live {
+            Some(v) => side.insert(key, v),
+            None => side.remove(&key),
+        };
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    history: History,
+    agreement: Agreement,
+}
+
+/// The handle systems record through. Clones share one history.
+#[derive(Clone, Debug, Default)]
+pub struct Recorder(Rc<RefCell<Inner>>);
+
+impl Recorder {
+    /// A recorder whose source and target both start with `initial`.
+    pub fn new(initial: Rows) -> Self {
+        let recorder = Recorder::default();
+        {
+            let mut inner = recorder.0.borrow_mut();
+            for (key, row) in &initial {
+                if row.data.is_some() {
+                    inner.agreement.source.insert(*key, row.version);
+                    inner.agreement.target.insert(*key, row.version);
+                }
+            }
+            inner.agreement.agreed_since = Some(SimTime::ZERO);
+            inner.history.initial = initial;
+        }
+        recorder
+    }
+
+    /// The source committed `rows` for `action` as `tx`.
+    pub fn commit(&self, tx: TxId, action: ActionId, at: SimTime, rows: &[RowImage], event: EventId) {
+        let mut inner = self.0.borrow_mut();
+        for r in rows {
+            Agreement::set(
+                &mut inner.agreement.source,
+                r.key,
+                (!r.is_delete()).then_some(r.version),
+            );
+            inner.agreement.update(r.key, at);
+        }
+        inner.history.commits.push(CommitRecord {
+            tx,
+            action,
+            at,
+            rows: rows.to_vec(),
+            event,
+        });
+    }
+
+    /// The source recovered `rows` from its disk (commits may have vanished).
+    pub fn source_recovered(&self, at: SimTime, rows: &Rows) {
+        self.replace_side(at, rows, true);
+    }
+
+    /// The target recovered `rows` from its disk.
+    pub fn target_recovered(&self, at: SimTime, rows: &Rows) {
+        self.replace_side(at, rows, false);
+    }
+
+    fn replace_side(&self, at: SimTime, rows: &Rows, source: bool) {
+        let mut inner = self.0.borrow_mut();
+        let agreement = &mut inner.agreement;
+        let side = if source {
+            &mut agreement.source
+        } else {
+            &mut agreement.target
+        };
+        let mut touched: BTreeSet<EntityKey> = side.keys().copied().collect();
+        side.clear();
+        for (key, row) in rows {
+            if row.data.is_some() {
+                side.insert(*key, row.version);
+            }
+            touched.insert(*key);
+        }
+        for key in touched {
+            agreement.update(key, at);
+        }
+    }
+
+    /// An action ended.
+    pub fn outcome(&self, action: ActionId, at: SimTime, result: Result<TxId, Failure>) {
+        self.0
+            .borrow_mut()
+            .history
+            .outcomes
+            .push(OutcomeRecord { action, at, result });
+    }
+
+    /// The target exposed `rows` in one local transaction.
+    pub fn apply(&self, at: SimTime, rows: Vec<RowVersion>, event: EventId) {
+        let mut inner = self.0.borrow_mut();
+        for r in &rows {
+            Agreement::set(
+                &mut inner.agreement.target,
+                r.key,
+                (!r.deleted).then_some(r.version),
+            );
+            inner.agreement.update(r.key, at);
+        }
+        inner.history.applies.push(ApplyRecord { at, rows, event });
+    }
+
+    /// The target sent a side effect for `customer`.
+    pub fn effect(&self, customer: CustomerId, at: SimTime, event: EventId) {
+        self.0
+            .borrow_mut()
+            .history
+            .effects
+            .push(EffectRecord { at, customer, event });
+    }
+
+    /// The rows both sides started with.
+    pub fn initial_rows(&self) -> Rows {
+        self.0.borrow().history.initial.clone()
+    }
+
+    /// Sets how many actions the workload scheduled.
+    pub fn set_actions_scheduled(&self, count: u64) {
+        self.0.borrow_mut().history.actions_scheduled = count;
+    }
+
+    /// Whether source and target hold the same live versions now, and since when.
+    pub fn agreed_since(&self) -> Option<SimTime> {
+        self.0.borrow().agreement.agreed_since
+    }
+
+    /// Takes the history out, adding the final states and timing.
+    pub fn finish(
+        &self,
+        final_source: Rows,
+        final_target: Rows,
+        end: SimTime,
+        last_fault_at: SimTime,
+    ) -> History {
+        let mut inner = self.0.borrow_mut();
+        let converged_at = inner.agreement.agreed_since;
+        let mut history = std::mem::take(&mut inner.history);
+        history.final_source = final_source;
+        history.final_target = final_target;
+        history.end = end;
+        history.last_fault_at = last_fault_at;
+        history.converged_at = converged_at;
+        history
+    }
+}

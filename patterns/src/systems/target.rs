@@ -1,0 +1,215 @@
+//! The replica: a table store on the world's disk that applies changes from the
+//! integration.
+//!
+//! One local transaction per apply: the accepted rows, the message id for the inbox (when
+//! on) and the customers welcomed, written as one synced log record, so an apply and its
+//! inbox entry are atomic. With the version check on, an image older than (or as old as)
+//! the held version is skipped; without it the target applies blindly, as many real
+//! consumers do. The side effect, a welcome message for each first-seen customer, is
+//! performed after the local commit: a crash in between loses it.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use faultline_sim::{DiskError, HostCtx, LogFile, LogPos};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{CustomerId, RowImage, Table};
+use crate::history::{Recorder, RowState, RowVersion, Rows};
+
+/// The target's log file.
+pub const TARGET_LOG: &str = "target.log";
+
+/// How the target applies changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// Skip images not newer than the held version.
+    pub version_check: bool,
+    /// Remember processed message ids in the apply's transaction and skip repeats.
+    pub inbox: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TargetTx {
+    rows: Vec<RowImage>,
+    message: Option<String>,
+    welcomed: Vec<CustomerId>,
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The rows were applied (some may have been skipped as stale).
+    Rows {
+        /// How many images were applied.
+        applied: usize,
+        /// How many were skipped by the version check.
+        skipped: usize,
+    },
+    /// The message id was in the inbox: nothing done.
+    Duplicate,
+}
+
+struct State {
+    ctx: HostCtx,
+    log: LogFile,
+    rows: Rows,
+    inbox: BTreeSet<String>,
+    welcomed: BTreeSet<CustomerId>,
+    recorder: Recorder,
+    config: TargetConfig,
+}
+
+/// A handle to the running target. Clones share it; it dies with its host.
+#[derive(Clone)]
+pub struct Target(Rc<RefCell<State>>);
+
+struct Replayed {
+    rows: Rows,
+    inbox: BTreeSet<String>,
+    welcomed: BTreeSet<CustomerId>,
+}
+
+fn replay(records: Vec<faultline_sim::LogRecord>, initial: &Rows, durable_end: Option<LogPos>) -> Replayed {
+    let mut out = Replayed {
+        rows: initial.clone(),
+        inbox: BTreeSet::new(),
+        welcomed: BTreeSet::new(),
+    };
+    out.welcomed.extend(
+        initial
+            .keys()
+            .filter(|k| k.table == Table::Customer)
+            .map(|k| k.customer),
+    );
+    for record in records {
+        if durable_end.is_some_and(|end| record.next > end) {
+            break;
+        }
+        let tx: TargetTx =
+            serde_json::from_slice(&record.payload).expect("target log records are written by this module");
+        for image in tx.rows {
+            out.rows.insert(
+                image.key,
+                RowState {
+                    version: image.version,
+                    data: image.data,
+                },
+            );
+        }
+        out.inbox.extend(tx.message);
+        out.welcomed.extend(tx.welcomed);
+    }
+    out
+}
+
+/// The target's durable rows (for the final check).
+pub fn durable_rows(disk: &faultline_sim::Disk, initial: &Rows) -> Rows {
+    let log = LogFile::open(disk, TARGET_LOG).0;
+    replay(
+        log.read_from(LogPos(0), usize::MAX),
+        initial,
+        Some(log.durable_end()),
+    )
+    .rows
+}
+
+impl Target {
+    /// Opens the target on this host's disk, replaying its log over `initial`.
+    pub fn recover(ctx: &HostCtx, config: TargetConfig, recorder: Recorder, initial: &Rows) -> Target {
+        let (log, recovery) = LogFile::open(ctx.disk(), TARGET_LOG);
+        let Replayed {
+            rows,
+            inbox,
+            welcomed,
+        } = replay(recovery.records, initial, None);
+        if ctx.incarnation() > 0 {
+            recorder.target_recovered(ctx.now(), &rows);
+        }
+        Target(Rc::new(RefCell::new(State {
+            ctx: ctx.clone(),
+            log,
+            rows,
+            inbox,
+            welcomed,
+            recorder,
+            config,
+        })))
+    }
+
+    /// Applies `images` in one local transaction; `message` is the id the inbox keys on.
+    pub fn apply(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
+        let mut state = self.0.borrow_mut();
+        let message = message.filter(|_| state.config.inbox).map(str::to_string);
+        if message.as_ref().is_some_and(|m| state.inbox.contains(m)) {
+            state
+                .ctx
+                .record("inbox-duplicate", message.clone().unwrap_or_default());
+            return Ok(Applied::Duplicate);
+        }
+        let accepted: Vec<RowImage> = images
+            .iter()
+            .filter(|image| {
+                !state.config.version_check
+                    || state
+                        .rows
+                        .get(&image.key)
+                        .is_none_or(|held| held.version < image.version)
+            })
+            .cloned()
+            .collect();
+        let skipped = images.len() - accepted.len();
+        let welcomed: Vec<CustomerId> = accepted
+            .iter()
+            .filter(|r| {
+                r.key.table == Table::Customer && !r.is_delete() && !state.welcomed.contains(&r.key.customer)
+            })
+            .map(|r| r.key.customer)
+            .collect();
+        if accepted.is_empty() && message.is_none() {
+            return Ok(Applied::Rows { applied: 0, skipped });
+        }
+        let tx = TargetTx {
+            rows: accepted,
+            message,
+            welcomed,
+        };
+        state
+            .log
+            .append(&serde_json::to_vec(&tx).expect("target txs serialise"))?;
+        state.log.sync()?;
+        for image in &tx.rows {
+            state.rows.insert(
+                image.key,
+                RowState {
+                    version: image.version,
+                    data: image.data.clone(),
+                },
+            );
+        }
+        state.inbox.extend(tx.message.clone());
+        state.welcomed.extend(tx.welcomed.iter().copied());
+        let now = state.ctx.now();
+        if !tx.rows.is_empty() {
+            let detail = tx
+                .rows
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let event = state.ctx.record("apply", detail);
+            state
+                .recorder
+                .apply(now, tx.rows.iter().map(RowVersion::from).collect(), event);
+        }
+        for customer in &tx.welcomed {
+            let event = state.ctx.record("welcome", format!("customer/{}", customer.0));
+            state.recorder.effect(*customer, now, event);
+        }
+        Ok(Applied::Rows {
+            applied: tx.rows.len(),
+            skipped,
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! Scenarios: the workload's size and pace, the network, the source's durability, and
+//! the run's timing (fault window, heal, quiesce).
+
+use std::time::Duration;
+
+use faultline_patterns::systems::source::SyncPolicy;
+use faultline_sim::{FaultWindow, SimTime};
+use serde::{Deserialize, Serialize};
+
+/// What a run does and how long it may take.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// The scenario's name.
+    pub name: String,
+    /// Customers both sides hold at the start.
+    pub customers: u64,
+    /// Business actions the workload runs.
+    pub actions: u64,
+    /// Actions per simulated second.
+    pub actions_per_sec: u64,
+    /// Smallest one-way network latency.
+    pub latency_min_ms: u64,
+    /// Largest one-way network latency.
+    pub latency_max_ms: u64,
+    /// Faults start no earlier than this.
+    pub fault_start_ms: u64,
+    /// Faults may last this long after the workload ends; all heal by then.
+    pub fault_tail_ms: u64,
+    /// After the last fault heals, the integration gets this long to converge.
+    pub quiesce_ms: u64,
+    /// The run stops early once both sides agreed for this long after the last fault.
+    pub settle_ms: u64,
+    /// The source's durability.
+    pub source_sync: SyncPolicy,
+}
+
+impl Scenario {
+    /// The `standard` scenario: 200 customers, 500 actions at 100 per second,
+    /// 1–10 ms latency, faults until one second after the workload, ten seconds to
+    /// converge.
+    pub fn standard() -> Scenario {
+        Scenario {
+            name: "standard".to_string(),
+            customers: 200,
+            actions: 500,
+            actions_per_sec: 100,
+            latency_min_ms: 1,
+            latency_max_ms: 10,
+            fault_start_ms: 200,
+            fault_tail_ms: 1_000,
+            quiesce_ms: 10_000,
+            settle_ms: 500,
+            source_sync: SyncPolicy::OnCommit,
+        }
+    }
+
+    /// The built-in scenario called `name`.
+    pub fn by_name(name: &str) -> Option<Scenario> {
+        (name == "standard").then(Scenario::standard)
+    }
+
+    /// Names of the built-in scenarios.
+    pub fn names() -> Vec<&'static str> {
+        vec!["standard"]
+    }
+
+    /// When the workload's last action is due.
+    pub fn workload_end(&self) -> SimTime {
+        SimTime::from_millis(self.actions * 1_000 / self.actions_per_sec.max(1))
+    }
+
+    /// Where faults may happen; everything heals by its end.
+    pub fn fault_window(&self) -> FaultWindow {
+        FaultWindow {
+            start: SimTime::from_millis(self.fault_start_ms),
+            end: self.workload_end() + Duration::from_millis(self.fault_tail_ms),
+        }
+    }
+
+    /// The hard end of a run.
+    pub fn deadline(&self) -> SimTime {
+        self.fault_window().end + Duration::from_millis(self.quiesce_ms)
+    }
+}

@@ -1,0 +1,99 @@
+//! The workload: the initial rows and a schedule of business actions, drawn from the
+//! seed's `workload` stream.
+//!
+//! Actions arrive at a steady rate with jitter. The mix is 20% creates, 35% contact
+//! saves, 35% renames and 10% deletes; half of the updates hit a hot tenth of the
+//! customers (key skew). The generator tracks which customers exist assuming every
+//! action succeeds; when one fails, later actions on that customer are rejected by the
+//! source, as they would be in production.
+
+use faultline_patterns::domain::{
+    fields, Action, ActionId, ActionRequest, CustomerId, EntityKey, Table, Version,
+};
+use faultline_patterns::history::{RowState, Rows};
+use faultline_sim::{SimRng, SimTime};
+use rand::Rng;
+
+use crate::scenario::Scenario;
+
+/// The rows both sides start with: every customer with its address and contact, at v1.
+pub fn initial_rows(customers: u64) -> Rows {
+    let mut rows = Rows::new();
+    for id in 0..customers {
+        let customer = CustomerId(id);
+        let row = |table, data| {
+            (
+                EntityKey { table, customer },
+                RowState {
+                    version: Version(1),
+                    data: Some(data),
+                },
+            )
+        };
+        let name = format!("customer-{id}");
+        let street = format!("street-{id}");
+        let phone = format!("phone-{id}");
+        let email = format!("c{id}@example.com");
+        rows.extend([
+            row(Table::Customer, fields(&[("name", &name)])),
+            row(Table::Address, fields(&[("street", &street)])),
+            row(Table::Contact, fields(&[("phone", &phone), ("email", &email)])),
+        ]);
+    }
+    rows
+}
+
+/// The schedule of actions, each at its instant, in time order.
+pub fn schedule(scenario: &Scenario, rng: &mut SimRng) -> Vec<(SimTime, ActionRequest)> {
+    let mut existing: Vec<u64> = (0..scenario.customers).collect();
+    let mut next_customer = scenario.customers;
+    let interval_us = 1_000_000 / scenario.actions_per_sec.max(1);
+    let mut out = Vec::with_capacity(scenario.actions as usize);
+    for i in 0..scenario.actions {
+        let at = SimTime::from_micros(i * interval_us + rng.gen_range(0..interval_us));
+        let id = ActionId(i);
+        let roll = rng.gen_range(0..100);
+        let action = if roll < 20 || existing.is_empty() {
+            let customer = next_customer;
+            next_customer += 1;
+            existing.push(customer);
+            Action::CreateCustomer {
+                customer: CustomerId(customer),
+                name: format!("name-{i}"),
+                street: format!("street-{i}"),
+                phone: format!("phone-{i}"),
+                email: format!("c{customer}@example.com"),
+            }
+        } else {
+            let pick = pick_customer(&existing, rng);
+            let customer = CustomerId(existing[pick]);
+            match roll {
+                20..=54 => Action::SaveContact {
+                    customer,
+                    phone: format!("phone-{i}"),
+                    street: format!("street-{i}"),
+                },
+                55..=89 => Action::RenameCustomer {
+                    customer,
+                    name: format!("name-{i}"),
+                },
+                _ => {
+                    existing.swap_remove(pick);
+                    Action::DeleteCustomer { customer }
+                }
+            }
+        };
+        out.push((at, ActionRequest { id, action }));
+    }
+    out
+}
+
+/// Half the picks go to the first tenth of the existing customers.
+fn pick_customer(existing: &[u64], rng: &mut SimRng) -> usize {
+    let hot = (existing.len() / 10).max(1);
+    if rng.gen_bool(0.5) {
+        rng.gen_range(0..hot)
+    } else {
+        rng.gen_range(0..existing.len())
+    }
+}
