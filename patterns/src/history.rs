@@ -142,21 +142,32 @@ pub struct History {
 }
 
 impl History {
-    /// Transactions present in the source's final durable state.
-    pub fn durable_txs(&self) -> BTreeSet<TxId> {
-        // A commit is durable when every row it wrote is at (or past) its version in the
-        // final state; a vanished commit left at least one row behind.
-        self.commits
-            .iter()
-            .filter(|c| {
-                c.rows.iter().all(|r| {
-                    self.final_source
-                        .get(&r.key)
-                        .is_some_and(|s| s.version >= r.version)
-                })
-            })
-            .map(|c| c.tx)
-            .collect()
+    /// For each commit (by position in [`History::commits`]), whether it is in the
+    /// source's final durable state. Positions, not tx ids: after a power loss empties
+    /// the log's tail, the source hands out the lost ids again.
+    pub fn durable_commits(&self) -> Vec<bool> {
+        // Later commits of a key supersede earlier ones, so walk backwards: a commit is
+        // durable when, for every row it wrote, the final state holds that version or a
+        // newer one written by a durable commit.
+        let mut durable = vec![false; self.commits.len()];
+        let mut claimed: BTreeMap<EntityKey, Version> = BTreeMap::new();
+        for (i, c) in self.commits.iter().enumerate().rev() {
+            durable[i] = c.rows.iter().all(|r| {
+                let held = self.final_source.get(&r.key).map(|s| s.version);
+                match claimed.get(&r.key) {
+                    // A later durable commit of this key already accounts for the final
+                    // version: this one is durable if it is older.
+                    Some(v) => r.version < *v,
+                    None => held == Some(r.version),
+                }
+            });
+            if durable[i] {
+                for r in &c.rows {
+                    claimed.insert(r.key, r.version);
+                }
+            }
+        }
+        durable
     }
 }
 

@@ -74,8 +74,8 @@ pub fn compute(history: &History) -> Metrics {
         }
     }
     let mut delays_ms: Vec<u64> = Vec::new();
-    let durable = history.durable_txs();
-    for c in history.commits.iter().filter(|c| durable.contains(&c.tx)) {
+    let durable = history.durable_commits();
+    for (c, _) in history.commits.iter().zip(&durable).filter(|(_, d)| **d) {
         for r in &c.rows {
             let visible = applies
                 .get(&r.key)

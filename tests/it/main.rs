@@ -1,1 +1,4 @@
+//! Integration tests of the whole: one test binary (fast to link), one module per area.
 
+mod cli;
+mod end_to_end;

@@ -172,3 +172,72 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invariants::testing::*;
+    use faultline_patterns::domain::Table;
+
+    fn kinds(history: &History) -> Vec<(&'static str, String)> {
+        check(history).into_iter().map(|v| (v.kind, v.key)).collect()
+    }
+
+    #[test]
+    fn equal_states_converge() {
+        let mut h = History::default();
+        h.final_source.insert(key(Table::Customer, 1), live_row(3, "a"));
+        h.final_target.insert(key(Table::Customer, 1), live_row(3, "a"));
+        // A tombstone on one side and nothing on the other are the same thing.
+        h.final_source.insert(key(Table::Customer, 2), tombstone(2));
+        assert!(check(&h).is_empty());
+    }
+
+    #[test]
+    fn each_kind_of_divergence_is_typed() {
+        let mut h = History::default();
+        let (missing, stale, phantom, resurrected, divergent, vanished) = (
+            key(Table::Customer, 1),
+            key(Table::Address, 2),
+            key(Table::Contact, 3),
+            key(Table::Customer, 4),
+            key(Table::Customer, 5),
+            key(Table::Customer, 6),
+        );
+        h.final_source.insert(missing, live_row(1, "a"));
+        h.final_source.insert(stale, live_row(4, "new"));
+        h.final_target.insert(stale, live_row(2, "old"));
+        h.final_target.insert(phantom, live_row(1, "ghost"));
+        h.final_source.insert(resurrected, tombstone(3));
+        h.final_target.insert(resurrected, live_row(2, "back"));
+        h.final_source.insert(divergent, live_row(2, "x"));
+        h.final_target.insert(divergent, live_row(2, "y"));
+        h.final_source.insert(vanished, live_row(1, "a"));
+        h.final_target.insert(vanished, live_row(2, "b"));
+        commit(&mut h, 10, stale, 3);
+        commit(&mut h, 20, stale, 4);
+        let found = kinds(&h);
+        assert_eq!(
+            found,
+            vec![
+                ("missing", "customer/1".to_string()),
+                ("resurrected", "customer/4".to_string()),
+                ("divergent", "customer/5".to_string()),
+                ("phantom", "customer/6".to_string()),
+                ("stale", "address/2".to_string()),
+                ("phantom", "contact/3".to_string()),
+            ]
+        );
+        let stale_violation = check(&h).into_iter().find(|v| v.kind == "stale").unwrap();
+        assert_eq!(
+            stale_violation.at,
+            SimTime::from_millis(10),
+            "first missed commit dates it"
+        );
+        assert_eq!(
+            stale_violation.evidence,
+            vec![EventId(20)],
+            "the commit of the version the target lacks"
+        );
+    }
+}

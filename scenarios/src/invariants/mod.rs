@@ -59,3 +59,60 @@ pub const INVARIANTS: &[InvariantInfo] = &[
 pub fn check_all(history: &History) -> Vec<Violation> {
     INVARIANTS.iter().flat_map(|inv| (inv.check)(history)).collect()
 }
+
+/// Hand-built histories for checker tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use faultline_patterns::domain::{fields, CustomerId, EntityKey, RowImage, Table, Version};
+    use faultline_patterns::domain::{ActionId, TxId};
+    use faultline_patterns::history::{ApplyRecord, CommitRecord, History, RowState, RowVersion};
+    use faultline_sim::{EventId, SimTime};
+
+    pub fn key(table: Table, id: u64) -> EntityKey {
+        EntityKey {
+            table,
+            customer: CustomerId(id),
+        }
+    }
+
+    pub fn live_row(v: u64, name: &str) -> RowState {
+        RowState {
+            version: Version(v),
+            data: Some(fields(&[("name", name)])),
+        }
+    }
+
+    pub fn tombstone(v: u64) -> RowState {
+        RowState {
+            version: Version(v),
+            data: None,
+        }
+    }
+
+    pub fn commit(history: &mut History, at_ms: u64, key: EntityKey, v: u64) {
+        let tx = TxId(history.commits.len() as u64 + 1);
+        history.commits.push(CommitRecord {
+            tx,
+            action: ActionId(tx.0),
+            at: SimTime::from_millis(at_ms),
+            rows: vec![RowImage {
+                key,
+                version: Version(v),
+                data: None,
+            }],
+            event: EventId(at_ms),
+        });
+    }
+
+    pub fn apply(history: &mut History, at_ms: u64, key: EntityKey, v: u64) {
+        history.applies.push(ApplyRecord {
+            at: SimTime::from_millis(at_ms),
+            rows: vec![RowVersion {
+                key,
+                version: Version(v),
+                deleted: false,
+            }],
+            event: EventId(1_000 + at_ms),
+        });
+    }
+}

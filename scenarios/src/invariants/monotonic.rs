@@ -45,3 +45,43 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invariants::testing::*;
+    use faultline_patterns::domain::Table;
+
+    #[test]
+    fn increasing_versions_hold() {
+        let mut h = History::default();
+        let k = key(Table::Customer, 1);
+        h.initial.insert(k, live_row(1, "a"));
+        apply(&mut h, 10, k, 2);
+        apply(&mut h, 20, k, 2); // a redelivered duplicate is not a regression
+        apply(&mut h, 30, k, 5);
+        assert!(check(&h).is_empty());
+    }
+
+    #[test]
+    fn a_step_back_fires_once_per_key_with_both_applies_as_evidence() {
+        let mut h = History::default();
+        let k = key(Table::Customer, 1);
+        apply(&mut h, 10, k, 3);
+        apply(&mut h, 20, k, 2);
+        apply(&mut h, 30, k, 1);
+        let v = check(&h);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].at, SimTime::from_millis(20));
+        assert_eq!(v[0].evidence, vec![EventId(1_010), EventId(1_020)]);
+    }
+
+    #[test]
+    fn going_below_the_initial_version_fires() {
+        let mut h = History::default();
+        let k = key(Table::Contact, 9);
+        h.initial.insert(k, live_row(4, "a"));
+        apply(&mut h, 10, k, 3);
+        assert_eq!(check(&h).len(), 1);
+    }
+}
