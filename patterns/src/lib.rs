@@ -9,10 +9,16 @@
 
 #![deny(missing_docs)]
 
+pub mod cdc;
+pub mod consumer;
 pub mod domain;
+pub mod full_copy;
 pub mod history;
+pub mod notify_pull;
 pub mod outbox;
 pub mod push;
+pub mod queue;
+pub mod retry_queue;
 pub mod systems;
 
 use std::rc::Rc;
@@ -20,10 +26,16 @@ use std::time::Duration;
 
 use faultline_sim::{FaultTarget, SimTime, World, WorldError};
 
+use cdc::{CdcApply, CdcConfig};
+use consumer::DEFAULT_CONSUMER;
 use domain::ActionRequest;
+use full_copy::FullCopyConfig;
 use history::{Recorder, Rows};
-use outbox::OutboxConfig;
+use notify_pull::NotifyConfig;
+use outbox::{OutboxConfig, RelaySource};
 use push::PushConfig;
+use queue::{PublishPoint, QueueConfig};
+use retry_queue::DEFAULT_RETRY;
 use systems::source::{SourceConfig, SyncPolicy};
 
 /// Host names every pattern uses.
@@ -34,6 +46,8 @@ pub mod hosts {
     pub const TARGET: &str = "target";
     /// The message broker.
     pub const BROKER: &str = "broker";
+    /// The CDC connector.
+    pub const CONNECTOR: &str = "connector";
 }
 
 /// How long an integration call waits for its answer.
@@ -56,10 +70,18 @@ pub struct Setup {
 /// A pattern with its variant's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatternConfig {
+    /// Periodic batch copy of a consistent snapshot.
+    FullCopy(FullCopyConfig),
     /// Online push over REST.
     Push(PushConfig),
+    /// Key-only notification, then a fetch of the current state.
+    NotifyPull(NotifyConfig),
+    /// Entity data in messages (dual write).
+    Queue(QueueConfig),
     /// Transactional outbox through the broker.
     Outbox(OutboxConfig),
+    /// Row-level change data capture through the broker.
+    Cdc(CdcConfig),
 }
 
 /// A named, selectable variant.
@@ -73,33 +95,107 @@ pub struct Variant {
     pub config: PatternConfig,
 }
 
+const FULL_COPY: FullCopyConfig = FullCopyConfig {
+    atomic_swap: true,
+    period_ms: 1_000,
+    row_write_ms: 1,
+    snapshot_timeout_ms: 500,
+};
 const PUSH: PushConfig = PushConfig {
     version_check: false,
-    attempts_max: 8,
-    backoff_initial_ms: 20,
-    backoff_max_ms: 500,
-    queue_max: 10_000,
+    retry: DEFAULT_RETRY,
 };
-
+const NOTIFY: NotifyConfig = NotifyConfig {
+    dedup_window_ms: None,
+    retry: DEFAULT_RETRY,
+    consumer: DEFAULT_CONSUMER,
+};
+const QUEUE: QueueConfig = QueueConfig {
+    publish: PublishPoint::AfterCommit,
+    retry: DEFAULT_RETRY,
+    idempotent_producer: false,
+    consumer: DEFAULT_CONSUMER,
+};
 const OUTBOX: OutboxConfig = OutboxConfig {
-    inbox: true,
-    partitions: 4,
-    poll_ms: 20,
+    inbox: false,
+    relay: RelaySource::PollTable,
+    idempotent_producer: false,
+    relay_poll_ms: 20,
     relay_batch_max: 32,
-    retry_ms: 50,
+    consumer: DEFAULT_CONSUMER,
+};
+const CDC: CdcConfig = CdcConfig {
+    apply: CdcApply::RowByRow,
+    connector_poll_ms: 20,
+    consumer: DEFAULT_CONSUMER,
 };
 
 /// Every variant, in the order `faultline list` shows them.
 pub const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "full-copy",
+        description: "every second, copy a consistent snapshot into staging and swap it in atomically",
+        config: PatternConfig::FullCopy(FULL_COPY),
+    },
+    Variant {
+        name: "full-copy-inplace",
+        description: "every second, copy a consistent snapshot by overwriting the target row by row",
+        config: PatternConfig::FullCopy(FullCopyConfig { atomic_swap: false, ..FULL_COPY }),
+    },
     Variant {
         name: "push",
         description: "after commit, PUT/DELETE each row to the target's REST API; in-memory retry, lost on source crash",
         config: PatternConfig::Push(PUSH),
     },
     Variant {
-        name: "outbox-inbox",
-        description: "rows and outbox message commit together; a relay publishes; the target's inbox makes applies idempotent",
+        name: "push-versioned",
+        description: "push, and the target rejects an image older than the version it holds",
+        config: PatternConfig::Push(PushConfig { version_check: true, ..PUSH }),
+    },
+    Variant {
+        name: "notify-pull",
+        description: "after commit, publish the row's key; the target fetches the current state from the source",
+        config: PatternConfig::NotifyPull(NOTIFY),
+    },
+    Variant {
+        name: "notify-pull-dedup",
+        description: "notify-pull, collapsing each batch's notifications per key and fetching after a 50 ms window",
+        config: PatternConfig::NotifyPull(NotifyConfig { dedup_window_ms: Some(50), ..NOTIFY }),
+    },
+    Variant {
+        name: "queue-after-commit",
+        description: "commit, then publish each row's data from an in-memory retry queue",
+        config: PatternConfig::Queue(QUEUE),
+    },
+    Variant {
+        name: "queue-fail-op",
+        description: "publish each row's data inside the operation; a failed publish fails and rolls back the action",
+        config: PatternConfig::Queue(QueueConfig { publish: PublishPoint::InOperation, ..QUEUE }),
+    },
+    Variant {
+        name: "outbox",
+        description: "rows and outbox message commit together; a relay polls and publishes; the target applies every message",
         config: PatternConfig::Outbox(OUTBOX),
+    },
+    Variant {
+        name: "outbox-inbox",
+        description: "outbox, and the target keeps an inbox of processed ids in the apply's transaction (idempotent)",
+        config: PatternConfig::Outbox(OutboxConfig { inbox: true, ..OUTBOX }),
+    },
+    Variant {
+        name: "outbox-logtail",
+        description: "outbox whose relay tails the source's commit log from a saved position instead of polling the table",
+        config: PatternConfig::Outbox(OutboxConfig { relay: RelaySource::TailLog, ..OUTBOX }),
+    },
+    Variant {
+        name: "cdc-row",
+        description: "a connector tails the commit log and publishes one event per row; the target applies them one by one",
+        config: PatternConfig::Cdc(CDC),
+    },
+    Variant {
+        name: "cdc-tx",
+        description: "cdc, and the target buffers each transaction's row events and applies them together",
+        config: PatternConfig::Cdc(CdcConfig { apply: CdcApply::Transaction, ..CDC }),
     },
 ];
 
@@ -117,8 +213,12 @@ impl Variant {
     /// The hosts the variant runs on, as fault targets: all crashable, all with disks.
     pub fn hosts(&self) -> Vec<FaultTarget> {
         let mut names = vec![hosts::SOURCE, hosts::TARGET];
-        if matches!(self.config, PatternConfig::Outbox(_)) {
-            names.push(hosts::BROKER);
+        match self.config {
+            PatternConfig::FullCopy(_) | PatternConfig::Push(_) => {}
+            PatternConfig::NotifyPull(_) | PatternConfig::Queue(_) | PatternConfig::Outbox(_) => {
+                names.push(hosts::BROKER)
+            }
+            PatternConfig::Cdc(_) => names.extend([hosts::BROKER, hosts::CONNECTOR]),
         }
         names
             .into_iter()
@@ -132,10 +232,15 @@ impl Variant {
 
     /// The source configuration the variant needs, given the scenario's sync policy.
     pub fn source_config(&self, sync: SyncPolicy) -> SourceConfig {
-        SourceConfig {
-            sync,
-            outbox: matches!(self.config, PatternConfig::Outbox(_)),
-        }
+        // A log-tailing relay finds each message in its commit record: no table to poll.
+        let outbox = matches!(
+            self.config,
+            PatternConfig::Outbox(OutboxConfig {
+                relay: RelaySource::PollTable,
+                ..
+            })
+        );
+        SourceConfig { sync, outbox }
     }
 
     /// Registers the variant's hosts in `world`.
@@ -148,15 +253,34 @@ impl Variant {
             }};
         }
         match self.config {
+            PatternConfig::FullCopy(config) => {
+                host!(hosts::SOURCE, full_copy::run_source, config);
+                host!(hosts::TARGET, full_copy::run_target, config);
+            }
             PatternConfig::Push(config) => {
                 host!(hosts::SOURCE, push::run_source, config);
                 host!(hosts::TARGET, push::run_target, config);
             }
+            PatternConfig::NotifyPull(config) => {
+                host!(hosts::SOURCE, notify_pull::run_source, config);
+                host!(hosts::TARGET, notify_pull::run_target, config);
+            }
+            PatternConfig::Queue(config) => {
+                host!(hosts::SOURCE, queue::run_source, config);
+                host!(hosts::TARGET, queue::run_target, config);
+            }
             PatternConfig::Outbox(config) => {
                 host!(hosts::SOURCE, outbox::run_source, config);
                 host!(hosts::TARGET, outbox::run_target, config);
-                world.host(hosts::BROKER, systems::broker::run_broker)?;
             }
+            PatternConfig::Cdc(config) => {
+                host!(hosts::SOURCE, cdc::run_source, config);
+                host!(hosts::TARGET, cdc::run_target, config);
+                world.host(hosts::CONNECTOR, move |ctx| cdc::run_connector(ctx, config))?;
+            }
+        }
+        if self.hosts().iter().any(|h| h.name == hosts::BROKER) {
+            world.host(hosts::BROKER, systems::broker::run_broker)?;
         }
         Ok(())
     }

@@ -1,42 +1,54 @@
 //! Transactional outbox: the business rows and an outbox message describing the logical
-//! change commit in one local transaction; a relay on the source host publishes unsent
-//! messages to the broker in order and marks them sent.
+//! change commit in one local transaction; a relay on the source host publishes the
+//! messages to the broker in order.
 //!
-//! A relay crash between publish and mark-sent publishes the message again, and a lost
-//! produce ack makes the relay retry: the target sees duplicates. `outbox-inbox` keeps an
-//! inbox of processed message ids in the same local transaction as the apply, which
-//! makes the consumer idempotent. The consumer commits its offset after applying, so a
-//! restart redelivers whatever it had not committed.
+//! The relay reads either the outbox table (polling unsent messages and marking each
+//! sent after its publish) or, in `outbox-logtail`, the source's commit log from a
+//! position it saves after publishing. Either way a crash between publish and
+//! bookkeeping, or a lost produce ack, publishes a message twice. `outbox` applies
+//! every message it receives; `outbox-inbox` keeps an inbox of processed message ids in
+//! the apply's own transaction (an idempotent consumer).
 
-use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_sim::HostCtx;
+use faultline_sim::{HostCtx, LogPos};
 
+use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::CustomerId;
-use crate::systems::broker::{BrokerClient, BrokerRecord};
+use crate::systems::broker::{BrokerRecord, Producer};
 use crate::systems::source::{OutboxMessage, Source};
 use crate::systems::target::{Target, TargetConfig};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic outbox messages go to.
 pub const TOPIC: &str = "customer-changes";
-/// The consumer group of the target.
-pub const GROUP: &str = "target";
+/// Where the log-tailing relay keeps its position.
+const RELAY_POSITION_FILE: &str = "relay.pos";
+
+/// Where the relay finds what to publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelaySource {
+    /// Poll the outbox table for unsent messages; mark each sent after publishing.
+    PollTable,
+    /// Tail the commit log from a saved position; save it after publishing.
+    TailLog,
+}
 
 /// How the outbox integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {
     /// The target keeps an inbox of processed message ids.
     pub inbox: bool,
-    /// Partitions of the topic; messages are partitioned by customer.
-    pub partitions: u32,
-    /// How often the relay polls the outbox, and the consumer an empty partition.
-    pub poll_ms: u64,
-    /// Messages the relay reads per poll.
+    /// Where the relay reads.
+    pub relay: RelaySource,
+    /// The relay publishes as an idempotent producer.
+    pub idempotent_producer: bool,
+    /// How often the relay looks for new messages.
+    pub relay_poll_ms: u64,
+    /// Messages the relay handles per poll.
     pub relay_batch_max: usize,
-    /// Wait after a failed call before trying again.
-    pub retry_ms: u64,
+    /// How the target consumes.
+    pub consumer: ConsumerConfig,
 }
 
 /// The partition of a customer's messages: all of one customer's changes stay in order.
@@ -47,20 +59,34 @@ pub fn partition_of(customer: CustomerId, partitions: u32) -> u32 {
 /// The source side: run the workload, and the relay beside it.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
     let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
-    let sync = source.clone();
-    tokio::task::spawn_local(async move { sync.run_sync_loop().await });
-    let relay = tokio::task::spawn_local(relay_loop(ctx.clone(), source.clone(), config));
-    source.run_workload(Rc::clone(&setup.schedule), |_| {}).await;
+    let syncer = source.clone();
+    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+    let relay = match config.relay {
+        RelaySource::PollTable => tokio::task::spawn_local(relay_table(ctx.clone(), source.clone(), config)),
+        RelaySource::TailLog => tokio::task::spawn_local(relay_log(ctx.clone(), source.clone(), config)),
+    };
+    source.run_workload(setup.schedule.clone(), None, |_| {}).await;
     relay.await?;
     Ok(())
 }
 
-async fn relay_loop(ctx: HostCtx, source: Source, config: OutboxConfig) {
-    let broker = BrokerClient::new(&ctx, RPC_TIMEOUT);
+async fn publish(producer: &Producer, message: &OutboxMessage, config: OutboxConfig) -> bool {
+    let customer = message.rows[0].key.customer;
+    let payload = serde_json::to_string(message).expect("outbox messages serialise");
+    let partition = partition_of(customer, config.consumer.partitions);
+    // The transaction id orders a partition's messages and is stable across retries.
+    producer
+        .publish(TOPIC, partition, customer.0.to_string(), payload, message.tx.0)
+        .await
+        .is_ok()
+}
+
+async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig) {
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.idempotent_producer);
     loop {
-        tokio::time::sleep(Duration::from_millis(config.poll_ms)).await;
+        tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
         for message in source.outbox_unsent(config.relay_batch_max) {
-            if publish(&broker, &message, config).await.is_err() {
+            if !publish(&producer, &message, config).await {
                 break;
             }
             if let Err(e) = source.mark_sent(message.tx) {
@@ -71,71 +97,62 @@ async fn relay_loop(ctx: HostCtx, source: Source, config: OutboxConfig) {
     }
 }
 
-async fn publish(broker: &BrokerClient, message: &OutboxMessage, config: OutboxConfig) -> Result<u64, ()> {
-    let customer = message.rows[0].key.customer;
-    let payload = serde_json::to_string(message).expect("outbox messages serialise");
-    broker
-        .produce(
-            TOPIC,
-            partition_of(customer, config.partitions),
-            customer.0.to_string(),
-            payload,
-            None,
-        )
-        .await
-        .map_err(|_| ())
+async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig) {
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.idempotent_producer);
+    let saved = ctx.disk().read_all(RELAY_POSITION_FILE);
+    let mut position = LogPos(serde_json::from_slice(&saved).unwrap_or(0));
+    loop {
+        tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
+        let (commits, next) = source.read_log(position, config.relay_batch_max);
+        let mut published_all = true;
+        for commit in &commits {
+            if !publish(&producer, &commit.to_outbox_message(), config).await {
+                published_all = false;
+                break;
+            }
+        }
+        // Only a fully published batch moves the position; a partial one is re-read
+        // (and partly re-published) next time.
+        if published_all && next != position {
+            match ctx
+                .disk()
+                .replace(RELAY_POSITION_FILE, next.0.to_string().as_bytes())
+            {
+                Ok(()) => position = next,
+                Err(e) => {
+                    ctx.record("relay-position-failed", e.to_string());
+                }
+            }
+        }
+    }
 }
 
-/// The target side: one consumer task per partition.
+/// Applies each outbox message's rows in one local transaction.
+struct ApplyMessage {
+    target: Target,
+}
+
+impl Handler for ApplyMessage {
+    async fn handle(&mut self, record: &BrokerRecord) -> Result<Handled, ()> {
+        let message: OutboxMessage =
+            serde_json::from_str(&record.payload).expect("payloads are outbox messages");
+        self.target
+            .apply(&message.rows, Some(&message.id))
+            .map(|_| Handled::Done)
+            .map_err(|_| ())
+    }
+}
+
+/// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
     let target_config = TargetConfig {
         version_check: false,
         inbox: config.inbox,
     };
     let target = Target::recover(&ctx, target_config, setup.recorder.clone(), &setup.initial);
-    let broker = BrokerClient::new(&ctx, RPC_TIMEOUT);
-    let consumers: Vec<_> = (0..config.partitions)
-        .map(|p| tokio::task::spawn_local(consume(broker.clone(), target.clone(), p, config)))
-        .collect();
-    for consumer in consumers {
-        consumer.await?;
-    }
+    run_consumers(&ctx, TOPIC, config.consumer, |_| ApplyMessage {
+        target: target.clone(),
+    })
+    .await;
     Ok(())
-}
-
-async fn consume(broker: BrokerClient, target: Target, partition: u32, config: OutboxConfig) {
-    let retry = Duration::from_millis(config.retry_ms);
-    let mut position = loop {
-        match broker.committed_offset(GROUP, TOPIC, partition).await {
-            Ok(offset) => break offset,
-            Err(_) => tokio::time::sleep(retry).await,
-        }
-    };
-    loop {
-        let records = match broker.fetch(TOPIC, partition, position).await {
-            Ok(records) => records,
-            Err(_) => {
-                tokio::time::sleep(retry).await;
-                continue;
-            }
-        };
-        if records.is_empty() {
-            tokio::time::sleep(Duration::from_millis(config.poll_ms)).await;
-            continue;
-        }
-        for record in records {
-            if apply(&target, &record).is_err() {
-                tokio::time::sleep(retry).await;
-                break;
-            }
-            position = record.offset + 1;
-            // After applying: a lost commit only means a redelivery later.
-            let _ = broker.commit_offset(GROUP, TOPIC, partition, position).await;
-        }
-    }
-}
-
-fn apply(target: &Target, record: &BrokerRecord) -> Result<(), faultline_sim::DiskError> {
-    let message: OutboxMessage = serde_json::from_str(&record.payload).expect("payloads are outbox messages");
-    target.apply(&message.rows, Some(&message.id)).map(|_| ())
 }

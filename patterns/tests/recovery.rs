@@ -56,7 +56,7 @@ fn source_through_power_loss(sync: SyncPolicy) -> (Recorder, World) {
                     Source::recover(&ctx, SourceConfig { sync, outbox: false }, recorder, &Rows::new());
                 let syncer = source.clone();
                 tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
-                source.run_workload(schedule, |_| {}).await;
+                source.run_workload(schedule, None, |_| {}).await;
                 std::future::pending::<()>().await;
                 Ok(())
             }

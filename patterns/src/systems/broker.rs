@@ -402,3 +402,44 @@ impl BrokerClient {
         }
     }
 }
+
+/// Publishes records, optionally as an idempotent producer.
+///
+/// An idempotent producer has an id per process life (a restart gets a new one, as a
+/// Kafka producer without a transactional id does) and stamps each record with a
+/// caller-chosen sequence that stays the same across retries of that record: the
+/// broker then drops a retry whose first attempt was stored. It cannot help against
+/// duplicates from a restarted producer.
+#[derive(Clone)]
+pub struct Producer {
+    broker: BrokerClient,
+    id: Option<u64>,
+}
+
+impl Producer {
+    /// A producer on this host.
+    pub fn new(ctx: &HostCtx, timeout: Duration, idempotent: bool) -> Self {
+        let id = idempotent
+            .then(|| faultline_sim::trace::fnv1a64(ctx.name().as_bytes()) ^ u64::from(ctx.incarnation()));
+        Producer {
+            broker: BrokerClient::new(ctx, timeout),
+            id,
+        }
+    }
+
+    /// Publishes one record; `seq` must be the same for every retry of the same record
+    /// and grow per partition.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: String,
+        payload: String,
+        seq: u64,
+    ) -> Result<u64, BrokerError> {
+        let producer = self.id.map(|producer| ProducerSeq { producer, seq });
+        self.broker
+            .produce(topic, partition, key, payload, producer)
+            .await
+    }
+}

@@ -9,10 +9,12 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_sim::{HostCtx, LogFile, SimTime};
+use faultline_sim::{serve, HostCtx, LogFile, LogPos, RpcMessage, SimTime};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{fields, Action, ActionId, ActionRequest, EntityKey, RowImage, Table, TxId, Version};
@@ -61,7 +63,7 @@ enum LogEntry {
 }
 
 /// A committed transaction, as handed to post-commit hooks.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
     /// The transaction.
     pub tx: TxId,
@@ -82,6 +84,11 @@ impl Commit {
         }
     }
 }
+
+/// A step inside the operation, before the commit (e.g. a publish). Gets the action and
+/// the rows it will write; an `Err` fails the action with that reason.
+pub type BeforeCommit =
+    Rc<dyn Fn(ActionId, Vec<RowImage>) -> Pin<Box<dyn Future<Output = Result<(), String>>>>>;
 
 /// How the source is configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,20 +289,33 @@ impl Source {
         }
     }
 
-    /// Executes one action as one local transaction and records its outcome.
-    pub fn execute(&self, request: &ActionRequest) -> Result<Commit, Failure> {
-        let result = self.try_execute(request);
+    /// Executes one action as one local transaction and records its outcome. The hook
+    /// runs inside the operation, after the rows are known and before the commit: when
+    /// it fails, the action fails and nothing is committed.
+    pub async fn execute(
+        &self,
+        request: &ActionRequest,
+        before_commit: Option<&BeforeCommit>,
+    ) -> Result<Commit, Failure> {
+        let result = match (self.plan(&request.action), before_commit) {
+            (Err(failure), _) => Err(failure),
+            (Ok(rows), None) => self.commit(request, rows),
+            (Ok(rows), Some(hook)) => match hook(request.id, rows.clone()).await {
+                Ok(()) => self.commit(request, rows),
+                Err(reason) => Err(Failure::Integration(reason)),
+            },
+        };
         let state = self.0.borrow();
+        let at = state.ctx.now();
         state.recorder.outcome(
             request.id,
-            state.ctx.now(),
+            at,
             result.as_ref().map(|c| c.tx).map_err(Clone::clone),
         );
         result
     }
 
-    fn try_execute(&self, request: &ActionRequest) -> Result<Commit, Failure> {
-        let rows = self.plan(&request.action)?;
+    fn commit(&self, request: &ActionRequest, rows: Vec<RowImage>) -> Result<Commit, Failure> {
         let mut state = self.0.borrow_mut();
         let tx = TxId(state.next_tx);
         let entry = LogEntry::Commit {
@@ -379,6 +399,7 @@ impl Source {
     pub async fn run_workload(
         &self,
         schedule: Rc<Vec<(SimTime, ActionRequest)>>,
+        before_commit: Option<BeforeCommit>,
         after_commit: impl Fn(&Commit),
     ) {
         let now = self.0.borrow().ctx.now();
@@ -386,9 +407,118 @@ impl Source {
         for (at, request) in &schedule[start..] {
             let wait = at.saturating_since(self.0.borrow().ctx.now());
             tokio::time::sleep(wait).await;
-            if let Ok(commit) = self.execute(request) {
+            if let Ok(commit) = self.execute(request, before_commit.as_ref()).await {
                 after_commit(&commit);
             }
         }
     }
+
+    /// Every row the source holds now: a consistent snapshot (one instant, no
+    /// interleaved commit).
+    pub fn snapshot(&self) -> Vec<(EntityKey, RowState)> {
+        self.0
+            .borrow()
+            .rows
+            .iter()
+            .map(|(k, r)| (*k, r.clone()))
+            .collect()
+    }
+
+    /// Committed transactions from `from` on, up to `max` log records, and the position
+    /// after the last record read. Only durable records are served, as a log-based
+    /// reader (a replication slot) sees only flushed log.
+    pub fn read_log(&self, from: LogPos, max: usize) -> (Vec<Commit>, LogPos) {
+        let state = self.0.borrow();
+        let durable_end = state.log.durable_end();
+        let mut commits = Vec::new();
+        let mut next = from;
+        for record in state.log.read_from(from, max) {
+            if record.next > durable_end {
+                break;
+            }
+            next = record.next;
+            let entry: LogEntry = serde_json::from_slice(&record.payload)
+                .expect("source log records are written by this module");
+            if let LogEntry::Commit { tx, action, rows, .. } = entry {
+                commits.push(Commit { tx, action, rows });
+            }
+        }
+        (commits, next)
+    }
+}
+
+/// The port of the source's REST API.
+pub const SOURCE_API_PORT: u16 = 8080;
+/// Log records one log read returns at most.
+pub const LOG_READ_MAX_RECORDS: usize = 64;
+
+/// A request to the source's API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SourceRequest {
+    /// The current state of one row (GET /entity/key).
+    Read(EntityKey),
+    /// Every row, from one consistent snapshot.
+    Snapshot,
+    /// Committed transactions from a log position (a replication stream).
+    ReadLog {
+        /// Where to start.
+        from: LogPos,
+    },
+}
+
+/// The source's answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SourceResponse {
+    /// The row, or `None` when the source never had it.
+    Row(Option<RowState>),
+    /// Every row.
+    Snapshot(Vec<(EntityKey, RowState)>),
+    /// Committed transactions and the position to continue from.
+    Log {
+        /// The transactions, in commit order.
+        commits: Vec<Commit>,
+        /// Where the next read starts.
+        next: LogPos,
+    },
+}
+
+impl RpcMessage for SourceRequest {
+    fn label(&self) -> String {
+        match self {
+            SourceRequest::Read(key) => format!("GET {key}"),
+            SourceRequest::Snapshot => "GET snapshot".to_string(),
+            SourceRequest::ReadLog { from } => format!("read log @{}", from.0),
+        }
+    }
+}
+
+impl RpcMessage for SourceResponse {
+    fn label(&self) -> String {
+        match self {
+            SourceResponse::Row(Some(r)) => format!(
+                "row {}{}",
+                r.version,
+                if r.data.is_none() { " deleted" } else { "" }
+            ),
+            SourceResponse::Row(None) => "404".to_string(),
+            SourceResponse::Snapshot(rows) => format!("snapshot rows={}", rows.len()),
+            SourceResponse::Log { commits, next } => format!("log commits={} next={}", commits.len(), next.0),
+        }
+    }
+}
+
+/// Serves the source's API on this host until it stops.
+pub async fn serve_api(ctx: HostCtx, source: Source) -> std::io::Result<()> {
+    serve(ctx, SOURCE_API_PORT, move |request: SourceRequest| {
+        let response = match request {
+            SourceRequest::Read(key) => SourceResponse::Row(source.read(key)),
+            SourceRequest::Snapshot => SourceResponse::Snapshot(source.snapshot()),
+            SourceRequest::ReadLog { from } => {
+                let (commits, next) = source.read_log(from, LOG_READ_MAX_RECORDS);
+                SourceResponse::Log { commits, next }
+            }
+        };
+        async move { response }
+    })
+    .await
 }

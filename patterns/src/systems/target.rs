@@ -138,6 +138,11 @@ impl Target {
         })))
     }
 
+    /// Every row the target holds now (live or tombstoned).
+    pub fn rows(&self) -> Rows {
+        self.0.borrow().rows.clone()
+    }
+
     /// Applies `images` in one local transaction; `message` is the id the inbox keys on.
     pub fn apply(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
         let mut state = self.0.borrow_mut();

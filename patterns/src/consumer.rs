@@ -1,0 +1,186 @@
+//! The consumer loop every broker-based target shares: fetch from a partition, hand each
+//! record to a pattern's handler, commit the offset.
+//!
+//! A handler either finishes a record (`Done`) or keeps it for later (`Buffered`, e.g.
+//! until a whole transaction or a dedup window is in); `flush` runs at the end of every
+//! fetched batch. The offset is committed only past records that are finished with
+//! nothing buffered before them. When handling fails, the buffers are dropped and the
+//! loop resumes from the last committed offset, so the records are delivered again,
+//! as after a restart.
+//!
+//! [`CommitPoint::BeforeProcessing`] commits each offset before handling the record: a
+//! crash in between loses the record (at-most-once). It exists because real consumers
+//! are configured that way (auto-commit), and faultline shows what it costs.
+
+use std::time::Duration;
+
+use faultline_sim::HostCtx;
+
+use crate::systems::broker::{BrokerClient, BrokerRecord};
+use crate::RPC_TIMEOUT;
+
+/// The consumer group of the target.
+pub const GROUP: &str = "target";
+
+/// When a consumer commits a record's offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitPoint {
+    /// After the record's effects are stored: at-least-once.
+    AfterProcessing,
+    /// Before handling it: at-most-once.
+    BeforeProcessing,
+}
+
+/// How a consumer fetches and commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Partitions of the topic; one consumer task each.
+    pub partitions: u32,
+    /// Wait after an empty fetch.
+    pub poll_ms: u64,
+    /// Wait after a failure.
+    pub retry_ms: u64,
+    /// When offsets are committed.
+    pub commit: CommitPoint,
+}
+
+/// The default: 4 partitions, 20 ms polls, 50 ms retries, commit after processing.
+pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
+    partitions: 4,
+    poll_ms: 20,
+    retry_ms: 50,
+    commit: CommitPoint::AfterProcessing,
+};
+
+/// What a handler did with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Its effects, and those of everything buffered before it, are stored.
+    Done,
+    /// It is kept for later; the offset must not pass it yet.
+    Buffered,
+}
+
+/// A pattern's target-side logic for one partition.
+#[allow(async_fn_in_trait)] // Handlers run on one host's local task set: no Send needed.
+pub trait Handler {
+    /// Handles one record; `Err` means "try again later".
+    async fn handle(&mut self, record: &BrokerRecord) -> Result<Handled, ()>;
+
+    /// Finishes what it can of what is buffered; called at the end of each fetched
+    /// batch. Answers whether anything is still buffered.
+    async fn flush(&mut self) -> Result<bool, ()> {
+        Ok(false)
+    }
+
+    /// Drops whatever is buffered (handling failed; records will come again).
+    fn reset(&mut self) {}
+}
+
+/// Runs one consumer per partition of `topic` until the host stops.
+pub async fn run_consumers<H, F>(ctx: &HostCtx, topic: &'static str, config: ConsumerConfig, make_handler: F)
+where
+    H: Handler + 'static,
+    F: Fn(u32) -> H,
+{
+    let broker = BrokerClient::new(ctx, RPC_TIMEOUT);
+    let tasks: Vec<_> = (0..config.partitions)
+        .map(|p| tokio::task::spawn_local(consume(broker.clone(), topic, p, config, make_handler(p))))
+        .collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn consume<H: Handler>(
+    broker: BrokerClient,
+    topic: &str,
+    partition: u32,
+    config: ConsumerConfig,
+    mut handler: H,
+) {
+    let retry = Duration::from_millis(config.retry_ms);
+    let mut committed = loop {
+        match broker.committed_offset(GROUP, topic, partition).await {
+            Ok(offset) => break offset,
+            Err(_) => tokio::time::sleep(retry).await,
+        }
+    };
+    let mut position = committed;
+    loop {
+        let records = match broker.fetch(topic, partition, position).await {
+            Ok(records) => records,
+            Err(_) => {
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+        };
+        if records.is_empty() {
+            tokio::time::sleep(Duration::from_millis(config.poll_ms)).await;
+            continue;
+        }
+        match handle_batch(
+            &broker,
+            topic,
+            partition,
+            config,
+            &mut handler,
+            &records,
+            &mut committed,
+        )
+        .await
+        {
+            Ok(next) => position = next,
+            Err(()) => {
+                handler.reset();
+                position = committed;
+                tokio::time::sleep(retry).await;
+            }
+        }
+    }
+}
+
+/// Handles one fetched batch; returns the next position to fetch from.
+async fn handle_batch<H: Handler>(
+    broker: &BrokerClient,
+    topic: &str,
+    partition: u32,
+    config: ConsumerConfig,
+    handler: &mut H,
+    records: &[BrokerRecord],
+    committed: &mut u64,
+) -> Result<u64, ()> {
+    let mut safe_to_commit = None;
+    for record in records {
+        if config.commit == CommitPoint::BeforeProcessing
+            && broker
+                .commit_offset(GROUP, topic, partition, record.offset + 1)
+                .await
+                .is_ok()
+        {
+            *committed = record.offset + 1;
+        }
+        match handler.handle(record).await? {
+            Handled::Done => safe_to_commit = Some(record.offset + 1),
+            Handled::Buffered => {}
+        }
+    }
+    let still_buffered = handler.flush().await?;
+    let next = records.last().map_or(*committed, |r| r.offset + 1);
+    let commit_to = if still_buffered {
+        safe_to_commit
+    } else {
+        Some(next)
+    };
+    if let (CommitPoint::AfterProcessing, Some(offset)) = (config.commit, commit_to) {
+        // A lost commit only means a redelivery later.
+        if broker
+            .commit_offset(GROUP, topic, partition, offset)
+            .await
+            .is_ok()
+        {
+            *committed = offset;
+        }
+    }
+    Ok(next)
+}

@@ -1,0 +1,108 @@
+//! Full copy: a periodic batch job reads a consistent snapshot of the source and loads it
+//! into the target.
+//!
+//! `full-copy` loads the snapshot into staging and swaps it in atomically: one local
+//! transaction holding every changed row and every delete, so readers never see a
+//! half-loaded table. `full-copy-inplace` overwrites row by row with no swap: while it
+//! runs, readers see part old, part new. Either way the target lags by up to one
+//! period, and a change can be missed for good only if the job stops running.
+
+use std::time::Duration;
+
+use faultline_sim::{HostCtx, RpcClient};
+
+use crate::domain::RowImage;
+use crate::history::RowState;
+use crate::systems::source::{self, Source, SourceRequest, SourceResponse, SOURCE_API_PORT};
+use crate::systems::target::{Target, TargetConfig};
+use crate::Setup;
+
+/// How the full copy behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FullCopyConfig {
+    /// Swap a staged copy in atomically (`true`) or overwrite row by row.
+    pub atomic_swap: bool,
+    /// Time between the ends of two copies.
+    pub period_ms: u64,
+    /// Time to write one row in place (what makes the half-loaded state visible).
+    pub row_write_ms: u64,
+    /// How long the snapshot read may take.
+    pub snapshot_timeout_ms: u64,
+}
+
+/// The source side: the workload and the snapshot API.
+pub async fn run_source(ctx: HostCtx, setup: Setup, _config: FullCopyConfig) -> faultline_sim::HostResult {
+    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
+    let syncer = source.clone();
+    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+    let api = tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
+    source.run_workload(setup.schedule.clone(), None, |_| {}).await;
+    api.await??;
+    Ok(())
+}
+
+/// The images that turn the target's rows into the snapshot's.
+fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target) -> Vec<RowImage> {
+    let mut held = target.rows();
+    let mut out = Vec::new();
+    for (key, row) in snapshot {
+        let same = held
+            .remove(&key)
+            .is_some_and(|h| h == row || (h.data.is_none() && row.data.is_none()));
+        if !same {
+            out.push(RowImage {
+                key,
+                version: row.version,
+                data: row.data,
+            });
+        }
+    }
+    // Rows the source does not have at all (their commit vanished): delete them.
+    out.extend(
+        held.into_iter()
+            .filter(|(_, h)| h.data.is_some())
+            .map(|(key, h)| RowImage {
+                key,
+                version: h.version,
+                data: None,
+            }),
+    );
+    out
+}
+
+/// The target side: the replica and the copy job beside it.
+pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> faultline_sim::HostResult {
+    let target = Target::recover(
+        &ctx,
+        TargetConfig::default(),
+        setup.recorder.clone(),
+        &setup.initial,
+    );
+    let timeout = Duration::from_millis(config.snapshot_timeout_ms);
+    let source: RpcClient<SourceRequest, SourceResponse> =
+        RpcClient::new(&ctx, "source", SOURCE_API_PORT, timeout);
+    loop {
+        tokio::time::sleep(Duration::from_millis(config.period_ms)).await;
+        let Ok(SourceResponse::Snapshot(snapshot)) = source.call(&SourceRequest::Snapshot).await else {
+            ctx.record("copy-failed", "snapshot read failed");
+            continue;
+        };
+        let images = changes(snapshot, &target);
+        if images.is_empty() {
+            continue;
+        }
+        if config.atomic_swap {
+            if let Err(e) = target.apply(&images, None) {
+                ctx.record("copy-failed", format!("swap: {e}"));
+            }
+            continue;
+        }
+        for image in images {
+            tokio::time::sleep(Duration::from_millis(config.row_write_ms)).await;
+            if let Err(e) = target.apply(&[image], None) {
+                ctx.record("copy-failed", format!("row: {e}"));
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Notification plus iterative pull: after commit the source publishes a notification
+//! that carries only a row's key; the target consumes it, fetches the row's current
+//! state from the source's REST API, stores it, then commits its offset.
+//!
+//! The source publishes from an in-memory [`RetryQueue`], so a crash loses pending
+//! notifications. Each row is fetched on its own, so the rows of one action arrive at
+//! different moments (and a fetch can see a later state than the one notified).
+//! `notify-pull-dedup` collapses the notifications of a fetched batch into one fetch per
+//! key, and waits a window before fetching so that the next batch gathers what arrives
+//! meanwhile.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use faultline_sim::{HostCtx, RpcClient};
+use serde::{Deserialize, Serialize};
+
+use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
+use crate::domain::{EntityKey, RowImage};
+use crate::outbox::partition_of;
+use crate::retry_queue::{RetryPolicy, RetryQueue};
+use crate::systems::broker::{BrokerRecord, Producer};
+use crate::systems::source::{self, Source, SourceRequest, SourceResponse, SOURCE_API_PORT};
+use crate::systems::target::{Target, TargetConfig};
+use crate::{Setup, RPC_TIMEOUT};
+
+/// The topic notifications go to.
+pub const TOPIC: &str = "customer-notifications";
+
+/// How the notify-pull integration behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotifyConfig {
+    /// Collapse each batch's notifications per key and wait this long before fetching;
+    /// `None` fetches once per notification.
+    pub dedup_window_ms: Option<u64>,
+    /// How the source retries publishing.
+    pub retry: RetryPolicy,
+    /// How the target consumes.
+    pub consumer: ConsumerConfig,
+}
+
+/// "Something changed, come and fetch it."
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// The row that changed.
+    pub key: EntityKey,
+}
+
+impl fmt::Display for Notification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "notify {}", self.key)
+    }
+}
+
+/// The source side: run the workload and the source's REST API, notify after commits.
+pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
+    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
+    let syncer = source.clone();
+    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+    tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, false);
+    let queue: RetryQueue<Notification> = RetryQueue::new(&ctx, config.retry);
+    let sender = queue.clone();
+    let partitions = config.consumer.partitions;
+    let sending = tokio::task::spawn_local(async move {
+        sender
+            .run(|n: Notification| {
+                let producer = producer.clone();
+                async move {
+                    let payload = serde_json::to_string(&n).expect("notifications serialise");
+                    let partition = partition_of(n.key.customer, partitions);
+                    producer
+                        .publish(TOPIC, partition, n.key.to_string(), payload, 0)
+                        .await
+                        .is_ok()
+                }
+            })
+            .await
+    });
+    source
+        .run_workload(setup.schedule.clone(), None, |commit| {
+            commit
+                .rows
+                .iter()
+                .for_each(|row| queue.push(Notification { key: row.key }))
+        })
+        .await;
+    sending.await?;
+    Ok(())
+}
+
+/// Fetches the notified rows from the source and stores them.
+struct Pull {
+    source: RpcClient<SourceRequest, SourceResponse>,
+    target: Target,
+    window: Option<Duration>,
+    pending: BTreeSet<EntityKey>,
+}
+
+impl Pull {
+    async fn fetch_and_store(&self, key: EntityKey) -> Result<(), ()> {
+        match self.source.call(&SourceRequest::Read(key)).await {
+            Ok(SourceResponse::Row(Some(state))) => {
+                let image = RowImage {
+                    key,
+                    version: state.version,
+                    data: state.data,
+                };
+                self.target.apply(&[image], None).map(|_| ()).map_err(|_| ())
+            }
+            // The source never had the row (its commit vanished): nothing to store.
+            Ok(SourceResponse::Row(None)) => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+impl Handler for Pull {
+    async fn handle(&mut self, record: &BrokerRecord) -> Result<Handled, ()> {
+        let n: Notification = serde_json::from_str(&record.payload).expect("payloads are notifications");
+        if self.window.is_some() {
+            self.pending.insert(n.key);
+            return Ok(Handled::Buffered);
+        }
+        self.fetch_and_store(n.key).await.map(|()| Handled::Done)
+    }
+
+    async fn flush(&mut self) -> Result<bool, ()> {
+        let Some(window) = self.window else {
+            return Ok(false);
+        };
+        if self.pending.is_empty() {
+            return Ok(false);
+        }
+        // Duplicates in this batch have collapsed into one key each; the wait spaces out
+        // fetches so that the next batch gathers more.
+        tokio::time::sleep(window).await;
+        while let Some(key) = self.pending.first().copied() {
+            self.fetch_and_store(key).await?;
+            self.pending.remove(&key);
+        }
+        Ok(false)
+    }
+
+    fn reset(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// The target side: one pulling consumer per partition.
+pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
+    let target = Target::recover(
+        &ctx,
+        TargetConfig::default(),
+        setup.recorder.clone(),
+        &setup.initial,
+    );
+    let source: RpcClient<SourceRequest, SourceResponse> =
+        RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
+    let window = config.dedup_window_ms.map(Duration::from_millis);
+    run_consumers(&ctx, TOPIC, config.consumer, |_| Pull {
+        source: source.clone(),
+        target: target.clone(),
+        window,
+        pending: BTreeSet::new(),
+    })
+    .await;
+    Ok(())
+}

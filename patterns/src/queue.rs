@@ -1,0 +1,171 @@
+//! Entities in queues (dual write): each changed row travels as a message carrying the
+//! row's data, one message per row.
+//!
+//! `queue-after-commit` commits, then publishes from an in-memory [`RetryQueue`]: a crash
+//! loses what is queued. `queue-fail-op` publishes inside the operation, before the
+//! commit: a failed publish fails the action (availability pays), a publish that timed
+//! out may still have been stored, and the commit can still fail after a successful
+//! publish; either way the target gets a row the source never committed.
+
+use std::cell::Cell;
+use std::fmt;
+use std::rc::Rc;
+
+use faultline_sim::HostCtx;
+use serde::{Deserialize, Serialize};
+
+use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
+use crate::domain::{ActionId, RowImage};
+use crate::outbox::partition_of;
+use crate::retry_queue::{RetryPolicy, RetryQueue};
+use crate::systems::broker::{BrokerRecord, Producer};
+use crate::systems::source::{BeforeCommit, Source};
+use crate::systems::target::{Target, TargetConfig};
+use crate::{Setup, RPC_TIMEOUT};
+
+/// The topic entity messages go to.
+pub const TOPIC: &str = "customer-entities";
+
+/// Where in the operation the source publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishPoint {
+    /// After the commit, from an in-memory retry queue.
+    AfterCommit,
+    /// Inside the operation, before the commit; a failed publish fails the action.
+    InOperation,
+}
+
+/// How the queue integration behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Where the publish happens.
+    pub publish: PublishPoint,
+    /// How the after-commit queue retries.
+    pub retry: RetryPolicy,
+    /// The source publishes as an idempotent producer.
+    pub idempotent_producer: bool,
+    /// How the target consumes.
+    pub consumer: ConsumerConfig,
+}
+
+/// One row's data, as published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityMessage {
+    /// The action that changed the row.
+    pub action: ActionId,
+    /// The row image.
+    pub row: RowImage,
+    /// The producer sequence (stable across retries).
+    pub seq: u64,
+}
+
+impl fmt::Display for EntityMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "entity {} (action {})", self.row, self.action.0)
+    }
+}
+
+async fn publish(producer: &Producer, message: &EntityMessage, partitions: u32) -> bool {
+    let customer = message.row.key.customer;
+    let payload = serde_json::to_string(message).expect("entity messages serialise");
+    let partition = partition_of(customer, partitions);
+    producer
+        .publish(TOPIC, partition, customer.0.to_string(), payload, message.seq)
+        .await
+        .is_ok()
+}
+
+/// The source side: run the workload, publishing each changed row.
+pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
+    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
+    let syncer = source.clone();
+    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.idempotent_producer);
+    // Sequences grow per process life; a restarted producer has a new id anyway.
+    let next_seq = Rc::new(Cell::new(0u64));
+    let partitions = config.consumer.partitions;
+    let message = {
+        let next_seq = Rc::clone(&next_seq);
+        move |action: ActionId, row: RowImage| {
+            next_seq.set(next_seq.get() + 1);
+            EntityMessage {
+                action,
+                row,
+                seq: next_seq.get(),
+            }
+        }
+    };
+    match config.publish {
+        PublishPoint::AfterCommit => {
+            let queue: RetryQueue<EntityMessage> = RetryQueue::new(&ctx, config.retry);
+            let sender = queue.clone();
+            let sending = tokio::task::spawn_local(async move {
+                sender
+                    .run(|m: EntityMessage| {
+                        let producer = producer.clone();
+                        async move { publish(&producer, &m, partitions).await }
+                    })
+                    .await
+            });
+            source
+                .run_workload(setup.schedule.clone(), None, |commit| {
+                    commit
+                        .rows
+                        .iter()
+                        .for_each(|row| queue.push(message(commit.action, row.clone())))
+                })
+                .await;
+            sending.await?;
+        }
+        PublishPoint::InOperation => {
+            let hook: BeforeCommit = Rc::new(move |action, rows| {
+                let producer = producer.clone();
+                let messages: Vec<EntityMessage> = rows.into_iter().map(|row| message(action, row)).collect();
+                Box::pin(async move {
+                    for m in &messages {
+                        if !publish(&producer, m, partitions).await {
+                            return Err(format!("publish of {m} failed"));
+                        }
+                    }
+                    Ok(())
+                })
+            });
+            source
+                .run_workload(setup.schedule.clone(), Some(hook), |_| {})
+                .await;
+            std::future::pending::<()>().await;
+        }
+    }
+    Ok(())
+}
+
+/// Applies each message's row in its own local transaction.
+struct ApplyRow {
+    target: Target,
+}
+
+impl Handler for ApplyRow {
+    async fn handle(&mut self, record: &BrokerRecord) -> Result<Handled, ()> {
+        let message: EntityMessage =
+            serde_json::from_str(&record.payload).expect("payloads are entity messages");
+        self.target
+            .apply(&[message.row], None)
+            .map(|_| Handled::Done)
+            .map_err(|_| ())
+    }
+}
+
+/// The target side: one consumer per partition.
+pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
+    let target = Target::recover(
+        &ctx,
+        TargetConfig::default(),
+        setup.recorder.clone(),
+        &setup.initial,
+    );
+    run_consumers(&ctx, TOPIC, config.consumer, |_| ApplyRow {
+        target: target.clone(),
+    })
+    .await;
+    Ok(())
+}

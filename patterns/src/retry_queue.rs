@@ -1,0 +1,108 @@
+//! An in-memory queue of outgoing changes, sent in order with retries: the shape of every
+//! "after commit, tell the other side" integration (REST push, publish after commit,
+//! notifications).
+//!
+//! The head item is retried with exponential backoff until it succeeds or its attempts
+//! run out; only then does the next item go, so order holds. The queue lives in the
+//! process: a crash loses everything in it, which is exactly the weakness these
+//! patterns have.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt::Display;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use faultline_sim::HostCtx;
+use tokio::sync::Notify;
+
+/// How hard the queue tries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per item before giving it up.
+    pub attempts_max: u32,
+    /// First retry delay; doubles per attempt.
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay.
+    pub backoff_max_ms: u64,
+    /// Items the queue holds; more are dropped.
+    pub queue_max: usize,
+}
+
+/// The default policy: 8 attempts, 20 ms doubling to 500 ms, 10,000 items.
+pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
+    attempts_max: 8,
+    backoff_initial_ms: 20,
+    backoff_max_ms: 500,
+    queue_max: 10_000,
+};
+
+/// A handle to the queue; clones share it.
+pub struct RetryQueue<T> {
+    items: Rc<RefCell<VecDeque<T>>>,
+    wake: Rc<Notify>,
+    policy: RetryPolicy,
+    ctx: HostCtx,
+}
+
+impl<T> Clone for RetryQueue<T> {
+    fn clone(&self) -> Self {
+        RetryQueue {
+            items: Rc::clone(&self.items),
+            wake: Rc::clone(&self.wake),
+            policy: self.policy,
+            ctx: self.ctx.clone(),
+        }
+    }
+}
+
+impl<T: Clone + Display + 'static> RetryQueue<T> {
+    /// An empty queue on this host.
+    pub fn new(ctx: &HostCtx, policy: RetryPolicy) -> Self {
+        RetryQueue {
+            items: Rc::default(),
+            wake: Rc::new(Notify::new()),
+            policy,
+            ctx: ctx.clone(),
+        }
+    }
+
+    /// Enqueues an item, or drops it (and says so in the trace) when the queue is full.
+    pub fn push(&self, item: T) {
+        if self.items.borrow().len() >= self.policy.queue_max {
+            self.ctx.record("queue-dropped", format!("{item} queue full"));
+            return;
+        }
+        self.items.borrow_mut().push_back(item);
+        self.wake.notify_one();
+    }
+
+    /// Sends items in order forever; `send` answers whether an attempt succeeded.
+    pub async fn run<F, Fut>(&self, send: F)
+    where
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        loop {
+            let Some(item) = self.items.borrow().front().cloned() else {
+                self.wake.notified().await;
+                continue;
+            };
+            let mut backoff_ms = self.policy.backoff_initial_ms;
+            for attempt in 1..=self.policy.attempts_max {
+                if send(item.clone()).await {
+                    break;
+                }
+                if attempt == self.policy.attempts_max {
+                    self.ctx
+                        .record("gave-up", format!("{item} after {attempt} attempts"));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(self.policy.backoff_max_ms);
+            }
+            self.items.borrow_mut().pop_front();
+        }
+    }
+}
