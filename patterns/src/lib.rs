@@ -35,7 +35,7 @@ use notify_pull::NotifyConfig;
 use outbox::{OutboxConfig, RelaySource};
 use push::PushConfig;
 use queue::{PublishPoint, QueueConfig};
-use retry_queue::DEFAULT_RETRY;
+use retry_queue::{RetryPolicy, DEFAULT_RETRY};
 use systems::source::{SourceConfig, SyncPolicy};
 
 /// Host names every pattern uses.
@@ -101,9 +101,13 @@ const FULL_COPY: FullCopyConfig = FullCopyConfig {
     row_write_ms: 1,
     snapshot_timeout_ms: 500,
 };
+/// Push calls go out from a pool of four concurrent calls, as an HTTP client's would.
 const PUSH: PushConfig = PushConfig {
     version_check: false,
-    retry: DEFAULT_RETRY,
+    retry: RetryPolicy {
+        concurrency: 4,
+        ..DEFAULT_RETRY
+    },
 };
 const NOTIFY: NotifyConfig = NotifyConfig {
     dedup_window_ms: None,
@@ -144,7 +148,7 @@ pub const VARIANTS: &[Variant] = &[
     },
     Variant {
         name: "push",
-        description: "after commit, PUT/DELETE each row to the target's REST API; in-memory retry, lost on source crash",
+        description: "after commit, PUT/DELETE each row to the target's REST API from 4 concurrent calls; in-memory retry",
         config: PatternConfig::Push(PUSH),
     },
     Variant {

@@ -65,7 +65,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
     let partitions = config.consumer.partitions;
     let sending = tokio::task::spawn_local(async move {
         sender
-            .run(|n: Notification| {
+            .run(move |n: Notification| {
                 let producer = producer.clone();
                 async move {
                     let payload = serde_json::to_string(&n).expect("notifications serialise");

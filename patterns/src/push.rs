@@ -71,7 +71,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
     let pusher = queue.clone();
     let pushing = tokio::task::spawn_local(async move {
         pusher
-            .run(|row: RowImage| {
+            .run(move |row: RowImage| {
                 let target = target.clone();
                 async move {
                     let call = if row.is_delete() {

@@ -101,7 +101,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
             let sender = queue.clone();
             let sending = tokio::task::spawn_local(async move {
                 sender
-                    .run(|m: EntityMessage| {
+                    .run(move |m: EntityMessage| {
                         let producer = producer.clone();
                         async move { publish(&producer, &m, partitions).await }
                     })

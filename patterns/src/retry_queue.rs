@@ -2,10 +2,11 @@
 //! "after commit, tell the other side" integration (REST push, publish after commit,
 //! notifications).
 //!
-//! The head item is retried with exponential backoff until it succeeds or its attempts
-//! run out; only then does the next item go, so order holds. The queue lives in the
-//! process: a crash loses everything in it, which is exactly the weakness these
-//! patterns have.
+//! Each item is retried with exponential backoff until it succeeds or its attempts run
+//! out. With one worker the next item waits for the one before, so order holds; with
+//! several (a pool of concurrent calls, as HTTP clients have) items overtake each other.
+//! The queue lives in the process: a crash loses everything in it, which is exactly the
+//! weakness these patterns have.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -28,14 +29,18 @@ pub struct RetryPolicy {
     pub backoff_max_ms: u64,
     /// Items the queue holds; more are dropped.
     pub queue_max: usize,
+    /// Items in flight at once (1 keeps order).
+    pub concurrency: usize,
 }
 
-/// The default policy: 8 attempts, 20 ms doubling to 500 ms, 10,000 items.
+/// The default policy: one at a time, 8 attempts, 20 ms doubling to 500 ms, 10,000
+/// items.
 pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     attempts_max: 8,
     backoff_initial_ms: 20,
     backoff_max_ms: 500,
     queue_max: 10_000,
+    concurrency: 1,
 };
 
 /// A handle to the queue; clones share it.
@@ -78,17 +83,35 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
         self.wake.notify_one();
     }
 
-    /// Sends items in order forever; `send` answers whether an attempt succeeded.
+    /// Sends items forever with `concurrency` workers; `send` answers whether an attempt
+    /// succeeded.
     pub async fn run<F, Fut>(&self, send: F)
+    where
+        F: Fn(T) -> Fut + Clone + 'static,
+        Fut: Future<Output = bool> + 'static,
+    {
+        let workers: Vec<_> = (0..self.policy.concurrency.max(1))
+            .map(|_| tokio::task::spawn_local(self.clone().work(send.clone())))
+            .collect();
+        for worker in workers {
+            let _ = worker.await;
+        }
+    }
+
+    async fn work<F, Fut>(self, send: F)
     where
         F: Fn(T) -> Fut,
         Fut: Future<Output = bool>,
     {
         loop {
-            let Some(item) = self.items.borrow().front().cloned() else {
+            let Some(item) = self.items.borrow_mut().pop_front() else {
                 self.wake.notified().await;
                 continue;
             };
+            // Another worker may be idle while this one sends: pass the wake-up on.
+            if !self.items.borrow().is_empty() {
+                self.wake.notify_one();
+            }
             let mut backoff_ms = self.policy.backoff_initial_ms;
             for attempt in 1..=self.policy.attempts_max {
                 if send(item.clone()).await {
@@ -102,7 +125,6 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                 backoff_ms = (backoff_ms * 2).min(self.policy.backoff_max_ms);
             }
-            self.items.borrow_mut().pop_front();
         }
     }
 }
