@@ -139,6 +139,8 @@ pub struct History {
     pub last_fault_at: SimTime,
     /// When source and target last became equal (if they are at the end).
     pub converged_at: Option<SimTime>,
+    /// How soon every commit must be visible at the target, if the scenario says.
+    pub staleness_bound: Option<std::time::Duration>,
 }
 
 impl History {

@@ -10,6 +10,7 @@ pub mod invariants;
 pub mod metrics;
 pub mod runner;
 pub mod scenario;
+pub mod visibility;
 pub mod workload;
 
 pub use invariants::{InvariantInfo, Violation, INVARIANTS};

@@ -1,11 +1,10 @@
 //! Metrics reported beside the invariants: not pass/fail, but what a reviewer weighs.
 
-use std::collections::BTreeMap;
-
-use faultline_patterns::domain::{EntityKey, Version};
 use faultline_patterns::history::{Failure, History};
 use faultline_sim::SimTime;
 use serde::Serialize;
+
+use crate::visibility::durable_commit_visibility;
 
 /// Numbers that describe one run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -38,10 +37,31 @@ pub struct Metrics {
     pub converged_at_ms: Option<u64>,
     /// When the run ended.
     pub end_ms: u64,
+    /// Calls and messages the integration sent (RPCs, produces, fetches, offset commits).
+    pub calls: u64,
+    /// Calls per scheduled action.
+    pub calls_per_action: f64,
+    /// Deliveries the target recognised as repeats (inbox hits).
+    pub duplicates_absorbed: u64,
+    /// Requests the world delivered twice on purpose (message faults).
+    pub duplicates_injected: u64,
+    /// From the last fault to convergence (when it converged after it).
+    pub recovery_ms: Option<u64>,
+}
+
+/// What the trace counted, for the metrics that are about traffic.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceCounts {
+    /// RPC requests sent.
+    pub calls: u64,
+    /// Inbox hits at the target.
+    pub duplicates_absorbed: u64,
+    /// Requests duplicated by the world.
+    pub duplicates_injected: u64,
 }
 
 /// Computes the metrics of a finished run.
-pub fn compute(history: &History) -> Metrics {
+pub fn compute(history: &History, counts: TraceCounts) -> Metrics {
     let mut m = Metrics {
         actions: history.actions_scheduled,
         ..Metrics::default()
@@ -67,21 +87,12 @@ pub fn compute(history: &History) -> Metrics {
     m.applies = history.applies.len() as u64;
     m.effects = history.effects.len() as u64;
 
-    let mut applies: BTreeMap<EntityKey, Vec<(SimTime, Version)>> = BTreeMap::new();
-    for a in &history.applies {
-        for r in &a.rows {
-            applies.entry(r.key).or_default().push((a.at, r.version));
-        }
-    }
     let mut delays_ms: Vec<u64> = Vec::new();
-    let durable = history.durable_commits();
-    for (c, _) in history.commits.iter().zip(&durable).filter(|(_, d)| **d) {
-        for r in &c.rows {
-            let visible = applies
-                .get(&r.key)
-                .and_then(|list| list.iter().find(|(at, v)| *at >= c.at && *v >= r.version));
-            match visible {
-                Some((at, _)) => delays_ms.push(at.saturating_since(c.at).as_millis() as u64),
+    for vis in durable_commit_visibility(history) {
+        let committed = history.commits[vis.commit].at;
+        for at in vis.rows_visible_at {
+            match at {
+                Some(at) => delays_ms.push(at.saturating_since(committed).as_millis() as u64),
                 None => m.never_visible += 1,
             }
         }
@@ -98,5 +109,16 @@ pub fn compute(history: &History) -> Metrics {
     m.staleness_max_ms = delays_ms.last().copied().unwrap_or(0);
     m.converged_at_ms = history.converged_at.map(SimTime::as_millis);
     m.end_ms = history.end.as_millis();
+    m.calls = counts.calls;
+    m.calls_per_action = if m.actions == 0 {
+        0.0
+    } else {
+        counts.calls as f64 / m.actions as f64
+    };
+    m.duplicates_absorbed = counts.duplicates_absorbed;
+    m.duplicates_injected = counts.duplicates_injected;
+    m.recovery_ms = history
+        .converged_at
+        .map(|at| at.saturating_since(history.last_fault_at).as_millis() as u64);
     m
 }

@@ -11,13 +11,14 @@ use std::time::Duration;
 use faultline_patterns::history::Recorder;
 use faultline_patterns::systems::{source, target};
 use faultline_patterns::{hosts, Setup, Variant};
+use faultline_sim::trace::kind;
 use faultline_sim::{
     FaultPlan, Profile, RunSummary, Seed, TraceEvent, TraceHash, World, WorldConfig, WorldError,
 };
 use serde::Serialize;
 
 use crate::invariants::{check_all, Violation};
-use crate::metrics::{compute, Metrics};
+use crate::metrics::{compute, Metrics, TraceCounts};
 use crate::scenario::Scenario;
 use crate::workload;
 
@@ -104,9 +105,16 @@ pub fn run(
     let disk = |host| world.disk(host).expect("the variant registered its hosts");
     let final_source = source::durable_rows(disk(hosts::SOURCE), &initial);
     let final_target = target::durable_rows(disk(hosts::TARGET), &initial);
-    let history = recorder.finish(final_source, final_target, summary.end, last_fault_at);
+    let mut history = recorder.finish(final_source, final_target, summary.end, last_fault_at);
+    history.staleness_bound = Some(Duration::from_millis(scenario.staleness_bound_ms));
     let violations = check_all(&history);
-    let metrics = compute(&history);
+    let trace = world.trace();
+    let counts = TraceCounts {
+        calls: trace.count_of(kind::SEND),
+        duplicates_absorbed: trace.count_of(faultline_patterns::systems::target::INBOX_DUPLICATE),
+        duplicates_injected: trace.count_of(kind::DUPLICATE),
+    };
+    let metrics = compute(&history, counts);
     Ok(Outcome {
         pattern: variant.name,
         scenario: scenario.name.clone(),

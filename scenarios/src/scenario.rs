@@ -32,12 +32,14 @@ pub struct Scenario {
     pub settle_ms: u64,
     /// The source's durability.
     pub source_sync: SyncPolicy,
+    /// Every commit must be visible at the target within this long (`bounded-staleness`).
+    pub staleness_bound_ms: u64,
 }
 
 impl Scenario {
     /// The `standard` scenario: 200 customers, 500 actions at 100 per second,
     /// 1–10 ms latency, faults until one second after the workload, ten seconds to
-    /// converge.
+    /// converge, every commit visible within five seconds.
     pub fn standard() -> Scenario {
         Scenario {
             name: "standard".to_string(),
@@ -51,6 +53,7 @@ impl Scenario {
             quiesce_ms: 10_000,
             settle_ms: 500,
             source_sync: SyncPolicy::OnCommit,
+            staleness_bound_ms: 5_000,
         }
     }
 

@@ -7,6 +7,7 @@
 //! it has no per-process key (unlike std's `RandomState`).
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -115,6 +116,7 @@ pub struct TraceLog {
     keep_events: bool,
     count: u64,
     hash: u64,
+    counts_by_kind: BTreeMap<&'static str, u64>,
 }
 
 impl TraceLog {
@@ -124,12 +126,14 @@ impl TraceLog {
             keep_events,
             count: 0,
             hash: FNV_OFFSET,
+            counts_by_kind: BTreeMap::new(),
         }
     }
 
     fn record(&mut self, at: SimTime, host: &Arc<str>, kind: &'static str, detail: String) -> EventId {
         let id = EventId(self.count);
         self.count += 1;
+        *self.counts_by_kind.entry(kind).or_insert(0) += 1;
         let mut h = fnv1a64_extend(self.hash, &at.as_micros().to_le_bytes());
         h = fnv1a64_extend(h, host.as_bytes());
         h = fnv1a64_extend(h, &[0]);
@@ -180,6 +184,11 @@ impl Trace {
     /// How many events were recorded.
     pub fn len(&self) -> u64 {
         self.0.borrow().count
+    }
+
+    /// How many events of `kind` were recorded (kept even when events are not).
+    pub fn count_of(&self, kind: &str) -> u64 {
+        self.0.borrow().counts_by_kind.get(kind).copied().unwrap_or(0)
     }
 
     /// Whether nothing was recorded yet.

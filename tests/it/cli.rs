@@ -69,20 +69,19 @@ fn repro_twice_prints_the_same_trace_hash() {
 
 #[test]
 fn repro_text_starts_with_the_seed_and_prints_its_own_repro_command() {
-    let out = stdout(&faultline(&[
+    let args = [
         "repro",
         "--pattern",
-        "push",
+        "outbox-inbox",
         "--profile",
         "none",
         "--seed",
         "5",
-    ]));
+    ];
+    let out = stdout(&faultline(&args));
     assert!(out.starts_with("seed=5 "), "{out}");
-    assert!(
-        out.contains("repro: faultline repro --pattern push --profile none --seed 5"),
-        "{out}"
-    );
+    let repro = "repro: faultline repro --pattern outbox-inbox --profile none --seed 5";
+    assert!(out.contains(repro), "{out}");
     assert!(out.contains("verdict: PASS"), "{out}");
 }
 

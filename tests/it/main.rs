@@ -2,3 +2,4 @@
 
 mod cli;
 mod end_to_end;
+mod variants;

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{CustomerId, RowImage, Table};
 use crate::history::{Recorder, RowState, RowVersion, Rows};
 
+/// The trace event kind of a delivery the inbox recognised as a repeat.
+pub const INBOX_DUPLICATE: &str = "inbox-duplicate";
+
 /// The target's log file.
 pub const TARGET_LOG: &str = "target.log";
 
@@ -150,7 +153,7 @@ impl Target {
         if message.as_ref().is_some_and(|m| state.inbox.contains(m)) {
             state
                 .ctx
-                .record("inbox-duplicate", message.clone().unwrap_or_default());
+                .record(INBOX_DUPLICATE, message.clone().unwrap_or_default());
             return Ok(Applied::Duplicate);
         }
         let accepted: Vec<RowImage> = images

@@ -2,8 +2,13 @@
 //! returns its violations. The checkers never look inside a pattern: they see only what
 //! the source committed and what the target exposed.
 
+mod atomic_actions;
 mod convergence;
+mod effects;
+mod liveness;
 mod monotonic;
+mod referential;
+mod staleness;
 
 use faultline_patterns::history::History;
 use faultline_sim::{EventId, SimTime};
@@ -52,6 +57,31 @@ pub const INVARIANTS: &[InvariantInfo] = &[
         name: monotonic::NAME,
         description: "per key, the versions the target exposes never go back",
         check: monotonic::check,
+    },
+    InvariantInfo {
+        name: atomic_actions::NAME,
+        description: "the target never exposes part of a business action",
+        check: atomic_actions::check,
+    },
+    InvariantInfo {
+        name: referential::NAME,
+        description: "the target never holds an address or contact without its customer",
+        check: referential::check,
+    },
+    InvariantInfo {
+        name: effects::NAME,
+        description: "every customer created at the source is welcomed exactly once",
+        check: effects::check,
+    },
+    InvariantInfo {
+        name: staleness::NAME,
+        description: "every source commit is visible at the target within the scenario's bound",
+        check: staleness::check,
+    },
+    InvariantInfo {
+        name: liveness::NAME,
+        description: "after the last fault heals, the target converges within the quiesce window",
+        check: liveness::check,
     },
 ];
 

@@ -1,0 +1,128 @@
+//! When each durable commit's rows became visible at the target: shared by the
+//! staleness metrics and the `bounded-staleness` invariant.
+//!
+//! A row version is visible from the first target transaction that exposes it or a later
+//! version. Two cases need care: a pattern that publishes before committing can expose a
+//! version before the commit (that counts as no delay), and a version superseded at the
+//! source by a delete before the target ever saw it is reflected once the delete commits
+//! while the target holds nothing live for the key (a batch copy never shows a customer
+//! who lived between two copies, and need not).
+
+use std::collections::BTreeMap;
+
+use faultline_patterns::domain::{EntityKey, Version};
+use faultline_patterns::history::History;
+use faultline_sim::SimTime;
+
+/// For one durable commit: when each of its rows was first visible at its version or
+/// later (`None`: never).
+pub struct CommitVisibility {
+    /// Position in [`History::commits`].
+    pub commit: usize,
+    /// Per row, in the commit's row order.
+    pub rows_visible_at: Vec<Option<SimTime>>,
+}
+
+/// Per key, what the target exposed over time, and which durable deletes the source made.
+#[derive(Default)]
+struct KeyTimeline {
+    applies: Vec<(SimTime, Version, bool)>,
+    deletes: Vec<(SimTime, Version)>,
+}
+
+impl KeyTimeline {
+    fn visible_at(&self, committed: SimTime, version: Version, initially_live: bool) -> Option<SimTime> {
+        if let Some(&(at, _, _)) = self.applies.iter().find(|(_, v, _)| *v >= version) {
+            return Some(at.max(committed));
+        }
+        let (deleted_at, _) = *self
+            .deletes
+            .iter()
+            .find(|(at, v)| *at >= committed && *v > version)?;
+        let last_before = self
+            .applies
+            .iter()
+            .take_while(|(at, _, _)| *at <= deleted_at)
+            .last();
+        let target_live = last_before.map_or(initially_live, |(_, _, deleted)| !deleted);
+        (!target_live).then_some(deleted_at)
+    }
+}
+
+/// Visibility of every durable commit, in commit order.
+pub fn durable_commit_visibility(history: &History) -> Vec<CommitVisibility> {
+    let durable = history.durable_commits();
+    let mut timelines: BTreeMap<EntityKey, KeyTimeline> = BTreeMap::new();
+    for a in &history.applies {
+        for r in &a.rows {
+            timelines
+                .entry(r.key)
+                .or_default()
+                .applies
+                .push((a.at, r.version, r.deleted));
+        }
+    }
+    for (c, _) in history.commits.iter().zip(&durable).filter(|(_, d)| **d) {
+        for r in c.rows.iter().filter(|r| r.is_delete()) {
+            timelines
+                .entry(r.key)
+                .or_default()
+                .deletes
+                .push((c.at, r.version));
+        }
+    }
+    let none = KeyTimeline::default();
+    history
+        .commits
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| durable[*i])
+        .map(|(i, c)| CommitVisibility {
+            commit: i,
+            rows_visible_at: c
+                .rows
+                .iter()
+                .map(|r| {
+                    let initially_live = history.initial.get(&r.key).is_some_and(|s| s.data.is_some());
+                    timelines
+                        .get(&r.key)
+                        .unwrap_or(&none)
+                        .visible_at(c.at, r.version, initially_live)
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> SimTime {
+        SimTime::from_millis(ms)
+    }
+
+    #[test]
+    fn exposure_before_the_commit_counts_as_no_delay() {
+        let t = KeyTimeline {
+            applies: vec![(at(5), Version(1), false)],
+            deletes: vec![],
+        };
+        assert_eq!(t.visible_at(at(10), Version(1), false), Some(at(10)));
+    }
+
+    #[test]
+    fn a_version_deleted_before_the_target_saw_it_is_reflected_by_the_delete() {
+        let t = KeyTimeline {
+            applies: vec![],
+            deletes: vec![(at(30), Version(2))],
+        };
+        assert_eq!(t.visible_at(at(10), Version(1), false), Some(at(30)));
+        // ...unless the target still shows an older live version then.
+        let stale = KeyTimeline {
+            applies: vec![(at(1), Version(1), false)],
+            deletes: vec![(at(30), Version(3))],
+        };
+        assert_eq!(stale.visible_at(at(10), Version(2), true), None);
+    }
+}
