@@ -15,6 +15,7 @@ use std::time::Duration;
 use faultline_sim::{HostCtx, LogPos, RpcClient};
 use serde::{Deserialize, Serialize};
 
+use crate::bugs::{Bug, BugSet};
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{RowImage, TxId};
 use crate::outbox::partition_of;
@@ -73,7 +74,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, _config: CdcConfig) -> fault
 }
 
 /// The connector: tail the log, publish row events, save the position.
-pub async fn run_connector(ctx: HostCtx, config: CdcConfig) -> faultline_sim::HostResult {
+pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> faultline_sim::HostResult {
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let producer = Producer::new(&ctx, RPC_TIMEOUT, false);
@@ -91,6 +92,17 @@ pub async fn run_connector(ctx: HostCtx, config: CdcConfig) -> faultline_sim::Ho
         else {
             continue;
         };
+        let save_first = bugs.has(Bug::CdcPositionBeforePublish);
+        if save_first
+            && next != position
+            && ctx
+                .disk()
+                .replace(POSITION_FILE, next.0.to_string().as_bytes())
+                .is_ok()
+        {
+            // Planted: the position moves on before the events are out.
+            position = next;
+        }
         let mut published_all = true;
         'commits: for commit in &commits {
             let count = commit.rows.len() as u32;
@@ -138,6 +150,7 @@ impl Handler for ApplyEvents {
             return self
                 .target
                 .apply(&[event.row], None)
+                .await
                 .map(|_| Handled::Done)
                 .map_err(|_| ());
         }
@@ -160,6 +173,7 @@ impl Handler for ApplyEvents {
             return self
                 .target
                 .apply(&rows, None)
+                .await
                 .map(|_| Handled::Done)
                 .map_err(|_| ());
         }
@@ -179,14 +193,19 @@ impl Handler for ApplyEvents {
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultline_sim::HostResult {
     let target = Target::recover(
         &ctx,
-        TargetConfig::default(),
+        TargetConfig {
+            bugs: setup.bugs,
+            ..TargetConfig::default()
+        },
         setup.recorder.clone(),
         &setup.initial,
     );
-    run_consumers(&ctx, TOPIC, config.consumer, |_| ApplyEvents {
-        target: target.clone(),
-        apply: config.apply,
-        pending: None,
+    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
+        ApplyEvents {
+            target: target.clone(),
+            apply: config.apply,
+            pending: None,
+        }
     })
     .await;
     Ok(())

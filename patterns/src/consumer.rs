@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use faultline_sim::HostCtx;
 
+use crate::bugs::{Bug, BugSet};
 use crate::systems::broker::{BrokerClient, BrokerRecord};
 use crate::RPC_TIMEOUT;
 
@@ -42,6 +43,20 @@ pub struct ConsumerConfig {
     pub retry_ms: u64,
     /// When offsets are committed.
     pub commit: CommitPoint,
+}
+
+impl ConsumerConfig {
+    /// The configuration as a planted bug changes it.
+    pub fn with_bugs(self, bugs: BugSet) -> Self {
+        if bugs.has(Bug::OffsetBeforeApply) {
+            ConsumerConfig {
+                commit: CommitPoint::BeforeProcessing,
+                ..self
+            }
+        } else {
+            self
+        }
+    }
 }
 
 /// The default: 4 partitions, 20 ms polls, 50 ms retries, commit after processing.

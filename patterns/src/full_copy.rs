@@ -74,7 +74,10 @@ fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target)
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> faultline_sim::HostResult {
     let target = Target::recover(
         &ctx,
-        TargetConfig::default(),
+        TargetConfig {
+            bugs: setup.bugs,
+            ..TargetConfig::default()
+        },
         setup.recorder.clone(),
         &setup.initial,
     );
@@ -92,14 +95,14 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> f
             continue;
         }
         if config.atomic_swap {
-            if let Err(e) = target.apply(&images, None) {
+            if let Err(e) = target.apply(&images, None).await {
                 ctx.record("copy-failed", format!("swap: {e}"));
             }
             continue;
         }
         for image in images {
             tokio::time::sleep(Duration::from_millis(config.row_write_ms)).await;
-            if let Err(e) = target.apply(&[image], None) {
+            if let Err(e) = target.apply(&[image], None).await {
                 ctx.record("copy-failed", format!("row: {e}"));
                 break;
             }

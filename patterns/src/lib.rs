@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bugs;
 pub mod cdc;
 pub mod consumer;
 pub mod domain;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use faultline_sim::{FaultTarget, SimTime, World, WorldError};
 
+use bugs::BugSet;
 use cdc::{CdcApply, CdcConfig};
 use consumer::DEFAULT_CONSUMER;
 use domain::ActionRequest;
@@ -65,6 +67,8 @@ pub struct Setup {
     pub schedule: Rc<Vec<(SimTime, ActionRequest)>>,
     /// The source's durability and outbox settings.
     pub source: SourceConfig,
+    /// Planted bugs switched on for this run.
+    pub bugs: BugSet,
 }
 
 /// A pattern with its variant's settings.
@@ -235,7 +239,7 @@ impl Variant {
     }
 
     /// The source configuration the variant needs, given the scenario's sync policy.
-    pub fn source_config(&self, sync: SyncPolicy) -> SourceConfig {
+    pub fn source_config(&self, sync: SyncPolicy, bugs: BugSet) -> SourceConfig {
         // A log-tailing relay finds each message in its commit record: no table to poll.
         let outbox = matches!(
             self.config,
@@ -244,7 +248,7 @@ impl Variant {
                 ..
             })
         );
-        SourceConfig { sync, outbox }
+        SourceConfig { sync, outbox, bugs }
     }
 
     /// Registers the variant's hosts in `world`.
@@ -280,11 +284,13 @@ impl Variant {
             PatternConfig::Cdc(config) => {
                 host!(hosts::SOURCE, cdc::run_source, config);
                 host!(hosts::TARGET, cdc::run_target, config);
-                world.host(hosts::CONNECTOR, move |ctx| cdc::run_connector(ctx, config))?;
+                let bugs = setup.bugs;
+                world.host(hosts::CONNECTOR, move |ctx| cdc::run_connector(ctx, config, bugs))?;
             }
         }
         if self.hosts().iter().any(|h| h.name == hosts::BROKER) {
-            world.host(hosts::BROKER, systems::broker::run_broker)?;
+            let bugs = setup.bugs;
+            world.host(hosts::BROKER, move |ctx| systems::broker::run_broker(ctx, bugs))?;
         }
         Ok(())
     }

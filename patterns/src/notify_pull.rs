@@ -60,7 +60,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
     tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
     tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
     let producer = Producer::new(&ctx, RPC_TIMEOUT, false);
-    let queue: RetryQueue<Notification> = RetryQueue::new(&ctx, config.retry);
+    let queue: RetryQueue<Notification> = RetryQueue::new(&ctx, config.retry, setup.bugs);
     let sender = queue.clone();
     let partitions = config.consumer.partitions;
     let sending = tokio::task::spawn_local(async move {
@@ -107,7 +107,11 @@ impl Pull {
                     version: state.version,
                     data: state.data,
                 };
-                self.target.apply(&[image], None).map(|_| ()).map_err(|_| ())
+                self.target
+                    .apply(&[image], None)
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| ())
             }
             // The source never had the row (its commit vanished): nothing to store.
             Ok(SourceResponse::Row(None)) => Ok(()),
@@ -152,14 +156,17 @@ impl Handler for Pull {
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let target = Target::recover(
         &ctx,
-        TargetConfig::default(),
+        TargetConfig {
+            bugs: setup.bugs,
+            ..TargetConfig::default()
+        },
         setup.recorder.clone(),
         &setup.initial,
     );
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let window = config.dedup_window_ms.map(Duration::from_millis);
-    run_consumers(&ctx, TOPIC, config.consumer, |_| Pull {
+    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| Pull {
         source: source.clone(),
         target: target.clone(),
         window,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use faultline_sim::{HostCtx, LogPos};
 
+use crate::bugs::{Bug, BugSet};
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::CustomerId;
 use crate::systems::broker::{BrokerRecord, Producer};
@@ -62,7 +63,9 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
     let syncer = source.clone();
     tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
     let relay = match config.relay {
-        RelaySource::PollTable => tokio::task::spawn_local(relay_table(ctx.clone(), source.clone(), config)),
+        RelaySource::PollTable => {
+            tokio::task::spawn_local(relay_table(ctx.clone(), source.clone(), config, setup.bugs))
+        }
         RelaySource::TailLog => tokio::task::spawn_local(relay_log(ctx.clone(), source.clone(), config)),
     };
     source.run_workload(setup.schedule.clone(), None, |_| {}).await;
@@ -81,11 +84,18 @@ async fn publish(producer: &Producer, message: &OutboxMessage, config: OutboxCon
         .is_ok()
 }
 
-async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig) {
+async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: BugSet) {
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.idempotent_producer);
     loop {
         tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
         for message in source.outbox_unsent(config.relay_batch_max) {
+            if bugs.has(Bug::RelayMarksBeforePublish) {
+                // Planted: the bookkeeping first; a failed publish is never retried.
+                if source.mark_sent(message.tx).is_err() || !publish(&producer, &message, config).await {
+                    break;
+                }
+                continue;
+            }
             if !publish(&producer, &message, config).await {
                 break;
             }
@@ -138,6 +148,7 @@ impl Handler for ApplyMessage {
             serde_json::from_str(&record.payload).expect("payloads are outbox messages");
         self.target
             .apply(&message.rows, Some(&message.id))
+            .await
             .map(|_| Handled::Done)
             .map_err(|_| ())
     }
@@ -148,10 +159,13 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
     let target_config = TargetConfig {
         version_check: false,
         inbox: config.inbox,
+        bugs: setup.bugs,
     };
     let target = Target::recover(&ctx, target_config, setup.recorder.clone(), &setup.initial);
-    run_consumers(&ctx, TOPIC, config.consumer, |_| ApplyMessage {
-        target: target.clone(),
+    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
+        ApplyMessage {
+            target: target.clone(),
+        }
     })
     .await;
     Ok(())

@@ -65,7 +65,7 @@ impl RpcMessage for EntityReply {
 /// The source side: run the workload and push every committed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
     let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
-    let queue: RetryQueue<RowImage> = RetryQueue::new(&ctx, config.retry);
+    let queue: RetryQueue<RowImage> = RetryQueue::new(&ctx, config.retry, setup.bugs);
     let target: RpcClient<EntityCall, EntityReply> =
         RpcClient::new(&ctx, "target", TARGET_API_PORT, RPC_TIMEOUT);
     let pusher = queue.clone();
@@ -100,15 +100,18 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
     let target_config = TargetConfig {
         version_check: config.version_check,
         inbox: false,
+        bugs: setup.bugs,
     };
     let target = Target::recover(&ctx, target_config, setup.recorder.clone(), &setup.initial);
     serve(ctx, TARGET_API_PORT, move |call: EntityCall| {
         let (EntityCall::Put(row) | EntityCall::Delete(row)) = call;
-        let reply = match target.apply(&[row], None) {
-            Ok(_) => EntityReply::Ok,
-            Err(e) => EntityReply::Failed(e.to_string()),
-        };
-        async move { reply }
+        let target = target.clone();
+        async move {
+            match target.apply(&[row], None).await {
+                Ok(_) => EntityReply::Ok,
+                Err(e) => EntityReply::Failed(e.to_string()),
+            }
+        }
     })
     .await?;
     Ok(())

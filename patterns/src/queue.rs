@@ -97,7 +97,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
     };
     match config.publish {
         PublishPoint::AfterCommit => {
-            let queue: RetryQueue<EntityMessage> = RetryQueue::new(&ctx, config.retry);
+            let queue: RetryQueue<EntityMessage> = RetryQueue::new(&ctx, config.retry, setup.bugs);
             let sender = queue.clone();
             let sending = tokio::task::spawn_local(async move {
                 sender
@@ -150,6 +150,7 @@ impl Handler for ApplyRow {
             serde_json::from_str(&record.payload).expect("payloads are entity messages");
         self.target
             .apply(&[message.row], None)
+            .await
             .map(|_| Handled::Done)
             .map_err(|_| ())
     }
@@ -159,11 +160,14 @@ impl Handler for ApplyRow {
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let target = Target::recover(
         &ctx,
-        TargetConfig::default(),
+        TargetConfig {
+            bugs: setup.bugs,
+            ..TargetConfig::default()
+        },
         setup.recorder.clone(),
         &setup.initial,
     );
-    run_consumers(&ctx, TOPIC, config.consumer, |_| ApplyRow {
+    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),
     })
     .await;

@@ -16,6 +16,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use faultline_sim::HostCtx;
+
+use crate::bugs::{Bug, BugSet};
 use tokio::sync::Notify;
 
 /// How hard the queue tries.
@@ -49,6 +51,7 @@ pub struct RetryQueue<T> {
     wake: Rc<Notify>,
     policy: RetryPolicy,
     ctx: HostCtx,
+    bugs: BugSet,
 }
 
 impl<T> Clone for RetryQueue<T> {
@@ -58,18 +61,20 @@ impl<T> Clone for RetryQueue<T> {
             wake: Rc::clone(&self.wake),
             policy: self.policy,
             ctx: self.ctx.clone(),
+            bugs: self.bugs,
         }
     }
 }
 
 impl<T: Clone + Display + 'static> RetryQueue<T> {
     /// An empty queue on this host.
-    pub fn new(ctx: &HostCtx, policy: RetryPolicy) -> Self {
+    pub fn new(ctx: &HostCtx, policy: RetryPolicy, bugs: BugSet) -> Self {
         RetryQueue {
             items: Rc::default(),
             wake: Rc::new(Notify::new()),
             policy,
             ctx: ctx.clone(),
+            bugs,
         }
     }
 
@@ -115,6 +120,11 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
             let mut backoff_ms = self.policy.backoff_initial_ms;
             for attempt in 1..=self.policy.attempts_max {
                 if send(item.clone()).await {
+                    break;
+                }
+                if self.bugs.has(Bug::RetryQueueReorders) {
+                    // Planted: behind everything queued since, newer changes included.
+                    self.items.borrow_mut().push_back(item.clone());
                     break;
                 }
                 if attempt == self.policy.attempts_max {

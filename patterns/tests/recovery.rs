@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use faultline_patterns::bugs::BugSet;
 use faultline_patterns::domain::{Action, ActionId, ActionRequest, CustomerId};
 use faultline_patterns::history::{Recorder, Rows};
 use faultline_patterns::systems::broker::{run_broker, BrokerClient};
@@ -52,8 +53,16 @@ fn source_through_power_loss(sync: SyncPolicy) -> (Recorder, World) {
             let recorder = host_recorder.clone();
             let schedule = Rc::clone(&schedule);
             async move {
-                let source =
-                    Source::recover(&ctx, SourceConfig { sync, outbox: false }, recorder, &Rows::new());
+                let source = Source::recover(
+                    &ctx,
+                    SourceConfig {
+                        sync,
+                        outbox: false,
+                        bugs: BugSet::NONE,
+                    },
+                    recorder,
+                    &Rows::new(),
+                );
                 let syncer = source.clone();
                 tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
                 source.run_workload(schedule, None, |_| {}).await;
@@ -132,7 +141,7 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
     type ReadBack = Option<(Vec<u64>, u64)>;
     let after: Rc<RefCell<ReadBack>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(4)));
-    world.host("broker", run_broker).unwrap();
+    world.host("broker", |ctx| run_broker(ctx, BugSet::NONE)).unwrap();
     let (acked_in, after_in) = (Rc::clone(&acked), Rc::clone(&after));
     world
         .host("client", move |ctx| {
@@ -192,7 +201,8 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
         recorder: recorder.clone(),
         initial: Rc::new(initial),
         schedule: creates(60, 10),
-        source: variant.source_config(SyncPolicy::OnCommit),
+        source: variant.source_config(SyncPolicy::OnCommit, BugSet::NONE),
+        bugs: BugSet::NONE,
     };
     let mut world = World::new(WorldConfig::new(Seed(5)));
     variant.install(&mut world, &setup).unwrap();

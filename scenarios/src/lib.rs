@@ -10,10 +10,13 @@ pub mod invariants;
 pub mod metrics;
 pub mod runner;
 pub mod scenario;
+pub mod suite;
+pub mod sweep;
+pub mod verdict;
 pub mod visibility;
 pub mod workload;
 
 pub use invariants::{InvariantInfo, Violation, INVARIANTS};
 pub use metrics::Metrics;
-pub use runner::{repro_command, run, Outcome, RunOptions};
+pub use runner::{run, Faults, Outcome, RunOptions, RunSpec};
 pub use scenario::Scenario;

@@ -1,13 +1,16 @@
-//! The runner: from `(variant, scenario, profile, seed)` to an [`Outcome`].
+//! The runner: from a [`RunSpec`] (variant, scenario, faults, seed, planted bugs) to an
+//! [`Outcome`].
 //!
-//! It builds the world, draws the workload and the fault plan from the seed's named
-//! streams, installs the variant, steps the world until the integration has settled
-//! after the last fault (or the deadline), reads both final states back from the disks,
-//! and hands the history to the invariants.
+//! It builds the world, draws the workload and (for a profile) the fault plan from the
+//! seed's named streams, installs the variant, steps the world until the integration has
+//! settled after the last fault (or the deadline), reads both final states back from the
+//! disks, and hands the history to the invariants.
 
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
+use faultline_patterns::bugs::BugSet;
 use faultline_patterns::history::Recorder;
 use faultline_patterns::systems::{source, target};
 use faultline_patterns::{hosts, Setup, Variant};
@@ -22,6 +25,96 @@ use crate::metrics::{compute, Metrics, TraceCounts};
 use crate::scenario::Scenario;
 use crate::workload;
 
+/// Where a run's faults come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Faults {
+    /// Drawn from the seed by a profile.
+    Profile(Profile),
+    /// Written out explicitly (a suite's `faults`, or a shrunk counterexample).
+    Plan(FaultPlan),
+}
+
+impl Faults {
+    /// The profile's name, or `explicit`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Faults::Profile(p) => p.name(),
+            Faults::Plan(_) => "explicit",
+        }
+    }
+}
+
+/// Everything that fixes a run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// The pattern variant.
+    pub variant: &'static Variant,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The faults.
+    pub faults: Faults,
+    /// The seed.
+    pub seed: Seed,
+    /// Planted bugs switched on.
+    pub bugs: BugSet,
+    /// The suite file the scenario comes from, if any (for the repro command).
+    pub suite: Option<PathBuf>,
+}
+
+impl RunSpec {
+    /// A run of a built-in scenario under a profile, with no bugs.
+    pub fn new(variant: &'static Variant, scenario: Scenario, profile: Profile, seed: Seed) -> Self {
+        RunSpec {
+            variant,
+            scenario,
+            faults: Faults::Profile(profile),
+            seed,
+            bugs: BugSet::NONE,
+            suite: None,
+        }
+    }
+
+    /// The one command line that replays this run.
+    pub fn repro_command(&self) -> String {
+        let mut cmd = match &self.suite {
+            Some(suite) => format!(
+                "faultline repro --suite {} --scenario {:?} --pattern {}",
+                suite.display(),
+                self.scenario.name,
+                self.variant.name
+            ),
+            None => {
+                let scenario = if self.scenario.name == "standard" {
+                    String::new()
+                } else {
+                    format!(" --scenario {}", self.scenario.name)
+                };
+                format!(
+                    "faultline repro --pattern {} --profile {}{scenario}",
+                    self.variant.name,
+                    self.faults.name()
+                )
+            }
+        };
+        cmd.push_str(&format!(" --seed {}", self.seed.0));
+        for bug in self.bugs.bugs() {
+            cmd.push_str(&format!(" --bug {}", bug.name()));
+        }
+        cmd
+    }
+
+    /// The fault plan this run applies.
+    pub fn plan(&self) -> FaultPlan {
+        match &self.faults {
+            Faults::Profile(profile) => {
+                let streams = faultline_sim::RngStreams::new(self.seed);
+                profile.generate(&streams, &self.variant.hosts(), self.scenario.fault_window())
+            }
+            Faults::Plan(plan) => plan.clone(),
+        }
+    }
+}
+
 /// What one run found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
@@ -29,16 +122,20 @@ pub struct Outcome {
     pub pattern: &'static str,
     /// The scenario's name.
     pub scenario: String,
-    /// The fault profile.
+    /// The fault profile (`explicit` for a written-out plan).
     pub profile: &'static str,
     /// The seed.
     pub seed: u64,
+    /// Planted bugs that were on.
+    pub bugs: Vec<&'static str>,
     /// The run's fingerprint.
     pub trace_hash: TraceHash,
     /// Every invariant violation.
     pub violations: Vec<Violation>,
     /// Numbers beside the verdict.
     pub metrics: Metrics,
+    /// The command that replays the run.
+    pub repro: String,
     /// The fault plan that ran.
     #[serde(skip)]
     pub plan: FaultPlan,
@@ -64,20 +161,16 @@ pub struct RunOptions {
     pub keep_trace: bool,
 }
 
-/// Runs one variant under one profile and seed.
-pub fn run(
-    variant: &Variant,
-    scenario: &Scenario,
-    profile: Profile,
-    seed: Seed,
-    options: RunOptions,
-) -> Result<Outcome, WorldError> {
+/// Runs one spec.
+pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, WorldError> {
+    let scenario = &spec.scenario;
+    let variant = spec.variant;
     let config = WorldConfig {
         latency_min: Duration::from_millis(scenario.latency_min_ms),
         latency_max: Duration::from_millis(scenario.latency_max_ms),
         keep_trace_events: options.keep_trace,
         capture_tracing: false,
-        ..WorldConfig::new(seed)
+        ..WorldConfig::new(spec.seed)
     };
     let mut world = World::new(config);
     let streams = world.streams();
@@ -89,16 +182,17 @@ pub fn run(
         recorder: recorder.clone(),
         initial: Rc::clone(&initial),
         schedule,
-        source: variant.source_config(scenario.source_sync),
+        source: variant.source_config(scenario.source_sync, spec.bugs),
+        bugs: spec.bugs,
     };
     variant.install(&mut world, &setup)?;
-    let plan = profile.generate(&streams, &variant.hosts(), scenario.fault_window());
+    let plan = spec.plan();
     let last_fault_at = plan.last_event_at();
     world.set_plan(plan.clone());
 
     let quiet_from = scenario.workload_end().max(last_fault_at);
     let settle = Duration::from_millis(scenario.settle_ms);
-    let summary = world.run_until(scenario.deadline(), |now| {
+    let summary = world.run_until(scenario.deadline().max(last_fault_at), |now| {
         now >= quiet_from + settle && recorder.agreed_since().is_some_and(|since| now >= since + settle)
     })?;
 
@@ -107,34 +201,33 @@ pub fn run(
     let final_target = target::durable_rows(disk(hosts::TARGET), &initial);
     let mut history = recorder.finish(final_source, final_target, summary.end, last_fault_at);
     history.staleness_bound = Some(Duration::from_millis(scenario.staleness_bound_ms));
-    let violations = check_all(&history);
+    let violations = check_all(&history)
+        .into_iter()
+        .filter(|v| {
+            scenario
+                .invariants
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|i| i == v.invariant))
+        })
+        .collect();
     let trace = world.trace();
     let counts = TraceCounts {
         calls: trace.count_of(kind::SEND),
         duplicates_absorbed: trace.count_of(faultline_patterns::systems::target::INBOX_DUPLICATE),
         duplicates_injected: trace.count_of(kind::DUPLICATE),
     };
-    let metrics = compute(&history, counts);
     Ok(Outcome {
         pattern: variant.name,
         scenario: scenario.name.clone(),
-        profile: profile.name(),
-        seed: seed.0,
+        profile: spec.faults.name(),
+        seed: spec.seed.0,
+        bugs: spec.bugs.bugs().into_iter().map(|b| b.name()).collect(),
         trace_hash: summary.trace_hash,
         violations,
-        metrics,
+        metrics: compute(&history, counts),
+        repro: spec.repro_command(),
         plan,
         summary,
         trace: world.trace().take_events(),
     })
-}
-
-/// The command line that replays a run.
-pub fn repro_command(pattern: &str, profile: &str, seed: u64, scenario: &str) -> String {
-    let scenario_flag = if scenario == "standard" {
-        String::new()
-    } else {
-        format!(" --scenario {scenario}")
-    };
-    format!("faultline repro --pattern {pattern} --profile {profile} --seed {seed}{scenario_flag}")
 }

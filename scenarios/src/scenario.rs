@@ -34,6 +34,8 @@ pub struct Scenario {
     pub source_sync: SyncPolicy,
     /// Every commit must be visible at the target within this long (`bounded-staleness`).
     pub staleness_bound_ms: u64,
+    /// Only these invariants are checked; `None` checks all.
+    pub invariants: Option<Vec<String>>,
 }
 
 impl Scenario {
@@ -54,6 +56,7 @@ impl Scenario {
             settle_ms: 500,
             source_sync: SyncPolicy::OnCommit,
             staleness_bound_ms: 5_000,
+            invariants: None,
         }
     }
 

@@ -2,16 +2,13 @@
 //! faults, found by the checker alone.
 
 use faultline::patterns::Variant;
-use faultline::scenarios::{run, Outcome, RunOptions, Scenario};
+use faultline::scenarios::{run, Outcome, RunOptions, RunSpec, Scenario};
 use faultline::sim::{Profile, Seed};
 
 fn run_seed(pattern: &str, profile: Profile, seed: u64) -> Outcome {
     let variant = Variant::by_name(pattern).expect("registered variant");
     run(
-        variant,
-        &Scenario::standard(),
-        profile,
-        Seed(seed),
+        &RunSpec::new(variant, Scenario::standard(), profile, Seed(seed)),
         RunOptions::default(),
     )
     .expect("run completes")
@@ -70,10 +67,7 @@ fn violations_carry_evidence_from_the_trace() {
     let outcome = (0..50)
         .map(|seed| {
             run(
-                variant,
-                &Scenario::standard(),
-                Profile::Crashes,
-                Seed(seed),
+                &RunSpec::new(variant, Scenario::standard(), Profile::Crashes, Seed(seed)),
                 RunOptions { keep_trace: true },
             )
             .unwrap()

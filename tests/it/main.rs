@@ -1,5 +1,6 @@
 //! Integration tests of the whole: one test binary (fast to link), one module per area.
 
+mod bugs;
 mod cli;
 mod end_to_end;
 mod variants;

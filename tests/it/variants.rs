@@ -4,16 +4,13 @@
 use std::collections::BTreeSet;
 
 use faultline::patterns::{Variant, VARIANTS};
-use faultline::scenarios::{run, Outcome, RunOptions, Scenario};
+use faultline::scenarios::{run, Outcome, RunOptions, RunSpec, Scenario};
 use faultline::sim::{Profile, Seed};
 
 fn run_seed(pattern: &str, profile: Profile, seed: u64) -> Outcome {
     let variant = Variant::by_name(pattern).expect("registered variant");
     run(
-        variant,
-        &Scenario::standard(),
-        profile,
-        Seed(seed),
+        &RunSpec::new(variant, Scenario::standard(), profile, Seed(seed)),
         RunOptions::default(),
     )
     .expect("run completes")

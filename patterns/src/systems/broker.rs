@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::bugs::{Bug, BugSet};
 use faultline_sim::{serve, HostCtx, LogFile, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,8 @@ pub const BROKER_PORT: u16 = 9092;
 /// Records one fetch returns at most.
 pub const FETCH_MAX_RECORDS: u32 = 64;
 const OFFSETS_FILE: &str = "offsets.json";
+/// How often a broker that acknowledges before syncing (a planted bug) catches up.
+const LAZY_SYNC_PERIOD: Duration = Duration::from_millis(200);
 
 /// A producer's identity and the sequence number of this record (idempotent producer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -144,6 +147,7 @@ struct Partition {
 
 struct State {
     ctx: HostCtx,
+    bugs: BugSet,
     partitions: BTreeMap<(String, u32), Partition>,
     offsets: BTreeMap<String, u64>,
     /// Last (sequence, offset) per producer, topic and partition.
@@ -192,6 +196,7 @@ impl State {
                         }
                     }
                 }
+                let acks_before_sync = self.bugs.has(Bug::BrokerAcksBeforeSync);
                 let part = self.partition(&topic, partition);
                 let offset = part.records.len() as u64;
                 let record = BrokerRecord {
@@ -202,8 +207,14 @@ impl State {
                 };
                 let appended = part
                     .log
-                    .append(&serde_json::to_vec(&record).expect("records serialise"))
-                    .and_then(|_| part.log.sync());
+                    .append(&serde_json::to_vec(&record).expect("records serialise"));
+                // Planted bug: acknowledge before the record is durable; a background
+                // sync catches up later.
+                let appended = if acks_before_sync {
+                    appended.map(|_| ())
+                } else {
+                    appended.and_then(|_| part.log.sync())
+                };
                 if let Err(e) = appended {
                     return BrokerResponse::Error(e.to_string());
                 }
@@ -267,7 +278,7 @@ fn offset_key(group: &str, topic: &str, partition: u32) -> String {
 }
 
 /// Runs the broker on this host until it stops.
-pub async fn run_broker(ctx: HostCtx) -> faultline_sim::HostResult {
+pub async fn run_broker(ctx: HostCtx, bugs: BugSet) -> faultline_sim::HostResult {
     let offsets_bytes = ctx.disk().read_all(OFFSETS_FILE);
     let offsets = if offsets_bytes.is_empty() {
         BTreeMap::new()
@@ -276,10 +287,22 @@ pub async fn run_broker(ctx: HostCtx) -> faultline_sim::HostResult {
     };
     let state = Rc::new(RefCell::new(State {
         ctx: ctx.clone(),
+        bugs,
         partitions: BTreeMap::new(),
         offsets,
         sequences: BTreeMap::new(),
     }));
+    if bugs.has(Bug::BrokerAcksBeforeSync) {
+        let syncing = Rc::clone(&state);
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(LAZY_SYNC_PERIOD).await;
+                for part in syncing.borrow().partitions.values() {
+                    let _ = part.log.sync();
+                }
+            }
+        });
+    }
     serve(ctx, BROKER_PORT, move |request: BrokerRequest| {
         let response = state.borrow_mut().handle(request);
         async move { response }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use faultline_sim::{serve, HostCtx, LogFile, LogPos, RpcMessage, SimTime};
 use serde::{Deserialize, Serialize};
 
+use crate::bugs::{Bug, BugSet};
 use crate::domain::{fields, Action, ActionId, ActionRequest, EntityKey, RowImage, Table, TxId, Version};
 use crate::history::{Failure, Recorder, RowState, Rows};
 
@@ -97,6 +98,8 @@ pub struct SourceConfig {
     pub sync: SyncPolicy,
     /// Whether each commit also writes an outbox message.
     pub outbox: bool,
+    /// Planted bugs.
+    pub bugs: BugSet,
 }
 
 struct State {
@@ -202,13 +205,7 @@ impl Source {
         };
         loop {
             tokio::time::sleep(Duration::from_millis(every_ms)).await;
-            let failed = self.0.borrow().log.sync().err();
-            if let Some(e) = failed {
-                // The unsynced tail is gone from the disk, and acknowledged commits with
-                // it. Like PostgreSQL after an fsync error, start over from the disk.
-                self.0.borrow().ctx.record("source-sync-failed", e.to_string());
-                self.reload();
-            }
+            let _ = self.sync_or_reload();
         }
     }
 
@@ -267,9 +264,10 @@ impl Source {
             }
             _ if !live(customer) => Err(Failure::Rejected(format!("{customer} does not exist"))),
             Action::SaveContact { phone, street, .. } => {
-                let email = state.rows[&child(Table::Contact)]
-                    .data
-                    .as_ref()
+                let email = state
+                    .rows
+                    .get(&child(Table::Contact))
+                    .and_then(|r| r.data.as_ref())
                     .and_then(|d| d.get("email").cloned())
                     .unwrap_or_default();
                 Ok(vec![
@@ -329,7 +327,8 @@ impl Source {
             .log
             .append(&bytes)
             .map_err(|e| Failure::Storage(e.to_string()))?;
-        if state.config.sync == SyncPolicy::OnCommit {
+        // The planted bug acknowledges without syncing, whatever the policy says.
+        if state.config.sync == SyncPolicy::OnCommit && !state.config.bugs.has(Bug::SourceSkipsSync) {
             state.log.sync().map_err(|e| Failure::Storage(e.to_string()))?;
         }
         state.next_tx += 1;
@@ -385,12 +384,23 @@ impl Source {
 
     /// Marks an outbox message sent, durably. On failure it stays unsent.
     pub fn mark_sent(&self, tx: TxId) -> Result<(), faultline_sim::DiskError> {
-        let mut state = self.0.borrow_mut();
         let bytes = serde_json::to_vec(&LogEntry::OutboxSent { tx }).expect("log entries serialise");
-        state.log.append(&bytes)?;
-        state.log.sync()?;
-        state.outbox_unsent.remove(&tx);
+        self.0.borrow().log.append(&bytes)?;
+        self.sync_or_reload()?;
+        self.0.borrow_mut().outbox_unsent.remove(&tx);
         Ok(())
+    }
+
+    /// Syncs the log. A failed sync has discarded every unsynced record from the disk,
+    /// possibly acknowledged commits among them: like PostgreSQL after an fsync error,
+    /// memory then starts over from the disk, so it never holds what the disk lost.
+    fn sync_or_reload(&self) -> Result<(), faultline_sim::DiskError> {
+        let result = self.0.borrow().log.sync();
+        if let Err(e) = &result {
+            self.0.borrow().ctx.record("source-sync-failed", e.to_string());
+            self.reload();
+        }
+        result
     }
 
     /// Runs the workload's actions that are still due, each at its instant, calling

@@ -15,11 +15,15 @@ use std::rc::Rc;
 use faultline_sim::{DiskError, HostCtx, LogFile, LogPos};
 use serde::{Deserialize, Serialize};
 
+use crate::bugs::{Bug, BugSet};
 use crate::domain::{CustomerId, RowImage, Table};
 use crate::history::{Recorder, RowState, RowVersion, Rows};
 
 /// The trace event kind of a delivery the inbox recognised as a repeat.
 pub const INBOX_DUPLICATE: &str = "inbox-duplicate";
+
+/// Time between two transactions committed one after the other (one sync's worth).
+const SEPARATE_COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The target's log file.
 pub const TARGET_LOG: &str = "target.log";
@@ -31,6 +35,8 @@ pub struct TargetConfig {
     pub version_check: bool,
     /// Remember processed message ids in the apply's transaction and skip repeats.
     pub inbox: bool,
+    /// Planted bugs.
+    pub bugs: BugSet,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -147,8 +153,40 @@ impl Target {
     }
 
     /// Applies `images` in one local transaction; `message` is the id the inbox keys on.
-    pub fn apply(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
-        let mut state = self.0.borrow_mut();
+    pub async fn apply(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
+        let separate = {
+            let state = self.0.borrow();
+            state.config.inbox && state.config.bugs.has(Bug::InboxSeparateTx)
+        };
+        match message {
+            Some(id) if separate => {
+                {
+                    let mut state = self.0.borrow_mut();
+                    if state.inbox.contains(id) {
+                        state.ctx.record(INBOX_DUPLICATE, id.to_string());
+                        return Ok(Applied::Duplicate);
+                    }
+                    // Planted: the inbox entry commits on its own, before the apply,
+                    // which commits a moment later as a second transaction does.
+                    state.write(&TargetTx {
+                        rows: Vec::new(),
+                        message: Some(id.to_string()),
+                        welcomed: Vec::new(),
+                    })?;
+                }
+                tokio::time::sleep(SEPARATE_COMMIT_GAP).await;
+                self.apply_now(images, None)
+            }
+            _ => self.apply_now(images, message),
+        }
+    }
+
+    /// The apply proper: one local transaction holding the rows, the inbox entry and
+    /// the welcomes.
+    fn apply_now(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
+        let mut guard = self.0.borrow_mut();
+        let state = &mut *guard;
+        let bugs = state.config.bugs;
         let message = message.filter(|_| state.config.inbox).map(str::to_string);
         if message.as_ref().is_some_and(|m| state.inbox.contains(m)) {
             state
@@ -156,17 +194,7 @@ impl Target {
                 .record(INBOX_DUPLICATE, message.clone().unwrap_or_default());
             return Ok(Applied::Duplicate);
         }
-        let accepted: Vec<RowImage> = images
-            .iter()
-            .filter(|image| {
-                !state.config.version_check
-                    || state
-                        .rows
-                        .get(&image.key)
-                        .is_none_or(|held| held.version < image.version)
-            })
-            .cloned()
-            .collect();
+        let accepted = state.accept(images);
         let skipped = images.len() - accepted.len();
         let welcomed: Vec<CustomerId> = accepted
             .iter()
@@ -178,17 +206,53 @@ impl Target {
         if accepted.is_empty() && message.is_none() {
             return Ok(Applied::Rows { applied: 0, skipped });
         }
+        if bugs.has(Bug::EffectBeforeCommit) {
+            // Planted: the welcome goes out before the commit that remembers it.
+            state.send_welcomes(&welcomed);
+        }
         let tx = TargetTx {
             rows: accepted,
             message,
             welcomed,
         };
-        state
-            .log
-            .append(&serde_json::to_vec(&tx).expect("target txs serialise"))?;
-        state.log.sync()?;
+        state.write(&tx)?;
+        state.expose(&tx.rows);
+        if !bugs.has(Bug::EffectBeforeCommit) {
+            state.send_welcomes(&tx.welcomed);
+        }
+        Ok(Applied::Rows {
+            applied: tx.rows.len(),
+            skipped,
+        })
+    }
+}
+
+impl State {
+    /// The images this apply takes: all of them, or with the version check only those
+    /// newer than what is held.
+    fn accept(&self, images: &[RowImage]) -> Vec<RowImage> {
+        let ignore_unknown_deletes = self.config.bugs.has(Bug::TargetIgnoresUnknownDeletes);
+        images
+            .iter()
+            .filter(|image| {
+                let held = self.rows.get(&image.key);
+                if ignore_unknown_deletes && image.is_delete() && held.is_none() {
+                    // Planted: nothing to delete, so no tombstone to stop a late PUT.
+                    return false;
+                }
+                !self.config.version_check || held.is_none_or(|held| held.version < image.version)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Commits one local transaction durably, then updates memory.
+    fn write(&mut self, tx: &TargetTx) -> Result<(), DiskError> {
+        self.log
+            .append(&serde_json::to_vec(tx).expect("target txs serialise"))?;
+        self.log.sync()?;
         for image in &tx.rows {
-            state.rows.insert(
+            self.rows.insert(
                 image.key,
                 RowState {
                     version: image.version,
@@ -196,28 +260,27 @@ impl Target {
                 },
             );
         }
-        state.inbox.extend(tx.message.clone());
-        state.welcomed.extend(tx.welcomed.iter().copied());
-        let now = state.ctx.now();
-        if !tx.rows.is_empty() {
-            let detail = tx
-                .rows
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            let event = state.ctx.record("apply", detail);
-            state
-                .recorder
-                .apply(now, tx.rows.iter().map(RowVersion::from).collect(), event);
+        self.inbox.extend(tx.message.clone());
+        self.welcomed.extend(tx.welcomed.iter().copied());
+        Ok(())
+    }
+
+    /// Tells the history what readers can now see.
+    fn expose(&self, rows: &[RowImage]) {
+        if rows.is_empty() {
+            return;
         }
-        for customer in &tx.welcomed {
-            let event = state.ctx.record("welcome", format!("customer/{}", customer.0));
-            state.recorder.effect(*customer, now, event);
+        let detail = rows.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ");
+        let event = self.ctx.record("apply", detail);
+        self.recorder
+            .apply(self.ctx.now(), rows.iter().map(RowVersion::from).collect(), event);
+    }
+
+    /// Sends the welcome message to each customer.
+    fn send_welcomes(&self, customers: &[CustomerId]) {
+        for customer in customers {
+            let event = self.ctx.record("welcome", format!("customer/{}", customer.0));
+            self.recorder.effect(*customer, self.ctx.now(), event);
         }
-        Ok(Applied::Rows {
-            applied: tx.rows.len(),
-            skipped,
-        })
     }
 }

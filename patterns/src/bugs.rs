@@ -1,0 +1,169 @@
+//! Planted bugs: deliberate defects in components, switchable by name, that prove the
+//! checker sharp. Each is a mistake real integrations make; the registry says which
+//! variant and fault profile expose it, and which invariant should catch it.
+
+use serde::{Deserialize, Serialize};
+
+/// A deliberate defect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bug {
+    /// The outbox relay marks a message sent before publishing it.
+    RelayMarksBeforePublish,
+    /// The inbox entry is committed in its own transaction, before the apply.
+    InboxSeparateTx,
+    /// The consumer commits its offset before applying the record.
+    OffsetBeforeApply,
+    /// The CDC connector saves its log position before publishing the events.
+    CdcPositionBeforePublish,
+    /// The target ignores a delete for a key it does not hold (no tombstone).
+    TargetIgnoresUnknownDeletes,
+    /// The retry queue puts a failed item at the back instead of retrying it in place.
+    RetryQueueReorders,
+    /// The target sends its side effect before its local commit.
+    EffectBeforeCommit,
+    /// The source acknowledges a commit without syncing it.
+    SourceSkipsSync,
+    /// The broker acknowledges a produce before syncing it.
+    BrokerAcksBeforeSync,
+}
+
+/// A bug's name, what it does, and where it shows.
+pub struct BugInfo {
+    /// The bug.
+    pub bug: Bug,
+    /// Its CLI name.
+    pub name: &'static str,
+    /// What the defect is.
+    pub description: &'static str,
+    /// A variant that has the code path.
+    pub variant: &'static str,
+    /// A profile that exposes it.
+    pub profile: &'static str,
+    /// The invariant that should catch it.
+    pub breaks: &'static str,
+}
+
+/// Every planted bug.
+pub const BUGS: &[BugInfo] = &[
+    BugInfo {
+        bug: Bug::RelayMarksBeforePublish,
+        name: "relay-marks-before-publish",
+        description: "the outbox relay marks a message sent before publishing it; a crash in between loses it",
+        variant: "outbox-inbox",
+        profile: "crashes",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::InboxSeparateTx,
+        name: "inbox-separate-tx",
+        description: "the inbox entry commits in its own transaction before the apply; a crash in between skips the message as a duplicate",
+        variant: "outbox-inbox",
+        profile: "crashes",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::OffsetBeforeApply,
+        name: "offset-before-apply",
+        description: "the consumer commits its offset before applying; a crash in between loses the record",
+        variant: "outbox-inbox",
+        profile: "crashes",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::CdcPositionBeforePublish,
+        name: "cdc-position-before-publish",
+        description: "the CDC connector saves its log position before publishing; a crash in between loses the events",
+        variant: "cdc-tx",
+        profile: "crashes",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::TargetIgnoresUnknownDeletes,
+        name: "target-ignores-unknown-deletes",
+        description: "the target drops a delete for a key it does not hold, so a late older PUT brings the row back",
+        variant: "push-versioned",
+        profile: "flaky-net",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::RetryQueueReorders,
+        name: "retry-queue-reorders",
+        description: "a failed send goes to the back of the retry queue, behind newer changes of the same row",
+        variant: "queue-after-commit",
+        profile: "flaky-net",
+        breaks: "monotonic",
+    },
+    BugInfo {
+        bug: Bug::EffectBeforeCommit,
+        name: "effect-before-commit",
+        description: "the target sends the welcome message before its local commit; a failed commit is retried and welcomes again",
+        variant: "outbox-inbox",
+        profile: "storage",
+        breaks: "exactly-once-effects",
+    },
+    BugInfo {
+        bug: Bug::SourceSkipsSync,
+        name: "source-skips-sync",
+        description: "the source acknowledges a commit without syncing it; a power loss takes back what the relay already published",
+        variant: "outbox-inbox",
+        profile: "storage",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::BrokerAcksBeforeSync,
+        name: "broker-acks-before-sync",
+        description: "the broker acknowledges a produce before syncing it; a power loss loses records the relay marked sent",
+        variant: "outbox-inbox",
+        profile: "crashes",
+        breaks: "convergence",
+    },
+];
+
+impl Bug {
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        Self::info(self).name
+    }
+
+    /// The registry entry.
+    pub fn info(self) -> &'static BugInfo {
+        BUGS.iter()
+            .find(|b| b.bug == self)
+            .expect("every bug is registered")
+    }
+
+    /// The bug called `name`.
+    pub fn from_name(name: &str) -> Option<Bug> {
+        BUGS.iter().find(|b| b.name == name).map(|b| b.bug)
+    }
+
+    /// Every bug name, for error messages.
+    pub fn names() -> Vec<&'static str> {
+        BUGS.iter().map(|b| b.name).collect()
+    }
+}
+
+/// The bugs switched on in a run (usually none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BugSet(u32);
+
+impl BugSet {
+    /// No bugs.
+    pub const NONE: BugSet = BugSet(0);
+
+    /// The set holding `bugs`.
+    pub fn of(bugs: &[Bug]) -> BugSet {
+        BugSet(bugs.iter().fold(0, |acc, b| acc | 1 << (*b as u32)))
+    }
+
+    /// Whether `bug` is on.
+    pub fn has(self, bug: Bug) -> bool {
+        self.0 & (1 << (bug as u32)) != 0
+    }
+
+    /// The bugs that are on, in registry order.
+    pub fn bugs(self) -> Vec<Bug> {
+        BUGS.iter().map(|b| b.bug).filter(|b| self.has(*b)).collect()
+    }
+}

@@ -1,0 +1,66 @@
+//! The story of one run, for a person at a terminal: the seed first, the fault plan,
+//! the numbers, each violation with the trace events that explain it, the command that
+//! replays it, and the trace hash last.
+
+use std::fmt::Write as _;
+
+use faultline_scenarios::Outcome;
+
+/// Renders one run's story (without the leading `seed=` line, which the caller prints
+/// before the run starts).
+pub fn render(outcome: &Outcome) -> String {
+    let mut out = String::new();
+    let m = &outcome.metrics;
+    let _ = writeln!(out, "\nfault plan:\n{}", outcome.plan);
+    if !outcome.bugs.is_empty() {
+        let _ = writeln!(out, "planted bugs: {}\n", outcome.bugs.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "actions: {} scheduled, {} committed, {} rejected, {} failed at the source, {} failed by the integration",
+        m.actions, m.actions_committed, m.actions_rejected, m.actions_failed_source, m.actions_failed_integration
+    );
+    let _ = writeln!(
+        out,
+        "target: {} applies, {} side effects; staleness p50 {} ms, p99 {} ms, max {} ms; {} row versions never visible",
+        m.applies, m.effects, m.staleness_p50_ms, m.staleness_p99_ms, m.staleness_max_ms, m.never_visible
+    );
+    let _ = writeln!(
+        out,
+        "traffic: {} calls ({:.1} per action), {} duplicates injected, {} absorbed by an inbox",
+        m.calls, m.calls_per_action, m.duplicates_injected, m.duplicates_absorbed
+    );
+    let _ = match m.converged_at_ms {
+        Some(at) => writeln!(out, "converged at {at} ms; run ended at {} ms", m.end_ms),
+        None => writeln!(out, "never converged; run ended at {} ms", m.end_ms),
+    };
+    if outcome.violations.is_empty() {
+        let _ = writeln!(out, "\nverdict: PASS - every invariant held");
+    } else {
+        let _ = writeln!(out, "\nverdict: FAIL - {} violation(s)", outcome.violations.len());
+        for v in &outcome.violations {
+            let _ = writeln!(
+                out,
+                "\n  {} / {} on {} at {}\n    {}",
+                v.invariant, v.kind, v.key, v.at, v.story
+            );
+            for e in v
+                .evidence
+                .iter()
+                .filter_map(|id| outcome.trace.get(id.0 as usize))
+            {
+                let _ = writeln!(
+                    out,
+                    "    evidence #{}: {} {} {} {}",
+                    e.id.0, e.at, e.host, e.kind, e.detail
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nrepro: {}\ntrace_hash={}",
+        outcome.repro, outcome.trace_hash
+    );
+    out
+}

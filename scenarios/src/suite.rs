@@ -1,0 +1,456 @@
+//! Suite files: what each pattern must (or is known not to) guarantee, as TOML.
+//!
+//! ```toml
+//! [suite]
+//! name = "ci"
+//! description = "..."
+//!
+//! [[scenario]]
+//! name = "chaos"
+//! patterns = ["outbox-inbox", "push"]   # or "all"
+//! profile = "chaos"                     # or faults = [{ at_ms = 500, fault = "crash", host = "source" }, ...]
+//! seeds = "0..20"
+//! # optional: base = "standard", customers, actions, actions_per_sec, latency_min_ms,
+//! # latency_max_ms, quiesce_ms, staleness_bound_ms, invariants = [...], bugs = [...]
+//!
+//! [scenario.expect]
+//! outbox-inbox = "pass"
+//! push = ["convergence", "liveness"]    # the invariants it is known to break
+//! ```
+//!
+//! Loading checks everything a run would trip over later (names, ranges, fault plans
+//! against each pattern's hosts) and reports the first problem with the file, line,
+//! column, and what would be valid.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use faultline_patterns::bugs::{Bug, BugSet};
+use faultline_patterns::Variant;
+use faultline_sim::{FaultEvent, FaultPlan, Profile};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::invariants::INVARIANTS;
+use crate::runner::Faults;
+use crate::scenario::Scenario;
+
+/// The most seeds one scenario may ask for (a bound on every loop).
+pub const SEEDS_MAX: u64 = 10_000_000;
+
+/// A suite file that cannot be used, with where and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}{}", path.display(), hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+pub struct SuiteError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+/// What a pattern is expected to do in a scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expectation {
+    /// Every checked invariant holds on every seed.
+    Pass,
+    /// Exactly these invariants break (each on at least one seed; no others break).
+    Breaks(BTreeSet<&'static str>),
+}
+
+/// One validated scenario of a suite.
+#[derive(Clone, Debug)]
+pub struct SuiteScenario {
+    /// Its name, unique in the suite.
+    pub name: String,
+    /// The scenario (workload, timing, checked invariants).
+    pub scenario: Scenario,
+    /// The variants it runs.
+    pub patterns: Vec<&'static Variant>,
+    /// Profile or explicit plan.
+    pub faults: Faults,
+    /// The seeds.
+    pub seeds: Range<u64>,
+    /// Planted bugs switched on.
+    pub bugs: BugSet,
+    /// The expectation per variant name.
+    pub expect: BTreeMap<&'static str, Expectation>,
+}
+
+/// A loaded, validated suite.
+#[derive(Clone, Debug)]
+pub struct Suite {
+    /// The suite's name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Its scenarios, in file order.
+    pub scenarios: Vec<SuiteScenario>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuite {
+    suite: RawHeader,
+    #[serde(rename = "scenario", default)]
+    scenarios: Vec<RawScenario>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPatterns {
+    All(Spanned<String>),
+    List(Vec<Spanned<String>>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawExpect {
+    Word(Spanned<String>),
+    Breaks(Spanned<Vec<Spanned<String>>>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Spanned<String>,
+    patterns: Spanned<RawPatterns>,
+    profile: Option<Spanned<String>>,
+    faults: Option<Spanned<Vec<FaultEvent>>>,
+    seeds: Spanned<String>,
+    base: Option<Spanned<String>>,
+    customers: Option<u64>,
+    actions: Option<u64>,
+    actions_per_sec: Option<u64>,
+    latency_min_ms: Option<u64>,
+    latency_max_ms: Option<u64>,
+    quiesce_ms: Option<u64>,
+    staleness_bound_ms: Option<u64>,
+    invariants: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    bugs: Vec<Spanned<String>>,
+    expect: Spanned<BTreeMap<String, RawExpect>>,
+}
+
+/// Turns byte offsets into line and column for one file.
+struct Locator<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>, hint: Option<String>) -> SuiteError {
+        let offset = span.start.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        SuiteError {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+            hint,
+        }
+    }
+
+    fn unknown(&self, what: &str, value: &Spanned<String>, valid: &[&str]) -> SuiteError {
+        self.error(
+            value.span(),
+            format!("unknown {what} {:?}", value.get_ref()),
+            Some(format!("valid {what}s are: {}", valid.join(", "))),
+        )
+    }
+}
+
+/// Parses `A..B` (B exclusive) or a single seed.
+fn parse_seeds(loc: &Locator, raw: &Spanned<String>) -> Result<Range<u64>, SuiteError> {
+    let text = raw.get_ref().trim();
+    let bad = |message: String| {
+        loc.error(
+            raw.span(),
+            message,
+            Some("write seeds as \"A..B\" (B exclusive), e.g. \"0..100\"".into()),
+        )
+    };
+    let range = match text.split_once("..") {
+        Some((a, b)) => {
+            let a: u64 = a
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("{:?} is not a seed range", text)))?;
+            let b: u64 = b
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("{:?} is not a seed range", text)))?;
+            a..b
+        }
+        None => {
+            let a: u64 = text
+                .parse()
+                .map_err(|_| bad(format!("{:?} is not a seed range", text)))?;
+            a..a.saturating_add(1)
+        }
+    };
+    if range.start > range.end {
+        return Err(bad(format!("seed range {text:?} is reversed")));
+    }
+    if range.is_empty() {
+        return Err(bad(format!("seed range {text:?} is empty")));
+    }
+    if range.end - range.start > SEEDS_MAX {
+        return Err(bad(format!(
+            "seed range {text:?} has more than {SEEDS_MAX} seeds"
+        )));
+    }
+    Ok(range)
+}
+
+fn invariant_name(loc: &Locator, raw: &Spanned<String>) -> Result<&'static str, SuiteError> {
+    let names: Vec<&str> = INVARIANTS.iter().map(|i| i.name).collect();
+    INVARIANTS
+        .iter()
+        .find(|i| i.name == raw.get_ref())
+        .map(|i| i.name)
+        .ok_or_else(|| loc.unknown("invariant", raw, &names))
+}
+
+impl Suite {
+    /// Loads and validates the suite at `path`.
+    pub fn load(path: &Path) -> Result<Suite, SuiteError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SuiteError {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the suite: {e}"),
+            hint: None,
+        })?;
+        Suite::parse(path, &text)
+    }
+
+    /// Validates suite text; `path` names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Suite, SuiteError> {
+        let loc = Locator { path, text };
+        let raw: RawSuite = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            loc.error(
+                span,
+                e.message().trim().to_string(),
+                Some("see the format in scenarios/suites/ci.toml".into()),
+            )
+        })?;
+        if raw.scenarios.is_empty() {
+            return Err(loc.error(
+                0..0,
+                "the suite has no [[scenario]]",
+                Some("add at least one [[scenario]] table".into()),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut scenarios = Vec::new();
+        for s in &raw.scenarios {
+            if !names.insert(s.name.get_ref().clone()) {
+                return Err(loc.error(
+                    s.name.span(),
+                    format!("scenario {:?} appears twice", s.name.get_ref()),
+                    Some("give each scenario its own name".into()),
+                ));
+            }
+            scenarios.push(validate_scenario(&loc, s)?);
+        }
+        Ok(Suite {
+            name: raw.suite.name,
+            description: raw.suite.description,
+            path: path.to_path_buf(),
+            scenarios,
+        })
+    }
+
+    /// The scenario called `name`.
+    pub fn scenario(&self, name: &str) -> Option<&SuiteScenario> {
+        self.scenarios.iter().find(|s| s.name == name)
+    }
+}
+
+fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, SuiteError> {
+    let mut scenario = match &s.base {
+        Some(base) => Scenario::by_name(base.get_ref())
+            .ok_or_else(|| loc.unknown("scenario", base, &Scenario::names()))?,
+        None => Scenario::standard(),
+    };
+    scenario.name = s.name.get_ref().clone();
+    let overrides = [
+        (&mut scenario.customers, s.customers),
+        (&mut scenario.actions, s.actions),
+        (&mut scenario.actions_per_sec, s.actions_per_sec),
+        (&mut scenario.latency_min_ms, s.latency_min_ms),
+        (&mut scenario.latency_max_ms, s.latency_max_ms),
+        (&mut scenario.quiesce_ms, s.quiesce_ms),
+        (&mut scenario.staleness_bound_ms, s.staleness_bound_ms),
+    ];
+    for (field, value) in overrides {
+        if let Some(v) = value {
+            *field = v;
+        }
+    }
+    if scenario.actions_per_sec == 0 || scenario.latency_min_ms > scenario.latency_max_ms {
+        return Err(loc.error(
+            s.name.span(),
+            "actions_per_sec must be positive and latency_min_ms at most latency_max_ms",
+            None,
+        ));
+    }
+
+    let patterns: Vec<&'static Variant> = match s.patterns.get_ref() {
+        RawPatterns::All(word) if word.get_ref() == "all" => faultline_patterns::VARIANTS.iter().collect(),
+        RawPatterns::All(word) => {
+            return Err(loc.error(
+                word.span(),
+                format!("patterns = {:?}", word.get_ref()),
+                Some("write a list of variant names, or \"all\"".into()),
+            ))
+        }
+        RawPatterns::List(list) => {
+            if list.is_empty() {
+                return Err(loc.error(
+                    s.patterns.span(),
+                    "the scenario runs no pattern",
+                    Some("name at least one variant".into()),
+                ));
+            }
+            list.iter()
+                .map(|p| {
+                    Variant::by_name(p.get_ref()).ok_or_else(|| loc.unknown("pattern", p, &Variant::names()))
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+
+    let faults = match (&s.profile, &s.faults) {
+        (Some(_), Some(f)) => {
+            return Err(loc.error(
+                f.span(),
+                "a scenario takes a profile or an explicit fault plan, not both",
+                Some("remove `profile` or `faults`".into()),
+            ))
+        }
+        (None, None) => {
+            return Err(loc.error(
+                s.name.span(),
+                format!("scenario {:?} has no faults", s.name.get_ref()),
+                Some("add `profile = \"none\"` or an explicit `faults = [...]`".into()),
+            ))
+        }
+        (Some(p), None) => Faults::Profile(
+            Profile::from_name(p.get_ref()).ok_or_else(|| loc.unknown("profile", p, &Profile::names()))?,
+        ),
+        (None, Some(events)) => {
+            let plan = FaultPlan::from_events(events.get_ref().clone());
+            for variant in &patterns {
+                let hosts: Vec<String> = variant.hosts().into_iter().map(|h| h.name).collect();
+                let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+                if let Err(e) = plan.validate(&hosts, scenario.deadline()) {
+                    return Err(loc.error(
+                        events.span(),
+                        format!("invalid fault plan for {}: {e}", variant.name),
+                        None,
+                    ));
+                }
+            }
+            Faults::Plan(plan)
+        }
+    };
+
+    let seeds = parse_seeds(loc, &s.seeds)?;
+    if let Some(list) = &s.invariants {
+        scenario.invariants = Some(
+            list.iter()
+                .map(|i| invariant_name(loc, i).map(str::to_string))
+                .collect::<Result<_, _>>()?,
+        );
+    }
+    let bugs: Vec<Bug> = s
+        .bugs
+        .iter()
+        .map(|b| Bug::from_name(b.get_ref()).ok_or_else(|| loc.unknown("bug", b, &Bug::names())))
+        .collect::<Result<_, _>>()?;
+
+    let mut expect = BTreeMap::new();
+    for (pattern, raw) in s.expect.get_ref() {
+        let variant = patterns.iter().find(|v| v.name == pattern).ok_or_else(|| {
+            let listed: Vec<&str> = patterns.iter().map(|v| v.name).collect();
+            loc.error(
+                s.expect.span(),
+                format!("expect.{pattern}: {pattern:?} is not one of this scenario's patterns"),
+                Some(format!("the scenario runs: {}", listed.join(", "))),
+            )
+        })?;
+        let expectation = match raw {
+            RawExpect::Word(w) if w.get_ref() == "pass" => Expectation::Pass,
+            RawExpect::Word(w) => {
+                return Err(loc.error(
+                    w.span(),
+                    format!("expect.{pattern} = {:?}", w.get_ref()),
+                    Some("write \"pass\" or the list of invariants it is known to break".into()),
+                ))
+            }
+            RawExpect::Breaks(list) if list.get_ref().is_empty() => {
+                return Err(loc.error(
+                    list.span(),
+                    format!("expect.{pattern} is an empty list"),
+                    Some("write \"pass\" when nothing breaks".into()),
+                ))
+            }
+            RawExpect::Breaks(list) => Expectation::Breaks(
+                list.get_ref()
+                    .iter()
+                    .map(|i| invariant_name(loc, i))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        if let (Expectation::Breaks(set), Some(checked)) = (&expectation, &scenario.invariants) {
+            if let Some(unchecked) = set.iter().find(|i| !checked.iter().any(|c| c == *i)) {
+                return Err(loc.error(
+                    s.expect.span(),
+                    format!("expect.{pattern} lists {unchecked}, which the scenario does not check"),
+                    Some("add it to `invariants`".into()),
+                ));
+            }
+        }
+        expect.insert(variant.name, expectation);
+    }
+    if let Some(missing) = patterns.iter().find(|v| !expect.contains_key(v.name)) {
+        return Err(loc.error(
+            s.expect.span(),
+            format!("no expectation for {}", missing.name),
+            Some(format!(
+                "add `{} = \"pass\"` or the invariants it breaks to [scenario.expect]",
+                missing.name
+            )),
+        ));
+    }
+    Ok(SuiteScenario {
+        name: s.name.get_ref().clone(),
+        scenario,
+        patterns,
+        faults,
+        seeds,
+        bugs: BugSet::of(&bugs),
+        expect,
+    })
+}

@@ -1,0 +1,227 @@
+//! Judging a suite: runs every scenario × pattern × seed and compares what broke with
+//! what the suite expects.
+//!
+//! A cell (scenario × pattern) is a *surprise* when an invariant breaks that was not
+//! expected to, or when an invariant expected to break held on every seed: a suite
+//! whose expectations went stale fails just like one whose pattern regressed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
+
+use serde::Serialize;
+
+use crate::invariants::Violation;
+use crate::runner::RunSpec;
+use crate::suite::{Expectation, Suite};
+use crate::sweep::sweep;
+
+/// Violations kept per run as examples (a run can have hundreds).
+pub const EXAMPLES_PER_RUN_MAX: usize = 3;
+
+/// What one run contributed.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// The seed.
+    pub seed: u64,
+    /// The run's fingerprint (hex), or empty when the run failed.
+    pub trace_hash: String,
+    /// The invariants it broke.
+    pub broken: BTreeSet<&'static str>,
+    /// A few of its violations, one per broken invariant first.
+    pub examples: Vec<Violation>,
+    /// The command that replays it.
+    pub repro: String,
+    /// Why the run could not complete, if it could not.
+    pub error: Option<String>,
+}
+
+/// What a scenario × pattern did, and whether that was expected.
+#[derive(Clone, Debug, Serialize)]
+pub struct CellResult {
+    /// The scenario.
+    pub scenario: String,
+    /// The variant.
+    pub pattern: &'static str,
+    /// What the suite expects.
+    #[serde(serialize_with = "expectation_text")]
+    pub expected: Expectation,
+    /// Seeds run.
+    pub seeds_run: usize,
+    /// Seeds with at least one violation.
+    pub seeds_failing: usize,
+    /// Each broken invariant with the first run that broke it.
+    pub broken: BTreeMap<&'static str, RunResult>,
+    /// Runs the world could not complete.
+    pub errors: Vec<RunResult>,
+    /// Why this cell is a surprise, if it is.
+    pub surprise: Option<String>,
+}
+
+fn expectation_text<S: serde::Serializer>(e: &Expectation, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Expectation::Pass => s.serialize_str("pass"),
+        Expectation::Breaks(set) => s.collect_seq(set),
+    }
+}
+
+/// The verdict on a whole suite.
+#[derive(Clone, Debug, Serialize)]
+pub struct SuiteResult {
+    /// The suite's name.
+    pub suite: String,
+    /// Every cell, in suite order.
+    pub cells: Vec<CellResult>,
+    /// Whether the run was stopped before every seed ran.
+    pub partial: bool,
+}
+
+impl SuiteResult {
+    /// Cells whose outcome surprised.
+    pub fn surprises(&self) -> impl Iterator<Item = &CellResult> {
+        self.cells.iter().filter(|c| c.surprise.is_some())
+    }
+}
+
+/// Every run of the suite, in order: scenario, pattern, seed.
+pub fn specs(suite: &Suite) -> Vec<RunSpec> {
+    let mut out = Vec::new();
+    for s in &suite.scenarios {
+        for variant in &s.patterns {
+            for seed in s.seeds.clone() {
+                out.push(RunSpec {
+                    variant,
+                    scenario: s.scenario.clone(),
+                    faults: s.faults.clone(),
+                    seed: faultline_sim::Seed(seed),
+                    bugs: s.bugs,
+                    suite: Some(suite.path.clone()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Runs the suite on `jobs` threads and judges it.
+pub fn judge(
+    suite: &Suite,
+    jobs: usize,
+    progress: impl Fn(usize, usize) + Sync,
+    stop: &AtomicBool,
+) -> SuiteResult {
+    let specs = specs(suite);
+    let total = specs.len();
+    let results = sweep(&specs, jobs, summarise, |done| progress(done, total), stop);
+    let partial = results.iter().any(Option::is_none);
+    let mut results = results.into_iter();
+    let mut cells = Vec::new();
+    for s in &suite.scenarios {
+        for variant in &s.patterns {
+            let runs: Vec<RunResult> = results.by_ref().take(s.seeds.clone().count()).flatten().collect();
+            cells.push(cell(&s.name, variant.name, s.expect[variant.name].clone(), runs));
+        }
+    }
+    SuiteResult {
+        suite: suite.name.clone(),
+        cells,
+        partial,
+    }
+}
+
+fn summarise(spec: &RunSpec, outcome: Result<crate::Outcome, faultline_sim::WorldError>) -> RunResult {
+    match outcome {
+        Ok(o) => {
+            let broken: BTreeSet<&'static str> = o.violations.iter().map(|v| v.invariant).collect();
+            let mut examples: Vec<Violation> = Vec::new();
+            for inv in &broken {
+                examples.extend(o.violations.iter().find(|v| v.invariant == *inv).cloned());
+            }
+            examples.truncate(EXAMPLES_PER_RUN_MAX);
+            RunResult {
+                seed: o.seed,
+                trace_hash: o.trace_hash.to_string(),
+                broken,
+                examples,
+                repro: o.repro,
+                error: None,
+            }
+        }
+        Err(e) => RunResult {
+            seed: spec.seed.0,
+            trace_hash: String::new(),
+            broken: BTreeSet::new(),
+            examples: Vec::new(),
+            repro: spec.repro_command(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+fn cell(scenario: &str, pattern: &'static str, expected: Expectation, runs: Vec<RunResult>) -> CellResult {
+    let mut broken: BTreeMap<&'static str, RunResult> = BTreeMap::new();
+    for run in &runs {
+        for inv in &run.broken {
+            broken.entry(inv).or_insert_with(|| run.clone());
+        }
+    }
+    let errors: Vec<RunResult> = runs.iter().filter(|r| r.error.is_some()).cloned().collect();
+    let seeds_failing = runs.iter().filter(|r| !r.broken.is_empty()).count();
+    let found: BTreeSet<&'static str> = broken.keys().copied().collect();
+    let surprise = if let Some(e) = errors.first() {
+        Some(format!(
+            "seed {} could not run: {}",
+            e.seed,
+            e.error.as_deref().unwrap_or("")
+        ))
+    } else {
+        match &expected {
+            Expectation::Pass => broken.iter().next().map(|(inv, run)| {
+                format!(
+                    "expected pass, but {inv} broke on seed {} ({}); repro: {}",
+                    run.seed,
+                    story(run, inv),
+                    run.repro
+                )
+            }),
+            Expectation::Breaks(expected_set) => {
+                let unexpected: Vec<_> = found.difference(expected_set).collect();
+                let stale: Vec<_> = expected_set.difference(&found).collect();
+                match (unexpected.first(), stale.first()) {
+                    (Some(inv), _) => {
+                        let run = &broken[**inv];
+                        Some(format!(
+                            "{inv} broke on seed {} but is not expected to ({}); repro: {}",
+                            run.seed,
+                            story(run, inv),
+                            run.repro
+                        ))
+                    }
+                    (None, Some(inv)) => Some(format!(
+                        "expected {inv} to break, but it held on all {} seeds: the expectation is stale",
+                        runs.len()
+                    )),
+                    (None, None) => None,
+                }
+            }
+        }
+    };
+    CellResult {
+        scenario: scenario.to_string(),
+        pattern,
+        expected,
+        seeds_run: runs.len(),
+        seeds_failing,
+        broken,
+        errors,
+        surprise,
+    }
+}
+
+fn story(run: &RunResult, invariant: &str) -> String {
+    run.examples
+        .iter()
+        .find(|v| v.invariant == invariant)
+        .map_or_else(String::new, |v| {
+            format!("{} on {} at {}: {}", v.kind, v.key, v.at, v.story)
+        })
+}

@@ -1,0 +1,82 @@
+//! Command definitions and dispatch.
+
+mod list;
+mod progress;
+mod repro;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes, one per failure class.
+pub mod exit {
+    /// Everything held (or every expectation did).
+    pub const OK: u8 = 0;
+    /// An invariant broke, or a suite expectation was a surprise.
+    pub const FAILED: u8 = 1;
+    /// The input (flags, suite file, names) is wrong.
+    pub const BAD_INPUT: u8 = 2;
+    /// The world could not complete a run, or a report could not be written.
+    pub const RUN_FAILED: u8 = 3;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "faultline",
+    version,
+    about = "Deterministic simulation testbed for data-integration patterns",
+    after_help = "Exit codes: 0 everything held; 1 an invariant broke or a suite expectation surprised; \
+                  2 bad input; 3 a run or a report failed."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lists the pattern variants, fault profiles, invariants and planted bugs.
+    List {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Replays one run and tells its story.
+    Repro(repro::ReproArgs),
+    /// Runs a suite file and checks every expectation in it.
+    Run {
+        /// The suite file (TOML).
+        suite: PathBuf,
+        /// Also write JUnit XML here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+}
+
+/// Runs the parsed command.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::List { format } => list::list(format),
+        Command::Repro(args) => repro::repro(args),
+        Command::Run { suite, junit, jobs } => run::run(&suite, junit.as_deref(), jobs),
+    }
+}
+
+/// Reports a name that is not in its registry, with the valid ones.
+pub fn unknown(what: &str, given: &str, valid: &[&str]) -> ExitCode {
+    eprintln!(
+        "error: unknown {what} {given:?}; valid {what}s are: {}",
+        valid.join(", ")
+    );
+    ExitCode::from(exit::BAD_INPUT)
+}

@@ -1,0 +1,124 @@
+//! `faultline repro`: one run, its story and verdict.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use faultline::patterns::bugs::{Bug, BugSet};
+use faultline::patterns::Variant;
+use faultline::scenarios::suite::Suite;
+use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
+use faultline::sim::{Profile, Seed};
+
+use super::{exit, unknown, Format};
+
+#[derive(Args)]
+pub struct ReproArgs {
+    /// The pattern variant (see `faultline list`).
+    #[arg(long)]
+    pattern: String,
+    /// The fault profile (see `faultline list`); not with --suite, whose scenario says.
+    #[arg(long)]
+    profile: Option<String>,
+    /// The run seed.
+    #[arg(long)]
+    seed: u64,
+    /// The scenario: a built-in one, or with --suite one of the suite's.
+    #[arg(long, default_value = "standard")]
+    scenario: String,
+    /// Take the scenario (workload, faults, bugs) from this suite file.
+    #[arg(long)]
+    suite: Option<PathBuf>,
+    /// Switch a planted bug on (repeatable; see `faultline list`).
+    #[arg(long = "bug")]
+    bugs: Vec<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// Resolves the flags into a run, or says what is wrong.
+fn resolve(args: &ReproArgs) -> Result<RunSpec, ExitCode> {
+    let variant = Variant::by_name(&args.pattern)
+        .ok_or_else(|| unknown("pattern", &args.pattern, &Variant::names()))?;
+    let mut bugs = Vec::new();
+    for name in &args.bugs {
+        bugs.push(Bug::from_name(name).ok_or_else(|| unknown("bug", name, &Bug::names()))?);
+    }
+    let mut spec = match &args.suite {
+        Some(path) => {
+            let suite = Suite::load(path).map_err(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(exit::BAD_INPUT)
+            })?;
+            let names: Vec<&str> = suite.scenarios.iter().map(|s| s.name.as_str()).collect();
+            let s = suite
+                .scenario(&args.scenario)
+                .ok_or_else(|| unknown("scenario", &args.scenario, &names))?;
+            if args.profile.is_some() {
+                eprintln!("error: --profile does not go with --suite: the suite's scenario fixes the faults");
+                return Err(ExitCode::from(exit::BAD_INPUT));
+            }
+            bugs.extend(s.bugs.bugs());
+            RunSpec {
+                variant,
+                scenario: s.scenario.clone(),
+                faults: s.faults.clone(),
+                seed: Seed(args.seed),
+                bugs: BugSet::NONE,
+                suite: Some(path.clone()),
+            }
+        }
+        None => {
+            let Some(profile) = &args.profile else {
+                eprintln!(
+                    "error: --profile is required (or --suite); profiles are: {}",
+                    Profile::names().join(", ")
+                );
+                return Err(ExitCode::from(exit::BAD_INPUT));
+            };
+            let profile =
+                Profile::from_name(profile).ok_or_else(|| unknown("profile", profile, &Profile::names()))?;
+            let scenario = Scenario::by_name(&args.scenario)
+                .ok_or_else(|| unknown("scenario", &args.scenario, &Scenario::names()))?;
+            RunSpec {
+                faults: Faults::Profile(profile),
+                ..RunSpec::new(variant, scenario, profile, Seed(args.seed))
+            }
+        }
+    };
+    spec.bugs = BugSet::of(&bugs);
+    Ok(spec)
+}
+
+pub fn repro(args: ReproArgs) -> ExitCode {
+    let spec = match resolve(&args) {
+        Ok(spec) => spec,
+        Err(code) => return code,
+    };
+    if let Format::Text = args.format {
+        // The seed first, before anything can go wrong.
+        let _ = writeln!(
+            std::io::stdout(),
+            "seed={} pattern={} faults={} scenario={}",
+            spec.seed,
+            spec.variant.name,
+            spec.faults.name(),
+            spec.scenario.name
+        );
+    }
+    let outcome = match run(&spec, RunOptions { keep_trace: true }) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: the run failed: {e}\nrepro: {}", spec.repro_command());
+            return ExitCode::from(exit::RUN_FAILED);
+        }
+    };
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&outcome).expect("plain data serialises") + "\n",
+        Format::Text => faultline_reports::story::render(&outcome),
+    };
+    // Written whole, ignoring a closed pipe (`| head`), rather than panicking mid-way.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    ExitCode::from(if outcome.passed() { exit::OK } else { exit::FAILED })
+}
