@@ -112,25 +112,20 @@ struct RawHeader {
     description: String,
 }
 
+/// A word or a list of names. (`Spanned` cannot sit inside an untagged enum, so the span
+/// is taken around it, and errors point at the whole value.)
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum RawPatterns {
-    All(Spanned<String>),
-    List(Vec<Spanned<String>>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawExpect {
-    Word(Spanned<String>),
-    Breaks(Spanned<Vec<Spanned<String>>>),
+enum WordOrList {
+    Word(String),
+    List(Vec<String>),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScenario {
     name: Spanned<String>,
-    patterns: Spanned<RawPatterns>,
+    patterns: Spanned<WordOrList>,
     profile: Option<Spanned<String>>,
     faults: Option<Spanned<Vec<FaultEvent>>>,
     seeds: Spanned<String>,
@@ -145,7 +140,7 @@ struct RawScenario {
     invariants: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     bugs: Vec<Spanned<String>>,
-    expect: Spanned<BTreeMap<String, RawExpect>>,
+    expect: Spanned<BTreeMap<String, Spanned<WordOrList>>>,
 }
 
 /// Turns byte offsets into line and column for one file.
@@ -170,9 +165,13 @@ impl Locator<'_> {
     }
 
     fn unknown(&self, what: &str, value: &Spanned<String>, valid: &[&str]) -> SuiteError {
+        self.unknown_at(value.span(), what, value.get_ref(), valid)
+    }
+
+    fn unknown_at(&self, span: Range<usize>, what: &str, value: &str, valid: &[&str]) -> SuiteError {
         self.error(
-            value.span(),
-            format!("unknown {what} {:?}", value.get_ref()),
+            span,
+            format!("unknown {what} {value:?}"),
             Some(format!("valid {what}s are: {}", valid.join(", "))),
         )
     }
@@ -222,12 +221,16 @@ fn parse_seeds(loc: &Locator, raw: &Spanned<String>) -> Result<Range<u64>, Suite
 }
 
 fn invariant_name(loc: &Locator, raw: &Spanned<String>) -> Result<&'static str, SuiteError> {
+    invariant_name_at(loc, raw.span(), raw.get_ref())
+}
+
+fn invariant_name_at(loc: &Locator, span: Range<usize>, name: &str) -> Result<&'static str, SuiteError> {
     let names: Vec<&str> = INVARIANTS.iter().map(|i| i.name).collect();
     INVARIANTS
         .iter()
-        .find(|i| i.name == raw.get_ref())
+        .find(|i| i.name == name)
         .map(|i| i.name)
-        .ok_or_else(|| loc.unknown("invariant", raw, &names))
+        .ok_or_else(|| loc.unknown_at(span, "invariant", name, &names))
 }
 
 impl Suite {
@@ -317,28 +320,22 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
     }
 
     let patterns: Vec<&'static Variant> = match s.patterns.get_ref() {
-        RawPatterns::All(word) if word.get_ref() == "all" => faultline_patterns::VARIANTS.iter().collect(),
-        RawPatterns::All(word) => {
-            return Err(loc.error(
-                word.span(),
-                format!("patterns = {:?}", word.get_ref()),
-                Some("write a list of variant names, or \"all\"".into()),
-            ))
+        WordOrList::Word(word) if word == "all" => faultline_patterns::VARIANTS.iter().collect(),
+        WordOrList::Word(word) => {
+            let hint = Some("write a list of variant names, or \"all\"".to_string());
+            return Err(loc.error(s.patterns.span(), format!("patterns = {word:?}"), hint));
         }
-        RawPatterns::List(list) => {
-            if list.is_empty() {
-                return Err(loc.error(
-                    s.patterns.span(),
-                    "the scenario runs no pattern",
-                    Some("name at least one variant".into()),
-                ));
-            }
-            list.iter()
-                .map(|p| {
-                    Variant::by_name(p.get_ref()).ok_or_else(|| loc.unknown("pattern", p, &Variant::names()))
-                })
-                .collect::<Result<_, _>>()?
+        WordOrList::List(list) if list.is_empty() => {
+            let hint = Some("name at least one variant".to_string());
+            return Err(loc.error(s.patterns.span(), "the scenario runs no pattern", hint));
         }
+        WordOrList::List(list) => list
+            .iter()
+            .map(|p| {
+                Variant::by_name(p)
+                    .ok_or_else(|| loc.unknown_at(s.patterns.span(), "pattern", p, &Variant::names()))
+            })
+            .collect::<Result<_, _>>()?,
     };
 
     let faults = match (&s.profile, &s.faults) {
@@ -400,26 +397,19 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
                 Some(format!("the scenario runs: {}", listed.join(", "))),
             )
         })?;
-        let expectation = match raw {
-            RawExpect::Word(w) if w.get_ref() == "pass" => Expectation::Pass,
-            RawExpect::Word(w) => {
-                return Err(loc.error(
-                    w.span(),
-                    format!("expect.{pattern} = {:?}", w.get_ref()),
-                    Some("write \"pass\" or the list of invariants it is known to break".into()),
-                ))
+        let expectation = match raw.get_ref() {
+            WordOrList::Word(w) if w == "pass" => Expectation::Pass,
+            WordOrList::Word(w) => {
+                let hint = Some("write \"pass\" or the list of invariants it is known to break".to_string());
+                return Err(loc.error(raw.span(), format!("expect.{pattern} = {w:?}"), hint));
             }
-            RawExpect::Breaks(list) if list.get_ref().is_empty() => {
-                return Err(loc.error(
-                    list.span(),
-                    format!("expect.{pattern} is an empty list"),
-                    Some("write \"pass\" when nothing breaks".into()),
-                ))
+            WordOrList::List(list) if list.is_empty() => {
+                let hint = Some("write \"pass\" when nothing breaks".to_string());
+                return Err(loc.error(raw.span(), format!("expect.{pattern} is an empty list"), hint));
             }
-            RawExpect::Breaks(list) => Expectation::Breaks(
-                list.get_ref()
-                    .iter()
-                    .map(|i| invariant_name(loc, i))
+            WordOrList::List(list) => Expectation::Breaks(
+                list.iter()
+                    .map(|i| invariant_name_at(loc, raw.span(), i))
                     .collect::<Result<_, _>>()?,
             ),
         };
@@ -453,4 +443,178 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
         bugs: BugSet::of(&bugs),
         expect,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "[suite]\nname = \"t\"\n";
+
+    fn scenario(body: &str) -> String {
+        format!("{HEADER}\n[[scenario]]\nname = \"s\"\n{body}")
+    }
+
+    fn error(text: &str) -> String {
+        Suite::parse(Path::new("suite.toml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    const OK_BODY: &str =
+        "patterns = [\"push\"]\nprofile = \"none\"\nseeds = \"0..3\"\n[scenario.expect]\npush = \"pass\"\n";
+
+    #[test]
+    fn a_good_suite_loads() {
+        let suite = Suite::parse(Path::new("suite.toml"), &scenario(OK_BODY)).unwrap();
+        assert_eq!(suite.scenarios[0].seeds, 0..3);
+        assert_eq!(suite.scenarios[0].expect["push"], Expectation::Pass);
+    }
+
+    #[test]
+    fn unknown_key() {
+        insta::assert_snapshot!(error(&scenario(&format!("colour = \"red\"\n{OK_BODY}"))), @r#"
+        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `invariants`, `bugs`, `expect`
+          hint: see the format in scenarios/suites/ci.toml
+        "#);
+    }
+
+    #[test]
+    fn wrong_type() {
+        let text = scenario(&OK_BODY.replace("seeds = \"0..3\"", "seeds = 3"));
+        insta::assert_snapshot!(error(&text), @r"
+        suite.toml:8:9: invalid type: integer `3`, expected a string
+          hint: see the format in scenarios/suites/ci.toml
+        ");
+    }
+
+    #[test]
+    fn toml_syntax_error() {
+        insta::assert_snapshot!(error("[suite\nname = 1"), @r"
+        suite.toml:1:7: invalid table header
+        expected `.`, `]`
+          hint: see the format in scenarios/suites/ci.toml
+        ");
+    }
+
+    #[test]
+    fn unknown_pattern_lists_the_valid_ones() {
+        let text = scenario(&OK_BODY.replace("[\"push\"]", "[\"push\", \"carrier-pigeon\"]"));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:6:12: unknown pattern "carrier-pigeon"
+          hint: valid patterns are: full-copy, full-copy-inplace, push, push-versioned, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
+        "#);
+    }
+
+    #[test]
+    fn unknown_profile() {
+        let text = scenario(&OK_BODY.replace("\"none\"", "\"storms\""));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:7:11: unknown profile "storms"
+          hint: valid profiles are: none, flaky-net, partitions, crashes, storage, clock-skew, chaos, swarm
+        "#);
+    }
+
+    #[test]
+    fn unknown_invariant_in_an_expectation() {
+        let text = scenario(&OK_BODY.replace("push = \"pass\"", "push = [\"speed\"]"));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:10:8: unknown invariant "speed"
+          hint: valid invariants are: convergence, monotonic, atomic-actions, referential, exactly-once-effects, bounded-staleness, liveness
+        "#);
+    }
+
+    #[test]
+    fn unknown_bug() {
+        let text = scenario(&format!("bugs = [\"off-by-one\"]\n{OK_BODY}"));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:6:9: unknown bug "off-by-one"
+          hint: valid bugs are: relay-marks-before-publish, inbox-separate-tx, offset-before-apply, cdc-position-before-publish, target-ignores-unknown-deletes, retry-queue-reorders, effect-before-commit, source-skips-sync, broker-acks-before-sync
+        "#);
+    }
+
+    #[test]
+    fn empty_reversed_and_malformed_seed_ranges() {
+        for (seeds, message) in [
+            ("5..5", "is empty"),
+            ("9..2", "is reversed"),
+            ("a..b", "is not a seed range"),
+        ] {
+            let text = scenario(&OK_BODY.replace("0..3", seeds));
+            let err = error(&text);
+            assert!(err.starts_with("suite.toml:8:9: "), "{err}");
+            assert!(
+                err.contains(message) && err.contains("hint: write seeds as \"A..B\""),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn profile_and_faults_together() {
+        let text = scenario(&OK_BODY.replace("profile = \"none\"\n", "profile = \"none\"\nfaults = []\n"));
+        insta::assert_snapshot!(error(&text), @r"
+        suite.toml:8:10: a scenario takes a profile or an explicit fault plan, not both
+          hint: remove `profile` or `faults`
+        ");
+    }
+
+    #[test]
+    fn invalid_fault_plan() {
+        let faults = "faults = [{ at_ms = 100, fault = \"restart\", host = \"source\" }]\n";
+        let text = scenario(&OK_BODY.replace("profile = \"none\"\n", faults));
+        insta::assert_snapshot!(error(&text), @r#"suite.toml:7:10: invalid fault plan for push: fault event #1 (100ms, restart source): host "source" is running: only a crashed or powered-off host can restart"#);
+        let text = scenario(&OK_BODY.replace(
+            "profile = \"none\"\n",
+            &faults.replace("restart", "crash").replace("source", "broker"),
+        ));
+        assert!(error(&text).contains("unknown host \"broker\"; hosts are: source, target"));
+    }
+
+    #[test]
+    fn missing_and_foreign_expectations() {
+        let text = scenario(&OK_BODY.replace("[\"push\"]", "[\"push\", \"outbox\"]"));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:9:1: no expectation for outbox
+          hint: add `outbox = "pass"` or the invariants it breaks to [scenario.expect]
+        "#);
+        let text = scenario(&format!("{OK_BODY}cdc-tx = \"pass\"\n"));
+        assert!(error(&text).contains("expect.cdc-tx: \"cdc-tx\" is not one of this scenario's patterns"));
+    }
+
+    #[test]
+    fn an_expectation_that_is_neither_pass_nor_a_list() {
+        let text = scenario(&OK_BODY.replace("push = \"pass\"", "push = \"fine\""));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:10:8: expect.push = "fine"
+          hint: write "pass" or the list of invariants it is known to break
+        "#);
+    }
+
+    #[test]
+    fn no_scenarios_and_duplicate_names() {
+        assert!(error(HEADER).contains("the suite has no [[scenario]]"));
+        let one = scenario(OK_BODY);
+        let two = format!("{one}\n[[scenario]]\nname = \"s\"\n{OK_BODY}");
+        assert!(error(&two).contains("scenario \"s\" appears twice"));
+    }
+
+    #[test]
+    fn a_missing_file_says_so() {
+        let err = Suite::load(Path::new("/no/such/suite.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/no/such/suite.toml:0:0: cannot read the suite"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_suites_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("suites");
+        for name in ["ci.toml", "review.toml"] {
+            Suite::load(&dir.join(name)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
 }
