@@ -3,8 +3,13 @@
 
 #![deny(missing_docs)]
 
+pub mod html;
 pub mod junit;
+pub mod markdown;
+pub mod mermaid;
+pub mod perfetto;
 pub mod story;
+pub mod terminal;
 
 use std::io::Write;
 use std::path::Path;

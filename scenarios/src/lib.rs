@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod compare;
 pub mod invariants;
 pub mod metrics;
 pub mod runner;

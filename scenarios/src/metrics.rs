@@ -47,6 +47,51 @@ pub struct Metrics {
     pub duplicates_injected: u64,
     /// From the last fault to convergence (when it converged after it).
     pub recovery_ms: Option<u64>,
+    /// Commit-to-visible delays counted per bucket of [`STALENESS_BUCKETS_MS`].
+    pub staleness_histogram: Vec<u64>,
+}
+
+/// Upper bounds (inclusive) of the staleness histogram's buckets; the last is open.
+pub const STALENESS_BUCKETS_MS: [u64; 14] = [
+    1,
+    2,
+    5,
+    10,
+    20,
+    50,
+    100,
+    200,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    u64::MAX,
+];
+
+/// The bucket a delay falls in.
+pub fn staleness_bucket(delay_ms: u64) -> usize {
+    STALENESS_BUCKETS_MS
+        .iter()
+        .position(|bound| delay_ms <= *bound)
+        .expect("the last bucket is open")
+}
+
+/// The smallest bucket bound at or above the `pct` percentile of a histogram.
+pub fn histogram_percentile_ms(histogram: &[u64], pct: u64) -> Option<u64> {
+    let total: u64 = histogram.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (total * pct).div_ceil(100).max(1);
+    let mut seen = 0;
+    for (i, count) in histogram.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(STALENESS_BUCKETS_MS[i]);
+        }
+    }
+    None
 }
 
 /// What the trace counted, for the metrics that are about traffic.
@@ -96,6 +141,10 @@ pub fn compute(history: &History, counts: TraceCounts) -> Metrics {
                 None => m.never_visible += 1,
             }
         }
+    }
+    m.staleness_histogram = vec![0; STALENESS_BUCKETS_MS.len()];
+    for d in &delays_ms {
+        m.staleness_histogram[staleness_bucket(*d)] += 1;
     }
     delays_ms.sort_unstable();
     let pct = |p: usize| {

@@ -185,6 +185,22 @@ pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, WorldError> {
         source: variant.source_config(scenario.source_sync, spec.bugs),
         bugs: spec.bugs,
     };
+    // The run's identity opens its trace, so the fingerprint tells variants apart even
+    // where their behaviour happens to coincide.
+    let bugs: Vec<&str> = spec.bugs.bugs().into_iter().map(|b| b.name()).collect();
+    let header = format!(
+        "pattern={} faults={} scenario={} bugs={}",
+        variant.name,
+        spec.faults.name(),
+        scenario.name,
+        bugs.join(",")
+    );
+    world.trace().record(
+        faultline_sim::SimTime::ZERO,
+        &std::sync::Arc::from(faultline_sim::world::WORLD_HOST),
+        "run",
+        header,
+    );
     variant.install(&mut world, &setup)?;
     let plan = spec.plan();
     let last_fault_at = plan.last_event_at();

@@ -43,6 +43,11 @@ pub const MAX_IDLE_CONNECTIONS: usize = 8;
 /// How long after the original a duplicated request is delivered, at most.
 pub const DUPLICATE_DELAY_MAX_MS: u64 = 50;
 
+/// A call id as the trace shows it: `client.n`, unique per host.
+pub fn call_id(id: u64) -> String {
+    format!("{}.{}", id >> 32, id & 0xffff_ffff)
+}
+
 /// A message that can cross the simulated network.
 pub trait RpcMessage: Serialize + DeserializeOwned + 'static {
     /// A short description for the trace (e.g. `put customer/7 v3`). It is hashed, so
@@ -145,13 +150,13 @@ async fn serve_connection<Req: RpcMessage, Resp: RpcMessage>(
     while let Ok(frame) = read_frame::<RequestFrame<Req>>(&mut stream).await {
         ctx.record(
             kind::DELIVER,
-            format!("call={} from={peer} {}", frame.id, frame.body.label()),
+            format!("call={} from={peer} {}", call_id(frame.id), frame.body.label()),
         );
         let response = handler(frame.body).await;
         if !frame.reply {
             ctx.record(
                 kind::LOST_RESPONSE,
-                format!("call={} to={peer} {}", frame.id, response.label()),
+                format!("call={} to={peer} {}", call_id(frame.id), response.label()),
             );
             continue;
         }
@@ -185,6 +190,8 @@ struct ClientState {
     port: u16,
     timeout: Duration,
     idle: RefCell<Vec<TcpStream>>,
+    /// This client's number on its host; call ids carry it so they are unique per host.
+    client: u32,
     next_call: Cell<u64>,
     rng: RefCell<SimRng>,
 }
@@ -216,6 +223,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
                 port,
                 timeout,
                 idle: RefCell::new(Vec::new()),
+                client: ctx.next_client_number(),
                 next_call: Cell::new(0),
                 rng: RefCell::new(rng),
             }),
@@ -226,22 +234,23 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
     /// Sends `request` and waits for the response, the timeout, or a failure.
     pub async fn call(&self, request: &Req) -> Result<Resp, RpcError> {
         let s = &self.state;
-        let id = s.next_call.get();
-        s.next_call.set(id + 1);
+        let id = (u64::from(s.client) << 32) | s.next_call.get();
+        s.next_call.set(s.next_call.get() + 1);
+        let id_text = call_id(id);
         let label = request.label();
         let faults = self.decide();
         s.ctx
-            .record(kind::SEND, format!("call={id} to={} {label}", s.target));
+            .record(kind::SEND, format!("call={id_text} to={} {label}", s.target));
         if let Some(delay) = faults.delay {
             s.ctx
-                .record(kind::DELAY, format!("call={id} by={}ms", delay.as_millis()));
+                .record(kind::DELAY, format!("call={id_text} by={}ms", delay.as_millis()));
             tokio::time::sleep(delay).await;
         }
         if faults.lose_request {
             s.ctx
-                .record(kind::DROP, format!("call={id} to={} {label}", s.target));
+                .record(kind::DROP, format!("call={id_text} to={} {label}", s.target));
             tokio::time::sleep(s.timeout).await;
-            s.ctx.record(kind::TIMEOUT, format!("call={id}"));
+            s.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
             return Err(RpcError::Timeout(s.timeout));
         }
         let frame = RequestFrame {
@@ -252,7 +261,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
         if let Some(after) = faults.duplicate_after {
             s.ctx.record(
                 kind::DUPLICATE,
-                format!("call={id} after={}ms", after.as_millis()),
+                format!("call={id_text} after={}ms", after.as_millis()),
             );
             let copy = serde_json::to_value(&frame).map_err(|e| RpcError::Codec(e.to_string()))?;
             let this = self.clone();
@@ -265,15 +274,15 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
         match outcome {
             Ok(Ok(response)) => {
                 s.ctx
-                    .record(kind::RESPONSE, format!("call={id} {}", response.label()));
+                    .record(kind::RESPONSE, format!("call={id_text} {}", response.label()));
                 Ok(response)
             }
             Ok(Err(error)) => {
-                s.ctx.record(kind::CALL_ERROR, format!("call={id} {error}"));
+                s.ctx.record(kind::CALL_ERROR, format!("call={id_text} {error}"));
                 Err(error)
             }
             Err(_) => {
-                s.ctx.record(kind::TIMEOUT, format!("call={id}"));
+                s.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
                 Err(RpcError::Timeout(s.timeout))
             }
         }

@@ -101,6 +101,8 @@ pub struct HostCtx {
     disk: Disk,
     incarnation: u32,
     shared: Rc<Shared>,
+    /// RPC clients made by this incarnation so far (numbers their calls apart).
+    clients: Rc<Cell<u32>>,
 }
 
 impl HostCtx {
@@ -156,6 +158,13 @@ impl HostCtx {
     /// The run's trace.
     pub fn trace(&self) -> &Trace {
         &self.shared.trace
+    }
+
+    /// A number for a new RPC client, unique within this host's incarnation.
+    pub(crate) fn next_client_number(&self) -> u32 {
+        let n = self.clients.get();
+        self.clients.set(n + 1);
+        n
     }
 
     /// The message-fault rates in force now.
@@ -380,6 +389,7 @@ impl World {
                 disk: disk.clone(),
                 incarnation,
                 shared: Rc::clone(&shared),
+                clients: Rc::default(),
             })
         });
         Ok(())

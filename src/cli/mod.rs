@@ -1,5 +1,6 @@
 //! Command definitions and dispatch.
 
+mod compare;
 mod list;
 mod progress;
 mod repro;
@@ -20,6 +21,8 @@ pub mod exit {
     pub const BAD_INPUT: u8 = 2;
     /// The world could not complete a run, or a report could not be written.
     pub const RUN_FAILED: u8 = 3;
+    /// Ctrl-C stopped a sweep; what finished was reported, marked partial.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Parser)]
@@ -28,7 +31,7 @@ pub mod exit {
     version,
     about = "Deterministic simulation testbed for data-integration patterns",
     after_help = "Exit codes: 0 everything held; 1 an invariant broke or a suite expectation surprised; \
-                  2 bad input; 3 a run or a report failed."
+                  2 bad input; 3 a run or a report failed; 130 interrupted (a partial report was written)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -50,6 +53,8 @@ enum Command {
     },
     /// Replays one run and tells its story.
     Repro(repro::ReproArgs),
+    /// Compares the patterns side by side and writes report.md, report.json and report.html.
+    Compare(compare::CompareArgs),
     /// Runs a suite file and checks every expectation in it.
     Run {
         /// The suite file (TOML).
@@ -68,6 +73,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::List { format } => list::list(format),
         Command::Repro(args) => repro::repro(args),
+        Command::Compare(args) => compare::compare_command(args),
         Command::Run { suite, junit, jobs } => run::run(&suite, junit.as_deref(), jobs),
     }
 }

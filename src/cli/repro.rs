@@ -35,6 +35,15 @@ pub struct ReproArgs {
     bugs: Vec<String>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Also write every trace event here, as JSON lines.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Also write the trace here as Chrome trace-event JSON (opens in Perfetto's UI).
+    #[arg(long)]
+    perfetto: Option<PathBuf>,
+    /// Run twice and fail (exit 3) unless both runs leave the same trace hash.
+    #[arg(long)]
+    check_determinism: bool,
 }
 
 /// Resolves the flags into a run, or says what is wrong.
@@ -114,6 +123,42 @@ pub fn repro(args: ReproArgs) -> ExitCode {
             return ExitCode::from(exit::RUN_FAILED);
         }
     };
+    if args.check_determinism {
+        match run(&spec, RunOptions::default()) {
+            Ok(again) if again.trace_hash == outcome.trace_hash => {
+                eprintln!("determinism: two runs, same trace hash {}", outcome.trace_hash);
+            }
+            Ok(again) => {
+                eprintln!(
+                    "error: non-determinism detected: the same run gave {} then {}\nrepro: {}",
+                    outcome.trace_hash, again.trace_hash, outcome.repro
+                );
+                return ExitCode::from(exit::RUN_FAILED);
+            }
+            Err(e) => {
+                eprintln!("error: the second run failed: {e}");
+                return ExitCode::from(exit::RUN_FAILED);
+            }
+        }
+    }
+    let mut files: Vec<(&PathBuf, Vec<u8>)> = Vec::new();
+    if let Some(path) = &args.trace {
+        let mut lines = Vec::new();
+        faultline::sim::trace::write_jsonl(&outcome.trace, &mut lines).expect("writing to memory");
+        files.push((path, lines));
+    }
+    if let Some(path) = &args.perfetto {
+        files.push((
+            path,
+            faultline_reports::perfetto::render(&outcome.trace).into_bytes(),
+        ));
+    }
+    for (path, bytes) in files {
+        if let Err(e) = faultline_reports::write_atomic(path, &bytes) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(exit::RUN_FAILED);
+        }
+    }
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&outcome).expect("plain data serialises") + "\n",
         Format::Text => faultline_reports::story::render(&outcome),

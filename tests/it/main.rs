@@ -3,4 +3,5 @@
 mod bugs;
 mod cli;
 mod end_to_end;
+mod reports;
 mod variants;

@@ -1,0 +1,181 @@
+//! `report.md`: the comparison as a reviewer pastes it into a design document. A summary
+//! matrix, one table per column with every invariant and the metrics, then each failing
+//! cell's counterexample with its Mermaid sequence diagram and repro command.
+
+use std::fmt::Write as _;
+
+use faultline_scenarios::compare::{Cell, Comparison};
+
+use crate::mermaid;
+
+/// A share as a whole percentage, `-` for none (so the failures stand out).
+pub fn percent(share: f64) -> String {
+    if share == 0.0 {
+        "-".to_string()
+    } else {
+        format!("{:.0}%", (share * 100.0).max(1.0))
+    }
+}
+
+/// One letter per invariant, for dense summaries.
+pub const INVARIANT_CODES: [(&str, char); 7] = [
+    ("convergence", 'C'),
+    ("monotonic", 'M'),
+    ("atomic-actions", 'A'),
+    ("referential", 'R'),
+    ("exactly-once-effects", 'E'),
+    ("bounded-staleness", 'S'),
+    ("liveness", 'L'),
+];
+
+/// The letters of the invariants a cell broke, in catalogue order.
+pub fn codes(cell: &Cell) -> String {
+    INVARIANT_CODES
+        .iter()
+        .filter(|(name, _)| cell.seeds_by_invariant.contains_key(*name))
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// The legend of [`INVARIANT_CODES`].
+pub fn legend() -> String {
+    INVARIANT_CODES
+        .iter()
+        .map(|(name, c)| format!("{c} {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A summary cell: the failing share and which invariants broke.
+pub fn summary_cell(cell: &Cell) -> String {
+    let codes = codes(cell);
+    if codes.is_empty() {
+        percent(cell.failing_share())
+    } else {
+        format!("{} {codes}", percent(cell.failing_share()))
+    }
+}
+
+/// A staleness percentile as a bucket bound.
+pub fn staleness(cell: &Cell, pct: u64) -> String {
+    match cell.staleness_ms(pct) {
+        None => "-".to_string(),
+        Some(u64::MAX) => "> 10 s".to_string(),
+        Some(ms) => format!("≤ {ms} ms"),
+    }
+}
+
+/// The comparison's headline: grid size, seeds, and whether it is partial.
+pub fn headline(c: &Comparison) -> String {
+    let seeds: Vec<&str> = c.columns.iter().map(|col| col.seeds.as_str()).collect();
+    let mut seeds_text = seeds.first().map_or(String::new(), |s| s.to_string());
+    if seeds.iter().any(|s| Some(s) != seeds.first()) {
+        seeds_text = "per column (see below)".to_string();
+    }
+    format!(
+        "{} patterns × {} fault columns, seeds {} per cell, {} runs",
+        c.patterns.len(),
+        c.columns.len(),
+        seeds_text,
+        c.runs_done
+    )
+}
+
+/// Renders `report.md`.
+pub fn render(c: &Comparison) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# faultline comparison: {} suite\n", c.suite);
+    let _ = writeln!(out, "{}.\n", headline(c));
+    if c.partial() {
+        let _ = writeln!(
+            out,
+            "> **Partial report**: the sweep was stopped after {} of {} runs.\n",
+            c.runs_done, c.runs_planned
+        );
+    }
+    let _ = writeln!(out, "Each cell is the share of seeds on which an invariant broke (`-` = never). Every failing cell has a counterexample below with the command that replays it.\n");
+
+    let _ = writeln!(
+        out,
+        "## Summary: seeds with any violation, and which invariants broke\n"
+    );
+    let _ = writeln!(out, "Letters: {}.\n", legend());
+    let _ = write!(out, "| pattern |");
+    for col in &c.columns {
+        let _ = write!(out, " {} |", col.name);
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &c.columns {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for p in &c.patterns {
+        let _ = write!(out, "| {p} |");
+        for col in &c.columns {
+            let cell = c.cell(&col.name, p).expect("grid cell");
+            let _ = write!(out, " {} |", summary_cell(cell));
+        }
+        out.push('\n');
+    }
+
+    for col in &c.columns {
+        let _ = writeln!(
+            out,
+            "\n## {} (faults: {}, seeds {})\n",
+            col.name, col.faults, col.seeds
+        );
+        let _ = write!(out, "| pattern |");
+        for inv in &c.invariants {
+            let _ = write!(out, " {inv} |");
+        }
+        let _ = writeln!(
+            out,
+            " staleness p50 | staleness p99 | availability | calls per action |"
+        );
+        let _ = write!(out, "|---|");
+        for _ in 0..c.invariants.len() + 4 {
+            out.push_str("---:|");
+        }
+        out.push('\n');
+        for p in &c.patterns {
+            let cell = c.cell(&col.name, p).expect("grid cell");
+            let _ = write!(out, "| {p} |");
+            for inv in &c.invariants {
+                let _ = write!(out, " {} |", percent(cell.share(inv)));
+            }
+            let _ = writeln!(
+                out,
+                " {} | {} | {:.1}% | {:.1} |",
+                staleness(cell, 50),
+                staleness(cell, 99),
+                cell.availability() * 100.0,
+                cell.calls_per_action()
+            );
+        }
+    }
+
+    if !c.counterexamples.is_empty() {
+        let _ = writeln!(out, "\n## Counterexamples\n");
+        let _ = writeln!(out, "For each failing cell, its lowest failing seed: the faults, the first violation, and the messages that touched the row's customer.");
+    }
+    for ex in &c.counterexamples {
+        let v = &ex.violation;
+        let _ = writeln!(
+            out,
+            "\n### {} under {}: seed {}\n",
+            ex.pattern, ex.column, ex.seed
+        );
+        let _ = writeln!(
+            out,
+            "**{} / {}** on `{}` at {} ms: {}\n",
+            v.invariant, v.kind, v.key, v.at_ms, v.story
+        );
+        let _ = writeln!(out, "Replay: `{}` (trace hash `{}`)\n", ex.repro, ex.trace_hash);
+        let _ = writeln!(out, "Faults:\n\n```text");
+        for f in &ex.faults {
+            let _ = writeln!(out, "{f}");
+        }
+        let _ = writeln!(out, "```\n\n```mermaid\n{}```", mermaid::render(ex));
+    }
+    out
+}

@@ -1,0 +1,643 @@
+//! `compare`: the patterns side by side under the same faults and seeds.
+//!
+//! A comparison is a grid: columns are a suite's scenarios (one per fault profile in the
+//! review suite), rows are pattern variants, and each cell aggregates its seeds. Every
+//! aggregate is *mergeable* (counts, sums, a fixed-bucket histogram, the lowest failing
+//! seed), so shards of a sweep combine into exactly what the unsharded sweep gives.
+//! Each failing cell gets a counterexample: its lowest failing seed, run again with the
+//! full trace, keeping the events that tell the violated row's story.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+
+use faultline_patterns::bugs::BugSet;
+use faultline_patterns::Variant;
+use faultline_sim::{Profile, Seed, TraceEvent, WorldError};
+use serde::{Deserialize, Serialize};
+
+use crate::invariants::{Violation, INVARIANTS};
+use crate::metrics::{histogram_percentile_ms, Metrics, STALENESS_BUCKETS_MS};
+use crate::runner::{run, Faults, Outcome, RunOptions, RunSpec};
+use crate::scenario::Scenario;
+use crate::suite::Suite;
+use crate::sweep::sweep;
+
+/// The version of the comparison's JSON form; bump on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Trace events a counterexample keeps at most.
+pub const STORY_EVENTS_MAX: usize = 60;
+
+/// One column of the grid: a scenario with its faults.
+#[derive(Clone, Debug)]
+pub struct Column {
+    /// The scenario's name (the profile's name in the review suite).
+    pub name: String,
+    /// A template run (variant and seed are filled in per cell and seed).
+    pub template: RunSpec,
+    /// The seeds each cell runs.
+    pub seeds: Range<u64>,
+}
+
+/// What to compare.
+#[derive(Clone, Debug)]
+pub struct ComparePlan {
+    /// The suite the columns come from.
+    pub suite: String,
+    /// The columns.
+    pub columns: Vec<Column>,
+    /// The rows.
+    pub patterns: Vec<&'static Variant>,
+}
+
+impl ComparePlan {
+    /// The suite's scenarios as columns, optionally narrowed: only these patterns; one
+    /// standard-scenario column per given profile instead of the suite's; these seeds.
+    pub fn new(
+        suite: &Suite,
+        patterns: Option<Vec<&'static Variant>>,
+        profiles: Option<Vec<Profile>>,
+        seeds: Option<Range<u64>>,
+    ) -> ComparePlan {
+        let mut columns: Vec<Column> = match profiles {
+            Some(profiles) => profiles
+                .into_iter()
+                .map(|p| Column {
+                    name: p.name().to_string(),
+                    template: RunSpec::new(
+                        &faultline_patterns::VARIANTS[0],
+                        Scenario::standard(),
+                        p,
+                        Seed(0),
+                    ),
+                    seeds: suite.scenarios.first().map_or(0..10, |s| s.seeds.clone()),
+                })
+                .collect(),
+            None => suite
+                .scenarios
+                .iter()
+                .map(|s| {
+                    // A column that is just the standard scenario under a profile replays
+                    // without the suite file: `--pattern … --profile … --seed …`.
+                    let standard = Scenario {
+                        name: s.scenario.name.clone(),
+                        ..Scenario::standard()
+                    };
+                    let plain = s.scenario == standard
+                        && s.bugs == BugSet::NONE
+                        && matches!(s.faults, Faults::Profile(_));
+                    let template = RunSpec {
+                        variant: &faultline_patterns::VARIANTS[0],
+                        scenario: if plain {
+                            Scenario::standard()
+                        } else {
+                            s.scenario.clone()
+                        },
+                        faults: s.faults.clone(),
+                        seed: Seed(0),
+                        bugs: s.bugs,
+                        suite: (!plain).then(|| suite.path.clone()),
+                    };
+                    Column {
+                        name: s.name.clone(),
+                        template,
+                        seeds: s.seeds.clone(),
+                    }
+                })
+                .collect(),
+        };
+        if let Some(seeds) = seeds {
+            for c in &mut columns {
+                c.seeds = seeds.clone();
+            }
+        }
+        let patterns = patterns.unwrap_or_else(|| {
+            let mut all: Vec<&'static Variant> = Vec::new();
+            for s in &suite.scenarios {
+                for v in &s.patterns {
+                    if !all.iter().any(|a| a.name == v.name) {
+                        all.push(v);
+                    }
+                }
+            }
+            all
+        });
+        ComparePlan {
+            suite: suite.name.clone(),
+            columns,
+            patterns,
+        }
+    }
+
+    /// Every run, in order: column, pattern, seed.
+    pub fn specs(&self) -> Vec<RunSpec> {
+        let mut out = Vec::new();
+        for column in &self.columns {
+            for variant in &self.patterns {
+                for seed in column.seeds.clone() {
+                    out.push(RunSpec {
+                        variant,
+                        seed: Seed(seed),
+                        ..column.template.clone()
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What one run leaves for the comparison.
+#[derive(Clone, Debug)]
+pub struct RunDigest {
+    seed: u64,
+    first_violation: Option<Violation>,
+    violated: Vec<&'static str>,
+    metrics: Metrics,
+    error: Option<String>,
+}
+
+/// Shrinks an outcome to what the comparison keeps.
+pub fn digest(spec: &RunSpec, outcome: Result<Outcome, WorldError>) -> RunDigest {
+    match outcome {
+        Ok(o) => {
+            let mut violated: Vec<&'static str> = o.violations.iter().map(|v| v.invariant).collect();
+            violated.sort_unstable();
+            violated.dedup();
+            RunDigest {
+                seed: o.seed,
+                first_violation: o.violations.first().cloned(),
+                violated,
+                metrics: o.metrics,
+                error: None,
+            }
+        }
+        Err(e) => RunDigest {
+            seed: spec.seed.0,
+            first_violation: None,
+            violated: Vec::new(),
+            metrics: Metrics::default(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// The first failure of a cell (its lowest failing seed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FirstFailure {
+    /// The seed.
+    pub seed: u64,
+    /// Invariant, kind, key, instant and story of its first violation.
+    pub invariant: String,
+    /// The violation's kind.
+    pub kind: String,
+    /// The row.
+    pub key: String,
+    /// When, in ms.
+    pub at_ms: u64,
+    /// What happened.
+    pub story: String,
+}
+
+/// One pattern under one column, over all its seeds. Every field merges by addition,
+/// except `first_failure`, which keeps the lowest seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// The column.
+    pub column: String,
+    /// The variant.
+    pub pattern: String,
+    /// Seeds run.
+    pub seeds_run: u64,
+    /// Seeds with at least one violation.
+    pub seeds_failing: u64,
+    /// Runs the world could not complete.
+    pub runs_failed: u64,
+    /// Per invariant, the seeds that broke it.
+    pub seeds_by_invariant: BTreeMap<String, u64>,
+    /// Commit-to-visible delays over all seeds, per bucket.
+    pub staleness_histogram: Vec<u64>,
+    /// Actions scheduled, over all seeds.
+    pub actions: u64,
+    /// Actions attempted (not rejected by business rules).
+    pub actions_attempted: u64,
+    /// Actions that failed because of the integration.
+    pub actions_failed_integration: u64,
+    /// Integration calls, over all seeds.
+    pub calls: u64,
+    /// Committed row versions never visible at the target, over all seeds.
+    pub never_visible: u64,
+    /// The lowest failing seed's first violation.
+    pub first_failure: Option<FirstFailure>,
+}
+
+impl Cell {
+    fn new(column: &str, pattern: &str) -> Cell {
+        Cell {
+            column: column.to_string(),
+            pattern: pattern.to_string(),
+            seeds_run: 0,
+            seeds_failing: 0,
+            runs_failed: 0,
+            seeds_by_invariant: BTreeMap::new(),
+            staleness_histogram: vec![0; STALENESS_BUCKETS_MS.len()],
+            actions: 0,
+            actions_attempted: 0,
+            actions_failed_integration: 0,
+            calls: 0,
+            never_visible: 0,
+            first_failure: None,
+        }
+    }
+
+    fn add(&mut self, run: &RunDigest) {
+        self.seeds_run += 1;
+        if run.error.is_some() {
+            self.runs_failed += 1;
+            return;
+        }
+        let m = &run.metrics;
+        for (bucket, count) in self.staleness_histogram.iter_mut().zip(&m.staleness_histogram) {
+            *bucket += count;
+        }
+        self.actions += m.actions;
+        self.actions_attempted += m.actions - m.actions_rejected;
+        self.actions_failed_integration += m.actions_failed_integration;
+        self.calls += m.calls;
+        self.never_visible += m.never_visible;
+        if let Some(v) = &run.first_violation {
+            self.seeds_failing += 1;
+            for inv in &run.violated {
+                *self.seeds_by_invariant.entry(inv.to_string()).or_insert(0) += 1;
+            }
+            let failure = FirstFailure {
+                seed: run.seed,
+                invariant: v.invariant.to_string(),
+                kind: v.kind.to_string(),
+                key: v.key.clone(),
+                at_ms: v.at.as_millis(),
+                story: v.story.clone(),
+            };
+            if self.first_failure.as_ref().is_none_or(|f| f.seed > failure.seed) {
+                self.first_failure = Some(failure);
+            }
+        }
+    }
+
+    /// Folds another shard's cell of the same column and pattern into this one.
+    pub fn merge(&mut self, other: &Cell) {
+        debug_assert_eq!((&self.column, &self.pattern), (&other.column, &other.pattern));
+        self.seeds_run += other.seeds_run;
+        self.seeds_failing += other.seeds_failing;
+        self.runs_failed += other.runs_failed;
+        for (inv, n) in &other.seeds_by_invariant {
+            *self.seeds_by_invariant.entry(inv.clone()).or_insert(0) += n;
+        }
+        for (bucket, count) in self
+            .staleness_histogram
+            .iter_mut()
+            .zip(&other.staleness_histogram)
+        {
+            *bucket += count;
+        }
+        self.actions += other.actions;
+        self.actions_attempted += other.actions_attempted;
+        self.actions_failed_integration += other.actions_failed_integration;
+        self.calls += other.calls;
+        self.never_visible += other.never_visible;
+        if let Some(f) = &other.first_failure {
+            if self.first_failure.as_ref().is_none_or(|mine| mine.seed > f.seed) {
+                self.first_failure = Some(f.clone());
+            }
+        }
+    }
+
+    /// Share of seeds that broke `invariant` (0.0 to 1.0).
+    pub fn share(&self, invariant: &str) -> f64 {
+        let n = self.seeds_by_invariant.get(invariant).copied().unwrap_or(0);
+        if self.seeds_run == 0 {
+            0.0
+        } else {
+            n as f64 / self.seeds_run as f64
+        }
+    }
+
+    /// Share of seeds with any violation.
+    pub fn failing_share(&self) -> f64 {
+        if self.seeds_run == 0 {
+            0.0
+        } else {
+            self.seeds_failing as f64 / self.seeds_run as f64
+        }
+    }
+
+    /// Staleness percentile (a bucket bound, in ms).
+    pub fn staleness_ms(&self, pct: u64) -> Option<u64> {
+        histogram_percentile_ms(&self.staleness_histogram, pct)
+    }
+
+    /// Share of attempted actions that did not fail because of the integration.
+    pub fn availability(&self) -> f64 {
+        if self.actions_attempted == 0 {
+            1.0
+        } else {
+            1.0 - self.actions_failed_integration as f64 / self.actions_attempted as f64
+        }
+    }
+
+    /// Integration calls per scheduled action.
+    pub fn calls_per_action(&self) -> f64 {
+        if self.actions == 0 {
+            0.0
+        } else {
+            self.calls as f64 / self.actions as f64
+        }
+    }
+}
+
+/// A trace event as a counterexample keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoryEvent {
+    /// Its id in the run's trace.
+    pub id: u64,
+    /// When, in microseconds.
+    pub at_us: u64,
+    /// Where.
+    pub host: String,
+    /// What.
+    pub kind: String,
+    /// Detail.
+    pub detail: String,
+}
+
+/// A failing cell's lowest seed, told in full.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Counterexample {
+    /// The column.
+    pub column: String,
+    /// The variant.
+    pub pattern: String,
+    /// The seed.
+    pub seed: u64,
+    /// The command that replays it.
+    pub repro: String,
+    /// Its trace hash.
+    pub trace_hash: String,
+    /// The fault plan, one event per line.
+    pub faults: Vec<String>,
+    /// The violation it is about.
+    pub violation: FirstFailure,
+    /// The trace events that touch the violated row's customer, and the faults.
+    pub events: Vec<StoryEvent>,
+}
+
+/// A column as the report shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    /// The column's name.
+    pub name: String,
+    /// The profile's name, or `explicit`.
+    pub faults: String,
+    /// The seed range, `A..B`.
+    pub seeds: String,
+}
+
+/// The whole comparison: what `report.json` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The suite compared.
+    pub suite: String,
+    /// Columns, in order.
+    pub columns: Vec<ColumnInfo>,
+    /// Rows, in order.
+    pub patterns: Vec<String>,
+    /// Invariant names, in report order.
+    pub invariants: Vec<String>,
+    /// Staleness bucket bounds (ms); the last is open.
+    pub staleness_buckets_ms: Vec<u64>,
+    /// Every cell, column-major.
+    pub cells: Vec<Cell>,
+    /// Counterexamples of the failing cells.
+    pub counterexamples: Vec<Counterexample>,
+    /// Runs planned.
+    pub runs_planned: u64,
+    /// Runs done (less than planned when the sweep was stopped).
+    pub runs_done: u64,
+}
+
+impl Comparison {
+    /// Whether the sweep was stopped before every run was done.
+    pub fn partial(&self) -> bool {
+        self.runs_done < self.runs_planned
+    }
+
+    /// The cell of `column` and `pattern`.
+    pub fn cell(&self, column: &str, pattern: &str) -> Option<&Cell> {
+        self.cells
+            .iter()
+            .find(|c| c.column == column && c.pattern == pattern)
+    }
+}
+
+/// An empty comparison of `plan`'s grid.
+pub fn empty(plan: &ComparePlan) -> Comparison {
+    let mut cells = Vec::new();
+    for column in &plan.columns {
+        for variant in &plan.patterns {
+            cells.push(Cell::new(&column.name, variant.name));
+        }
+    }
+    Comparison {
+        schema_version: SCHEMA_VERSION,
+        suite: plan.suite.clone(),
+        columns: plan
+            .columns
+            .iter()
+            .map(|c| ColumnInfo {
+                name: c.name.clone(),
+                faults: c.template.faults.name().to_string(),
+                seeds: format!("{}..{}", c.seeds.start, c.seeds.end),
+            })
+            .collect(),
+        patterns: plan.patterns.iter().map(|v| v.name.to_string()).collect(),
+        invariants: INVARIANTS.iter().map(|i| i.name.to_string()).collect(),
+        staleness_buckets_ms: STALENESS_BUCKETS_MS.to_vec(),
+        cells,
+        counterexamples: Vec::new(),
+        runs_planned: plan.specs().len() as u64,
+        runs_done: 0,
+    }
+}
+
+/// Adds finished runs (in spec order, `None` for runs never started) to the grid.
+pub fn aggregate(plan: &ComparePlan, digests: Vec<Option<RunDigest>>, into: &mut Comparison) {
+    let mut digests = digests.into_iter();
+    for column in &plan.columns {
+        for variant in &plan.patterns {
+            let cell = into
+                .cells
+                .iter_mut()
+                .find(|c| c.column == column.name && c.pattern == variant.name)
+                .expect("grid cell");
+            for run in digests.by_ref().take(column.seeds.clone().count()).flatten() {
+                cell.add(&run);
+                into.runs_done += 1;
+            }
+        }
+    }
+}
+
+/// Runs the plan on `jobs` threads, then tells each failing cell's first counterexample.
+pub fn compare(
+    plan: &ComparePlan,
+    jobs: usize,
+    progress: impl Fn(usize) + Sync,
+    stop: &AtomicBool,
+) -> Comparison {
+    let specs = plan.specs();
+    let digests = sweep(&specs, jobs, digest, progress, stop);
+    let mut comparison = empty(plan);
+    aggregate(plan, digests, &mut comparison);
+    comparison.counterexamples = counterexamples(plan, &comparison);
+    comparison
+}
+
+/// Re-runs each failing cell's lowest failing seed with its full trace.
+pub fn counterexamples(plan: &ComparePlan, comparison: &Comparison) -> Vec<Counterexample> {
+    let mut out = Vec::new();
+    for column in &plan.columns {
+        for variant in &plan.patterns {
+            let Some(cell) = comparison.cell(&column.name, variant.name) else {
+                continue;
+            };
+            let Some(first) = &cell.first_failure else {
+                continue;
+            };
+            let spec = RunSpec {
+                variant,
+                seed: Seed(first.seed),
+                ..column.template.clone()
+            };
+            if let Ok(outcome) = run(&spec, RunOptions { keep_trace: true }) {
+                out.push(counterexample(&column.name, &outcome, first));
+            }
+        }
+    }
+    out
+}
+
+fn counterexample(column: &str, outcome: &Outcome, first: &FirstFailure) -> Counterexample {
+    let customer = first.key.rsplit('/').next().unwrap_or_default();
+    let events = story_events(&outcome.trace, customer, first.at_ms);
+    Counterexample {
+        column: column.to_string(),
+        pattern: outcome.pattern.to_string(),
+        seed: outcome.seed,
+        repro: outcome.repro.clone(),
+        trace_hash: outcome.trace_hash.to_string(),
+        faults: outcome
+            .plan
+            .to_string()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect(),
+        violation: first.clone(),
+        events,
+    }
+}
+
+/// Whether `detail` names customer `id` (as `customer/id`, `address/id`, `contact/id` or
+/// `key=id`), not merely a number that starts with it or a partition that equals it.
+fn mentions(detail: &str, id: &str) -> bool {
+    if id.is_empty() {
+        return false;
+    }
+    ["customer/", "address/", "contact/", "key="]
+        .iter()
+        .any(|prefix| {
+            let needle = format!("{prefix}{id}");
+            detail.match_indices(&needle).any(|(at, _)| {
+                let after = detail[at + needle.len()..].chars().next();
+                after.is_none_or(|c| !c.is_ascii_digit())
+            })
+        })
+}
+
+/// The client host and call id of an RPC event (`call=ID to=…` on the client,
+/// `call=ID from=CLIENT …` on the server).
+pub fn call_key(event_host: &str, kind: &str, detail: &str) -> Option<(String, String)> {
+    let rest = detail.strip_prefix("call=")?;
+    let (id, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let client = match kind {
+        "deliver" | "lost-response" => rest
+            .strip_prefix("from=")
+            .or_else(|| rest.strip_prefix("to="))?
+            .split(' ')
+            .next()?
+            .to_string(),
+        _ => event_host.to_string(),
+    };
+    Some((client, id.to_string()))
+}
+
+/// The events that tell a customer's story up to (and a little after) the violation:
+/// those that name the customer, every RPC event of a call among them (its response
+/// names no key), and the faults. The last [`STORY_EVENTS_MAX`] of them.
+fn story_events(trace: &[TraceEvent], customer: &str, violation_at_ms: u64) -> Vec<StoryEvent> {
+    let horizon_us = violation_at_ms.saturating_add(500) * 1_000;
+    let in_time: Vec<&TraceEvent> = trace.iter().filter(|e| e.at.as_micros() <= horizon_us).collect();
+    let calls: std::collections::BTreeSet<(String, String)> = in_time
+        .iter()
+        .filter(|e| mentions(&e.detail, customer))
+        .filter_map(|e| call_key(&e.host, e.kind, &e.detail))
+        .collect();
+    let relevant: Vec<&TraceEvent> = in_time
+        .into_iter()
+        .filter(|e| {
+            matches!(e.kind, "fault" | "crash" | "restart")
+                || mentions(&e.detail, customer)
+                || call_key(&e.host, e.kind, &e.detail).is_some_and(|k| calls.contains(&k))
+        })
+        .collect();
+    let skip = relevant.len().saturating_sub(STORY_EVENTS_MAX);
+    relevant
+        .into_iter()
+        .skip(skip)
+        .map(|e| StoryEvent {
+            id: e.id.0,
+            at_us: e.at.as_micros(),
+            host: e.host.to_string(),
+            kind: e.kind.to_string(),
+            detail: e.detail.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mentions_matches_whole_ids_only() {
+        assert!(mentions("PUT customer/17 v2", "17"));
+        assert!(mentions("produce t/1 key=17", "17"));
+        assert!(!mentions("PUT customer/170 v2", "17"));
+        assert!(!mentions("call=1.17 bump", "17"));
+        assert!(!mentions("fetch customer-changes/1@3", "1"));
+    }
+
+    #[test]
+    fn call_keys_pair_client_and_server_events() {
+        let send = call_key("source", "send", "call=0.7 to=target PUT customer/1 v2");
+        let deliver = call_key("target", "deliver", "call=0.7 from=source PUT customer/1 v2");
+        let lost = call_key("target", "lost-response", "call=0.7 to=source 200");
+        let response = call_key("source", "response", "call=0.7 200");
+        assert_eq!(send, Some(("source".into(), "0.7".into())));
+        assert_eq!(deliver, send);
+        assert_eq!(lost, send);
+        assert_eq!(response, send);
+        assert_eq!(call_key("target", "apply", "customer/1 v2"), None);
+    }
+}

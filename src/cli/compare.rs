@@ -1,0 +1,171 @@
+//! `faultline compare`: the patterns side by side; writes report.md, report.json and
+//! report.html, and prints the summary table.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+use faultline::patterns::Variant;
+use faultline::scenarios::compare::{compare, ComparePlan};
+use faultline::scenarios::suite::Suite;
+use faultline::scenarios::sweep::default_jobs;
+use faultline::sim::Profile;
+
+use super::progress::Progress;
+use super::{exit, unknown};
+
+/// The review suite, built in so that `compare` works from any directory.
+const REVIEW_SUITE: &str = include_str!("../../scenarios/suites/review.toml");
+const REVIEW_SUITE_PATH: &str = "scenarios/suites/review.toml";
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// The suite whose scenarios are the columns (default: the built-in review suite).
+    #[arg(long)]
+    suite: Option<PathBuf>,
+    /// Patterns to compare: comma-separated names, or `all`.
+    #[arg(long, default_value = "all")]
+    patterns: String,
+    /// Instead of the suite's columns, one standard-scenario column per profile:
+    /// comma-separated names, or `all`.
+    #[arg(long)]
+    profiles: Option<String>,
+    /// Seeds per cell, `A..B` (default: the suite's).
+    #[arg(long)]
+    seeds: Option<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Where the reports go.
+    #[arg(long, default_value = "faultline-report")]
+    out: PathBuf,
+}
+
+fn bad(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(exit::BAD_INPUT)
+}
+
+/// Parses `A..B` for the command line.
+pub fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
+    let hint = "write seeds as A..B (B exclusive), e.g. 0..100";
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("--seeds {text:?} is not a range: {hint}"))?;
+    let (a, b): (u64, u64) = match (a.trim().parse(), b.trim().parse()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Err(format!("--seeds {text:?} is not a range: {hint}")),
+    };
+    if a >= b {
+        return Err(format!("--seeds {text:?} is empty or reversed: {hint}"));
+    }
+    Ok(a..b)
+}
+
+fn names<T>(
+    text: &str,
+    all: impl Fn() -> Vec<T>,
+    find: impl Fn(&str) -> Option<T>,
+    what: &str,
+    valid: &[&str],
+) -> Result<Vec<T>, ExitCode> {
+    if text == "all" {
+        return Ok(all());
+    }
+    text.split(',')
+        .map(str::trim)
+        .map(|n| find(n).ok_or_else(|| unknown(what, n, valid)))
+        .collect()
+}
+
+pub fn compare_command(args: CompareArgs) -> ExitCode {
+    let suite = match &args.suite {
+        Some(path) => Suite::load(path),
+        None => Suite::parse(Path::new(REVIEW_SUITE_PATH), REVIEW_SUITE),
+    };
+    let suite = match suite {
+        Ok(s) => s,
+        Err(e) => return bad(e.to_string()),
+    };
+    let variant_names = Variant::names();
+    let patterns = match names(
+        &args.patterns,
+        || faultline::patterns::VARIANTS.iter().collect(),
+        Variant::by_name,
+        "pattern",
+        &variant_names,
+    ) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let profile_names = Profile::names();
+    let profiles = match &args.profiles {
+        None => None,
+        Some(text) => match names(
+            text,
+            || faultline::sim::PROFILES.iter().map(|p| p.profile).collect(),
+            Profile::from_name,
+            "profile",
+            &profile_names,
+        ) {
+            Ok(p) => Some(p),
+            Err(code) => return code,
+        },
+    };
+    let seeds = match args.seeds.as_deref().map(parse_seeds).transpose() {
+        Ok(s) => s,
+        Err(message) => return bad(message),
+    };
+    if args.jobs == Some(0) {
+        return bad("--jobs must be at least 1".to_string());
+    }
+    let plan = ComparePlan::new(&suite, Some(patterns), profiles, seeds);
+    let total = plan.specs().len();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = Arc::clone(&stop);
+    // A second Ctrl-C while the report is written falls back to the default (exit).
+    let _ = ctrlc::set_handler(move || {
+        if on_signal.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping: finishing the runs in flight, then writing a partial report");
+    });
+    let progress = Progress::new(&format!("compare ({} suite)", suite.name), total);
+    let comparison = compare(
+        &plan,
+        args.jobs.unwrap_or_else(default_jobs),
+        |done| progress.tick(done),
+        &stop,
+    );
+    progress.finish();
+
+    print!("{}", faultline_reports::terminal::render(&comparison));
+    let files = [
+        ("report.md", faultline_reports::markdown::render(&comparison)),
+        (
+            "report.json",
+            serde_json::to_string_pretty(&comparison).expect("plain data serialises") + "\n",
+        ),
+        ("report.html", faultline_reports::html::render(&comparison)),
+    ];
+    for (name, text) in &files {
+        let path = args.out.join(name);
+        if let Err(e) = faultline_reports::write_atomic(&path, text.as_bytes()) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(exit::RUN_FAILED);
+        }
+    }
+    let partial = if comparison.partial() { "partial " } else { "" };
+    println!(
+        "\n{partial}report written to {}/ (report.md, report.json, report.html)",
+        args.out.display()
+    );
+    ExitCode::from(if comparison.partial() {
+        exit::INTERRUPTED
+    } else {
+        exit::OK
+    })
+}
