@@ -20,6 +20,7 @@ use crate::invariants::{Violation, INVARIANTS};
 use crate::metrics::{histogram_percentile_ms, Metrics, STALENESS_BUCKETS_MS};
 use crate::runner::{run, Faults, Outcome, RunOptions, RunSpec};
 use crate::scenario::Scenario;
+use crate::shard::Shard;
 use crate::suite::Suite;
 use crate::sweep::sweep;
 
@@ -425,6 +426,10 @@ pub struct Comparison {
     pub runs_planned: u64,
     /// Runs done (less than planned when the sweep was stopped).
     pub runs_done: u64,
+    /// Which shard of the sweep this is, from 1 (1 of 1 for a whole sweep).
+    pub shard_index: u32,
+    /// How many shards the sweep was split into.
+    pub shard_count: u32,
 }
 
 impl Comparison {
@@ -468,6 +473,8 @@ pub fn empty(plan: &ComparePlan) -> Comparison {
         counterexamples: Vec::new(),
         runs_planned: plan.specs().len() as u64,
         runs_done: 0,
+        shard_index: 1,
+        shard_count: 1,
     }
 }
 
@@ -496,12 +503,125 @@ pub fn compare(
     progress: impl Fn(usize) + Sync,
     stop: &AtomicBool,
 ) -> Comparison {
-    let specs = plan.specs();
+    compare_shard(plan, Shard::ALL, jobs, progress, stop)
+}
+
+/// Runs one shard of the plan: its slice of the runs, aggregated into the full grid, so
+/// that [`merge`] of all shards equals [`compare`] of the whole.
+pub fn compare_shard(
+    plan: &ComparePlan,
+    shard: Shard,
+    jobs: usize,
+    progress: impl Fn(usize) + Sync,
+    stop: &AtomicBool,
+) -> Comparison {
+    let all = plan.specs();
+    let owned: Vec<usize> = (0..all.len()).filter(|i| shard.owns(*i)).collect();
+    let specs: Vec<RunSpec> = owned.iter().map(|i| all[*i].clone()).collect();
     let digests = sweep(&specs, jobs, digest, progress, stop);
+    let mut by_position: Vec<Option<RunDigest>> = (0..all.len()).map(|_| None).collect();
+    for (position, d) in owned.iter().zip(digests) {
+        by_position[*position] = d;
+    }
     let mut comparison = empty(plan);
-    aggregate(plan, digests, &mut comparison);
+    comparison.runs_planned = specs.len() as u64;
+    comparison.shard_index = shard.index;
+    comparison.shard_count = shard.count;
+    aggregate(plan, by_position, &mut comparison);
     comparison.counterexamples = counterexamples(plan, &comparison);
     comparison
+}
+
+/// Why shard reports cannot be merged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MergeError(pub String);
+
+/// Combines shard reports of one sweep (each named, for messages) into the report of
+/// the whole sweep.
+pub fn merge(reports: Vec<(String, Comparison)>) -> Result<Comparison, MergeError> {
+    let mut reports = reports.into_iter();
+    let Some((first_name, mut merged)) = reports.next() else {
+        return Err(MergeError(
+            "nothing to merge: give shard report.json files or directories holding them".into(),
+        ));
+    };
+    if merged.schema_version != SCHEMA_VERSION {
+        return Err(MergeError(format!(
+            "{first_name} has schema version {}, this faultline reads {SCHEMA_VERSION}: merge with the version that wrote it",
+            merged.schema_version
+        )));
+    }
+    let mut seen = vec![merged.shard_index];
+    for (name, report) in reports {
+        if report.shard_count != merged.shard_count || seen.contains(&report.shard_index) {
+            return Err(MergeError(format!(
+                "{name} is shard {}/{}, but shard{} {} of {} already came: give each shard of one split once",
+                report.shard_index,
+                report.shard_count,
+                if seen.len() > 1 { "s" } else { "" },
+                seen.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+                merged.shard_count
+            )));
+        }
+        seen.push(report.shard_index);
+        if report.schema_version != merged.schema_version {
+            return Err(MergeError(format!(
+                "{name} has schema version {}, {first_name} has {}",
+                report.schema_version, merged.schema_version
+            )));
+        }
+        let same_grid = report.suite == merged.suite
+            && report.columns == merged.columns
+            && report.patterns == merged.patterns
+            && report.invariants == merged.invariants
+            && report.staleness_buckets_ms == merged.staleness_buckets_ms;
+        if !same_grid {
+            return Err(MergeError(format!(
+                "{name} is from a different sweep than {first_name} (suite {:?} vs {:?}, or other columns, patterns or seeds): merge only shards of one sweep",
+                report.suite, merged.suite
+            )));
+        }
+        for (mine, theirs) in merged.cells.iter_mut().zip(&report.cells) {
+            mine.merge(theirs);
+        }
+        merged.runs_planned += report.runs_planned;
+        merged.runs_done += report.runs_done;
+        for ex in report.counterexamples {
+            match merged
+                .counterexamples
+                .iter_mut()
+                .find(|e| e.column == ex.column && e.pattern == ex.pattern)
+            {
+                Some(existing) if existing.seed > ex.seed => *existing = ex,
+                Some(_) => {}
+                None => merged.counterexamples.push(ex),
+            }
+        }
+    }
+    let missing: Vec<String> = (1..=merged.shard_count)
+        .filter(|k| !seen.contains(k))
+        .map(|k| k.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(MergeError(format!(
+            "shards {} of {} are missing: a merge of part of a sweep would not be the sweep's report",
+            missing.join(", "),
+            merged.shard_count
+        )));
+    }
+    merged.shard_index = 1;
+    merged.shard_count = 1;
+    // Counterexamples in grid order, as an unsharded sweep lists them.
+    let order: Vec<(String, String)> = merged
+        .cells
+        .iter()
+        .map(|c| (c.column.clone(), c.pattern.clone()))
+        .collect();
+    merged
+        .counterexamples
+        .sort_by_key(|e| order.iter().position(|(c, p)| *c == e.column && *p == e.pattern));
+    Ok(merged)
 }
 
 /// Re-runs each failing cell's lowest failing seed with its full trace.

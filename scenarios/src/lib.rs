@@ -11,6 +11,7 @@ pub mod invariants;
 pub mod metrics;
 pub mod runner;
 pub mod scenario;
+pub mod shard;
 pub mod suite;
 pub mod sweep;
 pub mod verdict;

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use clap::Args;
 use faultline::patterns::Variant;
-use faultline::scenarios::compare::{compare, ComparePlan};
+use faultline::scenarios::compare::{compare_shard, ComparePlan, Comparison};
+use faultline::scenarios::shard::Shard;
 use faultline::scenarios::suite::Suite;
 use faultline::scenarios::sweep::default_jobs;
 use faultline::sim::Profile;
 
 use super::progress::Progress;
+use super::shard::ShardArgs;
 use super::{exit, unknown};
 
 /// The review suite, built in so that `compare` works from any directory.
@@ -41,6 +43,8 @@ pub struct CompareArgs {
     /// Where the reports go.
     #[arg(long, default_value = "faultline-report")]
     out: PathBuf,
+    #[command(flatten)]
+    shard: ShardArgs,
 }
 
 fn bad(message: String) -> ExitCode {
@@ -90,9 +94,10 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
         Err(e) => return bad(e.to_string()),
     };
     let variant_names = Variant::names();
+    let all_variants = || faultline::patterns::VARIANTS.iter().collect();
     let patterns = match names(
         &args.patterns,
-        || faultline::patterns::VARIANTS.iter().collect(),
+        all_variants,
         Variant::by_name,
         "pattern",
         &variant_names,
@@ -101,15 +106,10 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
         Err(code) => return code,
     };
     let profile_names = Profile::names();
+    let all_profiles = || faultline::sim::PROFILES.iter().map(|p| p.profile).collect();
     let profiles = match &args.profiles {
         None => None,
-        Some(text) => match names(
-            text,
-            || faultline::sim::PROFILES.iter().map(|p| p.profile).collect(),
-            Profile::from_name,
-            "profile",
-            &profile_names,
-        ) {
+        Some(text) => match names(text, all_profiles, Profile::from_name, "profile", &profile_names) {
             Ok(p) => Some(p),
             Err(code) => return code,
         },
@@ -121,8 +121,12 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
     if args.jobs == Some(0) {
         return bad("--jobs must be at least 1".to_string());
     }
+    let shard = match args.shard.resolve() {
+        Ok(s) => s,
+        Err(message) => return bad(message),
+    };
     let plan = ComparePlan::new(&suite, Some(patterns), profiles, seeds);
-    let total = plan.specs().len();
+    let total = (0..plan.specs().len()).filter(|i| shard.owns(*i)).count();
 
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = Arc::clone(&stop);
@@ -133,26 +137,35 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
         }
         eprintln!("\nstopping: finishing the runs in flight, then writing a partial report");
     });
-    let progress = Progress::new(&format!("compare ({} suite)", suite.name), total);
-    let comparison = compare(
-        &plan,
-        args.jobs.unwrap_or_else(default_jobs),
-        |done| progress.tick(done),
-        &stop,
-    );
+    let label = match shard {
+        Shard::ALL => format!("compare ({} suite)", suite.name),
+        shard => format!("compare ({} suite, shard {shard})", suite.name),
+    };
+    let progress = Progress::new(&label, total);
+    let jobs = args.jobs.unwrap_or_else(default_jobs);
+    let comparison = compare_shard(&plan, shard, jobs, |done| progress.tick(done), &stop);
     progress.finish();
+    // A stopped sweep is written like any other (marked partial), then says so in its exit.
+    let code = write_reports(&comparison, &args.out);
+    if comparison.partial() && code == ExitCode::from(exit::OK) {
+        return ExitCode::from(exit::INTERRUPTED);
+    }
+    code
+}
 
-    print!("{}", faultline_reports::terminal::render(&comparison));
+/// Prints the summary table and writes the three reports; the last line says where.
+pub fn write_reports(comparison: &Comparison, out: &Path) -> ExitCode {
+    print!("{}", faultline_reports::terminal::render(comparison));
     let files = [
-        ("report.md", faultline_reports::markdown::render(&comparison)),
+        ("report.md", faultline_reports::markdown::render(comparison)),
         (
             "report.json",
-            serde_json::to_string_pretty(&comparison).expect("plain data serialises") + "\n",
+            serde_json::to_string_pretty(comparison).expect("plain data serialises") + "\n",
         ),
-        ("report.html", faultline_reports::html::render(&comparison)),
+        ("report.html", faultline_reports::html::render(comparison)),
     ];
     for (name, text) in &files {
-        let path = args.out.join(name);
+        let path = out.join(name);
         if let Err(e) = faultline_reports::write_atomic(&path, text.as_bytes()) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::from(exit::RUN_FAILED);
@@ -161,11 +174,7 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
     let partial = if comparison.partial() { "partial " } else { "" };
     println!(
         "\n{partial}report written to {}/ (report.md, report.json, report.html)",
-        args.out.display()
+        out.display()
     );
-    ExitCode::from(if comparison.partial() {
-        exit::INTERRUPTED
-    } else {
-        exit::OK
-    })
+    ExitCode::from(exit::OK)
 }

@@ -2,9 +2,11 @@
 
 mod compare;
 mod list;
+mod merge;
 mod progress;
 mod repro;
 mod run;
+mod shard;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +58,16 @@ enum Command {
     /// Compares the patterns side by side and writes report.md, report.json and report.html.
     Compare(compare::CompareArgs),
     /// Runs a suite file and checks every expectation in it.
+    /// Combines shard reports (report.json files, or directories holding them) of one
+    /// sweep into the report of the whole sweep, in every format.
+    Merge {
+        /// The shard reports.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where the merged reports go.
+        #[arg(long, default_value = "faultline-report")]
+        out: PathBuf,
+    },
     Run {
         /// The suite file (TOML).
         suite: PathBuf,
@@ -65,6 +77,8 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         jobs: Option<usize>,
+        #[command(flatten)]
+        shard: shard::ShardArgs,
     },
 }
 
@@ -74,7 +88,13 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::List { format } => list::list(format),
         Command::Repro(args) => repro::repro(args),
         Command::Compare(args) => compare::compare_command(args),
-        Command::Run { suite, junit, jobs } => run::run(&suite, junit.as_deref(), jobs),
+        Command::Run {
+            suite,
+            junit,
+            jobs,
+            shard,
+        } => run::run(&suite, junit.as_deref(), jobs, &shard),
+        Command::Merge { inputs, out } => merge::merge_command(&inputs, &out),
     }
 }
 
