@@ -117,13 +117,29 @@ pub fn render(example: &Counterexample) -> String {
                 }
             }
             "timeout" | "call-error" => {
-                let _ = writeln!(
-                    out,
-                    "    Note over {}: {ms}ms call {} {}",
-                    e.host,
-                    e.kind,
-                    label(message_text(&e.detail))
-                );
+                // Drawn as the request that never got its answer, from its send.
+                let key = call_key(&e.host, &e.kind, &e.detail);
+                let send = events
+                    .iter()
+                    .find(|s| s.kind == "send" && call_key(&s.host, &s.kind, &s.detail) == key);
+                match send.and_then(|s| field(&s.detail, "to=").map(|to| (s, to))) {
+                    Some((s, to)) => {
+                        let why = if e.kind == "timeout" {
+                            "no answer"
+                        } else {
+                            "failed"
+                        };
+                        let _ = writeln!(
+                            out,
+                            "    {}-x{to}: {ms}ms {} ({why})",
+                            e.host,
+                            label(message_text(&s.detail))
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "    Note over {}: {ms}ms call {}", e.host, e.kind);
+                    }
+                }
             }
             "fault" => {
                 let _ = writeln!(out, "    Note over {everyone}: {ms}ms FAULT {}", label(&e.detail));

@@ -26,6 +26,8 @@ use crate::sweep::sweep;
 
 /// The version of the comparison's JSON form; bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
+/// How far a story runs past the violation's last evidence.
+const STORY_AFTER_US: u64 = 500_000;
 /// Trace events a counterexample keeps at most.
 pub const STORY_EVENTS_MAX: usize = 60;
 
@@ -180,6 +182,20 @@ pub fn digest(spec: &RunSpec, outcome: Result<Outcome, WorldError>) -> RunDigest
             metrics: Metrics::default(),
             error: Some(e.to_string()),
         },
+    }
+}
+
+impl FirstFailure {
+    /// A violation of run `seed`, as a cell keeps it.
+    pub fn of(seed: u64, v: &Violation) -> FirstFailure {
+        FirstFailure {
+            seed,
+            invariant: v.invariant.to_string(),
+            kind: v.kind.to_string(),
+            key: v.key.clone(),
+            at_ms: v.at.as_millis(),
+            story: v.story.clone(),
+        }
     }
 }
 
@@ -648,9 +664,22 @@ pub fn counterexamples(plan: &ComparePlan, comparison: &Comparison) -> Vec<Count
     out
 }
 
-fn counterexample(column: &str, outcome: &Outcome, first: &FirstFailure) -> Counterexample {
+/// Tells `outcome` (run with its trace kept) as the counterexample of `first`.
+pub fn counterexample(column: &str, outcome: &Outcome, first: &FirstFailure) -> Counterexample {
     let customer = first.key.rsplit('/').next().unwrap_or_default();
-    let events = story_events(&outcome.trace, customer, first.at_ms);
+    // The story runs to the violation's last piece of evidence (a stale row's last
+    // apply can come long after the commit it missed), and a little beyond.
+    let evidence_end_us = outcome
+        .violations
+        .iter()
+        .filter(|v| v.invariant == first.invariant && v.kind == first.kind && v.key == first.key)
+        .flat_map(|v| v.evidence.iter())
+        .filter_map(|id| outcome.trace.get(id.0 as usize))
+        .map(|e| e.at.as_micros())
+        .max()
+        .unwrap_or(0);
+    let horizon_us = evidence_end_us.max(first.at_ms * 1_000) + STORY_AFTER_US;
+    let events = story_events(&outcome.trace, customer, horizon_us);
     Counterexample {
         column: column.to_string(),
         pattern: outcome.pattern.to_string(),
@@ -702,11 +731,10 @@ pub fn call_key(event_host: &str, kind: &str, detail: &str) -> Option<(String, S
     Some((client, id.to_string()))
 }
 
-/// The events that tell a customer's story up to (and a little after) the violation:
+/// The events that tell a customer's story up to `horizon_us`:
 /// those that name the customer, every RPC event of a call among them (its response
 /// names no key), and the faults. The last [`STORY_EVENTS_MAX`] of them.
-fn story_events(trace: &[TraceEvent], customer: &str, violation_at_ms: u64) -> Vec<StoryEvent> {
-    let horizon_us = violation_at_ms.saturating_add(500) * 1_000;
+fn story_events(trace: &[TraceEvent], customer: &str, horizon_us: u64) -> Vec<StoryEvent> {
     let in_time: Vec<&TraceEvent> = trace.iter().filter(|e| e.at.as_micros() <= horizon_us).collect();
     let calls: std::collections::BTreeSet<(String, String)> = in_time
         .iter()

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod runner;
 pub mod scenario;
 pub mod shard;
+pub mod shrink;
 pub mod suite;
 pub mod sweep;
 pub mod verdict;

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::invariants::{check_all, Violation};
 use crate::metrics::{compute, Metrics, TraceCounts};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScheduledAction};
 use crate::workload;
 
 /// Where a run's faults come from.
@@ -175,7 +175,10 @@ pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, WorldError> {
     let mut world = World::new(config);
     let streams = world.streams();
     let initial = Rc::new(workload::initial_rows(scenario.customers));
-    let schedule = Rc::new(workload::schedule(scenario, &mut streams.stream("workload")));
+    let schedule = Rc::new(match &scenario.schedule {
+        Some(list) => list.iter().map(ScheduledAction::to_request).collect(),
+        None => workload::schedule(scenario, &mut streams.stream("workload")),
+    });
     let recorder = Recorder::new((*initial).clone());
     recorder.set_actions_scheduled(schedule.len() as u64);
     let setup = Setup {
@@ -208,7 +211,11 @@ pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, WorldError> {
 
     let quiet_from = scenario.workload_end().max(last_fault_at);
     let settle = Duration::from_millis(scenario.settle_ms);
-    let summary = world.run_until(scenario.deadline().max(last_fault_at), |now| {
+    // An explicit plan may reach past the scenario's fault window: quiesce after it too.
+    let deadline = scenario
+        .deadline()
+        .max(last_fault_at + Duration::from_millis(scenario.quiesce_ms));
+    let summary = world.run_until(deadline, |now| {
         now >= quiet_from + settle && recorder.agreed_since().is_some_and(|since| now >= since + settle)
     })?;
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use faultline_patterns::domain::{Action, ActionId, ActionRequest};
 use faultline_patterns::systems::source::SyncPolicy;
 use faultline_sim::{FaultWindow, SimTime};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,43 @@ pub struct Scenario {
     pub staleness_bound_ms: u64,
     /// Only these invariants are checked; `None` checks all.
     pub invariants: Option<Vec<String>>,
+    /// An explicit workload (a shrunk counterexample's); `None` draws it from the seed.
+    pub schedule: Option<Vec<ScheduledAction>>,
+}
+
+/// One action of an explicit workload, as a suite file writes it:
+/// `{ at_ms = 120, id = 7, action = "rename-customer", customer = 3, name = "x" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledAction {
+    /// When the action is due.
+    pub at_ms: u64,
+    /// The action's id.
+    pub id: u64,
+    /// What it does.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+impl ScheduledAction {
+    /// From a drawn schedule entry.
+    pub fn from_request(at: SimTime, request: &ActionRequest) -> Self {
+        ScheduledAction {
+            at_ms: at.as_millis(),
+            id: request.id.0,
+            action: request.action.clone(),
+        }
+    }
+
+    /// As a schedule entry.
+    pub fn to_request(&self) -> (SimTime, ActionRequest) {
+        (
+            SimTime::from_millis(self.at_ms),
+            ActionRequest {
+                id: ActionId(self.id),
+                action: self.action.clone(),
+            },
+        )
+    }
 }
 
 impl Scenario {
@@ -57,6 +95,7 @@ impl Scenario {
             source_sync: SyncPolicy::OnCommit,
             staleness_bound_ms: 5_000,
             invariants: None,
+            schedule: None,
         }
     }
 
@@ -72,7 +111,10 @@ impl Scenario {
 
     /// When the workload's last action is due.
     pub fn workload_end(&self) -> SimTime {
-        SimTime::from_millis(self.actions * 1_000 / self.actions_per_sec.max(1))
+        match &self.schedule {
+            Some(list) => SimTime::from_millis(list.iter().map(|a| a.at_ms).max().unwrap_or(0)),
+            None => SimTime::from_millis(self.actions * 1_000 / self.actions_per_sec.max(1)),
+        }
     }
 
     /// Where faults may happen; everything heals by its end.

@@ -138,6 +138,7 @@ struct RawScenario {
     quiesce_ms: Option<u64>,
     staleness_bound_ms: Option<u64>,
     invariants: Option<Vec<Spanned<String>>>,
+    schedule: Option<Spanned<Vec<crate::scenario::ScheduledAction>>>,
     #[serde(default)]
     bugs: Vec<Spanned<String>>,
     expect: Spanned<BTreeMap<String, Spanned<WordOrList>>>,
@@ -373,6 +374,17 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
         }
     };
 
+    if let Some(schedule) = &s.schedule {
+        let list = schedule.get_ref();
+        if list.windows(2).any(|w| w[0].at_ms > w[1].at_ms) {
+            return Err(loc.error(
+                schedule.span(),
+                "the schedule is not in time order",
+                Some("list actions by at_ms".into()),
+            ));
+        }
+        scenario.schedule = Some(list.clone());
+    }
     let seeds = parse_seeds(loc, &s.seeds)?;
     if let Some(list) = &s.invariants {
         scenario.invariants = Some(

@@ -7,6 +7,7 @@ mod progress;
 mod repro;
 mod run;
 mod shard;
+mod shrink;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,8 @@ enum Command {
     Repro(repro::ReproArgs),
     /// Compares the patterns side by side and writes report.md, report.json and report.html.
     Compare(compare::CompareArgs),
+    /// Cuts a failing run down to the actions and faults that still break it, as a suite file.
+    Shrink(shrink::ShrinkArgs),
     /// Runs a suite file and checks every expectation in it.
     /// Combines shard reports (report.json files, or directories holding them) of one
     /// sweep into the report of the whole sweep, in every format.
@@ -88,6 +91,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::List { format } => list::list(format),
         Command::Repro(args) => repro::repro(args),
         Command::Compare(args) => compare::compare_command(args),
+        Command::Shrink(args) => shrink::shrink_command(args),
         Command::Run {
             suite,
             junit,

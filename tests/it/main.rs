@@ -4,4 +4,5 @@ mod bugs;
 mod cli;
 mod end_to_end;
 mod reports;
+mod shrink;
 mod variants;
