@@ -3,6 +3,7 @@
 mod bugs;
 mod cli;
 mod end_to_end;
+mod properties;
 mod reports;
 mod shrink;
 mod variants;
