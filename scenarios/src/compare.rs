@@ -22,7 +22,7 @@ use crate::runner::{run, Faults, Outcome, RunOptions, RunSpec};
 use crate::scenario::Scenario;
 use crate::shard::Shard;
 use crate::suite::Suite;
-use crate::sweep::sweep;
+use crate::sweep::sweep_fold;
 
 /// The version of the comparison's JSON form; bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -132,21 +132,48 @@ impl ComparePlan {
         }
     }
 
-    /// Every run, in order: column, pattern, seed.
-    pub fn specs(&self) -> Vec<RunSpec> {
-        let mut out = Vec::new();
-        for column in &self.columns {
-            for variant in &self.patterns {
-                for seed in column.seeds.clone() {
-                    out.push(RunSpec {
-                        variant,
-                        seed: Seed(seed),
-                        ..column.template.clone()
-                    });
-                }
+    /// How many runs the plan has.
+    pub fn run_count(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|c| self.patterns.len() * c.seeds.clone().count())
+            .sum()
+    }
+
+    /// Where run `i` of the plan sits (order: column, pattern, seed): its column, its
+    /// pattern and its seed.
+    fn locate(&self, mut i: usize) -> (usize, usize, u64) {
+        for (c, column) in self.columns.iter().enumerate() {
+            let seeds = column.seeds.clone().count();
+            let in_column = self.patterns.len() * seeds;
+            if i < in_column {
+                return (c, i / seeds, column.seeds.start + (i % seeds) as u64);
             }
+            i -= in_column;
         }
-        out
+        panic!("run index past the plan's {} runs", self.run_count())
+    }
+
+    /// Run `i` of the plan.
+    pub fn run_at(&self, i: usize) -> RunSpec {
+        let (c, p, seed) = self.locate(i);
+        RunSpec {
+            variant: self.patterns[p],
+            seed: Seed(seed),
+            ..self.columns[c].template.clone()
+        }
+    }
+
+    /// The grid cell (column-major, as [`Comparison::cells`]) of run `i`.
+    pub fn cell_of(&self, i: usize) -> usize {
+        let (c, p, _) = self.locate(i);
+        c * self.patterns.len() + p
+    }
+
+    /// Every run, in order: column, pattern, seed (for small plans; sweeps use
+    /// [`ComparePlan::run_at`]).
+    pub fn specs(&self) -> Vec<RunSpec> {
+        (0..self.run_count()).map(|i| self.run_at(i)).collect()
     }
 }
 
@@ -487,28 +514,10 @@ pub fn empty(plan: &ComparePlan) -> Comparison {
         staleness_buckets_ms: STALENESS_BUCKETS_MS.to_vec(),
         cells,
         counterexamples: Vec::new(),
-        runs_planned: plan.specs().len() as u64,
+        runs_planned: plan.run_count() as u64,
         runs_done: 0,
         shard_index: 1,
         shard_count: 1,
-    }
-}
-
-/// Adds finished runs (in spec order, `None` for runs never started) to the grid.
-pub fn aggregate(plan: &ComparePlan, digests: Vec<Option<RunDigest>>, into: &mut Comparison) {
-    let mut digests = digests.into_iter();
-    for column in &plan.columns {
-        for variant in &plan.patterns {
-            let cell = into
-                .cells
-                .iter_mut()
-                .find(|c| c.column == column.name && c.pattern == variant.name)
-                .expect("grid cell");
-            for run in digests.by_ref().take(column.seeds.clone().count()).flatten() {
-                cell.add(&run);
-                into.runs_done += 1;
-            }
-        }
     }
 }
 
@@ -531,19 +540,25 @@ pub fn compare_shard(
     progress: impl Fn(usize) + Sync,
     stop: &AtomicBool,
 ) -> Comparison {
-    let all = plan.specs();
-    let owned: Vec<usize> = (0..all.len()).filter(|i| shard.owns(*i)).collect();
-    let specs: Vec<RunSpec> = owned.iter().map(|i| all[*i].clone()).collect();
-    let digests = sweep(&specs, jobs, digest, progress, stop);
-    let mut by_position: Vec<Option<RunDigest>> = (0..all.len()).map(|_| None).collect();
-    for (position, d) in owned.iter().zip(digests) {
-        by_position[*position] = d;
-    }
+    // The shard's k-th run is the plan's run number (index - 1) + k * count.
+    let first = (shard.index - 1) as usize;
+    let stride = shard.count as usize;
+    let owned = plan.run_count().saturating_sub(first).div_ceil(stride);
     let mut comparison = empty(plan);
-    comparison.runs_planned = specs.len() as u64;
+    comparison.runs_planned = owned as u64;
     comparison.shard_index = shard.index;
     comparison.shard_count = shard.count;
-    aggregate(plan, by_position, &mut comparison);
+    let cells = &mut comparison.cells;
+    let done = sweep_fold(
+        owned,
+        jobs,
+        |k| plan.run_at(first + k * stride),
+        digest,
+        |k, run| cells[plan.cell_of(first + k * stride)].add(&run),
+        progress,
+        stop,
+    );
+    comparison.runs_done = done as u64;
     comparison.counterexamples = counterexamples(plan, &comparison);
     comparison
 }

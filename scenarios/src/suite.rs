@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn unknown_key() {
         insta::assert_snapshot!(error(&scenario(&format!("colour = \"red\"\n{OK_BODY}"))), @r#"
-        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `invariants`, `bugs`, `expect`
+        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `invariants`, `schedule`, `bugs`, `expect`
           hint: see the format in scenarios/suites/ci.toml
         "#);
     }

@@ -14,8 +14,10 @@ use crate::invariants::Violation;
 use crate::runner::RunSpec;
 use crate::shard::Shard;
 use crate::suite::{Expectation, Suite};
-use crate::sweep::sweep;
+use crate::sweep::sweep_fold;
 
+/// Failed runs a cell keeps (the lowest seeds).
+pub const ERRORS_KEPT_MAX: usize = 3;
 /// Violations kept per run as examples (a run can have hundreds).
 pub const EXAMPLES_PER_RUN_MAX: usize = 3;
 
@@ -124,34 +126,125 @@ pub fn judge_shard(
     stop: &AtomicBool,
 ) -> SuiteResult {
     let all = specs(suite);
+    // Which cell each run belongs to, in spec order.
+    let cell_of: Vec<usize> = suite
+        .scenarios
+        .iter()
+        .flat_map(|s| s.patterns.iter().map(move |_| s.seeds.clone().count()))
+        .enumerate()
+        .flat_map(|(cell, seeds)| std::iter::repeat_n(cell, seeds))
+        .collect();
     let owned: Vec<usize> = (0..all.len()).filter(|i| shard.owns(*i)).collect();
-    let specs: Vec<RunSpec> = owned.iter().map(|i| all[*i].clone()).collect();
-    let total = specs.len();
-    let results = sweep(&specs, jobs, summarise, |done| progress(done, total), stop);
-    let partial = results.iter().any(Option::is_none);
-    let mut by_position: Vec<Option<RunResult>> = (0..all.len()).map(|_| None).collect();
-    for (position, r) in owned.iter().zip(results) {
-        by_position[*position] = r;
-    }
-    let mut results = by_position.into_iter();
+    let total = owned.len();
+    let cell_count: usize = suite.scenarios.iter().map(|s| s.patterns.len()).sum();
+    let mut tallies: Vec<Tally> = (0..cell_count).map(|_| Tally::default()).collect();
+    let done = sweep_fold(
+        total,
+        jobs,
+        |k| all[owned[k]].clone(),
+        summarise,
+        |k, run| tallies[cell_of[owned[k]]].add(run),
+        |done| progress(done, total),
+        stop,
+    );
+    let partial = done < total;
+    let whole = shard == Shard::ALL && !partial;
+    let mut tallies = tallies.into_iter();
     let mut cells = Vec::new();
     for s in &suite.scenarios {
         for variant in &s.patterns {
-            let runs: Vec<RunResult> = results.by_ref().take(s.seeds.clone().count()).flatten().collect();
-            let whole = shard == Shard::ALL && !partial;
-            cells.push(cell(
-                &s.name,
-                variant.name,
-                s.expect[variant.name].clone(),
-                runs,
-                whole,
-            ));
+            let tally = tallies.next().expect("a tally per cell");
+            cells.push(tally.judge(&s.name, variant.name, s.expect[variant.name].clone(), whole));
         }
     }
     SuiteResult {
         suite: suite.name.clone(),
         cells,
         partial,
+    }
+}
+
+/// What a cell's runs add up to, whatever order they finish in.
+#[derive(Default)]
+struct Tally {
+    seeds_run: usize,
+    seeds_failing: usize,
+    /// Per broken invariant, the lowest-seed run that broke it.
+    broken: BTreeMap<&'static str, RunResult>,
+    /// The lowest-seed runs that could not complete.
+    errors: Vec<RunResult>,
+}
+
+impl Tally {
+    fn add(&mut self, run: RunResult) {
+        self.seeds_run += 1;
+        if !run.broken.is_empty() {
+            self.seeds_failing += 1;
+        }
+        for inv in &run.broken {
+            let keep = self.broken.get(inv).is_none_or(|kept| kept.seed > run.seed);
+            if keep {
+                self.broken.insert(inv, run.clone());
+            }
+        }
+        if run.error.is_some() {
+            self.errors.push(run);
+            self.errors.sort_by_key(|r| r.seed);
+            self.errors.truncate(ERRORS_KEPT_MAX);
+        }
+    }
+
+    fn judge(self, scenario: &str, pattern: &'static str, expected: Expectation, whole: bool) -> CellResult {
+        let found: BTreeSet<&'static str> = self.broken.keys().copied().collect();
+        let broken = &self.broken;
+        let surprise = if let Some(e) = self.errors.first() {
+            Some(format!(
+                "seed {} could not run: {}",
+                e.seed,
+                e.error.as_deref().unwrap_or("")
+            ))
+        } else {
+            match &expected {
+                Expectation::Pass => broken.iter().next().map(|(inv, run)| {
+                    format!(
+                        "expected pass, but {inv} broke on seed {} ({}); repro: {}",
+                        run.seed,
+                        story(run, inv),
+                        run.repro
+                    )
+                }),
+                Expectation::Breaks(expected_set) => {
+                    let unexpected: Vec<_> = found.difference(expected_set).collect();
+                    let stale: Vec<_> = expected_set.difference(&found).collect();
+                    match (unexpected.first(), stale.first()) {
+                        (Some(inv), _) => {
+                            let run = &broken[**inv];
+                            Some(format!(
+                                "{inv} broke on seed {} but is not expected to ({}); repro: {}",
+                                run.seed,
+                                story(run, inv),
+                                run.repro
+                            ))
+                        }
+                        (None, Some(inv)) if whole => Some(format!(
+                            "expected {inv} to break, but it held on all {} seeds: the expectation is stale",
+                            self.seeds_run
+                        )),
+                        (None, _) => None,
+                    }
+                }
+            }
+        };
+        CellResult {
+            scenario: scenario.to_string(),
+            pattern,
+            expected,
+            seeds_run: self.seeds_run,
+            seeds_failing: self.seeds_failing,
+            broken: self.broken,
+            errors: self.errors,
+            surprise,
+        }
     }
 }
 
@@ -181,72 +274,6 @@ fn summarise(spec: &RunSpec, outcome: Result<crate::Outcome, faultline_sim::Worl
             repro: spec.repro_command(),
             error: Some(e.to_string()),
         },
-    }
-}
-
-fn cell(
-    scenario: &str,
-    pattern: &'static str,
-    expected: Expectation,
-    runs: Vec<RunResult>,
-    whole: bool,
-) -> CellResult {
-    let mut broken: BTreeMap<&'static str, RunResult> = BTreeMap::new();
-    for run in &runs {
-        for inv in &run.broken {
-            broken.entry(inv).or_insert_with(|| run.clone());
-        }
-    }
-    let errors: Vec<RunResult> = runs.iter().filter(|r| r.error.is_some()).cloned().collect();
-    let seeds_failing = runs.iter().filter(|r| !r.broken.is_empty()).count();
-    let found: BTreeSet<&'static str> = broken.keys().copied().collect();
-    let surprise = if let Some(e) = errors.first() {
-        Some(format!(
-            "seed {} could not run: {}",
-            e.seed,
-            e.error.as_deref().unwrap_or("")
-        ))
-    } else {
-        match &expected {
-            Expectation::Pass => broken.iter().next().map(|(inv, run)| {
-                format!(
-                    "expected pass, but {inv} broke on seed {} ({}); repro: {}",
-                    run.seed,
-                    story(run, inv),
-                    run.repro
-                )
-            }),
-            Expectation::Breaks(expected_set) => {
-                let unexpected: Vec<_> = found.difference(expected_set).collect();
-                let stale: Vec<_> = expected_set.difference(&found).collect();
-                match (unexpected.first(), stale.first()) {
-                    (Some(inv), _) => {
-                        let run = &broken[**inv];
-                        Some(format!(
-                            "{inv} broke on seed {} but is not expected to ({}); repro: {}",
-                            run.seed,
-                            story(run, inv),
-                            run.repro
-                        ))
-                    }
-                    (None, Some(inv)) if whole => Some(format!(
-                        "expected {inv} to break, but it held on all {} seeds: the expectation is stale",
-                        runs.len()
-                    )),
-                    (None, _) => None,
-                }
-            }
-        }
-    };
-    CellResult {
-        scenario: scenario.to_string(),
-        pattern,
-        expected,
-        seeds_run: runs.len(),
-        seeds_failing,
-        broken,
-        errors,
-        surprise,
     }
 }
 

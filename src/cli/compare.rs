@@ -126,7 +126,7 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
         Err(message) => return bad(message),
     };
     let plan = ComparePlan::new(&suite, Some(patterns), profiles, seeds);
-    let total = (0..plan.specs().len()).filter(|i| shard.owns(*i)).count();
+    let total = (0..plan.run_count()).filter(|i| shard.owns(*i)).count();
 
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = Arc::clone(&stop);
