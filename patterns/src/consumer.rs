@@ -17,7 +17,7 @@ use std::time::Duration;
 use faultline_sim::HostCtx;
 
 use crate::bugs::{Bug, BugSet};
-use crate::systems::broker::{BrokerClient, BrokerRecord};
+use crate::systems::broker::{BrokerClient, BrokerRecord, FETCH_WAIT_MS};
 use crate::RPC_TIMEOUT;
 
 /// The consumer group of the target.
@@ -37,8 +37,8 @@ pub enum CommitPoint {
 pub struct ConsumerConfig {
     /// Partitions of the topic; one consumer task each.
     pub partitions: u32,
-    /// Wait after an empty fetch.
-    pub poll_ms: u64,
+    /// How long an empty fetch waits at the broker for records (a long poll).
+    pub fetch_wait_ms: u64,
     /// Wait after a failure.
     pub retry_ms: u64,
     /// When offsets are committed.
@@ -59,10 +59,10 @@ impl ConsumerConfig {
     }
 }
 
-/// The default: 4 partitions, 20 ms polls, 50 ms retries, commit after processing.
+/// The default: 4 partitions, 200 ms long polls, 50 ms retries, commit after processing.
 pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     partitions: 4,
-    poll_ms: 20,
+    fetch_wait_ms: FETCH_WAIT_MS,
     retry_ms: 50,
     commit: CommitPoint::AfterProcessing,
 };
@@ -123,7 +123,10 @@ async fn consume<H: Handler>(
     };
     let mut position = committed;
     loop {
-        let records = match broker.fetch(topic, partition, position).await {
+        let records = match broker
+            .fetch(topic, partition, position, config.fetch_wait_ms)
+            .await
+        {
             Ok(records) => records,
             Err(_) => {
                 tokio::time::sleep(retry).await;
@@ -131,7 +134,7 @@ async fn consume<H: Handler>(
             }
         };
         if records.is_empty() {
-            tokio::time::sleep(Duration::from_millis(config.poll_ms)).await;
+            // The broker already waited for records (a long poll): ask again.
             continue;
         }
         match handle_batch(

@@ -158,7 +158,7 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                let records = broker.fetch("t", 0, 0).await.unwrap();
+                let records = broker.fetch("t", 0, 0, 0).await.unwrap();
                 let committed = broker.committed_offset("g", "t", 0).await.unwrap();
                 *after.borrow_mut() = Some((records.iter().map(|r| r.offset).collect(), committed));
                 std::future::pending::<()>().await;

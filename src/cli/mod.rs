@@ -1,5 +1,6 @@
 //! Command definitions and dispatch.
 
+mod bench;
 mod compare;
 mod list;
 mod merge;
@@ -58,6 +59,8 @@ enum Command {
     Repro(repro::ReproArgs),
     /// Compares the patterns side by side and writes report.md, report.json and report.html.
     Compare(compare::CompareArgs),
+    /// Measures runs per second, simulated time per wall second and parallel speed-up.
+    Bench(bench::BenchArgs),
     /// Cuts a failing run down to the actions and faults that still break it, as a suite file.
     Shrink(shrink::ShrinkArgs),
     /// Runs a suite file and checks every expectation in it.
@@ -92,6 +95,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Repro(args) => repro::repro(args),
         Command::Compare(args) => compare::compare_command(args),
         Command::Shrink(args) => shrink::shrink_command(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Run {
             suite,
             junit,

@@ -14,12 +14,19 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use crate::bugs::{Bug, BugSet};
 use faultline_sim::{serve, HostCtx, LogFile, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
 
 /// The port the broker listens on.
 pub const BROKER_PORT: u16 = 9092;
+/// How long a fetch waits at the broker for records when there are none (Kafka's
+/// `fetch.max.wait.ms`); below the call timeout, so an idle fetch is not a failure.
+pub const FETCH_WAIT_MS: u64 = 200;
+/// The longest wait a fetch may ask for.
+pub const FETCH_WAIT_MAX_MS: u64 = 1_000;
 /// Records one fetch returns at most.
 pub const FETCH_MAX_RECORDS: u32 = 64;
 const OFFSETS_FILE: &str = "offsets.json";
@@ -64,6 +71,8 @@ pub enum BrokerRequest {
         partition: u32,
         offset: u64,
         max: u32,
+        /// Long poll: with nothing at `offset`, wait up to this long for records.
+        wait_ms: u64,
     },
     CommitOffset {
         group: String,
@@ -143,6 +152,8 @@ impl RpcMessage for BrokerResponse {
 struct Partition {
     log: LogFile,
     records: Vec<BrokerRecord>,
+    /// Wakes long-polling fetches when a record arrives.
+    arrived: Rc<Notify>,
 }
 
 struct State {
@@ -174,7 +185,11 @@ impl State {
                         sequences.insert((p.producer, topic.to_string(), partition), (p.seq, r.offset));
                     }
                 }
-                Partition { log, records }
+                Partition {
+                    log,
+                    records,
+                    arrived: Rc::new(Notify::new()),
+                }
             })
     }
 
@@ -219,6 +234,7 @@ impl State {
                     return BrokerResponse::Error(e.to_string());
                 }
                 part.records.push(record);
+                part.arrived.notify_waiters();
                 if let Some(p) = producer {
                     self.sequences
                         .insert((p.producer, topic, partition), (p.seq, offset));
@@ -230,6 +246,7 @@ impl State {
                 partition,
                 offset,
                 max,
+                ..
             } => {
                 let part = self.partition(&topic, partition);
                 let start = usize::try_from(offset)
@@ -304,8 +321,30 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet) -> faultline_sim::HostResult
         });
     }
     serve(ctx, BROKER_PORT, move |request: BrokerRequest| {
-        let response = state.borrow_mut().handle(request);
-        async move { response }
+        let state = Rc::clone(&state);
+        async move {
+            // A long poll waits (without holding the state) until a record arrives.
+            if let BrokerRequest::Fetch {
+                topic,
+                partition,
+                offset,
+                wait_ms,
+                ..
+            } = &request
+            {
+                let (empty, arrived) = {
+                    let mut s = state.borrow_mut();
+                    let part = s.partition(topic, *partition);
+                    (part.records.len() as u64 <= *offset, Rc::clone(&part.arrived))
+                };
+                if empty && *wait_ms > 0 {
+                    let wait = Duration::from_millis((*wait_ms).min(FETCH_WAIT_MAX_MS));
+                    let _ = tokio::time::timeout(wait, arrived.notified()).await;
+                }
+            }
+            let response = state.borrow_mut().handle(request);
+            response
+        }
     })
     .await?;
     Ok(())
@@ -368,18 +407,20 @@ impl BrokerClient {
         }
     }
 
-    /// Records from `offset` on.
+    /// Records from `offset` on; with none there, the broker waits up to `wait_ms`.
     pub async fn fetch(
         &self,
         topic: &str,
         partition: u32,
         offset: u64,
+        wait_ms: u64,
     ) -> Result<Vec<BrokerRecord>, BrokerError> {
         let request = BrokerRequest::Fetch {
             topic: topic.to_string(),
             partition,
             offset,
             max: FETCH_MAX_RECORDS,
+            wait_ms,
         };
         match self.call(request).await? {
             BrokerResponse::Records(records) => Ok(records),
