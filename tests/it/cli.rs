@@ -118,3 +118,98 @@ fn list_json_names_every_pattern_profile_and_invariant() {
     assert_eq!(names("profiles"), faultline::sim::Profile::names());
     assert!(names("invariants").contains(&"convergence".to_string()));
 }
+
+#[test]
+fn run_ci_suite_passes_and_writes_junit_and_a_wrong_expectation_exits_1_with_seed_and_repro() {
+    let dir = std::env::temp_dir().join(format!("faultline-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A small suite: push loses updates under crashes; expecting "pass" is wrong.
+    let suite = dir.join("wrong.toml");
+    std::fs::write(
+        &suite,
+        "[suite]\nname = \"t\"\n\n[[scenario]]\nname = \"crashes\"\npatterns = [\"push\", \"outbox-inbox\"]\nprofile = \"crashes\"\nseeds = \"0..3\"\ninvariants = [\"convergence\"]\n\n[scenario.expect]\npush = \"pass\"\noutbox-inbox = \"pass\"\n",
+    )
+    .unwrap();
+    let junit = dir.join("out.xml");
+    let out = faultline(&["run", suite.to_str().unwrap(), "--junit", junit.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("SURPRISE") && text.contains("expected pass, but convergence broke on seed"),
+        "{text}"
+    );
+    assert!(text.contains("repro: faultline repro --suite"), "{text}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("<failure message=\"expected pass") && xml.contains("tests=\"2\" failures=\"1\""),
+        "{xml}"
+    );
+    // Written down as the checker found it, the same suite passes.
+    std::fs::write(
+        &suite,
+        std::fs::read_to_string(&suite)
+            .unwrap()
+            .replace("push = \"pass\"", "push = [\"convergence\"]"),
+    )
+    .unwrap();
+    assert_eq!(
+        faultline(&["run", suite.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn repro_writes_a_jsonl_trace_and_a_perfetto_trace_with_paired_flows() {
+    let dir = std::env::temp_dir().join(format!("faultline-trace-{}", std::process::id()));
+    let (jsonl, perfetto) = (dir.join("t.jsonl"), dir.join("t.json"));
+    let out = faultline(&[
+        "repro",
+        "--pattern",
+        "outbox-inbox",
+        "--profile",
+        "flaky-net",
+        "--seed",
+        "2",
+        "--trace",
+        jsonl.to_str().unwrap(),
+        "--perfetto",
+        perfetto.to_str().unwrap(),
+        "--check-determinism",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() > 100);
+    assert!(
+        lines.iter().enumerate().all(|(i, e)| e["id"] == i as u64),
+        "ids count the trace"
+    );
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&perfetto).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    let phases = |ph: &str| events.iter().filter(|e| e["ph"] == ph).count();
+    assert!(phases("M") >= 3, "a named track per host");
+    assert!(phases("X") > 100 && phases("i") > 0, "slices and fault instants");
+    let starts: std::collections::BTreeSet<u64> = events
+        .iter()
+        .filter(|e| e["ph"] == "s")
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    for end in events.iter().filter(|e| e["ph"] == "f") {
+        assert!(
+            starts.contains(&end["id"].as_u64().unwrap()),
+            "every flow end has its start"
+        );
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("determinism: two runs, same trace hash"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

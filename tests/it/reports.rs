@@ -129,3 +129,25 @@ fn four_shards_merged_equal_the_unsharded_sweep() {
         serde_json::to_string_pretty(&whole).unwrap()
     );
 }
+
+#[test]
+fn a_counterexample_repro_command_reproduces_its_trace_hash() {
+    let report = small_sweep(2);
+    let ex = report
+        .counterexamples
+        .iter()
+        .find(|e| e.pattern == "push" && e.column == "crashes")
+        .expect("push fails under crashes");
+    let args: Vec<&str> = ex.repro.split_whitespace().skip(1).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let last = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert_eq!(last, format!("trace_hash={}", ex.trace_hash), "{}", ex.repro);
+}
