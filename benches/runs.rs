@@ -48,6 +48,7 @@ fn large_history(n: u64) -> History {
             key,
             version: Version(*v),
             data: Some(Default::default()),
+            written_at: None,
         };
         h.commits.push(CommitRecord {
             tx: TxId(i),

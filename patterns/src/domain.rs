@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use faultline_sim::WallTime;
 use serde::{Deserialize, Serialize};
 
 /// The tables of the customer master.
@@ -91,9 +92,23 @@ pub struct RowImage {
     pub version: Version,
     /// The fields, or `None` for a delete.
     pub data: Option<Fields>,
+    /// The writer's wall clock at the commit, when the integration resolves conflicts by
+    /// it (last writer wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<WallTime>,
 }
 
 impl RowImage {
+    /// An image without a wall-clock stamp.
+    pub fn new(key: EntityKey, version: Version, data: Option<Fields>) -> Self {
+        RowImage {
+            key,
+            version,
+            data,
+            written_at: None,
+        }
+    }
+
     /// Whether this image deletes the row.
     pub fn is_delete(&self) -> bool {
         self.data.is_none()

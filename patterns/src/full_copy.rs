@@ -54,6 +54,7 @@ fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target)
                 key,
                 version: row.version,
                 data: row.data,
+                written_at: None,
             });
         }
     }
@@ -65,6 +66,7 @@ fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target)
                 key,
                 version: h.version,
                 data: None,
+                written_at: None,
             }),
     );
     out

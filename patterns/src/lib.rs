@@ -39,6 +39,7 @@ use push::PushConfig;
 use queue::{PublishPoint, QueueConfig};
 use retry_queue::{RetryPolicy, DEFAULT_RETRY};
 use systems::source::{SourceConfig, SyncPolicy};
+use systems::target::ApplyRule;
 
 /// Host names every pattern uses.
 pub mod hosts {
@@ -107,7 +108,7 @@ const FULL_COPY: FullCopyConfig = FullCopyConfig {
 };
 /// Push calls go out from a pool of four concurrent calls, as an HTTP client's would.
 const PUSH: PushConfig = PushConfig {
-    version_check: false,
+    rule: ApplyRule::Blind,
     retry: RetryPolicy {
         concurrency: 4,
         ..DEFAULT_RETRY
@@ -158,7 +159,12 @@ pub const VARIANTS: &[Variant] = &[
     Variant {
         name: "push-versioned",
         description: "push, and the target rejects an image older than the version it holds",
-        config: PatternConfig::Push(PushConfig { version_check: true, ..PUSH }),
+        config: PatternConfig::Push(PushConfig { rule: ApplyRule::NewerVersion, ..PUSH }),
+    },
+    Variant {
+        name: "push-lww",
+        description: "push, and the target keeps the write with the later source wall-clock stamp (last writer wins)",
+        config: PatternConfig::Push(PushConfig { rule: ApplyRule::LaterWallClock, ..PUSH }),
     },
     Variant {
         name: "notify-pull",
@@ -248,7 +254,20 @@ impl Variant {
                 ..
             })
         );
-        SourceConfig { sync, outbox, bugs }
+        // Last-writer-wins needs the writer's clock on every image.
+        let stamp_writes = matches!(
+            self.config,
+            PatternConfig::Push(PushConfig {
+                rule: ApplyRule::LaterWallClock,
+                ..
+            })
+        );
+        SourceConfig {
+            sync,
+            outbox,
+            stamp_writes,
+            bugs,
+        }
     }
 
     /// Registers the variant's hosts in `world`.

@@ -106,6 +106,7 @@ impl Pull {
                     key,
                     version: state.version,
                     data: state.data,
+                    written_at: None,
                 };
                 self.target
                     .apply(&[image], None)

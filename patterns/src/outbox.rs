@@ -18,7 +18,7 @@ use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::CustomerId;
 use crate::systems::broker::{BrokerRecord, Producer};
 use crate::systems::source::{OutboxMessage, Source};
-use crate::systems::target::{Target, TargetConfig};
+use crate::systems::target::{ApplyRule, Target, TargetConfig};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic outbox messages go to.
@@ -157,7 +157,7 @@ impl Handler for ApplyMessage {
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
     let target_config = TargetConfig {
-        version_check: false,
+        rule: ApplyRule::Blind,
         inbox: config.inbox,
         bugs: setup.bugs,
     };

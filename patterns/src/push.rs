@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::RowImage;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
 use crate::systems::source::Source;
-use crate::systems::target::{Target, TargetConfig};
+use crate::systems::target::{ApplyRule, Target, TargetConfig};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The port of the target's REST API.
@@ -20,8 +20,8 @@ pub const TARGET_API_PORT: u16 = 8081;
 /// How the push integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PushConfig {
-    /// The target rejects images not newer than what it holds.
-    pub version_check: bool,
+    /// Which images the target takes.
+    pub rule: ApplyRule,
     /// How the source retries.
     pub retry: RetryPolicy,
 }
@@ -98,7 +98,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
 /// The target side: the REST API applying each entity call.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
     let target_config = TargetConfig {
-        version_check: config.version_check,
+        rule: config.rule,
         inbox: false,
         bugs: setup.bugs,
     };

@@ -58,6 +58,7 @@ fn source_through_power_loss(sync: SyncPolicy) -> (Recorder, World) {
                     SourceConfig {
                         sync,
                         outbox: false,
+                        stamp_writes: false,
                         bugs: BugSet::NONE,
                     },
                     recorder,

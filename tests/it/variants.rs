@@ -92,6 +92,25 @@ fn push_loses_queued_changes_on_crash_and_blind_push_regresses_under_reordering(
 }
 
 #[test]
+fn last_writer_wins_holds_under_reordering_but_drops_newer_writes_when_the_clock_jumps() {
+    let reordered = found("push-lww", Profile::FlakyNet, 0..10);
+    assert!(
+        !any_of(&reordered, "monotonic"),
+        "stamps order the writes like versions: {reordered:?}"
+    );
+    let skewed = found("push-lww", Profile::ClockSkew, 0..5);
+    assert!(
+        any_of(&skewed, "convergence"),
+        "a clock stepped back stamps newer writes older: {skewed:?}"
+    );
+    let versioned = found("push-versioned", Profile::ClockSkew, 0..5);
+    assert!(
+        !any_of(&versioned, "convergence"),
+        "versions do not care about clocks: {versioned:?}"
+    );
+}
+
+#[test]
 fn notify_pull_loses_notifications_on_crash_and_dedup_saves_calls() {
     assert!(any_of(
         &found("notify-pull", Profile::Crashes, 0..10),

@@ -98,6 +98,8 @@ pub struct SourceConfig {
     pub sync: SyncPolicy,
     /// Whether each commit also writes an outbox message.
     pub outbox: bool,
+    /// Stamp every row image with the source's wall clock (for last-writer-wins).
+    pub stamp_writes: bool,
     /// Planted bugs.
     pub bugs: BugSet,
 }
@@ -237,10 +239,12 @@ impl Source {
             table,
             customer: action.customer(),
         };
+        let written_at = state.config.stamp_writes.then(|| state.ctx.wall_clock());
         let image = |key: EntityKey, data| RowImage {
             key,
             version: next(key),
             data,
+            written_at,
         };
         match action {
             Action::CreateCustomer {

@@ -9,14 +9,14 @@
 //! performed after the local commit: a crash in between loses it.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use faultline_sim::{DiskError, HostCtx, LogFile, LogPos};
+use faultline_sim::{DiskError, HostCtx, LogFile, LogPos, WallTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
-use crate::domain::{CustomerId, RowImage, Table};
+use crate::domain::{CustomerId, EntityKey, RowImage, Table};
 use crate::history::{Recorder, RowState, RowVersion, Rows};
 
 /// The trace event kind of a delivery the inbox recognised as a repeat.
@@ -28,11 +28,24 @@ const SEPARATE_COMMIT_GAP: std::time::Duration = std::time::Duration::from_milli
 /// The target's log file.
 pub const TARGET_LOG: &str = "target.log";
 
+/// Which incoming images the target takes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ApplyRule {
+    /// Every image, in arrival order.
+    #[default]
+    Blind,
+    /// Only images with a newer version than the held one.
+    NewerVersion,
+    /// Only images whose writer's wall-clock stamp is later than the held one's (last
+    /// writer wins): as good as the writer's clock.
+    LaterWallClock,
+}
+
 /// How the target applies changes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TargetConfig {
-    /// Skip images not newer than the held version.
-    pub version_check: bool,
+    /// Which images it takes.
+    pub rule: ApplyRule,
     /// Remember processed message ids in the apply's transaction and skip repeats.
     pub inbox: bool,
     /// Planted bugs.
@@ -64,6 +77,8 @@ struct State {
     ctx: HostCtx,
     log: LogFile,
     rows: Rows,
+    /// The writer's wall-clock stamp of each row, where images carried one.
+    stamps: BTreeMap<EntityKey, WallTime>,
     inbox: BTreeSet<String>,
     welcomed: BTreeSet<CustomerId>,
     recorder: Recorder,
@@ -76,6 +91,7 @@ pub struct Target(Rc<RefCell<State>>);
 
 struct Replayed {
     rows: Rows,
+    stamps: BTreeMap<EntityKey, WallTime>,
     inbox: BTreeSet<String>,
     welcomed: BTreeSet<CustomerId>,
 }
@@ -83,6 +99,7 @@ struct Replayed {
 fn replay(records: Vec<faultline_sim::LogRecord>, initial: &Rows, durable_end: Option<LogPos>) -> Replayed {
     let mut out = Replayed {
         rows: initial.clone(),
+        stamps: BTreeMap::new(),
         inbox: BTreeSet::new(),
         welcomed: BTreeSet::new(),
     };
@@ -99,6 +116,9 @@ fn replay(records: Vec<faultline_sim::LogRecord>, initial: &Rows, durable_end: O
         let tx: TargetTx =
             serde_json::from_slice(&record.payload).expect("target log records are written by this module");
         for image in tx.rows {
+            if let Some(at) = image.written_at {
+                out.stamps.insert(image.key, at);
+            }
             out.rows.insert(
                 image.key,
                 RowState {
@@ -130,6 +150,7 @@ impl Target {
         let (log, recovery) = LogFile::open(ctx.disk(), TARGET_LOG);
         let Replayed {
             rows,
+            stamps,
             inbox,
             welcomed,
         } = replay(recovery.records, initial, None);
@@ -140,6 +161,7 @@ impl Target {
             ctx: ctx.clone(),
             log,
             rows,
+            stamps,
             inbox,
             welcomed,
             recorder,
@@ -240,7 +262,14 @@ impl State {
                     // Planted: nothing to delete, so no tombstone to stop a late PUT.
                     return false;
                 }
-                !self.config.version_check || held.is_none_or(|held| held.version < image.version)
+                match self.config.rule {
+                    ApplyRule::Blind => true,
+                    ApplyRule::NewerVersion => held.is_none_or(|held| held.version < image.version),
+                    ApplyRule::LaterWallClock => match (self.stamps.get(&image.key), image.written_at) {
+                        (Some(held), Some(incoming)) => incoming > *held,
+                        _ => true,
+                    },
+                }
             })
             .cloned()
             .collect()
@@ -251,6 +280,11 @@ impl State {
         self.log
             .append(&serde_json::to_vec(tx).expect("target txs serialise"))?;
         self.log.sync()?;
+        for image in &tx.rows {
+            if let Some(at) = image.written_at {
+                self.stamps.insert(image.key, at);
+            }
+        }
         for image in &tx.rows {
             self.rows.insert(
                 image.key,

@@ -122,6 +122,7 @@ mod tests {
                     key: *k,
                     version: Version(1),
                     data: None,
+                    written_at: None,
                 })
                 .collect(),
             event: EventId(1),

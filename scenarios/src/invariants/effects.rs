@@ -92,6 +92,7 @@ mod tests {
                 key: k,
                 version: Version(1),
                 data: Some(Default::default()),
+                written_at: None,
             }],
             event: EventId(id),
         });

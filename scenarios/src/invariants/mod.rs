@@ -129,6 +129,7 @@ pub(crate) mod testing {
                 key,
                 version: Version(v),
                 data: None,
+                written_at: None,
             }],
             event: EventId(at_ms),
         });
