@@ -20,8 +20,8 @@ use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{RowImage, TxId};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer};
-use crate::systems::source::{self, Source, SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{Target, TargetConfig};
+use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
+use crate::systems::target::{ApplyRule, Target};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic row events go to.
@@ -60,17 +60,6 @@ pub struct RowEvent {
     pub count: u32,
     /// The row image.
     pub row: RowImage,
-}
-
-/// The source side: the workload and the replication API.
-pub async fn run_source(ctx: HostCtx, setup: Setup, _config: CdcConfig) -> faultline_sim::HostResult {
-    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
-    let syncer = source.clone();
-    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
-    let api = tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
-    source.run_workload(setup.schedule.clone(), None, |_| {}).await;
-    api.await??;
-    Ok(())
 }
 
 /// The connector: tail the log, publish row events, save the position.
@@ -191,15 +180,7 @@ impl Handler for ApplyEvents {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultline_sim::HostResult {
-    let target = Target::recover(
-        &ctx,
-        TargetConfig {
-            bugs: setup.bugs,
-            ..TargetConfig::default()
-        },
-        setup.recorder.clone(),
-        &setup.initial,
-    );
+    let target = setup.open_target(&ctx, ApplyRule::Blind, false);
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyEvents {
             target: target.clone(),

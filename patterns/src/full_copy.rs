@@ -13,8 +13,8 @@ use faultline_sim::{HostCtx, RpcClient};
 
 use crate::domain::RowImage;
 use crate::history::RowState;
-use crate::systems::source::{self, Source, SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{Target, TargetConfig};
+use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
+use crate::systems::target::{ApplyRule, Target};
 use crate::Setup;
 
 /// How the full copy behaves.
@@ -28,17 +28,6 @@ pub struct FullCopyConfig {
     pub row_write_ms: u64,
     /// How long the snapshot read may take.
     pub snapshot_timeout_ms: u64,
-}
-
-/// The source side: the workload and the snapshot API.
-pub async fn run_source(ctx: HostCtx, setup: Setup, _config: FullCopyConfig) -> faultline_sim::HostResult {
-    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
-    let syncer = source.clone();
-    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
-    let api = tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
-    source.run_workload(setup.schedule.clone(), None, |_| {}).await;
-    api.await??;
-    Ok(())
 }
 
 /// The images that turn the target's rows into the snapshot's.
@@ -74,15 +63,7 @@ fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target)
 
 /// The target side: the replica and the copy job beside it.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> faultline_sim::HostResult {
-    let target = Target::recover(
-        &ctx,
-        TargetConfig {
-            bugs: setup.bugs,
-            ..TargetConfig::default()
-        },
-        setup.recorder.clone(),
-        &setup.initial,
-    );
+    let target = setup.open_target(&ctx, ApplyRule::Blind, false);
     let timeout = Duration::from_millis(config.snapshot_timeout_ms);
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, timeout);

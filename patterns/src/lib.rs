@@ -25,7 +25,7 @@ pub mod systems;
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_sim::{FaultTarget, SimTime, World, WorldError};
+use faultline_sim::{FaultTarget, HostCtx, SimTime, World, WorldError};
 
 use bugs::BugSet;
 use cdc::{CdcApply, CdcConfig};
@@ -38,8 +38,9 @@ use outbox::{OutboxConfig, RelaySource};
 use push::PushConfig;
 use queue::{PublishPoint, QueueConfig};
 use retry_queue::{RetryPolicy, DEFAULT_RETRY};
+use systems::source::Source;
 use systems::source::{SourceConfig, SyncPolicy};
-use systems::target::ApplyRule;
+use systems::target::{ApplyRule, Target, TargetConfig};
 
 /// Host names every pattern uses.
 pub mod hosts {
@@ -70,6 +71,39 @@ pub struct Setup {
     pub source: SourceConfig,
     /// Planted bugs switched on for this run.
     pub bugs: BugSet,
+}
+
+impl Setup {
+    /// Opens the source on this host (replaying its log) and starts its periodic sync,
+    /// when its policy has one.
+    pub fn open_source(&self, ctx: &HostCtx) -> Source {
+        let source = Source::recover(ctx, self.source, self.recorder.clone(), &self.initial);
+        let syncer = source.clone();
+        tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+        source
+    }
+
+    /// Opens the target on this host (replaying its log) with the run's planted bugs.
+    pub fn open_target(&self, ctx: &HostCtx, rule: ApplyRule, inbox: bool) -> Target {
+        let config = TargetConfig {
+            rule,
+            inbox,
+            bugs: self.bugs,
+        };
+        Target::recover(ctx, config, self.recorder.clone(), &self.initial)
+    }
+}
+
+/// The source side of the patterns whose other side reads the source (full copy, CDC):
+/// the workload, and the source's API beside it.
+pub async fn run_source_with_api(ctx: HostCtx, setup: Setup) -> faultline_sim::HostResult {
+    let source = setup.open_source(&ctx);
+    let api = tokio::task::spawn_local(systems::source::serve_api(ctx.clone(), source.clone()));
+    source
+        .run_workload(Rc::clone(&setup.schedule), None, |_| {})
+        .await;
+    api.await??;
+    Ok(())
 }
 
 /// A pattern with its variant's settings.
@@ -281,7 +315,10 @@ impl Variant {
         }
         match self.config {
             PatternConfig::FullCopy(config) => {
-                host!(hosts::SOURCE, full_copy::run_source, config);
+                world.host(hosts::SOURCE, {
+                    let setup = setup.clone();
+                    move |ctx| run_source_with_api(ctx, setup.clone())
+                })?;
                 host!(hosts::TARGET, full_copy::run_target, config);
             }
             PatternConfig::Push(config) => {
@@ -301,7 +338,10 @@ impl Variant {
                 host!(hosts::TARGET, outbox::run_target, config);
             }
             PatternConfig::Cdc(config) => {
-                host!(hosts::SOURCE, cdc::run_source, config);
+                world.host(hosts::SOURCE, {
+                    let setup = setup.clone();
+                    move |ctx| run_source_with_api(ctx, setup.clone())
+                })?;
                 host!(hosts::TARGET, cdc::run_target, config);
                 let bugs = setup.bugs;
                 world.host(hosts::CONNECTOR, move |ctx| cdc::run_connector(ctx, config, bugs))?;

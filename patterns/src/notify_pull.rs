@@ -21,8 +21,8 @@ use crate::domain::{EntityKey, RowImage};
 use crate::outbox::partition_of;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
 use crate::systems::broker::{BrokerRecord, Producer};
-use crate::systems::source::{self, Source, SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{Target, TargetConfig};
+use crate::systems::source::{self, SourceRequest, SourceResponse, SOURCE_API_PORT};
+use crate::systems::target::{ApplyRule, Target};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic notifications go to.
@@ -55,9 +55,7 @@ impl fmt::Display for Notification {
 
 /// The source side: run the workload and the source's REST API, notify after commits.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
-    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
-    let syncer = source.clone();
-    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+    let source = setup.open_source(&ctx);
     tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
     let producer = Producer::new(&ctx, RPC_TIMEOUT, false);
     let queue: RetryQueue<Notification> = RetryQueue::new(&ctx, config.retry, setup.bugs);
@@ -155,15 +153,7 @@ impl Handler for Pull {
 
 /// The target side: one pulling consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
-    let target = Target::recover(
-        &ctx,
-        TargetConfig {
-            bugs: setup.bugs,
-            ..TargetConfig::default()
-        },
-        setup.recorder.clone(),
-        &setup.initial,
-    );
+    let target = setup.open_target(&ctx, ApplyRule::Blind, false);
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let window = config.dedup_window_ms.map(Duration::from_millis);

@@ -18,7 +18,7 @@ use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::CustomerId;
 use crate::systems::broker::{BrokerRecord, Producer};
 use crate::systems::source::{OutboxMessage, Source};
-use crate::systems::target::{ApplyRule, Target, TargetConfig};
+use crate::systems::target::{ApplyRule, Target};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic outbox messages go to.
@@ -59,9 +59,7 @@ pub fn partition_of(customer: CustomerId, partitions: u32) -> u32 {
 
 /// The source side: run the workload, and the relay beside it.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
-    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
-    let syncer = source.clone();
-    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+    let source = setup.open_source(&ctx);
     let relay = match config.relay {
         RelaySource::PollTable => {
             tokio::task::spawn_local(relay_table(ctx.clone(), source.clone(), config, setup.bugs))
@@ -156,12 +154,7 @@ impl Handler for ApplyMessage {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
-    let target_config = TargetConfig {
-        rule: ApplyRule::Blind,
-        inbox: config.inbox,
-        bugs: setup.bugs,
-    };
-    let target = Target::recover(&ctx, target_config, setup.recorder.clone(), &setup.initial);
+    let target = setup.open_target(&ctx, ApplyRule::Blind, config.inbox);
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyMessage {
             target: target.clone(),

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::RowImage;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
-use crate::systems::source::Source;
-use crate::systems::target::{ApplyRule, Target, TargetConfig};
+use crate::systems::target::ApplyRule;
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The port of the target's REST API.
@@ -64,7 +63,7 @@ impl RpcMessage for EntityReply {
 
 /// The source side: run the workload and push every committed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
-    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
+    let source = setup.open_source(&ctx);
     let queue: RetryQueue<RowImage> = RetryQueue::new(&ctx, config.retry, setup.bugs);
     let target: RpcClient<EntityCall, EntityReply> =
         RpcClient::new(&ctx, "target", TARGET_API_PORT, RPC_TIMEOUT);
@@ -84,8 +83,6 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
             })
             .await
     });
-    let syncer = source.clone();
-    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
     source
         .run_workload(setup.schedule.clone(), None, |commit| {
             commit.rows.iter().for_each(|r| queue.push(r.clone()))
@@ -97,12 +94,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
 
 /// The target side: the REST API applying each entity call.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
-    let target_config = TargetConfig {
-        rule: config.rule,
-        inbox: false,
-        bugs: setup.bugs,
-    };
-    let target = Target::recover(&ctx, target_config, setup.recorder.clone(), &setup.initial);
+    let target = setup.open_target(&ctx, config.rule, false);
     serve(ctx, TARGET_API_PORT, move |call: EntityCall| {
         let (EntityCall::Put(row) | EntityCall::Delete(row)) = call;
         let target = target.clone();

@@ -19,8 +19,8 @@ use crate::domain::{ActionId, RowImage};
 use crate::outbox::partition_of;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
 use crate::systems::broker::{BrokerRecord, Producer};
-use crate::systems::source::{BeforeCommit, Source};
-use crate::systems::target::{Target, TargetConfig};
+use crate::systems::source::BeforeCommit;
+use crate::systems::target::{ApplyRule, Target};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic entity messages go to.
@@ -77,9 +77,7 @@ async fn publish(producer: &Producer, message: &EntityMessage, partitions: u32) 
 
 /// The source side: run the workload, publishing each changed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
-    let source = Source::recover(&ctx, setup.source, setup.recorder.clone(), &setup.initial);
-    let syncer = source.clone();
-    tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+    let source = setup.open_source(&ctx);
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.idempotent_producer);
     // Sequences grow per process life; a restarted producer has a new id anyway.
     let next_seq = Rc::new(Cell::new(0u64));
@@ -158,15 +156,7 @@ impl Handler for ApplyRow {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
-    let target = Target::recover(
-        &ctx,
-        TargetConfig {
-            bugs: setup.bugs,
-            ..TargetConfig::default()
-        },
-        setup.recorder.clone(),
-        &setup.initial,
-    );
+    let target = setup.open_target(&ctx, ApplyRule::Blind, false);
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),
     })
