@@ -59,22 +59,17 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
     tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
     let producer = Producer::new(&ctx, RPC_TIMEOUT, false);
     let queue: RetryQueue<Notification> = RetryQueue::new(&ctx, config.retry, setup.bugs);
-    let sender = queue.clone();
     let partitions = config.consumer.partitions;
-    let sending = tokio::task::spawn_local(async move {
-        sender
-            .run(move |n: Notification| {
-                let producer = producer.clone();
-                async move {
-                    let payload = serde_json::to_string(&n).expect("notifications serialise");
-                    let partition = partition_of(n.key.customer, partitions);
-                    producer
-                        .publish(TOPIC, partition, n.key.to_string(), payload, 0)
-                        .await
-                        .is_ok()
-                }
-            })
-            .await
+    let sending = queue.spawn(move |n: Notification| {
+        let producer = producer.clone();
+        async move {
+            let payload = serde_json::to_string(&n).expect("notifications serialise");
+            let partition = partition_of(n.key.customer, partitions);
+            producer
+                .publish(TOPIC, partition, n.key.to_string(), payload, 0)
+                .await
+                .is_ok()
+        }
     });
     source
         .run_workload(setup.schedule.clone(), None, |commit| {

@@ -67,21 +67,16 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
     let queue: RetryQueue<RowImage> = RetryQueue::new(&ctx, config.retry, setup.bugs);
     let target: RpcClient<EntityCall, EntityReply> =
         RpcClient::new(&ctx, "target", TARGET_API_PORT, RPC_TIMEOUT);
-    let pusher = queue.clone();
-    let pushing = tokio::task::spawn_local(async move {
-        pusher
-            .run(move |row: RowImage| {
-                let target = target.clone();
-                async move {
-                    let call = if row.is_delete() {
-                        EntityCall::Delete(row)
-                    } else {
-                        EntityCall::Put(row)
-                    };
-                    matches!(target.call(&call).await, Ok(EntityReply::Ok))
-                }
-            })
-            .await
+    let pushing = queue.spawn(move |row: RowImage| {
+        let target = target.clone();
+        async move {
+            let call = if row.is_delete() {
+                EntityCall::Delete(row)
+            } else {
+                EntityCall::Put(row)
+            };
+            matches!(target.call(&call).await, Ok(EntityReply::Ok))
+        }
     });
     source
         .run_workload(setup.schedule.clone(), None, |commit| {

@@ -96,14 +96,9 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
     match config.publish {
         PublishPoint::AfterCommit => {
             let queue: RetryQueue<EntityMessage> = RetryQueue::new(&ctx, config.retry, setup.bugs);
-            let sender = queue.clone();
-            let sending = tokio::task::spawn_local(async move {
-                sender
-                    .run(move |m: EntityMessage| {
-                        let producer = producer.clone();
-                        async move { publish(&producer, &m, partitions).await }
-                    })
-                    .await
+            let sending = queue.spawn(move |m: EntityMessage| {
+                let producer = producer.clone();
+                async move { publish(&producer, &m, partitions).await }
             });
             source
                 .run_workload(setup.schedule.clone(), None, |commit| {

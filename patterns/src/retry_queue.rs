@@ -88,6 +88,17 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
         self.wake.notify_one();
     }
 
+    /// Starts sending in the background (see [`RetryQueue::run`]); the handle ends only
+    /// with the host.
+    pub fn spawn<F, Fut>(&self, send: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(T) -> Fut + Clone + 'static,
+        Fut: Future<Output = bool> + 'static,
+    {
+        let queue = self.clone();
+        tokio::task::spawn_local(async move { queue.run(send).await })
+    }
+
     /// Sends items forever with `concurrency` workers; `send` answers whether an attempt
     /// succeeded.
     pub async fn run<F, Fut>(&self, send: F)
