@@ -26,6 +26,11 @@ pub enum Bug {
     SourceSkipsSync,
     /// The broker acknowledges a produce before syncing it.
     BrokerAcksBeforeSync,
+    /// The target's apply panics on a contact row's tenth version (an index past a
+    /// fixed-size history).
+    TargetPanicsOnLongHistory,
+    /// The consumer retries a failed record at once, in place, with no backoff.
+    ConsumerRetriesWithoutBackoff,
 }
 
 /// A bug's name, what it does, and where it shows.
@@ -40,7 +45,8 @@ pub struct BugInfo {
     pub variant: &'static str,
     /// A profile that exposes it.
     pub profile: &'static str,
-    /// The invariant that should catch it.
+    /// The invariant that should catch it, or `run-failed` for a bug that makes the run
+    /// fail instead of giving a verdict (a panic, a runaway the budget stops).
     pub breaks: &'static str,
 }
 
@@ -117,6 +123,22 @@ pub const BUGS: &[BugInfo] = &[
         variant: "outbox-inbox",
         profile: "crashes",
         breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::TargetPanicsOnLongHistory,
+        name: "target-panics-on-long-history",
+        description: "the target's apply keeps a contact's last nine phone numbers in a fixed array and panics (index out of bounds) on its tenth version",
+        variant: "outbox-inbox",
+        profile: "none",
+        breaks: "run-failed",
+    },
+    BugInfo {
+        bug: Bug::ConsumerRetriesWithoutBackoff,
+        name: "consumer-retries-without-backoff",
+        description: "the consumer retries a failed apply at once, in place, with no backoff: while the target's disk fails it spins without letting time pass (a livelock the run's budget stops)",
+        variant: "outbox-inbox",
+        profile: "storage",
+        breaks: "run-failed",
     },
 ];
 

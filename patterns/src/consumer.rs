@@ -41,6 +41,9 @@ pub struct ConsumerConfig {
     pub fetch_wait_ms: u64,
     /// Wait after a failure.
     pub retry_ms: u64,
+    /// Retry a failed batch at once, in place, instead of after `retry_ms` from the last
+    /// committed offset. Only a planted bug sets it: it spins while the failure lasts.
+    pub retry_at_once: bool,
     /// When offsets are committed.
     pub commit: CommitPoint,
 }
@@ -48,14 +51,14 @@ pub struct ConsumerConfig {
 impl ConsumerConfig {
     /// The configuration as a planted bug changes it.
     pub fn with_bugs(self, bugs: BugSet) -> Self {
+        let mut config = self;
         if bugs.has(Bug::OffsetBeforeApply) {
-            ConsumerConfig {
-                commit: CommitPoint::BeforeProcessing,
-                ..self
-            }
-        } else {
-            self
+            config.commit = CommitPoint::BeforeProcessing;
         }
+        if bugs.has(Bug::ConsumerRetriesWithoutBackoff) {
+            config.retry_at_once = true;
+        }
+        config
     }
 }
 
@@ -64,6 +67,7 @@ pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     partitions: 4,
     fetch_wait_ms: FETCH_WAIT_MS,
     retry_ms: 50,
+    retry_at_once: false,
     commit: CommitPoint::AfterProcessing,
 };
 
@@ -137,7 +141,7 @@ async fn consume<H: Handler>(
             // The broker already waited for records (a long poll): ask again.
             continue;
         }
-        match handle_batch(
+        let mut handled = handle_batch(
             &broker,
             topic,
             partition,
@@ -146,8 +150,22 @@ async fn consume<H: Handler>(
             &records,
             &mut committed,
         )
-        .await
-        {
+        .await;
+        while handled.is_err() && config.retry_at_once {
+            // No backoff: the same records again, at once.
+            handler.reset();
+            handled = handle_batch(
+                &broker,
+                topic,
+                partition,
+                config,
+                &mut handler,
+                &records,
+                &mut committed,
+            )
+            .await;
+        }
+        match handled {
             Ok(next) => position = next,
             Err(()) => {
                 handler.reset();

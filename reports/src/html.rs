@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use faultline_scenarios::compare::{Comparison, Counterexample};
 use plotters::prelude::*;
 
-use crate::markdown::{headline, legend, percent, staleness, summary_cell};
+use crate::markdown::{failed_run_lines, headline, legend, percent, staleness, summary_cell};
 use crate::{escape_xml, mermaid};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}\
@@ -60,6 +60,17 @@ pub fn render(c: &Comparison) -> String {
     }
     for col in &c.columns {
         invariant_table(&mut out, c, &col.name, &col.faults, &col.seeds);
+    }
+    let failed = failed_run_lines(c);
+    if !failed.is_empty() {
+        let _ = writeln!(
+            out,
+            "<h2>Failed runs</h2><p>These runs panicked or passed their budget instead of giving a verdict; they count in no other figure.</p><ul>"
+        );
+        for line in &failed {
+            let _ = writeln!(out, "<li>{}</li>", escape_xml(line));
+        }
+        out.push_str("</ul>\n");
     }
     if !c.counterexamples.is_empty() {
         let _ = writeln!(

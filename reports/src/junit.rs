@@ -1,10 +1,11 @@
 //! JUnit XML for CI: one `<testsuite>` per suite scenario, one `<testcase>` per pattern
 //! in it. A surprise is a `<failure>` carrying the seed, the violation and the command
-//! that replays it.
+//! that replays it; a run that failed instead of giving a verdict (a panic, a passed
+//! budget) is an `<error>`, as test frameworks report a test that crashed.
 
 use std::fmt::Write as _;
 
-use faultline_scenarios::verdict::SuiteResult;
+use faultline_scenarios::verdict::{CellResult, SuiteResult};
 
 use crate::escape_xml;
 
@@ -17,19 +18,21 @@ pub fn render(result: &SuiteResult) -> String {
         }
     }
     let failures = result.surprises().count();
+    let errors = result.cells.iter().filter(|c| c.runs_failed > 0).count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{failures}\">",
+        "<testsuites name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\">",
         escape_xml(&result.suite),
         result.cells.len()
     );
     for scenario in scenarios {
         let cells: Vec<_> = result.cells.iter().filter(|c| c.scenario == scenario).collect();
         let failing = cells.iter().filter(|c| c.surprise.is_some()).count();
+        let erring = cells.iter().filter(|c| c.runs_failed > 0).count();
         let _ = writeln!(
             out,
-            "  <testsuite name=\"{}/{}\" tests=\"{}\" failures=\"{failing}\">",
+            "  <testsuite name=\"{}/{}\" tests=\"{}\" failures=\"{failing}\" errors=\"{erring}\">",
             escape_xml(&result.suite),
             escape_xml(scenario),
             cells.len()
@@ -42,30 +45,67 @@ pub fn render(result: &SuiteResult) -> String {
                 escape_xml(&classname),
                 escape_xml(cell.pattern)
             );
-            match &cell.surprise {
-                None => out.push_str("/>\n"),
-                Some(why) => {
-                    let mut detail = format!(
-                        "{why}\n\nseeds run: {}, failing: {}\n",
-                        cell.seeds_run, cell.seeds_failing
-                    );
-                    for (inv, run) in &cell.broken {
-                        let _ = writeln!(detail, "{inv}: first on seed {} — repro: {}", run.seed, run.repro);
-                        for v in run.examples.iter().filter(|v| v.invariant == *inv) {
-                            let _ = writeln!(detail, "  {} on {} at {}: {}", v.kind, v.key, v.at, v.story);
-                        }
-                    }
-                    let _ = write!(
-                        out,
-                        ">\n      <failure message=\"{}\" type=\"surprise\">{}</failure>\n    </testcase>\n",
-                        escape_xml(why.lines().next().unwrap_or_default()),
-                        escape_xml(&detail)
-                    );
-                }
+            if cell.surprise.is_none() && cell.runs_failed == 0 {
+                out.push_str("/>\n");
+                continue;
             }
+            out.push_str(">\n");
+            if let Some(why) = &cell.surprise {
+                let mut detail = format!(
+                    "{why}\n\nseeds run: {}, failing: {}\n",
+                    cell.seeds_run, cell.seeds_failing
+                );
+                for (inv, run) in &cell.broken {
+                    let _ = writeln!(detail, "{inv}: first on seed {} — repro: {}", run.seed, run.repro);
+                    for v in run.examples.iter().filter(|v| v.invariant == *inv) {
+                        let _ = writeln!(detail, "  {} on {} at {}: {}", v.kind, v.key, v.at, v.story);
+                    }
+                }
+                let _ = writeln!(
+                    out,
+                    "      <failure message=\"{}\" type=\"surprise\">{}</failure>",
+                    escape_xml(why.lines().next().unwrap_or_default()),
+                    escape_xml(&detail)
+                );
+            }
+            if cell.runs_failed > 0 {
+                error(&mut out, cell);
+            }
+            out.push_str("    </testcase>\n");
         }
         out.push_str("  </testsuite>\n");
     }
     out.push_str("</testsuites>\n");
     out
+}
+
+/// The `<error>` of a cell whose runs failed: how many, and each kept one's seed,
+/// message, location and repro command.
+fn error(out: &mut String, cell: &CellResult) {
+    let mut detail = format!(
+        "{} of {} runs failed instead of giving a verdict\n",
+        cell.runs_failed, cell.seeds_run
+    );
+    let mut first = String::new();
+    for run in &cell.errors {
+        let Some(e) = &run.error else { continue };
+        let at = e.at_ms.map_or(String::new(), |ms| format!(" at {ms} ms"));
+        let location = e.location.as_deref().map_or(String::new(), |l| format!(" ({l})"));
+        let line = format!(
+            "seed {}: {}{at}: {}{location}",
+            run.seed,
+            e.kind.name(),
+            e.message
+        );
+        if first.is_empty() {
+            first = line.clone();
+        }
+        let _ = writeln!(detail, "{line}\n  repro: {}", run.repro);
+    }
+    let _ = writeln!(
+        out,
+        "      <error message=\"{}\" type=\"run-failed\">{}</error>",
+        escape_xml(&first),
+        escape_xml(&detail)
+    );
 }

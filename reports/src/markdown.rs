@@ -46,14 +46,51 @@ pub fn legend() -> String {
         .join(", ")
 }
 
-/// A summary cell: the failing share and which invariants broke.
+/// A summary cell: the failing share, which invariants broke, and how many runs failed
+/// instead of giving a verdict (`!N`).
 pub fn summary_cell(cell: &Cell) -> String {
     let codes = codes(cell);
-    if codes.is_empty() {
+    let mut text = if codes.is_empty() {
         percent(cell.failing_share())
     } else {
         format!("{} {codes}", percent(cell.failing_share()))
+    };
+    if cell.runs_failed > 0 {
+        let _ = write!(text, " !{}", cell.runs_failed);
     }
+    text
+}
+
+/// The failed runs, one line each (cell, seed, kind, message, where, when, repro),
+/// the lowest seeds of each cell; empty when no run failed.
+pub fn failed_run_lines(c: &Comparison) -> Vec<String> {
+    let mut lines = Vec::new();
+    for cell in c.cells.iter().filter(|cell| cell.runs_failed > 0) {
+        for run in &cell.failed_runs {
+            let at = run.at_ms.map_or(String::new(), |ms| format!(" at {ms} ms"));
+            let location = run
+                .location
+                .as_deref()
+                .map_or(String::new(), |l| format!(" ({l})"));
+            lines.push(format!(
+                "{} under {}, seed {}: {}{at}: {}{location}. Replay: `{}`",
+                cell.pattern,
+                cell.column,
+                run.seed,
+                run.kind.name(),
+                run.message,
+                run.repro
+            ));
+        }
+        let unlisted = cell.runs_failed - cell.failed_runs.len() as u64;
+        if unlisted > 0 {
+            lines.push(format!(
+                "{} under {}: {unlisted} more failed run(s) at higher seeds",
+                cell.pattern, cell.column
+            ));
+        }
+    }
+    lines
 }
 
 /// A staleness percentile as a bucket bound.
@@ -72,8 +109,12 @@ pub fn headline(c: &Comparison) -> String {
     if seeds.iter().any(|s| Some(s) != seeds.first()) {
         seeds_text = "per column (see below)".to_string();
     }
+    let failed = match c.runs_failed() {
+        0 => String::new(),
+        n => format!(", {n} failed without a verdict (`!N` in a cell)"),
+    };
     format!(
-        "{} patterns × {} fault columns, seeds {} per cell, {} runs",
+        "{} patterns × {} fault columns, seeds {} per cell, {} runs{failed}",
         c.patterns.len(),
         c.columns.len(),
         seeds_text,
@@ -151,6 +192,15 @@ pub fn render(c: &Comparison) -> String {
                 cell.availability() * 100.0,
                 cell.calls_per_action()
             );
+        }
+    }
+
+    let failed = failed_run_lines(c);
+    if !failed.is_empty() {
+        let _ = writeln!(out, "\n## Failed runs\n");
+        let _ = writeln!(out, "These runs panicked or passed their budget instead of giving a verdict; they count in no other figure.\n");
+        for line in &failed {
+            let _ = writeln!(out, "- {line}");
         }
     }
 

@@ -4,7 +4,11 @@
 
 use std::fmt::Write as _;
 
+use faultline_scenarios::runner::RunFailure;
 use faultline_scenarios::Outcome;
+
+/// Trace events a failed run's story shows before the failure.
+pub const FAILURE_TAIL_EVENTS: usize = 40;
 
 /// Renders one run's story (without the leading `seed=` line, which the caller prints
 /// before the run starts).
@@ -62,5 +66,32 @@ pub fn render(outcome: &Outcome) -> String {
         "\nrepro: {}\ntrace_hash={}",
         outcome.repro, outcome.trace_hash
     );
+    out
+}
+
+/// Renders a run that failed instead of giving a verdict: what failed, where and when,
+/// the last trace events before it, and the command that replays it.
+pub fn render_failure(failure: &RunFailure) -> String {
+    let mut out = String::new();
+    if !failure.bugs.is_empty() {
+        let _ = writeln!(out, "planted bugs: {}", failure.bugs.join(", "));
+    }
+    let _ = writeln!(out, "\nverdict: RUN FAILED ({}) - {failure}", failure.kind.name());
+    let skip = failure.trace.len().saturating_sub(FAILURE_TAIL_EVENTS);
+    if !failure.trace.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nthe last {} of {} trace events before it:",
+            failure.trace.len() - skip,
+            failure.trace.len()
+        );
+    }
+    for e in &failure.trace[skip..] {
+        let _ = writeln!(out, "  #{} {} {} {} {}", e.id.0, e.at, e.host, e.kind, e.detail);
+    }
+    let _ = writeln!(out, "\nrepro: {}", failure.repro);
+    if let Some(hash) = failure.trace_hash {
+        let _ = writeln!(out, "trace_hash={hash}");
+    }
     out
 }

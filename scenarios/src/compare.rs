@@ -13,19 +13,22 @@ use std::sync::atomic::AtomicBool;
 
 use faultline_patterns::bugs::BugSet;
 use faultline_patterns::Variant;
-use faultline_sim::{Profile, Seed, TraceEvent, WorldError};
+use faultline_sim::{Profile, Seed, TraceEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::invariants::{Violation, INVARIANTS};
 use crate::metrics::{histogram_percentile_ms, Metrics, STALENESS_BUCKETS_MS};
-use crate::runner::{run, Faults, Outcome, RunOptions, RunSpec};
+pub use crate::runner::FailedRun;
+use crate::runner::{run, Faults, Outcome, RunFailure, RunOptions, RunSpec};
 use crate::scenario::Scenario;
 use crate::shard::Shard;
 use crate::suite::Suite;
 use crate::sweep::sweep_fold;
 
 /// The version of the comparison's JSON form; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+/// Failed runs a cell lists (its lowest seeds); `runs_failed` counts them all.
+pub const FAILED_RUNS_KEPT_MAX: usize = 10;
 /// How far a story runs past the violation's last evidence.
 const STORY_AFTER_US: u64 = 500_000;
 /// Trace events a counterexample keeps at most.
@@ -132,6 +135,15 @@ impl ComparePlan {
         }
     }
 
+    /// Switches `bugs` on in every column, beside the bugs a column already has.
+    pub fn add_bugs(&mut self, bugs: BugSet) {
+        for column in &mut self.columns {
+            let mut all = column.template.bugs.bugs();
+            all.extend(bugs.bugs());
+            column.template.bugs = BugSet::of(&all);
+        }
+    }
+
     /// How many runs the plan has.
     pub fn run_count(&self) -> usize {
         self.columns
@@ -184,11 +196,11 @@ pub struct RunDigest {
     first_violation: Option<Violation>,
     violated: Vec<&'static str>,
     metrics: Metrics,
-    error: Option<String>,
+    error: Option<FailedRun>,
 }
 
 /// Shrinks an outcome to what the comparison keeps.
-pub fn digest(spec: &RunSpec, outcome: Result<Outcome, WorldError>) -> RunDigest {
+pub fn digest(spec: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>) -> RunDigest {
     match outcome {
         Ok(o) => {
             let mut violated: Vec<&'static str> = o.violations.iter().map(|v| v.invariant).collect();
@@ -202,12 +214,12 @@ pub fn digest(spec: &RunSpec, outcome: Result<Outcome, WorldError>) -> RunDigest
                 error: None,
             }
         }
-        Err(e) => RunDigest {
+        Err(failure) => RunDigest {
             seed: spec.seed.0,
             first_violation: None,
             violated: Vec::new(),
             metrics: Metrics::default(),
-            error: Some(e.to_string()),
+            error: Some(FailedRun::of(&failure)),
         },
     }
 }
@@ -255,8 +267,11 @@ pub struct Cell {
     pub seeds_run: u64,
     /// Seeds with at least one violation.
     pub seeds_failing: u64,
-    /// Runs the world could not complete.
+    /// Runs that failed instead of giving a verdict (panics, passed budgets); their
+    /// seeds count in `seeds_run` but in no other aggregate.
     pub runs_failed: u64,
+    /// The failed runs with the lowest seeds, at most [`FAILED_RUNS_KEPT_MAX`].
+    pub failed_runs: Vec<FailedRun>,
     /// Per invariant, the seeds that broke it.
     pub seeds_by_invariant: BTreeMap<String, u64>,
     /// Commit-to-visible delays over all seeds, per bucket.
@@ -283,6 +298,7 @@ impl Cell {
             seeds_run: 0,
             seeds_failing: 0,
             runs_failed: 0,
+            failed_runs: Vec::new(),
             seeds_by_invariant: BTreeMap::new(),
             staleness_histogram: vec![0; STALENESS_BUCKETS_MS.len()],
             actions: 0,
@@ -296,8 +312,9 @@ impl Cell {
 
     fn add(&mut self, run: &RunDigest) {
         self.seeds_run += 1;
-        if run.error.is_some() {
+        if let Some(failed) = &run.error {
             self.runs_failed += 1;
+            self.keep_failed(std::slice::from_ref(failed));
             return;
         }
         let m = &run.metrics;
@@ -334,6 +351,7 @@ impl Cell {
         self.seeds_run += other.seeds_run;
         self.seeds_failing += other.seeds_failing;
         self.runs_failed += other.runs_failed;
+        self.keep_failed(&other.failed_runs);
         for (inv, n) in &other.seeds_by_invariant {
             *self.seeds_by_invariant.entry(inv.clone()).or_insert(0) += n;
         }
@@ -356,22 +374,33 @@ impl Cell {
         }
     }
 
-    /// Share of seeds that broke `invariant` (0.0 to 1.0).
+    /// Adds failed runs to the list, keeping the lowest seeds: the same list whatever
+    /// order runs and shards arrive in.
+    fn keep_failed(&mut self, runs: &[FailedRun]) {
+        self.failed_runs.extend_from_slice(runs);
+        self.failed_runs.sort_by_key(|r| r.seed);
+        self.failed_runs.truncate(FAILED_RUNS_KEPT_MAX);
+    }
+
+    /// Seeds that gave a verdict (run, and did not fail).
+    pub fn seeds_judged(&self) -> u64 {
+        self.seeds_run - self.runs_failed
+    }
+
+    /// Share of judged seeds that broke `invariant` (0.0 to 1.0).
     pub fn share(&self, invariant: &str) -> f64 {
         let n = self.seeds_by_invariant.get(invariant).copied().unwrap_or(0);
-        if self.seeds_run == 0 {
-            0.0
-        } else {
-            n as f64 / self.seeds_run as f64
+        match self.seeds_judged() {
+            0 => 0.0,
+            judged => n as f64 / judged as f64,
         }
     }
 
-    /// Share of seeds with any violation.
+    /// Share of judged seeds with any violation.
     pub fn failing_share(&self) -> f64 {
-        if self.seeds_run == 0 {
-            0.0
-        } else {
-            self.seeds_failing as f64 / self.seeds_run as f64
+        match self.seeds_judged() {
+            0 => 0.0,
+            judged => self.seeds_failing as f64 / judged as f64,
         }
     }
 
@@ -479,6 +508,11 @@ impl Comparison {
     /// Whether the sweep was stopped before every run was done.
     pub fn partial(&self) -> bool {
         self.runs_done < self.runs_planned
+    }
+
+    /// Runs that failed instead of giving a verdict, over every cell.
+    pub fn runs_failed(&self) -> u64 {
+        self.cells.iter().map(|c| c.runs_failed).sum()
     }
 
     /// The cell of `column` and `pattern`.

@@ -16,9 +16,10 @@ use faultline_patterns::systems::{source, target};
 use faultline_patterns::{hosts, Setup, Variant};
 use faultline_sim::trace::kind;
 use faultline_sim::{
-    FaultPlan, Profile, RunSummary, Seed, TraceEvent, TraceHash, World, WorldConfig, WorldError,
+    CaughtPanic, FaultPlan, Profile, RunSummary, Seed, SimTime, TraceEvent, TraceHash, World, WorldConfig,
+    WorldError,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::invariants::{check_all, Violation};
 use crate::metrics::{compute, Metrics, TraceCounts};
@@ -161,8 +162,163 @@ pub struct RunOptions {
     pub keep_trace: bool,
 }
 
-/// Runs one spec.
-pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, WorldError> {
+/// Why a run gave no verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// Code inside the run panicked (a pattern's task, a system, the world, a checker).
+    Panic,
+    /// The run passed its budget (a livelock or a flood) and was stopped.
+    Budget,
+    /// The world could not run it (an invalid fault plan, a host's start failed).
+    World,
+}
+
+impl FailureKind {
+    /// The kind's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Panic => "panic",
+            FailureKind::Budget => "budget",
+            FailureKind::World => "world",
+        }
+    }
+}
+
+/// A run that failed instead of giving a verdict: what it was, what went wrong, where
+/// and when, and how to replay it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunFailure {
+    /// The variant's name.
+    pub pattern: &'static str,
+    /// The scenario's name.
+    pub scenario: String,
+    /// The fault profile (`explicit` for a written-out plan).
+    pub profile: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// Planted bugs that were on.
+    pub bugs: Vec<&'static str>,
+    /// Why.
+    pub kind: FailureKind,
+    /// The panic's message, or what the world said.
+    pub message: String,
+    /// Where the panic was raised (`file:line:column`), when known.
+    pub location: Option<String>,
+    /// Simulated time it happened at; none when it happened outside the world's steps.
+    pub at: Option<SimTime>,
+    /// The command that replays it.
+    pub repro: String,
+    /// The fingerprint of the trace up to the failure, when the world ran.
+    pub trace_hash: Option<TraceHash>,
+    /// The trace's events up to the failure, when kept.
+    #[serde(skip)]
+    pub trace: Vec<TraceEvent>,
+}
+
+impl RunFailure {
+    fn new(spec: &RunSpec, kind: FailureKind, message: String) -> RunFailure {
+        RunFailure {
+            pattern: spec.variant.name,
+            scenario: spec.scenario.name.clone(),
+            profile: spec.faults.name(),
+            seed: spec.seed.0,
+            bugs: spec.bugs.bugs().into_iter().map(|b| b.name()).collect(),
+            kind,
+            message,
+            location: None,
+            at: None,
+            repro: spec.repro_command(),
+            trace_hash: None,
+            trace: Vec::new(),
+        }
+    }
+
+    fn from_panic(spec: &RunSpec, panic: CaughtPanic, at: Option<SimTime>) -> RunFailure {
+        let kind = if panic.budget.is_some() {
+            FailureKind::Budget
+        } else {
+            FailureKind::Panic
+        };
+        RunFailure {
+            location: panic.location,
+            at,
+            ..RunFailure::new(spec, kind, panic.message)
+        }
+    }
+
+    fn from_world(spec: &RunSpec, error: WorldError) -> RunFailure {
+        match error {
+            WorldError::Panicked { panic, at } => RunFailure::from_panic(spec, panic, Some(at)),
+            other => RunFailure::new(spec, FailureKind::World, other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            FailureKind::Panic => "panicked",
+            FailureKind::Budget => "stopped",
+            FailureKind::World => "could not run",
+        };
+        f.write_str(what)?;
+        if let Some(at) = self.at {
+            write!(f, " at {at}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(location) = &self.location {
+            write!(f, " (at {location})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RunFailure {}
+
+/// A run of a cell that failed instead of giving a verdict (a panic, a passed budget).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedRun {
+    /// The seed.
+    pub seed: u64,
+    /// Why: `panic`, `budget` or `world`.
+    pub kind: FailureKind,
+    /// The panic's message, or what the world said.
+    pub message: String,
+    /// Where the panic was raised, when known.
+    pub location: Option<String>,
+    /// Simulated time it happened at (ms), when inside the world's steps.
+    pub at_ms: Option<u64>,
+    /// The command that replays it.
+    pub repro: String,
+}
+
+impl FailedRun {
+    /// What a cell keeps of a failed run.
+    pub fn of(failure: &RunFailure) -> FailedRun {
+        FailedRun {
+            seed: failure.seed,
+            kind: failure.kind,
+            message: failure.message.clone(),
+            location: failure.location.clone(),
+            at_ms: failure.at.map(|t| t.as_millis()),
+            repro: failure.repro.clone(),
+        }
+    }
+}
+
+/// Runs one spec. This is the run boundary: a panic anywhere inside (a pattern's task,
+/// a system, the world, a checker) or a passed budget comes back as a [`RunFailure`],
+/// never as an unwind into the caller's sweep.
+pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFailure>> {
+    match faultline_sim::panic::capture(|| run_inside(spec, options)) {
+        Ok(result) => result,
+        // Outside the world's steps (installing, checking): no simulated instant.
+        Err(panic) => Err(Box::new(RunFailure::from_panic(spec, panic, None))),
+    }
+}
+
+fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFailure>> {
     let scenario = &spec.scenario;
     let variant = spec.variant;
     let config = WorldConfig {
@@ -170,6 +326,7 @@ pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, WorldError> {
         latency_max: Duration::from_millis(scenario.latency_max_ms),
         keep_trace_events: options.keep_trace,
         capture_tracing: false,
+        trace_events_max: scenario.trace_events_max,
         ..WorldConfig::new(spec.seed)
     };
     let mut world = World::new(config);
@@ -199,12 +356,14 @@ pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, WorldError> {
         bugs.join(",")
     );
     world.trace().record(
-        faultline_sim::SimTime::ZERO,
+        SimTime::ZERO,
         &std::sync::Arc::from(faultline_sim::world::WORLD_HOST),
         "run",
         header,
     );
-    variant.install(&mut world, &setup)?;
+    variant
+        .install(&mut world, &setup)
+        .map_err(|e| Box::new(RunFailure::from_world(spec, e)))?;
     let plan = spec.plan();
     let last_fault_at = plan.last_event_at();
     world.set_plan(plan.clone());
@@ -215,9 +374,17 @@ pub fn run(spec: &RunSpec, options: RunOptions) -> Result<Outcome, WorldError> {
     let deadline = scenario
         .deadline()
         .max(last_fault_at + Duration::from_millis(scenario.quiesce_ms));
-    let summary = world.run_until(deadline, |now| {
-        now >= quiet_from + settle && recorder.agreed_since().is_some_and(|since| now >= since + settle)
-    })?;
+    let summary = world
+        .run_until(deadline, |now| {
+            now >= quiet_from + settle && recorder.agreed_since().is_some_and(|since| now >= since + settle)
+        })
+        .map_err(|e| {
+            Box::new(RunFailure {
+                trace_hash: Some(world.trace().hash()),
+                trace: world.trace().take_events(),
+                ..RunFailure::from_world(spec, e)
+            })
+        })?;
 
     let disk = |host| world.disk(host).expect("the variant registered its hosts");
     let final_source = source::durable_rows(disk(hosts::SOURCE), &initial);

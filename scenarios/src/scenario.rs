@@ -39,6 +39,9 @@ pub struct Scenario {
     pub invariants: Option<Vec<String>>,
     /// An explicit workload (a shrunk counterexample's); `None` draws it from the seed.
     pub schedule: Option<Vec<ScheduledAction>>,
+    /// The run's budget in trace events (messages, disk operations, commits, applies):
+    /// a run that records more is stopped and reported as a runaway.
+    pub trace_events_max: u64,
 }
 
 /// One action of an explicit workload, as a suite file writes it:
@@ -96,6 +99,7 @@ impl Scenario {
             staleness_bound_ms: 5_000,
             invariants: None,
             schedule: None,
+            trace_events_max: faultline_sim::world::TRACE_EVENTS_MAX_DEFAULT,
         }
     }
 

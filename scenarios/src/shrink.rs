@@ -1,5 +1,7 @@
 //! Shrinking: cutting a failing run down to the few actions and faults that still break
-//! it the same way (same invariant, same kind of violation).
+//! it the same way (same invariant, same kind of violation), or, for a run that failed
+//! instead of giving a verdict, that still fails the same way (a panic with the same
+//! message, a passed budget).
 //!
 //! The run's workload and fault plan are first written out as explicit lists. Two cheap
 //! steps go first: keep only the actions on the violated row's customer, and keep the
@@ -11,7 +13,7 @@
 use faultline_sim::{FaultEvent, FaultPlan};
 
 use crate::invariants::Violation;
-use crate::runner::{run, Faults, Outcome, RunOptions, RunSpec};
+use crate::runner::{run, FailureKind, Faults, Outcome, RunFailure, RunOptions, RunSpec};
 use crate::scenario::ScheduledAction;
 use crate::workload;
 
@@ -20,11 +22,44 @@ pub const SHRINK_RUNS_MAX: usize = 4_000;
 
 /// What the shrinker keeps failing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// The invariant.
-    pub invariant: &'static str,
-    /// The kind of violation.
-    pub kind: &'static str,
+pub enum Target {
+    /// A violation of this invariant, of this kind.
+    Violation {
+        /// The invariant.
+        invariant: &'static str,
+        /// The kind of violation.
+        kind: &'static str,
+    },
+    /// A failed run: a panic with this message, or a passed budget.
+    Failure {
+        /// Panic or budget.
+        kind: FailureKind,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Violation { invariant, kind } => write!(f, "{invariant} / {kind}"),
+            Target::Failure { kind, message } => write!(f, "{}: {message}", kind.name()),
+        }
+    }
+}
+
+impl Target {
+    /// Whether a run's result shows the same failure.
+    fn hit(&self, result: &Result<Outcome, Box<RunFailure>>) -> bool {
+        match (self, result) {
+            (Target::Violation { invariant, kind }, Ok(o)) => o
+                .violations
+                .iter()
+                .any(|v| v.invariant == *invariant && v.kind == *kind),
+            (Target::Failure { kind, message }, Err(f)) => f.kind == *kind && f.message == *message,
+            _ => false,
+        }
+    }
 }
 
 /// Why a run could not be shrunk.
@@ -33,9 +68,9 @@ pub enum ShrinkError {
     /// The run breaks nothing (or not the asked invariant).
     #[error("{0}")]
     NotFailing(String),
-    /// The world could not run it.
+    /// The world could not run it at all (an invalid plan).
     #[error("the run failed: {0}")]
-    Run(#[from] faultline_sim::WorldError),
+    Run(Box<RunFailure>),
 }
 
 /// A shrunk run.
@@ -47,10 +82,10 @@ pub struct Shrunk {
     pub before: (usize, usize),
     /// The minimal run, with explicit actions and faults.
     pub spec: RunSpec,
-    /// Its outcome, trace kept.
-    pub outcome: Outcome,
-    /// The violation it still shows.
-    pub violation: Violation,
+    /// Its result, trace kept: an outcome with the violation, or the failure.
+    pub result: Result<Outcome, Box<RunFailure>>,
+    /// The violation it still shows (none for a failed run).
+    pub violation: Option<Violation>,
     /// Candidate runs tried.
     pub runs: usize,
 }
@@ -68,7 +103,9 @@ impl Shrinker<'_> {
     fn spec(&self, actions: &[ScheduledAction], faults: &[FaultEvent]) -> RunSpec {
         let mut spec = self.base.clone();
         spec.scenario.schedule = Some(actions.to_vec());
-        spec.scenario.invariants = Some(vec![self.target.invariant.to_string()]);
+        if let Target::Violation { invariant, .. } = &self.target {
+            spec.scenario.invariants = Some(vec![invariant.to_string()]);
+        }
         spec.faults = Faults::Plan(FaultPlan::from_events(faults.to_vec()));
         spec.suite = None;
         spec
@@ -83,11 +120,7 @@ impl Shrinker<'_> {
             return false;
         }
         self.runs += 1;
-        run(&spec, RunOptions::default()).is_ok_and(|o| {
-            o.violations
-                .iter()
-                .any(|v| v.invariant == self.target.invariant && v.kind == self.target.kind)
-        })
+        self.target.hit(&run(&spec, RunOptions::default()))
     }
 }
 
@@ -133,21 +166,32 @@ fn ddmin<T: Clone>(mut items: Vec<T>, mut fails: impl FnMut(&[T]) -> bool) -> Ve
 
 /// Shrinks `spec`'s run, keeping `invariant` (or its first violation's) broken the same way.
 pub fn shrink(spec: &RunSpec, invariant: Option<&str>) -> Result<Shrunk, ShrinkError> {
-    let original = run(spec, RunOptions::default())?;
-    let first = original
-        .violations
-        .iter()
-        .find(|v| invariant.is_none_or(|i| v.invariant == i))
-        .cloned()
-        .ok_or_else(|| {
-            ShrinkError::NotFailing(match invariant {
-                Some(i) => format!("seed {} does not break {i}: nothing to shrink", spec.seed),
-                None => format!("seed {} breaks no invariant: nothing to shrink", spec.seed),
-            })
-        })?;
-    let target = Target {
-        invariant: first.invariant,
-        kind: first.kind,
+    let (target, key) = match run(spec, RunOptions::default()) {
+        Err(failure) if failure.kind == FailureKind::World => return Err(ShrinkError::Run(failure)),
+        Err(failure) => (
+            Target::Failure {
+                kind: failure.kind,
+                message: failure.message,
+            },
+            None,
+        ),
+        Ok(original) => {
+            let first = original
+                .violations
+                .iter()
+                .find(|v| invariant.is_none_or(|i| v.invariant == i))
+                .ok_or_else(|| {
+                    ShrinkError::NotFailing(match invariant {
+                        Some(i) => format!("seed {} does not break {i}: nothing to shrink", spec.seed),
+                        None => format!("seed {} breaks no invariant: nothing to shrink", spec.seed),
+                    })
+                })?;
+            let target = Target::Violation {
+                invariant: first.invariant,
+                kind: first.kind,
+            };
+            (target, Some(first.key.clone()))
+        }
     };
     let mut actions: Vec<ScheduledAction> = match &spec.scenario.schedule {
         Some(list) => list.clone(),
@@ -170,7 +214,10 @@ pub fn shrink(spec: &RunSpec, invariant: Option<&str>) -> Result<Shrunk, ShrinkE
     };
 
     // Cheap first: the violated customer's actions alone, then the shortest prefix.
-    let customer = first.key.rsplit('/').next().and_then(|id| id.parse::<u64>().ok());
+    let customer = key
+        .as_deref()
+        .and_then(|k| k.rsplit('/').next())
+        .and_then(|id| id.parse::<u64>().ok());
     if let Some(customer) = customer {
         let own: Vec<ScheduledAction> = actions
             .iter()
@@ -203,22 +250,25 @@ pub fn shrink(spec: &RunSpec, invariant: Option<&str>) -> Result<Shrunk, ShrinkE
         }
     }
     let spec = s.spec(&actions, &faults);
-    let outcome = run(&spec, RunOptions { keep_trace: true })?;
-    let violation = outcome
-        .violations
-        .iter()
-        .find(|v| v.invariant == target.invariant && v.kind == target.kind)
-        .cloned()
-        .ok_or_else(|| {
-            ShrinkError::NotFailing(
-                "the shrunk run no longer fails (the shrink budget ran out mid-way)".into(),
-            )
-        })?;
+    let result = run(&spec, RunOptions { keep_trace: true });
+    if !target.hit(&result) {
+        return Err(ShrinkError::NotFailing(
+            "the shrunk run no longer fails (the shrink budget ran out mid-way)".into(),
+        ));
+    }
+    let violation = match (&target, &result) {
+        (Target::Violation { invariant, kind }, Ok(outcome)) => outcome
+            .violations
+            .iter()
+            .find(|v| v.invariant == *invariant && v.kind == *kind)
+            .cloned(),
+        _ => None,
+    };
     Ok(Shrunk {
         target,
         before,
         spec,
-        outcome,
+        result,
         violation,
         runs: s.runs,
     })
@@ -269,11 +319,20 @@ struct ScenarioFile<'a> {
     latency_max_ms: u64,
     quiesce_ms: u64,
     staleness_bound_ms: u64,
-    invariants: Vec<&'static str>,
+    trace_events_max: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invariants: Option<Vec<&'static str>>,
     bugs: Vec<&'static str>,
     faults: &'a [FaultEvent],
     schedule: &'a [ScheduledAction],
-    expect: std::collections::BTreeMap<&'static str, Vec<&'static str>>,
+    expect: std::collections::BTreeMap<&'static str, Expect>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Expect {
+    Pass(&'static str),
+    Breaks(Vec<&'static str>),
 }
 
 impl Shrunk {
@@ -284,13 +343,27 @@ impl Shrunk {
         let Faults::Plan(plan) = &self.spec.faults else {
             unreachable!("a shrunk run has an explicit plan")
         };
+        // A failed run has no verdict to expect: the suite expects a pass, and replaying
+        // it reports the failure as an error (exit 3), as any failed run is.
+        let (invariants, expect, note) = match &self.target {
+            Target::Violation { invariant, .. } => (
+                Some(vec![*invariant]),
+                Expect::Breaks(vec![*invariant]),
+                String::new(),
+            ),
+            Target::Failure { .. } => (
+                None,
+                Expect::Pass("pass"),
+                format!(
+                    "# Replaying it fails the run ({}): faultline run exits 3.\n",
+                    self.target
+                ),
+            ),
+        };
         let file = SuiteFile {
             suite: SuiteHeader {
                 name: "shrunk".to_string(),
-                description: format!(
-                    "{origin}, shrunk to keep {} / {}",
-                    self.target.invariant, self.target.kind
-                ),
+                description: format!("{origin}, shrunk to keep {}", self.target),
             },
             scenario: vec![ScenarioFile {
                 name: "shrunk",
@@ -301,18 +374,15 @@ impl Shrunk {
                 latency_max_ms: scenario.latency_max_ms,
                 quiesce_ms: scenario.quiesce_ms,
                 staleness_bound_ms: scenario.staleness_bound_ms,
-                invariants: vec![self.target.invariant],
+                trace_events_max: scenario.trace_events_max,
+                invariants,
                 bugs: self.spec.bugs.bugs().into_iter().map(|b| b.name()).collect(),
                 faults: &plan.events,
                 schedule: scenario.schedule.as_deref().unwrap_or_default(),
-                expect: [(self.spec.variant.name, vec![self.target.invariant])]
-                    .into_iter()
-                    .collect(),
+                expect: [(self.spec.variant.name, expect)].into_iter().collect(),
             }],
         };
-        format!(
-            "# Written by faultline shrink: {origin}.\n{}",
-            toml::to_string(&file).expect("suite files serialise")
-        )
+        let file_text = toml::to_string(&file).expect("suite files serialise");
+        format!("# Written by faultline shrink: {origin}.\n{note}{file_text}")
     }
 }

@@ -11,7 +11,8 @@
 //! profile = "chaos"                     # or faults = [{ at_ms = 500, fault = "crash", host = "source" }, ...]
 //! seeds = "0..20"
 //! # optional: base = "standard", customers, actions, actions_per_sec, latency_min_ms,
-//! # latency_max_ms, quiesce_ms, staleness_bound_ms, invariants = [...], bugs = [...]
+//! # latency_max_ms, quiesce_ms, staleness_bound_ms, trace_events_max (the run's budget),
+//! # invariants = [...], bugs = [...]
 //!
 //! [scenario.expect]
 //! outbox-inbox = "pass"
@@ -137,6 +138,7 @@ struct RawScenario {
     latency_max_ms: Option<u64>,
     quiesce_ms: Option<u64>,
     staleness_bound_ms: Option<u64>,
+    trace_events_max: Option<u64>,
     invariants: Option<Vec<Spanned<String>>>,
     schedule: Option<Spanned<Vec<crate::scenario::ScheduledAction>>>,
     #[serde(default)]
@@ -306,11 +308,19 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
         (&mut scenario.latency_max_ms, s.latency_max_ms),
         (&mut scenario.quiesce_ms, s.quiesce_ms),
         (&mut scenario.staleness_bound_ms, s.staleness_bound_ms),
+        (&mut scenario.trace_events_max, s.trace_events_max),
     ];
     for (field, value) in overrides {
         if let Some(v) = value {
             *field = v;
         }
+    }
+    if scenario.trace_events_max == 0 {
+        return Err(loc.error(
+            s.name.span(),
+            "trace_events_max is the run's budget and must be positive (the default is 1000000)",
+            None,
+        ));
     }
     if scenario.actions_per_sec == 0 || scenario.latency_min_ms > scenario.latency_max_ms {
         return Err(loc.error(
@@ -486,7 +496,7 @@ mod tests {
     #[test]
     fn unknown_key() {
         insta::assert_snapshot!(error(&scenario(&format!("colour = \"red\"\n{OK_BODY}"))), @r#"
-        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `invariants`, `schedule`, `bugs`, `expect`
+        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `trace_events_max`, `invariants`, `schedule`, `bugs`, `expect`
           hint: see the format in scenarios/suites/ci.toml
         "#);
     }
@@ -541,7 +551,7 @@ mod tests {
         let text = scenario(&format!("bugs = [\"off-by-one\"]\n{OK_BODY}"));
         insta::assert_snapshot!(error(&text), @r#"
         suite.toml:6:9: unknown bug "off-by-one"
-          hint: valid bugs are: relay-marks-before-publish, inbox-separate-tx, offset-before-apply, cdc-position-before-publish, target-ignores-unknown-deletes, retry-queue-reorders, effect-before-commit, source-skips-sync, broker-acks-before-sync
+          hint: valid bugs are: relay-marks-before-publish, inbox-separate-tx, offset-before-apply, cdc-position-before-publish, target-ignores-unknown-deletes, retry-queue-reorders, effect-before-commit, source-skips-sync, broker-acks-before-sync, target-panics-on-long-history, consumer-retries-without-backoff
         "#);
     }
 

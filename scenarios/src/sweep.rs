@@ -10,9 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use faultline_sim::WorldError;
-
-use crate::runner::{run, Outcome, RunOptions, RunSpec};
+use crate::runner::{run, Outcome, RunFailure, RunOptions, RunSpec};
 
 /// The number of worker threads to use when the caller does not say: one per core.
 pub fn default_jobs() -> usize {
@@ -35,7 +33,7 @@ pub fn sweep_fold<T, S, F, A, P>(
 where
     T: Send,
     S: Fn(usize) -> RunSpec + Sync,
-    F: Fn(&RunSpec, Result<Outcome, WorldError>) -> T + Sync,
+    F: Fn(&RunSpec, Result<Outcome, Box<RunFailure>>) -> T + Sync,
     A: FnMut(usize, T) + Send,
     P: Fn(usize) + Sync,
 {
@@ -73,7 +71,7 @@ pub fn sweep<T, F, P>(
 ) -> Vec<Option<T>>
 where
     T: Send,
-    F: Fn(&RunSpec, Result<Outcome, WorldError>) -> T + Sync,
+    F: Fn(&RunSpec, Result<Outcome, Box<RunFailure>>) -> T + Sync,
     P: Fn(usize) + Sync,
 {
     let mut results: Vec<Option<T>> = (0..specs.len()).map(|_| None).collect();

@@ -11,13 +11,13 @@ use std::sync::atomic::AtomicBool;
 use serde::Serialize;
 
 use crate::invariants::Violation;
-use crate::runner::RunSpec;
+use crate::runner::{FailedRun, RunFailure, RunSpec};
 use crate::shard::Shard;
 use crate::suite::{Expectation, Suite};
 use crate::sweep::sweep_fold;
 
 /// Failed runs a cell keeps (the lowest seeds).
-pub const ERRORS_KEPT_MAX: usize = 3;
+pub const ERRORS_KEPT_MAX: usize = 10;
 /// Violations kept per run as examples (a run can have hundreds).
 pub const EXAMPLES_PER_RUN_MAX: usize = 3;
 
@@ -34,8 +34,8 @@ pub struct RunResult {
     pub examples: Vec<Violation>,
     /// The command that replays it.
     pub repro: String,
-    /// Why the run could not complete, if it could not.
-    pub error: Option<String>,
+    /// Why the run failed instead of giving a verdict, if it did.
+    pub error: Option<FailedRun>,
 }
 
 /// What a scenario × pattern did, and whether that was expected.
@@ -54,7 +54,9 @@ pub struct CellResult {
     pub seeds_failing: usize,
     /// Each broken invariant with the first run that broke it.
     pub broken: BTreeMap<&'static str, RunResult>,
-    /// Runs the world could not complete.
+    /// Runs that failed instead of giving a verdict (panics, passed budgets).
+    pub runs_failed: usize,
+    /// The failed runs with the lowest seeds, at most [`ERRORS_KEPT_MAX`].
     pub errors: Vec<RunResult>,
     /// Why this cell is a surprise, if it is.
     pub surprise: Option<String>,
@@ -79,6 +81,11 @@ pub struct SuiteResult {
 }
 
 impl SuiteResult {
+    /// Runs that failed instead of giving a verdict, over every cell.
+    pub fn runs_failed(&self) -> usize {
+        self.cells.iter().map(|c| c.runs_failed).sum()
+    }
+
     /// Cells whose outcome surprised.
     pub fn surprises(&self) -> impl Iterator<Item = &CellResult> {
         self.cells.iter().filter(|c| c.surprise.is_some())
@@ -171,7 +178,9 @@ struct Tally {
     seeds_failing: usize,
     /// Per broken invariant, the lowest-seed run that broke it.
     broken: BTreeMap<&'static str, RunResult>,
-    /// The lowest-seed runs that could not complete.
+    /// Runs that failed instead of giving a verdict.
+    runs_failed: usize,
+    /// The lowest-seed runs that failed.
     errors: Vec<RunResult>,
 }
 
@@ -188,6 +197,7 @@ impl Tally {
             }
         }
         if run.error.is_some() {
+            self.runs_failed += 1;
             self.errors.push(run);
             self.errors.sort_by_key(|r| r.seed);
             self.errors.truncate(ERRORS_KEPT_MAX);
@@ -197,41 +207,36 @@ impl Tally {
     fn judge(self, scenario: &str, pattern: &'static str, expected: Expectation, whole: bool) -> CellResult {
         let found: BTreeSet<&'static str> = self.broken.keys().copied().collect();
         let broken = &self.broken;
-        let surprise = if let Some(e) = self.errors.first() {
-            Some(format!(
-                "seed {} could not run: {}",
-                e.seed,
-                e.error.as_deref().unwrap_or("")
-            ))
-        } else {
-            match &expected {
-                Expectation::Pass => broken.iter().next().map(|(inv, run)| {
-                    format!(
-                        "expected pass, but {inv} broke on seed {} ({}); repro: {}",
-                        run.seed,
-                        story(run, inv),
-                        run.repro
-                    )
-                }),
-                Expectation::Breaks(expected_set) => {
-                    let unexpected: Vec<_> = found.difference(expected_set).collect();
-                    let stale: Vec<_> = expected_set.difference(&found).collect();
-                    match (unexpected.first(), stale.first()) {
-                        (Some(inv), _) => {
-                            let run = &broken[**inv];
-                            Some(format!(
-                                "{inv} broke on seed {} but is not expected to ({}); repro: {}",
-                                run.seed,
-                                story(run, inv),
-                                run.repro
-                            ))
-                        }
-                        (None, Some(inv)) if whole => Some(format!(
-                            "expected {inv} to break, but it held on all {} seeds: the expectation is stale",
-                            self.seeds_run
-                        )),
-                        (None, _) => None,
+        // A failed run is an error of its own (reported beside the verdict, exit 3), not
+        // a surprise; with seeds missing, "held on every seed" cannot be judged.
+        let every_seed_judged = whole && self.runs_failed == 0;
+        let surprise = match &expected {
+            Expectation::Pass => broken.iter().next().map(|(inv, run)| {
+                format!(
+                    "expected pass, but {inv} broke on seed {} ({}); repro: {}",
+                    run.seed,
+                    story(run, inv),
+                    run.repro
+                )
+            }),
+            Expectation::Breaks(expected_set) => {
+                let unexpected: Vec<_> = found.difference(expected_set).collect();
+                let stale: Vec<_> = expected_set.difference(&found).collect();
+                match (unexpected.first(), stale.first()) {
+                    (Some(inv), _) => {
+                        let run = &broken[**inv];
+                        Some(format!(
+                            "{inv} broke on seed {} but is not expected to ({}); repro: {}",
+                            run.seed,
+                            story(run, inv),
+                            run.repro
+                        ))
                     }
+                    (None, Some(inv)) if every_seed_judged => Some(format!(
+                        "expected {inv} to break, but it held on all {} seeds: the expectation is stale",
+                        self.seeds_run
+                    )),
+                    (None, _) => None,
                 }
             }
         };
@@ -242,13 +247,14 @@ impl Tally {
             seeds_run: self.seeds_run,
             seeds_failing: self.seeds_failing,
             broken: self.broken,
+            runs_failed: self.runs_failed,
             errors: self.errors,
             surprise,
         }
     }
 }
 
-fn summarise(spec: &RunSpec, outcome: Result<crate::Outcome, faultline_sim::WorldError>) -> RunResult {
+fn summarise(spec: &RunSpec, outcome: Result<crate::Outcome, Box<RunFailure>>) -> RunResult {
     match outcome {
         Ok(o) => {
             let broken: BTreeSet<&'static str> = o.violations.iter().map(|v| v.invariant).collect();
@@ -272,7 +278,7 @@ fn summarise(spec: &RunSpec, outcome: Result<crate::Outcome, faultline_sim::Worl
             broken: BTreeSet::new(),
             examples: Vec::new(),
             repro: spec.repro_command(),
-            error: Some(e.to_string()),
+            error: Some(FailedRun::of(&e)),
         },
     }
 }

@@ -115,6 +115,8 @@ pub struct TraceLog {
     events: Vec<TraceEvent>,
     keep_events: bool,
     count: u64,
+    /// The run's budget: recording more events than this stops the run.
+    events_max: u64,
     hash: u64,
     counts_by_kind: BTreeMap<&'static str, u64>,
 }
@@ -125,6 +127,7 @@ impl TraceLog {
             events: Vec::new(),
             keep_events,
             count: 0,
+            events_max: u64::MAX,
             hash: FNV_OFFSET,
             counts_by_kind: BTreeMap::new(),
         }
@@ -173,7 +176,26 @@ impl Trace {
         kind: &'static str,
         detail: impl Into<String>,
     ) -> EventId {
+        let over_budget = {
+            let mut log = self.0.borrow_mut();
+            let over = log.count >= log.events_max;
+            if over {
+                // Once: the unwind and whatever records during it must not panic again.
+                log.events_max = u64::MAX;
+            }
+            over.then_some(log.count)
+        };
+        if let Some(limit) = over_budget {
+            crate::panic::panic_on_budget("trace events", limit);
+        }
         self.0.borrow_mut().record(at, host, kind, detail.into())
+    }
+
+    /// Sets the run's budget: the event that would be number `events_max + 1` stops the
+    /// run instead (see [`crate::panic`]). A flood of messages, retries or disk errors
+    /// records events, so this bounds a runaway in work, not in wall time.
+    pub fn set_events_max(&self, events_max: u64) {
+        self.0.borrow_mut().events_max = events_max;
     }
 
     /// The fingerprint of everything recorded so far.

@@ -19,6 +19,7 @@ use crate::capture;
 use crate::clock::{HostClock, WallTime, EPOCH_UNIX_SECS};
 use crate::disk::{Disk, DiskConfig};
 use crate::fault::{Fault, FaultPlan, MessageFaultRates, PlanError};
+use crate::panic::CaughtPanic;
 use crate::rng::{RngStreams, Seed, SimRng};
 use crate::time::SimTime;
 use crate::trace::{kind, EventId, Trace, TraceHash};
@@ -32,6 +33,10 @@ pub const EPHEMERAL_PORT_MIN: u16 = 10_000;
 /// Connection attempts a listener queues before turmoil gives up (it panics, where real
 /// TCP drops the SYN). Bounded in practice by every client's call timeout.
 pub const ACCEPT_BACKLOG_MAX: usize = 4_096;
+
+/// The default run budget in trace events: about a hundred times what the busiest
+/// standard run records under `chaos` (some 12,000), so only a runaway reaches it.
+pub const TRACE_EVENTS_MAX_DEFAULT: u64 = 1_000_000;
 
 /// The name under which the world records its own actions in the trace.
 pub const WORLD_HOST: &str = "world";
@@ -53,10 +58,14 @@ pub struct WorldConfig {
     pub keep_trace_events: bool,
     /// Capture `tracing` events from host code into the trace.
     pub capture_tracing: bool,
+    /// The run's budget in trace events: a run that records more is stopped as a
+    /// runaway ([`WorldError::Panicked`] with a budget).
+    pub trace_events_max: u64,
 }
 
 impl WorldConfig {
-    /// Defaults: 1 ms tick, 1–10 ms latency, events kept, `tracing` captured.
+    /// Defaults: 1 ms tick, 1–10 ms latency, events kept, `tracing` captured, a budget
+    /// of [`TRACE_EVENTS_MAX_DEFAULT`] trace events.
     pub fn new(seed: Seed) -> Self {
         WorldConfig {
             seed,
@@ -66,6 +75,7 @@ impl WorldConfig {
             disk: DiskConfig::default(),
             keep_trace_events: true,
             capture_tracing: true,
+            trace_events_max: TRACE_EVENTS_MAX_DEFAULT,
         }
     }
 }
@@ -79,6 +89,14 @@ pub enum WorldError {
     /// A host's start function returned an error.
     #[error("host software failed: {0}")]
     Host(String),
+    /// Code inside the run panicked, or the run passed its budget; the run stopped there.
+    #[error("{} at {at}: {panic}", if panic.budget.is_some() { "stopped" } else { "panicked" })]
+    Panicked {
+        /// The panic, with its message and location.
+        panic: CaughtPanic,
+        /// Simulated time when it happened.
+        at: SimTime,
+    },
     /// A host was registered twice, or a reserved name was used.
     #[error("cannot register host {0:?}: {1}")]
     Registration(String, &'static str),
@@ -323,8 +341,10 @@ impl World {
             // released hold can deliver many parked SYNs in one tick.
             .tcp_capacity(ACCEPT_BACKLOG_MAX)
             .build();
+        let trace = Trace::new(config.keep_trace_events);
+        trace.set_events_max(config.trace_events_max);
         let shared = Rc::new(Shared {
-            trace: Trace::new(config.keep_trace_events),
+            trace,
             streams,
             clocks: RefCell::new(BTreeMap::new()),
             message_faults: Cell::new(MessageFaultRates::default()),
@@ -433,31 +453,27 @@ impl World {
 
     /// Steps until `deadline`, applying the plan. After the plan's last event has been
     /// applied, `settled` is asked after every step; when it answers true the run stops
-    /// early.
+    /// early. A panic inside the world (a host's task included) or a passed budget stops
+    /// the run with [`WorldError::Panicked`].
     pub fn run_until(
         &mut self,
         deadline: SimTime,
-        mut settled: impl FnMut(SimTime) -> bool,
+        settled: impl FnMut(SimTime) -> bool,
     ) -> Result<RunSummary, WorldError> {
         let names: Vec<&str> = self.host_names();
         self.plan.validate(&names, deadline)?;
         let trace = self.shared.trace.clone();
         let capture = self.config.capture_tracing;
         let _capture_guard = capture.then(|| capture::install(trace.clone()));
-        let mut stopped_settled = false;
-        loop {
-            let now = self.now();
-            self.apply_due_faults(now);
-            if now >= deadline {
-                break;
+        let stopped_settled = match crate::panic::capture(|| self.step_until(deadline, settled)) {
+            Ok(stepped) => stepped?,
+            Err(panic) => {
+                return Err(WorldError::Panicked {
+                    panic,
+                    at: self.now(),
+                })
             }
-            if self.next_fault == self.plan.events.len() && settled(now) {
-                stopped_settled = true;
-                break;
-            }
-            self.sim.step().map_err(|e| WorldError::Host(e.to_string()))?;
-            self.steps += 1;
-        }
+        };
         Ok(RunSummary {
             end: self.now(),
             steps: self.steps,
@@ -466,6 +482,35 @@ impl World {
             trace_hash: trace.hash(),
             trace_events: trace.len(),
         })
+    }
+
+    /// The stepping loop of [`World::run_until`]; answers whether `settled` stopped it.
+    fn step_until(
+        &mut self,
+        deadline: SimTime,
+        mut settled: impl FnMut(SimTime) -> bool,
+    ) -> Result<bool, WorldError> {
+        loop {
+            let now = self.now();
+            self.apply_due_faults(now);
+            if now >= deadline {
+                return Ok(false);
+            }
+            if self.next_fault == self.plan.events.len() && settled(now) {
+                return Ok(true);
+            }
+            let stepped = self.sim.step();
+            // A task's panic that its runtime kept to itself still ends the run: a task
+            // that died silently must not leave the run looking healthy.
+            if let Some(panic) = crate::panic::take_unreported() {
+                return Err(WorldError::Panicked {
+                    panic,
+                    at: self.now(),
+                });
+            }
+            stepped.map_err(|e| WorldError::Host(e.to_string()))?;
+            self.steps += 1;
+        }
     }
 
     fn apply_due_faults(&mut self, now: SimTime) {

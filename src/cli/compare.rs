@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
+use faultline::patterns::bugs::{Bug, BugSet};
 use faultline::patterns::Variant;
 use faultline::scenarios::compare::{compare_shard, ComparePlan, Comparison};
 use faultline::scenarios::shard::Shard;
@@ -43,6 +44,9 @@ pub struct CompareArgs {
     /// Where the reports go.
     #[arg(long, default_value = "faultline-report")]
     out: PathBuf,
+    /// Switch a planted bug on in every run (repeatable; see `faultline list`).
+    #[arg(long = "bug")]
+    bugs: Vec<String>,
     #[command(flatten)]
     shard: ShardArgs,
 }
@@ -125,7 +129,15 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
         Ok(s) => s,
         Err(message) => return bad(message),
     };
-    let plan = ComparePlan::new(&suite, Some(patterns), profiles, seeds);
+    let mut bugs = Vec::new();
+    for name in &args.bugs {
+        match Bug::from_name(name) {
+            Some(bug) => bugs.push(bug),
+            None => return unknown("bug", name, &Bug::names()),
+        }
+    }
+    let mut plan = ComparePlan::new(&suite, Some(patterns), profiles, seeds);
+    plan.add_bugs(BugSet::of(&bugs));
     let total = (0..plan.run_count()).filter(|i| shard.owns(*i)).count();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -147,10 +159,36 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
     progress.finish();
     // A stopped sweep is written like any other (marked partial), then says so in its exit.
     let code = write_reports(&comparison, &args.out);
-    if comparison.partial() && code == ExitCode::from(exit::OK) {
+    if code != ExitCode::from(exit::OK) {
+        return code;
+    }
+    if comparison.partial() {
         return ExitCode::from(exit::INTERRUPTED);
     }
-    code
+    failed_runs_exit(&comparison)
+}
+
+/// Exit 3 when any run failed instead of giving a verdict (the reports list them).
+pub fn failed_runs_exit(comparison: &Comparison) -> ExitCode {
+    let failed = comparison.runs_failed();
+    if failed == 0 {
+        return ExitCode::from(exit::OK);
+    }
+    eprintln!("error: {failed} run(s) failed instead of giving a verdict (listed in the report):");
+    for cell in comparison.cells.iter().filter(|c| c.runs_failed > 0) {
+        for run in &cell.failed_runs {
+            eprintln!(
+                "  {} / {} seed {}: {} {}\n    repro: {}",
+                cell.column,
+                cell.pattern,
+                run.seed,
+                run.kind.name(),
+                run.message,
+                run.repro
+            );
+        }
+    }
+    ExitCode::from(exit::RUN_FAILED)
 }
 
 /// Prints the summary table and writes the three reports; the last line says where.

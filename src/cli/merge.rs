@@ -59,5 +59,8 @@ pub fn merge_command(inputs: &[PathBuf], out: &Path) -> ExitCode {
             return ExitCode::from(exit::BAD_INPUT);
         }
     };
-    super::compare::write_reports(&merged, out)
+    match super::compare::write_reports(&merged, out) {
+        code if code == ExitCode::from(exit::OK) => super::compare::failed_runs_exit(&merged),
+        code => code,
+    }
 }

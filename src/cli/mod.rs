@@ -23,7 +23,8 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// The input (flags, suite file, names) is wrong.
     pub const BAD_INPUT: u8 = 2;
-    /// The world could not complete a run, or a report could not be written.
+    /// A run failed instead of giving a verdict (a panic inside it, a passed budget, a
+    /// world that could not run it), or a report could not be written.
     pub const RUN_FAILED: u8 = 3;
     /// Ctrl-C stopped a sweep; what finished was reported, marked partial.
     pub const INTERRUPTED: u8 = 130;
@@ -35,7 +36,7 @@ pub mod exit {
     version,
     about = "Deterministic simulation testbed for data-integration patterns",
     after_help = "Exit codes: 0 everything held; 1 an invariant broke or a suite expectation surprised; \
-                  2 bad input; 3 a run or a report failed; 130 interrupted (a partial report was written)."
+                  2 bad input; 3 a run failed (panic, runaway budget) or a report could not be written; 130 interrupted (a partial report was written)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -63,7 +64,6 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Cuts a failing run down to the actions and faults that still break it, as a suite file.
     Shrink(shrink::ShrinkArgs),
-    /// Runs a suite file and checks every expectation in it.
     /// Combines shard reports (report.json files, or directories holding them) of one
     /// sweep into the report of the whole sweep, in every format.
     Merge {
@@ -74,6 +74,7 @@ enum Command {
         #[arg(long, default_value = "faultline-report")]
         out: PathBuf,
     },
+    /// Runs a suite file and checks every expectation in it.
     Run {
         /// The suite file (TOML).
         suite: PathBuf,

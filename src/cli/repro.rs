@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use clap::Args;
 use faultline::patterns::bugs::{Bug, BugSet};
 use faultline::patterns::Variant;
+use faultline::scenarios::runner::RunFailure;
 use faultline::scenarios::suite::Suite;
 use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
-use faultline::sim::{Profile, Seed};
+use faultline::sim::{Profile, Seed, TraceEvent};
 
 use super::{exit, unknown, Format};
 
@@ -118,10 +119,7 @@ pub fn repro(args: ReproArgs) -> ExitCode {
     }
     let outcome = match run(&spec, RunOptions { keep_trace: true }) {
         Ok(outcome) => outcome,
-        Err(e) => {
-            eprintln!("error: the run failed: {e}\nrepro: {}", spec.repro_command());
-            return ExitCode::from(exit::RUN_FAILED);
-        }
+        Err(failure) => return report_failure(&args, &failure),
     };
     if args.check_determinism {
         match run(&spec, RunOptions::default()) {
@@ -141,23 +139,8 @@ pub fn repro(args: ReproArgs) -> ExitCode {
             }
         }
     }
-    let mut files: Vec<(&PathBuf, Vec<u8>)> = Vec::new();
-    if let Some(path) = &args.trace {
-        let mut lines = Vec::new();
-        faultline::sim::trace::write_jsonl(&outcome.trace, &mut lines).expect("writing to memory");
-        files.push((path, lines));
-    }
-    if let Some(path) = &args.perfetto {
-        files.push((
-            path,
-            faultline_reports::perfetto::render(&outcome.trace).into_bytes(),
-        ));
-    }
-    for (path, bytes) in files {
-        if let Err(e) = faultline_reports::write_atomic(path, &bytes) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(exit::RUN_FAILED);
-        }
+    if let Err(code) = write_traces(&args, &outcome.trace) {
+        return code;
     }
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&outcome).expect("plain data serialises") + "\n",
@@ -166,4 +149,41 @@ pub fn repro(args: ReproArgs) -> ExitCode {
     // Written whole, ignoring a closed pipe (`| head`), rather than panicking mid-way.
     let _ = std::io::stdout().write_all(text.as_bytes());
     ExitCode::from(if outcome.passed() { exit::OK } else { exit::FAILED })
+}
+
+/// Writes the trace files asked for (`--trace`, `--perfetto`).
+fn write_traces(args: &ReproArgs, trace: &[TraceEvent]) -> Result<(), ExitCode> {
+    let mut files: Vec<(&PathBuf, Vec<u8>)> = Vec::new();
+    if let Some(path) = &args.trace {
+        let mut lines = Vec::new();
+        faultline::sim::trace::write_jsonl(trace, &mut lines).expect("writing to memory");
+        files.push((path, lines));
+    }
+    if let Some(path) = &args.perfetto {
+        files.push((path, faultline_reports::perfetto::render(trace).into_bytes()));
+    }
+    for (path, bytes) in files {
+        if let Err(e) = faultline_reports::write_atomic(path, &bytes) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return Err(ExitCode::from(exit::RUN_FAILED));
+        }
+    }
+    Ok(())
+}
+
+/// A run that failed instead of giving a verdict: its story (or JSON), the trace files
+/// up to the failure, and exit 3.
+fn report_failure(args: &ReproArgs, failure: &RunFailure) -> ExitCode {
+    if let Err(code) = write_traces(args, &failure.trace) {
+        return code;
+    }
+    let text = match args.format {
+        Format::Json => {
+            let json = serde_json::json!({ "failure": failure });
+            serde_json::to_string_pretty(&json).expect("plain data serialises") + "\n"
+        }
+        Format::Text => faultline_reports::story::render_failure(failure),
+    };
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    ExitCode::from(exit::RUN_FAILED)
 }

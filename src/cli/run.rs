@@ -65,6 +65,21 @@ pub fn run(path: &Path, junit: Option<&Path>, jobs: Option<usize>, shard: &Shard
         if let Some(why) = &cell.surprise {
             println!("         {why}");
         }
+        for failed in &cell.errors {
+            if let Some(error) = &failed.error {
+                println!(
+                    "FAILED   seed {} {}: {}{}\n         repro: {}",
+                    failed.seed,
+                    error.kind.name(),
+                    error.message,
+                    error
+                        .location
+                        .as_deref()
+                        .map_or(String::new(), |l| format!(" (at {l})")),
+                    failed.repro
+                );
+            }
+        }
     }
     if let Some(junit) = junit {
         if let Err(e) =
@@ -80,10 +95,18 @@ pub fn run(path: &Path, junit: Option<&Path>, jobs: Option<usize>, shard: &Shard
         );
     }
     let surprises = result.surprises().count();
+    let failed = result.runs_failed();
     println!(
-        "\nsuite {}: {} cells, {surprises} surprise(s)",
+        "\nsuite {}: {} cells, {surprises} surprise(s), {failed} failed run(s)",
         result.suite,
         result.cells.len()
     );
-    ExitCode::from(if surprises == 0 { exit::OK } else { exit::FAILED })
+    // A failed run leaves the verdict incomplete: that outranks a surprise.
+    ExitCode::from(if failed > 0 {
+        exit::RUN_FAILED
+    } else if surprises > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use faultline::patterns::bugs::{Bug, BugSet};
 use faultline::patterns::Variant;
 use faultline::scenarios::compare::{counterexample, FirstFailure};
 use faultline::scenarios::shrink::{shrink, ShrinkError};
@@ -27,6 +28,9 @@ pub struct ShrinkArgs {
     /// Keep this invariant broken (default: the run's first violation's).
     #[arg(long)]
     invariant: Option<String>,
+    /// Switch a planted bug on (repeatable; see `faultline list`).
+    #[arg(long = "bug")]
+    bugs: Vec<String>,
     /// Where to write the shrunk suite (default: shrunk-PATTERN-PROFILE-SEED.toml).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -45,7 +49,17 @@ pub fn shrink_command(args: ShrinkArgs) -> ExitCode {
             return unknown("invariant", i, &invariant_names);
         }
     }
-    let spec = RunSpec::new(variant, Scenario::standard(), profile, Seed(args.seed));
+    let mut bugs = Vec::new();
+    for name in &args.bugs {
+        match Bug::from_name(name) {
+            Some(bug) => bugs.push(bug),
+            None => return unknown("bug", name, &Bug::names()),
+        }
+    }
+    let spec = RunSpec {
+        bugs: BugSet::of(&bugs),
+        ..RunSpec::new(variant, Scenario::standard(), profile, Seed(args.seed))
+    };
     println!(
         "seed={} pattern={} profile={}: shrinking…",
         args.seed,
@@ -68,23 +82,22 @@ pub fn shrink_command(args: ShrinkArgs) -> ExitCode {
         shrunk.spec.plan().events.len(),
     );
     println!(
-        "kept {} / {}: {} actions and {} fault events, down from {} and {} ({} candidate runs)",
-        shrunk.target.invariant,
-        shrunk.target.kind,
-        after.0,
-        after.1,
-        shrunk.before.0,
-        shrunk.before.1,
-        shrunk.runs
+        "kept {}: {} actions and {} fault events, down from {} and {} ({} candidate runs)",
+        shrunk.target, after.0, after.1, shrunk.before.0, shrunk.before.1, shrunk.runs
     );
-    let v = &shrunk.violation;
-    println!(
-        "\n{} / {} on {} at {}: {}",
-        v.invariant, v.kind, v.key, v.at, v.story
-    );
-    println!("\nfault plan:\n{}", shrunk.outcome.plan);
-    let story = counterexample("shrunk", &shrunk.outcome, &FirstFailure::of(args.seed, v));
-    println!("```mermaid\n{}```", faultline_reports::mermaid::render(&story));
+    println!("\nfault plan:\n{}", shrunk.spec.plan());
+    match (&shrunk.result, &shrunk.violation) {
+        (Ok(outcome), Some(v)) => {
+            println!(
+                "\n{} / {} on {} at {}: {}",
+                v.invariant, v.kind, v.key, v.at, v.story
+            );
+            let story = counterexample("shrunk", outcome, &FirstFailure::of(args.seed, v));
+            println!("```mermaid\n{}```", faultline_reports::mermaid::render(&story));
+        }
+        (Err(failure), _) => print!("\n{}", faultline_reports::story::render_failure(failure)),
+        (Ok(_), None) => unreachable!("a shrunk violation target keeps its violation"),
+    }
     let out = args.out.unwrap_or_else(|| {
         PathBuf::from(format!(
             "shrunk-{}-{}-{}.toml",

@@ -19,11 +19,15 @@ fn every_planted_bug_is_caught_within_50_seeds_and_only_with_the_bug() {
                 bugs,
                 ..RunSpec::new(variant, Scenario::standard(), profile, Seed(seed))
             };
-            run(&spec, RunOptions::default())
-                .unwrap()
-                .violations
-                .iter()
-                .any(|v| v.invariant == bug.breaks)
+            match run(&spec, RunOptions::default()) {
+                // A bug that makes runs fail (a panic, a runaway) is caught by the
+                // run boundary, not by an invariant.
+                Err(failure) => {
+                    assert_eq!(bug.breaks, "run-failed", "{}: {failure}", bug.name);
+                    true
+                }
+                Ok(outcome) => outcome.violations.iter().any(|v| v.invariant == bug.breaks),
+            }
         };
         let caught_at = (0..SEEDS_MAX).find(|&seed| breaks(seed, BugSet::of(&[bug.bug])));
         let Some(caught_at) = caught_at else {

@@ -1,18 +1,10 @@
 //! From seed to verdict through the public runner: what each pattern guarantees under
 //! faults, found by the checker alone.
 
+use crate::run_seed;
 use faultline::patterns::Variant;
-use faultline::scenarios::{run, Outcome, RunOptions, RunSpec, Scenario};
+use faultline::scenarios::{run, RunOptions, RunSpec, Scenario};
 use faultline::sim::{Profile, Seed};
-
-fn run_seed(pattern: &str, profile: Profile, seed: u64) -> Outcome {
-    let variant = Variant::by_name(pattern).expect("registered variant");
-    run(
-        &RunSpec::new(variant, Scenario::standard(), profile, Seed(seed)),
-        RunOptions::default(),
-    )
-    .expect("run completes")
-}
 
 #[test]
 fn outbox_inbox_holds_every_invariant_under_chaos_for_seeds_0_to_50() {

@@ -3,7 +3,22 @@
 mod bugs;
 mod cli;
 mod end_to_end;
+mod failures;
 mod properties;
 mod reports;
 mod shrink;
 mod variants;
+
+use faultline::patterns::Variant;
+use faultline::scenarios::{run, Outcome, RunOptions, RunSpec, Scenario};
+use faultline::sim::{Profile, Seed};
+
+/// One run of a built-in variant in the standard scenario, through the public runner.
+pub fn run_seed(pattern: &str, profile: Profile, seed: u64) -> Outcome {
+    let variant = Variant::by_name(pattern).expect("registered variant");
+    run(
+        &RunSpec::new(variant, Scenario::standard(), profile, Seed(seed)),
+        RunOptions::default(),
+    )
+    .expect("run completes")
+}

@@ -32,7 +32,7 @@ fn a_push_lost_update_under_crashes_shrinks_to_a_few_actions_and_faults_and_repl
         shrunk.spec.plan().unhealed().is_empty(),
         "a shrunk plan heals what the original healed"
     );
-    assert_eq!(shrunk.violation.invariant, "convergence");
+    assert_eq!(shrunk.violation.as_ref().unwrap().invariant, "convergence");
 
     let text = shrunk.to_suite_toml("push under crashes, seed 5");
     let suite = Suite::parse(Path::new("shrunk.toml"), &text).unwrap();

@@ -3,18 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use faultline::patterns::{Variant, VARIANTS};
-use faultline::scenarios::{run, Outcome, RunOptions, RunSpec, Scenario};
-use faultline::sim::{Profile, Seed};
-
-fn run_seed(pattern: &str, profile: Profile, seed: u64) -> Outcome {
-    let variant = Variant::by_name(pattern).expect("registered variant");
-    run(
-        &RunSpec::new(variant, Scenario::standard(), profile, Seed(seed)),
-        RunOptions::default(),
-    )
-    .expect("run completes")
-}
+use crate::run_seed;
+use faultline::patterns::VARIANTS;
+use faultline::sim::Profile;
 
 /// The `invariant/kind` pairs seen over `seeds`.
 fn found(pattern: &str, profile: Profile, seeds: std::ops::Range<u64>) -> BTreeSet<String> {

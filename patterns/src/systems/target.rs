@@ -217,6 +217,13 @@ impl Target {
             return Ok(Applied::Duplicate);
         }
         let accepted = state.accept(images);
+        if bugs.has(Bug::TargetPanicsOnLongHistory) {
+            // Planted: the last nine phone numbers in a fixed array, indexed by version.
+            let mut phones: [u64; 9] = [0; 9];
+            for image in accepted.iter().filter(|r| r.key.table == Table::Contact) {
+                phones[image.version.0 as usize - 1] = image.version.0;
+            }
+        }
         let skipped = images.len() - accepted.len();
         let welcomed: Vec<CustomerId> = accepted
             .iter()
