@@ -13,6 +13,17 @@
 
 #![deny(missing_docs)]
 
+// turmoil seeds each host's tokio runtime from the world RNG only under this cfg;
+// without it two ready `select!` branches resolve differently from run to run, and a
+// build would succeed but replay nothing. RUSTFLAGS in the environment replaces
+// `.cargo/config.toml`'s flags instead of adding to them, so it must carry it too.
+#[cfg(not(tokio_unstable))]
+compile_error!(
+    "faultline must be built with `--cfg tokio_unstable` (runs are not deterministic without it). \
+     .cargo/config.toml sets it; a RUSTFLAGS environment variable replaces that setting: \
+     unset RUSTFLAGS, or use RUSTFLAGS=\"--cfg tokio_unstable <your flags>\"."
+);
+
 mod capture;
 pub mod clock;
 pub mod disk;
