@@ -96,7 +96,7 @@ pub const BUGS: &[BugInfo] = &[
         bug: Bug::RetryQueueReorders,
         name: "retry-queue-reorders",
         description: "a failed send goes to the back of the retry queue, behind newer changes of the same row",
-        variant: "queue-after-commit",
+        variant: "push-ordered",
         profile: "flaky-net",
         breaks: "monotonic",
     },

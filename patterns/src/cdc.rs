@@ -1,27 +1,31 @@
 //! Change data capture: a connector tails the source's commit log and publishes one event
 //! per changed *row*, the way Debezium reads a database's log.
 //!
-//! The connector runs on its own host. It reads committed transactions from a log
-//! position through the source's replication API, publishes their row events, and saves
-//! its position on its own disk only after a whole batch is published; after a crash it
-//! re-reads from the saved position and publishes those events again. Each event
-//! carries its transaction id, its index and the transaction's event count (Debezium's
-//! transaction metadata). `cdc-row` applies events one by one, so one business action
-//! reaches the target in pieces; `cdc-tx` buffers a transaction's events and applies
-//! them together.
+//! The connector runs on its own host as a Kafka Connect source task does. It reads
+//! committed transactions from a log position through the source's replication API and
+//! publishes their row events with Connect's producer (one request in flight, batches
+//! retried in place; made idempotent by a per-connector override); the position it has published up to is flushed to its
+//! disk every `offset.flush.interval.ms` (60 s), so after a crash it re-reads from the
+//! last flushed position and publishes those events again (Debezium is at-least-once).
+//! Each event carries its transaction id, its index and the transaction's event count
+//! (Debezium's transaction metadata). `cdc-row` applies events one by one, so one
+//! business action reaches the target in pieces; `cdc-tx` reassembles each transaction
+//! and applies it whole, once.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use faultline_sim::{HostCtx, LogPos, RpcClient};
+use faultline_sim::{HostCtx, RpcClient};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
+use crate::connect::SourceOffsets;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{RowImage, TxId};
 use crate::outbox::partition_of;
-use crate::systems::broker::{BrokerRecord, Producer};
+use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{ApplyRule, Target};
+use crate::systems::target::{ApplyRule, EffectTrigger, Target};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic row events go to.
@@ -45,6 +49,11 @@ pub struct CdcConfig {
     pub apply: CdcApply,
     /// How often the connector reads the log.
     pub connector_poll_ms: u64,
+    /// The connector's producer (Kafka Connect's source-task overrides, made idempotent).
+    pub producer: ProducerConfig,
+    /// Kafka Connect's `offset.flush.interval.ms`: how often the connector's position
+    /// is saved; a crash replays what was published since.
+    pub offset_flush_interval_ms: u64,
     /// How the target consumes.
     pub consumer: ConsumerConfig,
 }
@@ -62,38 +71,31 @@ pub struct RowEvent {
     pub row: RowImage,
 }
 
-/// The connector: tail the log, publish row events, save the position.
+/// The connector: tail the log, publish row events, acknowledge the position; the
+/// worker flushes it every `offset.flush.interval.ms` ([`SourceOffsets`]).
 pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> faultline_sim::HostResult {
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, false);
-    let saved = ctx.disk().read_all(POSITION_FILE);
-    let mut position = LogPos(
-        std::str::from_utf8(&saved)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-    );
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let mut offsets = SourceOffsets::open(&ctx, POSITION_FILE, config.offset_flush_interval_ms);
     loop {
         tokio::time::sleep(Duration::from_millis(config.connector_poll_ms)).await;
+        offsets.tick();
+        let position = offsets.position();
         let Ok(SourceResponse::Log { commits, next }) =
             source.call(&SourceRequest::ReadLog { from: position }).await
         else {
             continue;
         };
-        let save_first = bugs.has(Bug::CdcPositionBeforePublish);
-        if save_first
-            && next != position
-            && ctx
-                .disk()
-                .replace(POSITION_FILE, next.0.to_string().as_bytes())
-                .is_ok()
-        {
-            // Planted: the position moves on before the events are out.
-            position = next;
+        if bugs.has(Bug::CdcPositionBeforePublish) {
+            // Planted: the position is saved before the events are out.
+            offsets.acknowledged(next);
+            offsets.flush();
         }
-        let mut published_all = true;
-        'commits: for commit in &commits {
+        // Each partition's events in log order, sent in batches as Connect's producer
+        // batches what a poll hands it.
+        let mut by_partition: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+        for commit in &commits {
             let count = commit.rows.len() as u32;
             for (index, row) in commit.rows.iter().enumerate() {
                 let event = RowEvent {
@@ -104,32 +106,85 @@ pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> fau
                 };
                 let payload = serde_json::to_string(&event).expect("row events serialise");
                 let partition = partition_of(row.key.customer, config.consumer.partitions);
-                if producer
-                    .publish(TOPIC, partition, row.key.to_string(), payload, 0)
-                    .await
-                    .is_err()
-                {
-                    published_all = false;
-                    break 'commits;
-                }
+                by_partition
+                    .entry(partition)
+                    .or_default()
+                    .push((row.key.to_string(), payload));
             }
         }
-        if published_all && next != position {
-            match ctx.disk().replace(POSITION_FILE, next.0.to_string().as_bytes()) {
-                Ok(()) => position = next,
-                Err(e) => {
-                    ctx.record("connector-position-failed", e.to_string());
-                }
+        // The producer retries in place; an error means delivery.timeout.ms passed, and
+        // the poll is read again from the acknowledged position.
+        let mut published_all = true;
+        for (partition, records) in by_partition {
+            if producer.send_all(TOPIC, partition, records).await.is_err() {
+                published_all = false;
+                break;
             }
+        }
+        if published_all {
+            offsets.acknowledged(next);
         }
     }
 }
 
+/// Puts transactions back together from their row events, whatever order and however
+/// many copies they arrive in.
+///
+/// Events are buffered by transaction id and index: a second copy of a buffered event
+/// (a producer's retry, a connector's replay) is ignored, fragments may come in any
+/// order and transactions may interleave. A transaction comes out once, when all its
+/// events are in, its rows in index order.
+#[derive(Debug, Default)]
+pub struct TxAssembler {
+    assembling: BTreeMap<TxId, (u32, BTreeMap<u32, RowImage>)>,
+}
+
+impl TxAssembler {
+    /// Takes one event; returns its transaction's rows when this event completes it.
+    pub fn add(&mut self, event: RowEvent) -> Option<Vec<RowImage>> {
+        let (count, rows) = self
+            .assembling
+            .entry(event.tx)
+            .or_insert_with(|| (event.count, BTreeMap::new()));
+        rows.entry(event.index).or_insert(event.row);
+        if rows.len() as u32 != *count {
+            return None;
+        }
+        let (_, rows) = self.assembling.remove(&event.tx).expect("assembling");
+        Some(rows.into_values().collect())
+    }
+
+    /// Whether a transaction is still incomplete (the offset must not pass it).
+    pub fn is_empty(&self) -> bool {
+        self.assembling.is_empty()
+    }
+
+    /// Drops everything buffered (the consumer goes back to its committed offset).
+    pub fn clear(&mut self) {
+        self.assembling.clear();
+    }
+}
+
 /// Applies row events, one by one or a transaction at a time.
+///
+/// The transaction-aware apply assembles transactions ([`TxAssembler`]), applies each
+/// whole with its id in the target's inbox in the same local transaction, and ignores
+/// every event of a transaction the inbox already holds. The offset never passes a
+/// transaction still being assembled: records answer `Buffered` while one is.
 struct ApplyEvents {
     target: Target,
     apply: CdcApply,
-    pending: Option<(TxId, u32, Vec<RowImage>)>,
+    assembler: TxAssembler,
+}
+
+impl ApplyEvents {
+    fn progress(&self) -> Handled {
+        if self.assembler.is_empty() {
+            Handled::Done
+        } else {
+            Handled::Buffered
+        }
+    }
 }
 
 impl Handler for ApplyEvents {
@@ -143,51 +198,91 @@ impl Handler for ApplyEvents {
                 .map(|_| Handled::Done)
                 .map_err(|_| ());
         }
-        if event.index == 0 {
-            // A transaction starts (again, after a connector re-read): drop any partial one.
-            self.pending = Some((event.tx, event.count, Vec::new()));
+        let id = event.tx.to_string();
+        if self.target.inbox_contains(&id) {
+            self.target.note_duplicate(&format!("{id} event {}", event.index));
+            return Ok(self.progress());
         }
-        let Some((tx, count, rows)) = self.pending.as_mut() else {
-            // The middle of a transaction whose start we never saw: it will come again
-            // whole when the connector re-reads; skip the fragment.
-            return Ok(Handled::Done);
-        };
-        if *tx != event.tx || rows.len() as u32 != event.index {
-            self.pending = None;
-            return Ok(Handled::Done);
+        if let Some(rows) = self.assembler.add(event) {
+            self.target.apply(&rows, Some(&id)).await.map_err(|_| ())?;
         }
-        rows.push(event.row);
-        if rows.len() as u32 == *count {
-            let (_, _, rows) = self.pending.take().expect("pending transaction");
-            return self
-                .target
-                .apply(&rows, None)
-                .await
-                .map(|_| Handled::Done)
-                .map_err(|_| ());
-        }
-        Ok(Handled::Buffered)
+        Ok(self.progress())
     }
 
     async fn flush(&mut self) -> Result<bool, ()> {
-        Ok(self.pending.is_some())
+        Ok(!self.assembler.is_empty())
     }
 
     fn reset(&mut self) {
-        self.pending = None;
+        self.assembler.clear();
     }
 }
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, ApplyRule::Blind, false);
+    // The transaction-aware apply keeps applied transaction ids in its inbox.
+    let inbox = config.apply == CdcApply::Transaction;
+    let target = setup.open_target(&ctx, ApplyRule::Blind, inbox, EffectTrigger::CreateMessage);
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyEvents {
             target: target.clone(),
             apply: config.apply,
-            pending: None,
+            assembler: TxAssembler::default(),
         }
     })
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CustomerId, EntityKey, Table, Version};
+
+    fn event(tx: u64, index: u32, count: u32) -> RowEvent {
+        let table = [Table::Customer, Table::Address, Table::Contact][index as usize % 3];
+        RowEvent {
+            tx: TxId(tx),
+            index,
+            count,
+            row: RowImage::new(
+                EntityKey {
+                    table,
+                    customer: CustomerId(tx),
+                },
+                Version(1),
+                None,
+            ),
+        }
+    }
+
+    #[test]
+    fn a_transaction_comes_out_once_whole_whatever_the_order_and_copies() {
+        let mut a = TxAssembler::default();
+        assert_eq!(a.add(event(7, 1, 3)), None, "a fragment before its start is kept");
+        assert_eq!(a.add(event(7, 1, 3)), None, "a second copy is ignored");
+        assert_eq!(a.add(event(7, 0, 3)), None);
+        assert!(!a.is_empty(), "incomplete: the offset must not pass it");
+        let rows = a.add(event(7, 2, 3)).expect("complete");
+        let tables: Vec<Table> = rows.iter().map(|r| r.key.table).collect();
+        assert_eq!(
+            tables,
+            [Table::Customer, Table::Address, Table::Contact],
+            "index order"
+        );
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn interleaved_transactions_assemble_apart_and_a_copy_of_the_first_restarts_nothing() {
+        let mut a = TxAssembler::default();
+        assert_eq!(a.add(event(1, 0, 2)), None);
+        assert_eq!(a.add(event(2, 0, 2)), None);
+        // A replayed copy of tx 1's first event while tx 1 is still open: no reset.
+        assert_eq!(a.add(event(1, 0, 2)), None);
+        assert_eq!(a.add(event(2, 1, 2)).map(|r| r.len()), Some(2));
+        assert!(!a.is_empty(), "tx 1 is still open");
+        assert_eq!(a.add(event(1, 1, 2)).map(|r| r.len()), Some(2));
+        assert!(a.is_empty());
+    }
 }

@@ -14,7 +14,7 @@ use faultline_sim::{HostCtx, RpcClient};
 use crate::domain::RowImage;
 use crate::history::RowState;
 use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{ApplyRule, Target};
+use crate::systems::target::{ApplyRule, EffectTrigger, Target};
 use crate::Setup;
 
 /// How the full copy behaves.
@@ -63,7 +63,7 @@ fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target)
 
 /// The target side: the replica and the copy job beside it.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, ApplyRule::Blind, false);
+    let target = setup.open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::NewRow);
     let timeout = Duration::from_millis(config.snapshot_timeout_ms);
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, timeout);

@@ -11,6 +11,7 @@
 
 pub mod bugs;
 pub mod cdc;
+pub mod connect;
 pub mod consumer;
 pub mod domain;
 pub mod full_copy;
@@ -29,6 +30,7 @@ use faultline_sim::{FaultTarget, HostCtx, SimTime, World, WorldError};
 
 use bugs::BugSet;
 use cdc::{CdcApply, CdcConfig};
+use connect::OFFSET_FLUSH_INTERVAL_MS;
 use consumer::DEFAULT_CONSUMER;
 use domain::ActionRequest;
 use full_copy::FullCopyConfig;
@@ -38,9 +40,10 @@ use outbox::{OutboxConfig, RelaySource};
 use push::PushConfig;
 use queue::{PublishPoint, QueueConfig};
 use retry_queue::{RetryPolicy, DEFAULT_RETRY};
+use systems::broker::{ProducerConfig, CONNECT_SOURCE_PRODUCER_IDEMPOTENT, KAFKA_PRODUCER};
 use systems::source::Source;
 use systems::source::{SourceConfig, SyncPolicy};
-use systems::target::{ApplyRule, Target, TargetConfig};
+use systems::target::{ApplyRule, EffectTrigger, Target, TargetConfig};
 
 /// Host names every pattern uses.
 pub mod hosts {
@@ -52,6 +55,9 @@ pub mod hosts {
     pub const BROKER: &str = "broker";
     /// The CDC connector.
     pub const CONNECTOR: &str = "connector";
+    /// The notification service the target's welcomes go to (outside the system under
+    /// test: not a fault target).
+    pub const NOTIFIER: &str = "notifier";
 }
 
 /// How long an integration call waits for its answer.
@@ -84,10 +90,11 @@ impl Setup {
     }
 
     /// Opens the target on this host (replaying its log) with the run's planted bugs.
-    pub fn open_target(&self, ctx: &HostCtx, rule: ApplyRule, inbox: bool) -> Target {
+    pub fn open_target(&self, ctx: &HostCtx, rule: ApplyRule, inbox: bool, effects: EffectTrigger) -> Target {
         let config = TargetConfig {
             rule,
             inbox,
+            effects,
             bugs: self.bugs,
         };
         Target::recover(ctx, config, self.recorder.clone(), &self.initial)
@@ -148,21 +155,39 @@ const PUSH: PushConfig = PushConfig {
         ..DEFAULT_RETRY
     },
 };
+/// The same pool, with calls serialised per customer: a customer's next call waits for
+/// its previous one (as a webhook sender orders per endpoint and entity).
+const PUSH_ORDERED: PushConfig = PushConfig {
+    retry: RetryPolicy {
+        per_key_order: true,
+        ..PUSH.retry
+    },
+    ..PUSH
+};
 const NOTIFY: NotifyConfig = NotifyConfig {
     dedup_window_ms: None,
     retry: DEFAULT_RETRY,
+    producer: KAFKA_PRODUCER,
     consumer: DEFAULT_CONSUMER,
 };
 const QUEUE: QueueConfig = QueueConfig {
     publish: PublishPoint::AfterCommit,
     retry: DEFAULT_RETRY,
-    idempotent_producer: false,
+    producer: KAFKA_PRODUCER,
     consumer: DEFAULT_CONSUMER,
+};
+/// A publish inside a request waits for its ack only as long as a request may take: a
+/// team that sends synchronously in a request handler sets `delivery.timeout.ms` (and
+/// `request.timeout.ms` under it) to about a second, not the 120 s default.
+const IN_REQUEST_PRODUCER: ProducerConfig = ProducerConfig {
+    delivery_timeout_ms: 1_000,
+    ..KAFKA_PRODUCER
 };
 const OUTBOX: OutboxConfig = OutboxConfig {
     inbox: false,
     relay: RelaySource::PollTable,
-    idempotent_producer: false,
+    producer: KAFKA_PRODUCER,
+    offset_flush_interval_ms: OFFSET_FLUSH_INTERVAL_MS,
     relay_poll_ms: 20,
     relay_batch_max: 32,
     consumer: DEFAULT_CONSUMER,
@@ -170,6 +195,8 @@ const OUTBOX: OutboxConfig = OutboxConfig {
 const CDC: CdcConfig = CdcConfig {
     apply: CdcApply::RowByRow,
     connector_poll_ms: 20,
+    producer: CONNECT_SOURCE_PRODUCER_IDEMPOTENT,
+    offset_flush_interval_ms: OFFSET_FLUSH_INTERVAL_MS,
     consumer: DEFAULT_CONSUMER,
 };
 
@@ -196,6 +223,16 @@ pub const VARIANTS: &[Variant] = &[
         config: PatternConfig::Push(PushConfig { rule: ApplyRule::NewerVersion, ..PUSH }),
     },
     Variant {
+        name: "push-ordered",
+        description: "push from 4 concurrent calls, serialised per customer: a customer's calls go one at a time, in commit order",
+        config: PatternConfig::Push(PUSH_ORDERED),
+    },
+    Variant {
+        name: "push-ordered-versioned",
+        description: "push-ordered, and the target rejects an image older than the version it holds",
+        config: PatternConfig::Push(PushConfig { rule: ApplyRule::NewerVersion, ..PUSH_ORDERED }),
+    },
+    Variant {
         name: "push-lww",
         description: "push, and the target keeps the write with the later source wall-clock stamp (last writer wins)",
         config: PatternConfig::Push(PushConfig { rule: ApplyRule::LaterWallClock, ..PUSH }),
@@ -218,7 +255,11 @@ pub const VARIANTS: &[Variant] = &[
     Variant {
         name: "queue-fail-op",
         description: "publish each row's data inside the operation; a failed publish fails and rolls back the action",
-        config: PatternConfig::Queue(QueueConfig { publish: PublishPoint::InOperation, ..QUEUE }),
+        config: PatternConfig::Queue(QueueConfig {
+            publish: PublishPoint::InOperation,
+            producer: IN_REQUEST_PRODUCER,
+            ..QUEUE
+        }),
     },
     Variant {
         name: "outbox",
@@ -232,8 +273,12 @@ pub const VARIANTS: &[Variant] = &[
     },
     Variant {
         name: "outbox-logtail",
-        description: "outbox whose relay tails the source's commit log from a saved position instead of polling the table",
-        config: PatternConfig::Outbox(OutboxConfig { relay: RelaySource::TailLog, ..OUTBOX }),
+        description: "outbox whose relay tails the source's commit log (Debezium's outbox event router on Kafka Connect: position flushed every 60 s)",
+        config: PatternConfig::Outbox(OutboxConfig {
+            relay: RelaySource::TailLog,
+            producer: CONNECT_SOURCE_PRODUCER_IDEMPOTENT,
+            ..OUTBOX
+        }),
     },
     Variant {
         name: "cdc-row",
@@ -242,7 +287,7 @@ pub const VARIANTS: &[Variant] = &[
     },
     Variant {
         name: "cdc-tx",
-        description: "cdc, and the target buffers each transaction's row events and applies them together",
+        description: "cdc, and the target reassembles each transaction from its row events and applies it whole, once (transaction id in an inbox)",
         config: PatternConfig::Cdc(CdcConfig { apply: CdcApply::Transaction, ..CDC }),
     },
 ];
@@ -347,6 +392,10 @@ impl Variant {
                 world.host(hosts::CONNECTOR, move |ctx| cdc::run_connector(ctx, config, bugs))?;
             }
         }
+        let recorder = setup.recorder.clone();
+        world.host(hosts::NOTIFIER, move |ctx| {
+            systems::notifier::run_notifier(ctx, recorder.clone())
+        })?;
         if self.hosts().iter().any(|h| h.name == hosts::BROKER) {
             let bugs = setup.bugs;
             world.host(hosts::BROKER, move |ctx| systems::broker::run_broker(ctx, bugs))?;

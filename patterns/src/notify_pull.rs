@@ -20,9 +20,9 @@ use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{EntityKey, RowImage};
 use crate::outbox::partition_of;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
-use crate::systems::broker::{BrokerRecord, Producer};
+use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{self, SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{ApplyRule, Target};
+use crate::systems::target::{ApplyRule, EffectTrigger, Target};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic notifications go to.
@@ -36,6 +36,8 @@ pub struct NotifyConfig {
     pub dedup_window_ms: Option<u64>,
     /// How the source retries publishing.
     pub retry: RetryPolicy,
+    /// The source's Kafka producer.
+    pub producer: ProducerConfig,
     /// How the target consumes.
     pub consumer: ConsumerConfig,
 }
@@ -57,8 +59,9 @@ impl fmt::Display for Notification {
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx);
     tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, false);
-    let queue: RetryQueue<Notification> = RetryQueue::new(&ctx, config.retry, setup.bugs);
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let queue: RetryQueue<Notification> =
+        RetryQueue::new(&ctx, config.retry, setup.bugs, |n| n.key.customer.0);
     let partitions = config.consumer.partitions;
     let sending = queue.spawn(move |n: Notification| {
         let producer = producer.clone();
@@ -66,7 +69,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
             let payload = serde_json::to_string(&n).expect("notifications serialise");
             let partition = partition_of(n.key.customer, partitions);
             producer
-                .publish(TOPIC, partition, n.key.to_string(), payload, 0)
+                .send(TOPIC, partition, n.key.to_string(), payload)
                 .await
                 .is_ok()
         }
@@ -148,7 +151,7 @@ impl Handler for Pull {
 
 /// The target side: one pulling consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, ApplyRule::Blind, false);
+    let target = setup.open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::NewRow);
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let window = config.dedup_window_ms.map(Duration::from_millis);

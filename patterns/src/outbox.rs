@@ -3,22 +3,25 @@
 //! messages to the broker in order.
 //!
 //! The relay reads either the outbox table (polling unsent messages and marking each
-//! sent after its publish) or, in `outbox-logtail`, the source's commit log from a
-//! position it saves after publishing. Either way a crash between publish and
-//! bookkeeping, or a lost produce ack, publishes a message twice. `outbox` applies
+//! sent after its publish, with an idempotent Kafka producer) or, in `outbox-logtail`,
+//! the source's commit log as Debezium's outbox event router does (a Kafka Connect
+//! source task: Connect's producer made idempotent, position flushed every 60 s).
+//! Either way a crash between publish and bookkeeping publishes messages again. `outbox` applies
 //! every message it receives; `outbox-inbox` keeps an inbox of processed message ids in
 //! the apply's own transaction (an idempotent consumer).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use faultline_sim::{HostCtx, LogPos};
+use faultline_sim::HostCtx;
 
 use crate::bugs::{Bug, BugSet};
+use crate::connect::SourceOffsets;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::CustomerId;
-use crate::systems::broker::{BrokerRecord, Producer};
+use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{OutboxMessage, Source};
-use crate::systems::target::{ApplyRule, Target};
+use crate::systems::target::{ApplyRule, EffectTrigger, Target};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic outbox messages go to.
@@ -42,8 +45,11 @@ pub struct OutboxConfig {
     pub inbox: bool,
     /// Where the relay reads.
     pub relay: RelaySource,
-    /// The relay publishes as an idempotent producer.
-    pub idempotent_producer: bool,
+    /// The relay's producer: a Kafka application producer for the table-polling relay,
+    /// Kafka Connect's source-task producer for the log-tailing one.
+    pub producer: ProducerConfig,
+    /// The log-tailing relay's `offset.flush.interval.ms` (Kafka Connect's).
+    pub offset_flush_interval_ms: u64,
     /// How often the relay looks for new messages.
     pub relay_poll_ms: u64,
     /// Messages the relay handles per poll.
@@ -71,32 +77,46 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
     Ok(())
 }
 
-async fn publish(producer: &Producer, message: &OutboxMessage, config: OutboxConfig) -> bool {
-    let customer = message.rows[0].key.customer;
-    let payload = serde_json::to_string(message).expect("outbox messages serialise");
-    let partition = partition_of(customer, config.consumer.partitions);
-    // The transaction id orders a partition's messages and is stable across retries.
-    producer
-        .publish(TOPIC, partition, customer.0.to_string(), payload, message.tx.0)
-        .await
-        .is_ok()
+/// Sends messages, each partition's in order and in batches; the producer retries in
+/// place, so a failure means a batch's `delivery.timeout.ms` passed.
+async fn publish(producer: &Producer, messages: &[OutboxMessage], config: OutboxConfig) -> bool {
+    let mut by_partition: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+    for message in messages {
+        let customer = message.rows[0].key.customer;
+        let payload = serde_json::to_string(message).expect("outbox messages serialise");
+        by_partition
+            .entry(partition_of(customer, config.consumer.partitions))
+            .or_default()
+            .push((customer.0.to_string(), payload));
+    }
+    for (partition, records) in by_partition {
+        if producer.send_all(TOPIC, partition, records).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: BugSet) {
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.idempotent_producer);
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     loop {
         tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
-        for message in source.outbox_unsent(config.relay_batch_max) {
-            if bugs.has(Bug::RelayMarksBeforePublish) {
-                // Planted: the bookkeeping first; a failed publish is never retried.
-                if source.mark_sent(message.tx).is_err() || !publish(&producer, &message, config).await {
+        let unsent = source.outbox_unsent(config.relay_batch_max);
+        if bugs.has(Bug::RelayMarksBeforePublish) {
+            // Planted: the bookkeeping first; a failed publish is never retried.
+            for message in unsent {
+                if source.mark_sent(message.tx).is_err()
+                    || !publish(&producer, std::slice::from_ref(&message), config).await
+                {
                     break;
                 }
-                continue;
             }
-            if !publish(&producer, &message, config).await {
-                break;
-            }
+            continue;
+        }
+        if unsent.is_empty() || !publish(&producer, &unsent, config).await {
+            continue;
+        }
+        for message in &unsent {
             if let Err(e) = source.mark_sent(message.tx) {
                 ctx.record("relay-mark-failed", format!("{} {e}", message.id));
                 break;
@@ -105,32 +125,19 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
     }
 }
 
+/// The log-tailing relay, as Debezium's outbox event router runs: a Kafka Connect
+/// source task whose position is flushed every `offset.flush.interval.ms`.
 async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig) {
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.idempotent_producer);
-    let saved = ctx.disk().read_all(RELAY_POSITION_FILE);
-    let mut position = LogPos(serde_json::from_slice(&saved).unwrap_or(0));
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let mut offsets = SourceOffsets::open(&ctx, RELAY_POSITION_FILE, config.offset_flush_interval_ms);
     loop {
         tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
-        let (commits, next) = source.read_log(position, config.relay_batch_max);
-        let mut published_all = true;
-        for commit in &commits {
-            if !publish(&producer, &commit.to_outbox_message(), config).await {
-                published_all = false;
-                break;
-            }
-        }
-        // Only a fully published batch moves the position; a partial one is re-read
-        // (and partly re-published) next time.
-        if published_all && next != position {
-            match ctx
-                .disk()
-                .replace(RELAY_POSITION_FILE, next.0.to_string().as_bytes())
-            {
-                Ok(()) => position = next,
-                Err(e) => {
-                    ctx.record("relay-position-failed", e.to_string());
-                }
-            }
+        offsets.tick();
+        let (commits, next) = source.read_log(offsets.position(), config.relay_batch_max);
+        let messages: Vec<OutboxMessage> = commits.iter().map(|c| c.to_outbox_message()).collect();
+        // Only a fully published poll moves the position; a partial one is read again.
+        if publish(&producer, &messages, config).await {
+            offsets.acknowledged(next);
         }
     }
 }
@@ -154,7 +161,7 @@ impl Handler for ApplyMessage {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, ApplyRule::Blind, config.inbox);
+    let target = setup.open_target(&ctx, ApplyRule::Blind, config.inbox, EffectTrigger::CreateMessage);
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyMessage {
             target: target.clone(),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::RowImage;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
-use crate::systems::target::ApplyRule;
+use crate::systems::target::{ApplyRule, EffectTrigger};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The port of the target's REST API.
@@ -64,7 +64,8 @@ impl RpcMessage for EntityReply {
 /// The source side: run the workload and push every committed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx);
-    let queue: RetryQueue<RowImage> = RetryQueue::new(&ctx, config.retry, setup.bugs);
+    let queue: RetryQueue<RowImage> =
+        RetryQueue::new(&ctx, config.retry, setup.bugs, |row| row.key.customer.0);
     let target: RpcClient<EntityCall, EntityReply> =
         RpcClient::new(&ctx, "target", TARGET_API_PORT, RPC_TIMEOUT);
     let pushing = queue.spawn(move |row: RowImage| {
@@ -89,7 +90,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
 
 /// The target side: the REST API applying each entity call.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, config.rule, false);
+    let target = setup.open_target(&ctx, config.rule, false, EffectTrigger::CreateMessage);
     serve(ctx, TARGET_API_PORT, move |call: EntityCall| {
         let (EntityCall::Put(row) | EntityCall::Delete(row)) = call;
         let target = target.clone();

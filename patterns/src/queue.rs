@@ -7,7 +7,6 @@
 //! out may still have been stored, and the commit can still fail after a successful
 //! publish; either way the target gets a row the source never committed.
 
-use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
 
@@ -18,9 +17,9 @@ use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{ActionId, RowImage};
 use crate::outbox::partition_of;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
-use crate::systems::broker::{BrokerRecord, Producer};
+use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::BeforeCommit;
-use crate::systems::target::{ApplyRule, Target};
+use crate::systems::target::{ApplyRule, EffectTrigger, Target};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic entity messages go to.
@@ -42,8 +41,8 @@ pub struct QueueConfig {
     pub publish: PublishPoint,
     /// How the after-commit queue retries.
     pub retry: RetryPolicy,
-    /// The source publishes as an idempotent producer.
-    pub idempotent_producer: bool,
+    /// The source's Kafka producer.
+    pub producer: ProducerConfig,
     /// How the target consumes.
     pub consumer: ConsumerConfig,
 }
@@ -55,8 +54,6 @@ pub struct EntityMessage {
     pub action: ActionId,
     /// The row image.
     pub row: RowImage,
-    /// The producer sequence (stable across retries).
-    pub seq: u64,
 }
 
 impl fmt::Display for EntityMessage {
@@ -70,7 +67,7 @@ async fn publish(producer: &Producer, message: &EntityMessage, partitions: u32) 
     let payload = serde_json::to_string(message).expect("entity messages serialise");
     let partition = partition_of(customer, partitions);
     producer
-        .publish(TOPIC, partition, customer.0.to_string(), payload, message.seq)
+        .send(TOPIC, partition, customer.0.to_string(), payload)
         .await
         .is_ok()
 }
@@ -78,24 +75,13 @@ async fn publish(producer: &Producer, message: &EntityMessage, partitions: u32) 
 /// The source side: run the workload, publishing each changed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx);
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.idempotent_producer);
-    // Sequences grow per process life; a restarted producer has a new id anyway.
-    let next_seq = Rc::new(Cell::new(0u64));
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let partitions = config.consumer.partitions;
-    let message = {
-        let next_seq = Rc::clone(&next_seq);
-        move |action: ActionId, row: RowImage| {
-            next_seq.set(next_seq.get() + 1);
-            EntityMessage {
-                action,
-                row,
-                seq: next_seq.get(),
-            }
-        }
-    };
+    let message = |action: ActionId, row: RowImage| EntityMessage { action, row };
     match config.publish {
         PublishPoint::AfterCommit => {
-            let queue: RetryQueue<EntityMessage> = RetryQueue::new(&ctx, config.retry, setup.bugs);
+            let queue: RetryQueue<EntityMessage> =
+                RetryQueue::new(&ctx, config.retry, setup.bugs, |m| m.row.key.customer.0);
             let sending = queue.spawn(move |m: EntityMessage| {
                 let producer = producer.clone();
                 async move { publish(&producer, &m, partitions).await }
@@ -151,7 +137,7 @@ impl Handler for ApplyRow {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, ApplyRule::Blind, false);
+    let target = setup.open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::CreateMessage);
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),
     })

@@ -9,7 +9,7 @@
 //! weakness these patterns have.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::rc::Rc;
@@ -33,6 +33,9 @@ pub struct RetryPolicy {
     pub queue_max: usize,
     /// Items in flight at once (1 keeps order).
     pub concurrency: usize,
+    /// With several in flight, never two of the same key at once, and each key's items
+    /// in queue order (a sender that serialises calls per entity).
+    pub per_key_order: bool,
 }
 
 /// The default policy: one at a time, 8 attempts, 20 ms doubling to 500 ms, 10,000
@@ -43,11 +46,16 @@ pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
     backoff_max_ms: 500,
     queue_max: 10_000,
     concurrency: 1,
+    per_key_order: false,
 };
 
 /// A handle to the queue; clones share it.
 pub struct RetryQueue<T> {
     items: Rc<RefCell<VecDeque<T>>>,
+    /// The ordering key of each item, when the policy orders per key.
+    key: fn(&T) -> u64,
+    /// Keys with an item in flight.
+    in_flight: Rc<RefCell<BTreeSet<u64>>>,
     wake: Rc<Notify>,
     policy: RetryPolicy,
     ctx: HostCtx,
@@ -58,6 +66,8 @@ impl<T> Clone for RetryQueue<T> {
     fn clone(&self) -> Self {
         RetryQueue {
             items: Rc::clone(&self.items),
+            key: self.key,
+            in_flight: Rc::clone(&self.in_flight),
             wake: Rc::clone(&self.wake),
             policy: self.policy,
             ctx: self.ctx.clone(),
@@ -67,10 +77,13 @@ impl<T> Clone for RetryQueue<T> {
 }
 
 impl<T: Clone + Display + 'static> RetryQueue<T> {
-    /// An empty queue on this host.
-    pub fn new(ctx: &HostCtx, policy: RetryPolicy, bugs: BugSet) -> Self {
+    /// An empty queue on this host; `key` names an item's entity, for a policy that
+    /// orders per key.
+    pub fn new(ctx: &HostCtx, policy: RetryPolicy, bugs: BugSet, key: fn(&T) -> u64) -> Self {
         RetryQueue {
             items: Rc::default(),
+            key,
+            in_flight: Rc::default(),
             wake: Rc::new(Notify::new()),
             policy,
             ctx: ctx.clone(),
@@ -120,7 +133,7 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
         Fut: Future<Output = bool>,
     {
         loop {
-            let Some(item) = self.items.borrow_mut().pop_front() else {
+            let Some(item) = self.take_next() else {
                 self.wake.notified().await;
                 continue;
             };
@@ -146,6 +159,27 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
                 tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                 backoff_ms = (backoff_ms * 2).min(self.policy.backoff_max_ms);
             }
+            if self.policy.per_key_order {
+                self.in_flight.borrow_mut().remove(&(self.key)(&item));
+                // The key's next item may be waiting for it.
+                self.wake.notify_one();
+            }
         }
+    }
+
+    /// The next item to send: the queue's first, or with per-key order the first whose
+    /// key has nothing in flight (which is that key's oldest).
+    fn take_next(&self) -> Option<T> {
+        let mut items = self.items.borrow_mut();
+        if !self.policy.per_key_order {
+            return items.pop_front();
+        }
+        let mut in_flight = self.in_flight.borrow_mut();
+        let at = items
+            .iter()
+            .position(|item| !in_flight.contains(&(self.key)(item)))?;
+        let item = items.remove(at)?;
+        in_flight.insert((self.key)(&item));
+        Some(item)
     }
 }

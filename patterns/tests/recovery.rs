@@ -7,7 +7,9 @@ use std::time::Duration;
 use faultline_patterns::bugs::BugSet;
 use faultline_patterns::domain::{Action, ActionId, ActionRequest, CustomerId};
 use faultline_patterns::history::{Recorder, Rows};
-use faultline_patterns::systems::broker::{run_broker, BrokerClient};
+use faultline_patterns::systems::broker::{
+    run_broker, BrokerClient, Producer, ProducerConfig, CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
+};
 use faultline_patterns::systems::source::{durable_rows, Source, SourceConfig, SyncPolicy};
 use faultline_patterns::{Setup, Variant};
 use faultline_sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime, World, WorldConfig};
@@ -150,7 +152,10 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
             async move {
                 let broker = BrokerClient::new(&ctx, Duration::from_millis(100));
                 for n in 0..20u64 {
-                    if let Ok(offset) = broker.produce("t", 0, n.to_string(), n.to_string(), None).await {
+                    if let Ok(offset) = broker
+                        .produce("t", 0, vec![(n.to_string(), n.to_string())], None)
+                        .await
+                    {
                         acked.borrow_mut().push(offset);
                     }
                     if n == 5 {
@@ -250,4 +255,81 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
     welcomed.sort();
     welcomed.dedup();
     assert_eq!(welcomed.len(), 60);
+}
+
+/// Sends 40 records through a producer while half the broker's responses are lost;
+/// returns the payloads the partition holds, in offset order.
+fn produce_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
+    let stored: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();
+    let mut world = World::new(WorldConfig::new(Seed(9)));
+    world.host("broker", |ctx| run_broker(ctx, BugSet::NONE)).unwrap();
+    let stored_in = Rc::clone(&stored);
+    world
+        .host("client", move |ctx| {
+            let stored = Rc::clone(&stored_in);
+            async move {
+                let producer = Producer::new(&ctx, Duration::from_millis(100), config);
+                for n in 0..40u64 {
+                    producer.send("t", 0, "k".into(), n.to_string()).await.unwrap();
+                }
+                let broker = BrokerClient::new(&ctx, Duration::from_millis(100));
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                let mut records = Vec::new();
+                while records.len() < 200 {
+                    let Ok(batch) = broker.fetch("t", 0, records.len() as u64, 0).await else {
+                        continue;
+                    };
+                    if batch.is_empty() {
+                        break;
+                    }
+                    records.extend(batch.into_iter().map(|r| r.payload.parse::<u64>().unwrap()));
+                }
+                *stored.borrow_mut() = Some(records);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    let lossy = faultline_sim::MessageFaultRates {
+        lost_response: 0.5,
+        ..Default::default()
+    };
+    world.set_plan(FaultPlan::from_events(vec![
+        at(0, Fault::MessageFaults { rates: lossy }),
+        at(
+            6_000,
+            Fault::MessageFaults {
+                rates: Default::default(),
+            },
+        ),
+    ]));
+    world.run_until(SimTime::from_secs(12), |_| false).unwrap();
+    let records = stored
+        .borrow()
+        .clone()
+        .expect("the client read the partition back");
+    records
+}
+
+#[test]
+fn the_producer_retries_in_place_so_lost_acks_never_reorder_and_idempotence_drops_the_copies() {
+    let idempotent = produce_through_lost_responses(KAFKA_PRODUCER);
+    assert_eq!(
+        idempotent,
+        (0..40).collect::<Vec<u64>>(),
+        "each record once, in order"
+    );
+
+    let plain = produce_through_lost_responses(CONNECT_SOURCE_PRODUCER);
+    assert!(
+        plain.len() > 40,
+        "lost acks store copies without idempotence: {plain:?}"
+    );
+    let mut distinct = plain.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct,
+        (0..40).collect::<Vec<u64>>(),
+        "copies sit next to their original: a retry in place never lands after a later record"
+    );
 }

@@ -124,7 +124,7 @@ fn invariant_table(out: &mut String, c: &Comparison, column: &str, faults: &str,
     for inv in &c.invariants {
         let _ = write!(out, "<th>{}</th>", escape_xml(inv));
     }
-    out.push_str("<th>staleness p50</th><th>p99</th><th>availability</th><th>calls per action</th></tr>\n");
+    out.push_str("<th>staleness p50</th><th>p99</th><th>availability</th><th>calls per action</th><th title=\"customers created and deleted between two observations of the target: never held, never welcomed\">unobserved</th></tr>\n");
     for p in &c.patterns {
         let cell = c.cell(column, p).expect("grid cell");
         let _ = write!(out, "<tr><td>{}</td>", escape_xml(p));
@@ -139,11 +139,12 @@ fn invariant_table(out: &mut String, c: &Comparison, column: &str, faults: &str,
         }
         let _ = writeln!(
             out,
-            "<td>{}</td><td>{}</td><td>{:.1}%</td><td>{:.1}</td></tr>",
+            "<td>{}</td><td>{}</td><td>{:.1}%</td><td>{:.1}</td><td>{}</td></tr>",
             escape_xml(&staleness(cell, 50)),
             escape_xml(&staleness(cell, 99)),
             cell.availability() * 100.0,
-            cell.calls_per_action()
+            cell.calls_per_action(),
+            cell.unobserved_customers
         );
     }
     out.push_str("</table>\n");

@@ -34,6 +34,14 @@ pub fn render(outcome: &Outcome) -> String {
         "traffic: {} calls ({:.1} per action), {} duplicates injected, {} absorbed by an inbox",
         m.calls, m.calls_per_action, m.duplicates_injected, m.duplicates_absorbed
     );
+    if !outcome.unobserved.is_empty() {
+        let _ = writeln!(
+            out,
+            "unobserved: {} customer(s) created and deleted between two observations of the target, never welcomed: {}",
+            outcome.unobserved.len(),
+            outcome.unobserved.join(", ")
+        );
+    }
     let _ = match m.converged_at_ms {
         Some(at) => writeln!(out, "converged at {at} ms; run ended at {} ms", m.end_ms),
         None => writeln!(out, "never converged; run ended at {} ms", m.end_ms),

@@ -286,6 +286,9 @@ pub struct Cell {
     pub calls: u64,
     /// Committed row versions never visible at the target, over all seeds.
     pub never_visible: u64,
+    /// Customers created and deleted between two observations of the target, over all
+    /// seeds (never held there, so never welcomed).
+    pub unobserved_customers: u64,
     /// The lowest failing seed's first violation.
     pub first_failure: Option<FirstFailure>,
 }
@@ -306,6 +309,7 @@ impl Cell {
             actions_failed_integration: 0,
             calls: 0,
             never_visible: 0,
+            unobserved_customers: 0,
             first_failure: None,
         }
     }
@@ -326,6 +330,7 @@ impl Cell {
         self.actions_failed_integration += m.actions_failed_integration;
         self.calls += m.calls;
         self.never_visible += m.never_visible;
+        self.unobserved_customers += m.unobserved_customers;
         if let Some(v) = &run.first_violation {
             self.seeds_failing += 1;
             for inv in &run.violated {
@@ -367,6 +372,7 @@ impl Cell {
         self.actions_failed_integration += other.actions_failed_integration;
         self.calls += other.calls;
         self.never_visible += other.never_visible;
+        self.unobserved_customers += other.unobserved_customers;
         if let Some(f) = &other.first_failure {
             if self.first_failure.as_ref().is_none_or(|mine| mine.seed > f.seed) {
                 self.first_failure = Some(f.clone());

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub staleness_max_ms: u64,
     /// Committed row versions the target never showed (nor anything newer).
     pub never_visible: u64,
+    /// Customers created and deleted at the source between two of the target's
+    /// observations: never held there, so never welcomed (not an effect lost).
+    pub unobserved_customers: u64,
     /// When both sides last became equal, if they are at the end.
     pub converged_at_ms: Option<u64>,
     /// When the run ended.
@@ -131,6 +134,7 @@ pub fn compute(history: &History, counts: TraceCounts) -> Metrics {
     };
     m.applies = history.applies.len() as u64;
     m.effects = history.effects.len() as u64;
+    m.unobserved_customers = crate::invariants::unobserved_customers(history).len() as u64;
 
     let mut delays_ms: Vec<u64> = Vec::new();
     for vis in durable_commit_visibility(history) {

@@ -133,6 +133,9 @@ pub struct Outcome {
     pub trace_hash: TraceHash,
     /// Every invariant violation.
     pub violations: Vec<Violation>,
+    /// Customers created and deleted at the source that the target never held (so never
+    /// welcomed): a property of the pattern's observation, not a violation.
+    pub unobserved: Vec<String>,
     /// Numbers beside the verdict.
     pub metrics: Metrics,
     /// The command that replays the run.
@@ -391,6 +394,10 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
     let final_target = target::durable_rows(disk(hosts::TARGET), &initial);
     let mut history = recorder.finish(final_source, final_target, summary.end, last_fault_at);
     history.staleness_bound = Some(Duration::from_millis(scenario.staleness_bound_ms));
+    let unobserved = crate::invariants::unobserved_customers(&history)
+        .into_iter()
+        .map(|c| format!("customer/{}", c.0))
+        .collect();
     let violations = check_all(&history)
         .into_iter()
         .filter(|v| {
@@ -414,6 +421,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         bugs: spec.bugs.bugs().into_iter().map(|b| b.name()).collect(),
         trace_hash: summary.trace_hash,
         violations,
+        unobserved,
         metrics: compute(&history, counts),
         repro: spec.repro_command(),
         plan,

@@ -524,7 +524,7 @@ mod tests {
         let text = scenario(&OK_BODY.replace("[\"push\"]", "[\"push\", \"carrier-pigeon\"]"));
         insta::assert_snapshot!(error(&text), @r#"
         suite.toml:6:12: unknown pattern "carrier-pigeon"
-          hint: valid patterns are: full-copy, full-copy-inplace, push, push-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
+          hint: valid patterns are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
         "#);
     }
 

@@ -25,7 +25,8 @@ pub struct MessageFaultRates {
     /// The server's handler runs, but its response is lost; the caller times out.
     #[serde(default)]
     pub lost_response: f64,
-    /// The request is delivered a second time, later, on another connection.
+    /// The request is handled a second time (an intermediary's retry), a little later,
+    /// before the caller's call completes.
     #[serde(default)]
     pub duplicate: f64,
     /// The request is held back before sending, reordering it against later calls.

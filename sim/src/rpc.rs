@@ -12,8 +12,9 @@
 //! - **loss**: the request is never sent; the caller waits out its timeout;
 //! - **lost response**: the server runs the handler but does not answer: the caller
 //!   times out although the work was done (the classic source of duplicates on retry);
-//! - **duplicate**: a copy of the request is delivered again, a little later, on a
-//!   connection of its own;
+//! - **duplicate**: an intermediary's retry (a proxy, a client library): a copy of the
+//!   request is handled again, a little later, on a connection of its own, before the
+//!   caller's call completes (never after the caller's later requests);
 //! - **delay**: the request waits before it is sent, reordering it against later calls.
 //!
 //! Each decision is recorded in the trace.
@@ -258,19 +259,20 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
             reply: !faults.lose_response,
             body: request,
         };
+        let outcome = tokio::time::timeout(s.timeout, self.exchange(&frame)).await;
         if let Some(after) = faults.duplicate_after {
+            // An intermediary's retry (a proxy or load balancer that timed out on the
+            // upstream, a client library's own retry): the server handles the request a
+            // second time before the caller's call completes, so the copy never lands
+            // after the caller's later requests, as TCP could not make it do.
             s.ctx.record(
                 kind::DUPLICATE,
                 format!("call={id_text} after={}ms", after.as_millis()),
             );
             let copy = serde_json::to_value(&frame).map_err(|e| RpcError::Codec(e.to_string()))?;
-            let this = self.clone();
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(after).await;
-                let _ = tokio::time::timeout(this.state.timeout, this.exchange_raw(&copy, id)).await;
-            });
+            tokio::time::sleep(after).await;
+            let _ = tokio::time::timeout(s.timeout, self.exchange_raw(&copy, id)).await;
         }
-        let outcome = tokio::time::timeout(s.timeout, self.exchange(&frame)).await;
         match outcome {
             Ok(Ok(response)) => {
                 s.ctx

@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use super::{exit, Format};
 
+/// Where each variant's real-world counterpart, settings and weaknesses are described.
+const VARIANTS_DOC: &str = "docs/VARIANTS.md";
+
 #[derive(Serialize)]
 struct Named {
     name: &'static str,
@@ -24,7 +27,7 @@ pub fn list(format: Format) -> ExitCode {
     let bugs: Vec<Named> = BUGS.iter().map(|b| named(b.name, b.description)).collect();
     match format {
         Format::Json => {
-            let all = serde_json::json!({ "patterns": patterns, "profiles": profiles, "invariants": invariants, "bugs": bugs });
+            let all = serde_json::json!({ "patterns": patterns, "variants_doc": VARIANTS_DOC, "profiles": profiles, "invariants": invariants, "bugs": bugs });
             println!(
                 "{}",
                 serde_json::to_string_pretty(&all).expect("plain data serialises")
@@ -40,6 +43,11 @@ pub fn list(format: Format) -> ExitCode {
                 println!("{title}:");
                 for item in items {
                     println!("  {:<31} {}", item.name, item.description);
+                }
+                if title == "patterns" {
+                    println!(
+                        "  (each variant's real-world counterpart, settings and weaknesses: {VARIANTS_DOC})"
+                    );
                 }
                 println!();
             }

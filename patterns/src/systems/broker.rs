@@ -1,11 +1,11 @@
 //! A Kafka-like broker: topics split into partitions, each a durable log on the world's
 //! disk; committed consumer offsets in a small atomically replaced file.
 //!
-//! A produce is appended and synced before it is acknowledged (acks=all on a single
-//! replica). A retried produce whose first ack was lost appends a duplicate, unless the
-//! producer is idempotent: then the broker remembers the last sequence per producer and
-//! partition (rebuilt from the log on recovery) and answers a repeat with the original
-//! offset. Order holds within a partition only. Consumers fetch from an offset and commit
+//! A produce carries a batch of records for one partition; it is appended and synced
+//! before it is acknowledged (acks=all on a single replica). A retried produce whose
+//! first ack was lost appends a duplicate batch, unless the producer is idempotent: then
+//! the broker remembers the last sequence per producer and partition (rebuilt from the
+//! log on recovery) and answers a repeat as stored. Order holds within a partition only. Consumers fetch from an offset and commit
 //! offsets; after a restart they resume from the committed offset, so whatever they had
 //! processed but not committed is delivered again.
 
@@ -27,6 +27,9 @@ pub const BROKER_PORT: u16 = 9092;
 pub const FETCH_WAIT_MS: u64 = 200;
 /// The longest wait a fetch may ask for.
 pub const FETCH_WAIT_MAX_MS: u64 = 1_000;
+/// Bytes of keys and payloads one produce request carries at most (Kafka's
+/// `batch.size` default).
+pub const BATCH_SIZE_BYTES: usize = 16_384;
 /// Records one fetch returns at most.
 pub const FETCH_MAX_RECORDS: u32 = 64;
 const OFFSETS_FILE: &str = "offsets.json";
@@ -59,11 +62,12 @@ pub struct BrokerRecord {
 #[allow(missing_docs)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BrokerRequest {
+    /// A batch of records for one partition; with an idempotent producer, `producer`
+    /// carries the first record's sequence and the others follow it.
     Produce {
         topic: String,
         partition: u32,
-        key: String,
-        payload: String,
+        records: Vec<(String, String)>,
         producer: Option<ProducerSeq>,
     },
     Fetch {
@@ -104,16 +108,21 @@ impl RpcMessage for BrokerRequest {
             BrokerRequest::Produce {
                 topic,
                 partition,
-                key,
+                records,
                 producer,
-                ..
-            } => match producer {
-                Some(p) => format!(
-                    "produce {topic}/{partition} key={key} pid={} seq={}",
-                    p.producer, p.seq
-                ),
-                None => format!("produce {topic}/{partition} key={key}"),
-            },
+            } => {
+                let keys: Vec<&str> = records.iter().map(|(key, _)| key.as_str()).collect();
+                let keys = keys.join(" key=");
+                match producer {
+                    Some(p) => format!(
+                        "produce {topic}/{partition} n={} key={keys} pid={} seq={}",
+                        records.len(),
+                        p.producer,
+                        p.seq
+                    ),
+                    None => format!("produce {topic}/{partition} n={} key={keys}", records.len()),
+                }
+            }
             BrokerRequest::Fetch {
                 topic,
                 partition,
@@ -198,14 +207,14 @@ impl State {
             BrokerRequest::Produce {
                 topic,
                 partition,
-                key,
-                payload,
+                records,
                 producer,
             } => {
                 self.partition(&topic, partition);
                 if let Some(p) = producer {
                     if let Some(&(seq, offset)) = self.sequences.get(&(p.producer, topic.clone(), partition))
                     {
+                        // A retry of a batch already stored: answer as the first time.
                         if p.seq <= seq {
                             return BrokerResponse::Produced { offset };
                         }
@@ -213,33 +222,46 @@ impl State {
                 }
                 let acks_before_sync = self.bugs.has(Bug::BrokerAcksBeforeSync);
                 let part = self.partition(&topic, partition);
-                let offset = part.records.len() as u64;
-                let record = BrokerRecord {
-                    offset,
-                    key,
-                    payload,
-                    producer,
-                };
-                let appended = part
-                    .log
-                    .append(&serde_json::to_vec(&record).expect("records serialise"));
-                // Planted bug: acknowledge before the record is durable; a background
+                let first = part.records.len() as u64;
+                let batch: Vec<BrokerRecord> = records
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (key, payload))| BrokerRecord {
+                        offset: first + i as u64,
+                        key,
+                        payload,
+                        producer: producer.map(|p| ProducerSeq {
+                            producer: p.producer,
+                            seq: p.seq + i as u64,
+                        }),
+                    })
+                    .collect();
+                let mut appended = Ok(());
+                for record in &batch {
+                    appended = part
+                        .log
+                        .append(&serde_json::to_vec(record).expect("records serialise"))
+                        .map(|_| ());
+                    if appended.is_err() {
+                        break;
+                    }
+                }
+                // Planted bug: acknowledge before the records are durable; a background
                 // sync catches up later.
-                let appended = if acks_before_sync {
-                    appended.map(|_| ())
-                } else {
-                    appended.and_then(|_| part.log.sync())
-                };
+                if !acks_before_sync {
+                    appended = appended.and_then(|_| part.log.sync());
+                }
                 if let Err(e) = appended {
                     return BrokerResponse::Error(e.to_string());
                 }
-                part.records.push(record);
+                let last = batch.last().map(|r| (r.offset, r.producer));
+                part.records.extend(batch);
                 part.arrived.notify_waiters();
-                if let Some(p) = producer {
+                if let Some((offset, Some(p))) = last {
                     self.sequences
                         .insert((p.producer, topic, partition), (p.seq, offset));
                 }
-                BrokerResponse::Produced { offset }
+                BrokerResponse::Produced { offset: first }
             }
             BrokerRequest::Fetch {
                 topic,
@@ -385,20 +407,19 @@ impl BrokerClient {
         }
     }
 
-    /// Appends one record; returns its offset.
+    /// Appends a batch of `(key, payload)` records to one partition; returns the first
+    /// one's offset.
     pub async fn produce(
         &self,
         topic: &str,
         partition: u32,
-        key: String,
-        payload: String,
+        records: Vec<(String, String)>,
         producer: Option<ProducerSeq>,
     ) -> Result<u64, BrokerError> {
         let request = BrokerRequest::Produce {
             topic: topic.to_string(),
             partition,
-            key,
-            payload,
+            records,
             producer,
         };
         match self.call(request).await? {
@@ -467,43 +488,161 @@ impl BrokerClient {
     }
 }
 
-/// Publishes records, optionally as an idempotent producer.
+/// How a producer sends, with the Kafka producer settings it mirrors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// `enable.idempotence`: stamp records with a producer id and a per-partition
+    /// sequence, so the broker drops a retry whose first attempt was stored.
+    pub idempotent: bool,
+    /// `retry.backoff.ms`: the first wait before a failed produce is sent again.
+    pub retry_backoff_ms: u64,
+    /// `retry.backoff.max.ms`: the longest wait; the wait doubles up to it.
+    pub retry_backoff_max_ms: u64,
+    /// `delivery.timeout.ms`: a record not acknowledged by then fails to the caller.
+    pub delivery_timeout_ms: u64,
+}
+
+/// A Kafka ≥ 3.0 application producer's defaults: `enable.idempotence=true`,
+/// `acks=all`, `retries=2147483647` bounded by `delivery.timeout.ms=120000`,
+/// `retry.backoff.ms=100`, `retry.backoff.max.ms=1000`.
+pub const KAFKA_PRODUCER: ProducerConfig = ProducerConfig {
+    idempotent: true,
+    retry_backoff_ms: 100,
+    retry_backoff_max_ms: 1_000,
+    delivery_timeout_ms: 120_000,
+};
+
+/// The producer Kafka Connect gives a source task (Debezium's connectors run as one):
+/// `enable.idempotence=false`, `acks=all`, `max.in.flight.requests.per.connection=1`,
+/// `delivery.timeout.ms=Integer.MAX_VALUE` (Worker.java's overrides). A lost ack is
+/// retried in place and stored twice, next to each other.
+pub const CONNECT_SOURCE_PRODUCER: ProducerConfig = ProducerConfig {
+    idempotent: false,
+    delivery_timeout_ms: i32::MAX as u64,
+    ..KAFKA_PRODUCER
+};
+
+/// Connect's source-task producer as a careful team runs it: the overrides above plus
+/// `producer.override.enable.idempotence=true` in the connector's configuration, so a
+/// batch retried after a lost ack is not stored twice (without it the copy of a whole
+/// batch lands after the batch's own newer records). Replays after a restart remain.
+pub const CONNECT_SOURCE_PRODUCER_IDEMPOTENT: ProducerConfig = ProducerConfig {
+    idempotent: true,
+    ..CONNECT_SOURCE_PRODUCER
+};
+
+/// Publishes records one at a time (one request in flight), retrying each in place, as
+/// a Kafka producer does.
 ///
-/// An idempotent producer has an id per process life (a restart gets a new one, as a
-/// Kafka producer without a transactional id does) and stamps each record with a
-/// caller-chosen sequence that stays the same across retries of that record: the
-/// broker then drops a retry whose first attempt was stored. It cannot help against
-/// duplicates from a restarted producer.
+/// A failed produce is sent again with the same sequence after a backoff until it is
+/// acknowledged or `delivery.timeout.ms` passes, so records of a partition go out in
+/// the caller's order. An idempotent producer has an id per process life (a restart
+/// gets a new one, as a Kafka producer without a `transactional.id` does) and numbers
+/// each partition's records from 0: the broker drops a retry whose first attempt it
+/// stored. Nothing helps against a restarted producer sending again what its process
+/// sent before the crash: that is the caller's replay.
 #[derive(Clone)]
 pub struct Producer {
     broker: BrokerClient,
     id: Option<u64>,
+    config: ProducerConfig,
+    ctx: HostCtx,
+    /// The next sequence per topic and partition.
+    sequences: Rc<RefCell<BTreeMap<(String, u32), u64>>>,
 }
 
 impl Producer {
-    /// A producer on this host.
-    pub fn new(ctx: &HostCtx, timeout: Duration, idempotent: bool) -> Self {
-        let id = idempotent
+    /// A producer on this host; each request gives up after `request_timeout`.
+    pub fn new(ctx: &HostCtx, request_timeout: Duration, config: ProducerConfig) -> Self {
+        let id = config
+            .idempotent
             .then(|| faultline_sim::trace::fnv1a64(ctx.name().as_bytes()) ^ u64::from(ctx.incarnation()));
         Producer {
-            broker: BrokerClient::new(ctx, timeout),
+            broker: BrokerClient::new(ctx, request_timeout),
             id,
+            config,
+            ctx: ctx.clone(),
+            sequences: Rc::default(),
         }
     }
 
-    /// Publishes one record; `seq` must be the same for every retry of the same record
-    /// and grow per partition.
-    pub async fn publish(
+    /// Sends one record and waits for its acknowledgement, retrying in place; fails
+    /// only when `delivery.timeout.ms` passes.
+    pub async fn send(
         &self,
         topic: &str,
         partition: u32,
         key: String,
         payload: String,
-        seq: u64,
     ) -> Result<u64, BrokerError> {
-        let producer = self.id.map(|producer| ProducerSeq { producer, seq });
-        self.broker
-            .produce(topic, partition, key, payload, producer)
-            .await
+        self.send_all(topic, partition, vec![(key, payload)]).await
+    }
+
+    /// Sends `(key, payload)` records of one partition in order, in batches of up to
+    /// `batch.size` bytes (16384, Kafka's default), one batch in flight, each retried
+    /// in place; returns the first record's offset. Fails only when a batch's
+    /// `delivery.timeout.ms` passes (the later batches are not sent).
+    pub async fn send_all(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<(String, String)>,
+    ) -> Result<u64, BrokerError> {
+        let mut first_offset = None;
+        let mut batch: Vec<(String, String)> = Vec::new();
+        let mut batch_bytes = 0;
+        let mut records = records.into_iter().peekable();
+        while let Some(record) = records.next() {
+            batch_bytes += record.0.len() + record.1.len();
+            batch.push(record);
+            let full = records
+                .peek()
+                .is_none_or(|next| batch_bytes + next.0.len() + next.1.len() > BATCH_SIZE_BYTES);
+            if full {
+                let offset = self
+                    .send_batch(topic, partition, std::mem::take(&mut batch))
+                    .await?;
+                first_offset.get_or_insert(offset);
+                batch_bytes = 0;
+            }
+        }
+        Ok(first_offset.unwrap_or(0))
+    }
+
+    async fn send_batch(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<(String, String)>,
+    ) -> Result<u64, BrokerError> {
+        let producer = self.id.map(|producer| {
+            let mut sequences = self.sequences.borrow_mut();
+            let next = sequences.entry((topic.to_string(), partition)).or_insert(0);
+            let seq = *next;
+            *next += records.len() as u64;
+            ProducerSeq { producer, seq }
+        });
+        let deadline = self.ctx.now() + Duration::from_millis(self.config.delivery_timeout_ms);
+        let mut backoff_ms = self.config.retry_backoff_ms;
+        loop {
+            let sent = self
+                .broker
+                .produce(topic, partition, records.clone(), producer)
+                .await;
+            match sent {
+                Ok(offset) => return Ok(offset),
+                Err(e) if self.ctx.now() + Duration::from_millis(backoff_ms) >= deadline => {
+                    self.ctx.record(
+                        "produce-expired",
+                        format!("{topic}/{partition} n={}: {e}", records.len()),
+                    );
+                    return Err(e);
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(self.config.retry_backoff_max_ms);
+                }
+            }
+        }
     }
 }

@@ -1,12 +1,19 @@
 //! The replica: a table store on the world's disk that applies changes from the
 //! integration.
 //!
-//! One local transaction per apply: the accepted rows, the message id for the inbox (when
-//! on) and the customers welcomed, written as one synced log record, so an apply and its
-//! inbox entry are atomic. With the version check on, an image older than (or as old as)
-//! the held version is skipped; without it the target applies blindly, as many real
-//! consumers do. The side effect, a welcome message for each first-seen customer, is
-//! performed after the local commit: a crash in between loses it.
+//! One local transaction per apply: the accepted rows and the message id for the inbox
+//! (when on), written as one synced log record, so an apply and its inbox entry are
+//! atomic. With the version check on, an image older than (or as old as) the held
+//! version is skipped; without it the target applies blindly, as many real consumers do.
+//!
+//! The side effect is a welcome per created customer, sent to the notification service
+//! ([`super::notifier`]) as an event handler sends it when it handles "customer
+//! created": per handled create, not per customer. Without an inbox it is sent after the
+//! local commit, with retries: a crash in between loses it, a retry after a lost
+//! response or a redelivered message sends it again. With an inbox the welcome is
+//! stored in the apply's own transaction with an idempotency key (the message id) and
+//! dispatched after it, again after a restart until acknowledged: the outbox on the
+//! consuming side that NServiceBus and MassTransit keep, so it is performed once.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::bugs::{Bug, BugSet};
 use crate::domain::{CustomerId, EntityKey, RowImage, Table};
 use crate::history::{Recorder, RowState, RowVersion, Rows};
+use crate::systems::notifier::Welcomer;
+use crate::RPC_TIMEOUT;
 
 /// The trace event kind of a delivery the inbox recognised as a repeat.
 pub const INBOX_DUPLICATE: &str = "inbox-duplicate";
@@ -41,22 +50,48 @@ pub enum ApplyRule {
     LaterWallClock,
 }
 
+/// What makes the target's handler welcome a customer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EffectTrigger {
+    /// Handling a change that creates the customer (its row at version 1): what an
+    /// event or REST handler for "customer created" does. A redelivered create welcomes
+    /// again.
+    #[default]
+    CreateMessage,
+    /// A customer row appearing that the target did not hold: what a job that compares
+    /// states does (a full copy, a pull of the current state).
+    NewRow,
+}
+
 /// How the target applies changes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TargetConfig {
     /// Which images it takes.
     pub rule: ApplyRule,
-    /// Remember processed message ids in the apply's transaction and skip repeats.
+    /// Remember processed message ids in the apply's transaction and skip repeats; store
+    /// welcomes in the same transaction, keyed for the notification service.
     pub inbox: bool,
+    /// What triggers a welcome.
+    pub effects: EffectTrigger,
     /// Planted bugs.
     pub bugs: BugSet,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A welcome stored in an apply's transaction, to be dispatched with its key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredWelcome {
+    customer: CustomerId,
+    key: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct TargetTx {
     rows: Vec<RowImage>,
     message: Option<String>,
-    welcomed: Vec<CustomerId>,
+    /// Welcomes to dispatch (with an inbox only).
+    welcomes: Vec<StoredWelcome>,
+    /// Keys of stored welcomes the notification service acknowledged.
+    dispatched: Vec<String>,
 }
 
 /// What an apply did.
@@ -80,7 +115,9 @@ struct State {
     /// The writer's wall-clock stamp of each row, where images carried one.
     stamps: BTreeMap<EntityKey, WallTime>,
     inbox: BTreeSet<String>,
-    welcomed: BTreeSet<CustomerId>,
+    /// Stored welcomes not yet acknowledged, by key.
+    undispatched: BTreeMap<String, CustomerId>,
+    welcomer: Welcomer,
     recorder: Recorder,
     config: TargetConfig,
 }
@@ -93,7 +130,7 @@ struct Replayed {
     rows: Rows,
     stamps: BTreeMap<EntityKey, WallTime>,
     inbox: BTreeSet<String>,
-    welcomed: BTreeSet<CustomerId>,
+    undispatched: BTreeMap<String, CustomerId>,
 }
 
 fn replay(records: Vec<faultline_sim::LogRecord>, initial: &Rows, durable_end: Option<LogPos>) -> Replayed {
@@ -101,14 +138,8 @@ fn replay(records: Vec<faultline_sim::LogRecord>, initial: &Rows, durable_end: O
         rows: initial.clone(),
         stamps: BTreeMap::new(),
         inbox: BTreeSet::new(),
-        welcomed: BTreeSet::new(),
+        undispatched: BTreeMap::new(),
     };
-    out.welcomed.extend(
-        initial
-            .keys()
-            .filter(|k| k.table == Table::Customer)
-            .map(|k| k.customer),
-    );
     for record in records {
         if durable_end.is_some_and(|end| record.next > end) {
             break;
@@ -128,7 +159,11 @@ fn replay(records: Vec<faultline_sim::LogRecord>, initial: &Rows, durable_end: O
             );
         }
         out.inbox.extend(tx.message);
-        out.welcomed.extend(tx.welcomed);
+        out.undispatched
+            .extend(tx.welcomes.into_iter().map(|w| (w.key, w.customer)));
+        for key in tx.dispatched {
+            out.undispatched.remove(&key);
+        }
     }
     out
 }
@@ -152,21 +187,70 @@ impl Target {
             rows,
             stamps,
             inbox,
-            welcomed,
+            undispatched,
         } = replay(recovery.records, initial, None);
         if ctx.incarnation() > 0 {
             recorder.target_recovered(ctx.now(), &rows);
         }
-        Target(Rc::new(RefCell::new(State {
+        let target = Target(Rc::new(RefCell::new(State {
             ctx: ctx.clone(),
             log,
             rows,
             stamps,
             inbox,
-            welcomed,
+            undispatched: undispatched.clone(),
+            welcomer: Welcomer::new(ctx, RPC_TIMEOUT),
             recorder,
             config,
-        })))
+        })));
+        // Welcomes stored before a crash and never acknowledged go out again (the key
+        // makes a repeat harmless).
+        for (key, customer) in undispatched {
+            target.dispatch(customer, key);
+        }
+        target
+    }
+
+    /// Sends a stored welcome in the background; records its acknowledgement.
+    fn dispatch(&self, customer: CustomerId, key: String) {
+        let target = self.clone();
+        let welcomer = self.0.borrow().welcomer.clone();
+        tokio::task::spawn_local(async move {
+            if welcomer.welcome(customer, Some(key.clone())).await {
+                target.mark_dispatched(key);
+            }
+        });
+    }
+
+    /// Remembers that a stored welcome was acknowledged; if that fails to commit, the
+    /// welcome goes out again after a restart, and its key absorbs it.
+    fn mark_dispatched(&self, key: String) {
+        let mut state = self.0.borrow_mut();
+        let tx = TargetTx {
+            dispatched: vec![key.clone()],
+            ..TargetTx::default()
+        };
+        if state.write(&tx).is_ok() {
+            state.undispatched.remove(&key);
+        }
+    }
+
+    /// Sends a welcome without a key in the background, with retries.
+    fn welcome_unkeyed(&self, customer: CustomerId) {
+        let welcomer = self.0.borrow().welcomer.clone();
+        tokio::task::spawn_local(async move {
+            welcomer.welcome(customer, None).await;
+        });
+    }
+
+    /// Whether the inbox holds message `id` (it was applied, durably).
+    pub fn inbox_contains(&self, id: &str) -> bool {
+        self.0.borrow().inbox.contains(id)
+    }
+
+    /// Records that a copy of an applied message was dropped before its apply.
+    pub fn note_duplicate(&self, what: &str) {
+        self.0.borrow().ctx.record(INBOX_DUPLICATE, what.to_string());
     }
 
     /// Every row the target holds now (live or tombstoned).
@@ -191,20 +275,32 @@ impl Target {
                     // Planted: the inbox entry commits on its own, before the apply,
                     // which commits a moment later as a second transaction does.
                     state.write(&TargetTx {
-                        rows: Vec::new(),
                         message: Some(id.to_string()),
-                        welcomed: Vec::new(),
+                        ..TargetTx::default()
                     })?;
                 }
                 tokio::time::sleep(SEPARATE_COMMIT_GAP).await;
                 self.apply_now(images, None)
             }
+            _ if self.0.borrow().config.bugs.has(Bug::EffectBeforeCommit) => {
+                // Planted: the handler sends the welcome itself, before the commit that
+                // records the apply; a commit that then fails is retried and welcomes
+                // again.
+                let (created, welcomer) = {
+                    let state = self.0.borrow();
+                    (state.created(&state.accept(images)), state.welcomer.clone())
+                };
+                for customer in created {
+                    welcomer.welcome(customer, None).await;
+                }
+                self.apply_now(images, message)
+            }
             _ => self.apply_now(images, message),
         }
     }
 
-    /// The apply proper: one local transaction holding the rows, the inbox entry and
-    /// the welcomes.
+    /// The apply proper: one local transaction holding the rows and the inbox entry
+    /// (and, with an inbox, the welcomes to dispatch); then the welcomes go out.
     fn apply_now(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
         let mut guard = self.0.borrow_mut();
         let state = &mut *guard;
@@ -225,29 +321,42 @@ impl Target {
             }
         }
         let skipped = images.len() - accepted.len();
-        let welcomed: Vec<CustomerId> = accepted
-            .iter()
-            .filter(|r| {
-                r.key.table == Table::Customer && !r.is_delete() && !state.welcomed.contains(&r.key.customer)
-            })
-            .map(|r| r.key.customer)
-            .collect();
         if accepted.is_empty() && message.is_none() {
             return Ok(Applied::Rows { applied: 0, skipped });
         }
-        if bugs.has(Bug::EffectBeforeCommit) {
-            // Planted: the welcome goes out before the commit that remembers it.
-            state.send_welcomes(&welcomed);
-        }
+        // The planted effect-before-commit bug sent these already.
+        let created = if bugs.has(Bug::EffectBeforeCommit) {
+            Vec::new()
+        } else {
+            state.created(&accepted)
+        };
+        let welcomes: Vec<StoredWelcome> = match &message {
+            Some(id) => created
+                .iter()
+                .map(|c| StoredWelcome {
+                    customer: *c,
+                    key: format!("{id}/welcome/{}", c.0),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let tx = TargetTx {
             rows: accepted,
             message,
-            welcomed,
+            welcomes,
+            dispatched: Vec::new(),
         };
         state.write(&tx)?;
         state.expose(&tx.rows);
-        if !bugs.has(Bug::EffectBeforeCommit) {
-            state.send_welcomes(&tx.welcomed);
+        drop(guard);
+        if tx.message.is_some() {
+            for w in tx.welcomes {
+                self.dispatch(w.customer, w.key);
+            }
+        } else {
+            for customer in created {
+                self.welcome_unkeyed(customer);
+            }
         }
         Ok(Applied::Rows {
             applied: tx.rows.len(),
@@ -302,8 +411,22 @@ impl State {
             );
         }
         self.inbox.extend(tx.message.clone());
-        self.welcomed.extend(tx.welcomed.iter().copied());
+        self.undispatched
+            .extend(tx.welcomes.iter().map(|w| (w.key.clone(), w.customer)));
         Ok(())
+    }
+
+    /// The customers this apply creates, by the configured trigger.
+    fn created(&self, accepted: &[RowImage]) -> Vec<CustomerId> {
+        accepted
+            .iter()
+            .filter(|r| r.key.table == Table::Customer && !r.is_delete())
+            .filter(|r| match self.config.effects {
+                EffectTrigger::CreateMessage => r.version.0 == 1,
+                EffectTrigger::NewRow => self.rows.get(&r.key).is_none_or(|held| held.data.is_none()),
+            })
+            .map(|r| r.key.customer)
+            .collect()
     }
 
     /// Tells the history what readers can now see.
@@ -315,13 +438,5 @@ impl State {
         let event = self.ctx.record("apply", detail);
         self.recorder
             .apply(self.ctx.now(), rows.iter().map(RowVersion::from).collect(), event);
-    }
-
-    /// Sends the welcome message to each customer.
-    fn send_welcomes(&self, customers: &[CustomerId]) {
-        for customer in customers {
-            let event = self.ctx.record("welcome", format!("customer/{}", customer.0));
-            self.recorder.effect(*customer, self.ctx.now(), event);
-        }
     }
 }

@@ -1,5 +1,11 @@
 //! `exactly-once-effects`: every customer the source durably created gets its welcome
 //! message exactly once: none lost, none doubled, none for a customer that never was.
+//!
+//! A customer created and deleted between two of the target's observations (between
+//! two full copies; inside a notification dedup window) is never seen there, so never
+//! welcomed. That is a property of state-transfer patterns that needs no fault, not an
+//! effect lost: such a customer is *unobserved*, counted on its own
+//! ([`unobserved_customers`]), and not held against this invariant.
 
 use std::collections::BTreeMap;
 
@@ -37,8 +43,10 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
         story,
         evidence,
     };
+    let unobserved = unobserved_customers(history);
     for (customer, (at, commit_event)) in &created {
         match effects.get(customer).map_or(&[][..], Vec::as_slice) {
+            [] if unobserved.contains(customer) => {}
             [] => out.push(violation(
                 "lost",
                 *customer,
@@ -73,6 +81,35 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// Customers durably created and durably deleted during the run whose customer row the
+/// target never held alive: it could not have welcomed them.
+pub fn unobserved_customers(history: &History) -> std::collections::BTreeSet<CustomerId> {
+    let durable = history.durable_commits();
+    let mut created = std::collections::BTreeSet::new();
+    let mut deleted = std::collections::BTreeSet::new();
+    for (_, c) in history.commits.iter().enumerate().filter(|(i, _)| durable[*i]) {
+        for r in c.rows.iter().filter(|r| r.key.table == Table::Customer) {
+            if r.is_delete() {
+                deleted.insert(r.key.customer);
+            } else if r.version == Version(1) {
+                created.insert(r.key.customer);
+            }
+        }
+    }
+    let held: std::collections::BTreeSet<CustomerId> = history
+        .applies
+        .iter()
+        .flat_map(|a| a.rows.iter())
+        .filter(|r| r.key.table == Table::Customer && !r.deleted)
+        .map(|r| r.key.customer)
+        .collect();
+    created
+        .intersection(&deleted)
+        .filter(|c| !held.contains(c))
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]

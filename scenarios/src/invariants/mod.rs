@@ -10,6 +10,7 @@ mod monotonic;
 mod referential;
 mod staleness;
 
+pub use effects::unobserved_customers;
 use faultline_patterns::history::History;
 use faultline_sim::{EventId, SimTime};
 use serde::Serialize;
