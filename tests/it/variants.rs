@@ -243,3 +243,41 @@ fn push_ordered_serialises_a_customer_s_calls_so_nothing_regresses_or_orphans() 
         "{ordered:?}"
     );
 }
+
+#[test]
+fn connect_s_offset_flush_interval_sets_how_much_a_crash_replays() {
+    use faultline::patterns::cdc::CdcConfig;
+    use faultline::patterns::{PatternConfig, Variant};
+    use faultline::scenarios::{run, RunOptions, RunSpec, Scenario};
+    use faultline::sim::Seed;
+
+    let base = Variant::by_name("cdc-tx").unwrap();
+    let PatternConfig::Cdc(config) = base.config else {
+        unreachable!("cdc-tx is a CDC variant")
+    };
+    assert_eq!(config.offset_flush_interval_ms, 60_000, "Kafka Connect's default");
+    let frequent: &'static Variant = Box::leak(Box::new(Variant {
+        config: PatternConfig::Cdc(CdcConfig {
+            offset_flush_interval_ms: 100,
+            ..config
+        }),
+        ..*base
+    }));
+    // The events a crashed connector publishes again reach the sink's inbox as copies.
+    let replayed = |variant: &'static Variant| -> u64 {
+        (0..5)
+            .map(|s| {
+                let spec = RunSpec::new(variant, Scenario::standard(), Profile::Crashes, Seed(s));
+                run(&spec, RunOptions::default())
+                    .unwrap()
+                    .metrics
+                    .duplicates_absorbed
+            })
+            .sum()
+    };
+    let (default, every_100ms) = (replayed(base), replayed(frequent));
+    assert!(
+        default > 2 * every_100ms,
+        "a 60 s flush replays far more after a crash: {default} copies vs {every_100ms}"
+    );
+}
