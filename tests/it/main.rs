@@ -2,6 +2,7 @@
 
 mod bugs;
 mod cli;
+mod determinism;
 mod end_to_end;
 mod failures;
 mod properties;

@@ -1,0 +1,118 @@
+//! Determinism is the product: every variant replays bit for bit, on any thread, and a
+//! golden file pins one trace hash per variant and profile so that any change in any
+//! run's behaviour shows up as a failing test until it is explained and re-pinned.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use faultline::patterns::{Variant, VARIANTS};
+use faultline::scenarios::sweep::{default_jobs, sweep};
+use faultline::scenarios::{RunSpec, Scenario};
+use faultline::sim::{Profile, Seed, PROFILES};
+
+use crate::run_seed;
+
+/// Where the pinned hashes live, relative to the workspace root.
+const GOLDEN: &str = "tests/it/golden/trace_hashes.txt";
+/// The seed every pinned run uses.
+const GOLDEN_SEED: u64 = 1;
+/// Set to regenerate the golden file from this build.
+const BLESS_VAR: &str = "FAULTLINE_BLESS";
+
+#[test]
+fn every_variant_replays_bit_for_bit_under_chaos_on_another_thread() {
+    for variant in VARIANTS {
+        let here = run_seed(variant.name, Profile::Chaos, 3);
+        let name = variant.name;
+        let there = std::thread::spawn(move || run_seed(name, Profile::Chaos, 3))
+            .join()
+            .expect("the run completes");
+        assert_eq!(
+            (here.trace_hash, &here.violations, here.metrics.applies),
+            (there.trace_hash, &there.violations, there.metrics.applies),
+            "{name} seed 3 under chaos is not deterministic"
+        );
+    }
+}
+
+/// `variant profile seed` → trace hash, for every variant under every profile.
+fn current_hashes() -> BTreeMap<String, String> {
+    let specs: Vec<RunSpec> = VARIANTS
+        .iter()
+        .flat_map(|v| {
+            PROFILES.iter().map(move |p| {
+                RunSpec::new(
+                    Variant::by_name(v.name).unwrap(),
+                    Scenario::standard(),
+                    p.profile,
+                    Seed(GOLDEN_SEED),
+                )
+            })
+        })
+        .collect();
+    let results = sweep(
+        &specs,
+        default_jobs(),
+        |spec, outcome| {
+            let hash = match outcome {
+                Ok(o) => o.trace_hash.to_string(),
+                Err(failure) => format!("failed: {failure}"),
+            };
+            (
+                format!("{} {} {}", spec.variant.name, spec.faults.name(), spec.seed.0),
+                hash,
+            )
+        },
+        |_| {},
+        &AtomicBool::new(false),
+    );
+    results
+        .into_iter()
+        .map(|r| r.expect("every run was done"))
+        .collect()
+}
+
+#[test]
+fn golden_trace_hashes_pin_every_variant_under_every_profile() {
+    let current = current_hashes();
+    let text: String = current
+        .iter()
+        .map(|(run, hash)| format!("{run} {hash}\n"))
+        .collect();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+    if std::env::var_os(BLESS_VAR).is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let pinned = std::fs::read_to_string(&path).unwrap_or_default();
+    let pinned: BTreeMap<String, String> = pinned
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(run, hash)| (run.to_string(), hash.to_string()))
+        .collect();
+    let changed: Vec<String> = current
+        .iter()
+        .filter(|(run, hash)| pinned.get(*run) != Some(*hash))
+        .map(|(run, hash)| {
+            format!(
+                "  {run}: pinned {}, now {hash}",
+                pinned.get(run).map_or("nothing", String::as_str)
+            )
+        })
+        .chain(
+            pinned
+                .keys()
+                .filter(|run| !current.contains_key(*run))
+                .map(|run| format!("  {run}: pinned, no longer run")),
+        )
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "trace hashes changed: these runs behave differently from when {GOLDEN} was written:\n{}\n\
+         If the change is intended, explain it in the commit and regenerate the file:\n  \
+         {BLESS_VAR}=1 cargo test --test it golden_trace_hashes",
+        changed.join("\n")
+    );
+}
