@@ -17,6 +17,7 @@
 //! [scenario.expect]
 //! outbox-inbox = "pass"
 //! push = ["convergence", "liveness"]    # the invariants it is known to break
+//! queue-after-commit = ["convergence/missing"]   # or just one kind of an invariant
 //! ```
 //!
 //! Loading checks everything a run would trip over later (names, ranges, fault plans
@@ -61,8 +62,34 @@ pub struct SuiteError {
 pub enum Expectation {
     /// Every checked invariant holds on every seed.
     Pass,
-    /// Exactly these invariants break (each on at least one seed; no others break).
-    Breaks(BTreeSet<&'static str>),
+    /// Exactly these break (each on at least one seed; nothing else breaks).
+    Breaks(BTreeSet<ExpectedBreak>),
+}
+
+/// One expected break: an invariant in any of its kinds (`convergence`), or one kind
+/// of it (`convergence/phantom`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExpectedBreak {
+    /// The invariant.
+    pub invariant: &'static str,
+    /// The kind, when only one kind is expected.
+    pub kind: Option<&'static str>,
+}
+
+impl ExpectedBreak {
+    /// Whether a violation of `invariant` of `kind` is this expected break.
+    pub fn covers(&self, invariant: &str, kind: &str) -> bool {
+        self.invariant == invariant && self.kind.is_none_or(|k| k == kind)
+    }
+}
+
+impl std::fmt::Display for ExpectedBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            Some(kind) => write!(f, "{}/{kind}", self.invariant),
+            None => f.write_str(self.invariant),
+        }
+    }
 }
 
 /// One validated scenario of a suite.
@@ -234,6 +261,34 @@ fn invariant_name_at(loc: &Locator, span: Range<usize>, name: &str) -> Result<&'
         .find(|i| i.name == name)
         .map(|i| i.name)
         .ok_or_else(|| loc.unknown_at(span, "invariant", name, &names))
+}
+
+/// An expected break as a suite writes it: `invariant` or `invariant/kind`.
+fn expected_break_at(loc: &Locator, span: Range<usize>, text: &str) -> Result<ExpectedBreak, SuiteError> {
+    let (name, kind) = match text.split_once('/') {
+        Some((name, kind)) => (name, Some(kind)),
+        None => (text, None),
+    };
+    let invariant = invariant_name_at(loc, span.clone(), name)?;
+    let info = INVARIANTS
+        .iter()
+        .find(|i| i.name == invariant)
+        .expect("a known invariant");
+    let kind = match kind {
+        None => None,
+        Some(kind) => Some(info.kinds.iter().copied().find(|k| *k == kind).ok_or_else(|| {
+            let valid: Vec<String> = info.kinds.iter().map(|k| format!("{invariant}/{k}")).collect();
+            loc.error(
+                span,
+                format!("{invariant} has no kind {kind:?}"),
+                Some(format!(
+                    "write {invariant} for any kind, or one of: {}",
+                    valid.join(", ")
+                )),
+            )
+        })?),
+    };
+    Ok(ExpectedBreak { invariant, kind })
 }
 
 impl Suite {
@@ -431,12 +486,16 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
             }
             WordOrList::List(list) => Expectation::Breaks(
                 list.iter()
-                    .map(|i| invariant_name_at(loc, raw.span(), i))
+                    .map(|i| expected_break_at(loc, raw.span(), i))
                     .collect::<Result<_, _>>()?,
             ),
         };
         if let (Expectation::Breaks(set), Some(checked)) = (&expectation, &scenario.invariants) {
-            if let Some(unchecked) = set.iter().find(|i| !checked.iter().any(|c| c == *i)) {
+            if let Some(unchecked) = set
+                .iter()
+                .map(|b| b.invariant)
+                .find(|i| !checked.iter().any(|c| c == i))
+            {
                 return Err(loc.error(
                     s.expect.span(),
                     format!("expect.{pattern} lists {unchecked}, which the scenario does not check"),
@@ -543,6 +602,32 @@ mod tests {
         insta::assert_snapshot!(error(&text), @r#"
         suite.toml:10:8: unknown invariant "speed"
           hint: valid invariants are: convergence, monotonic, atomic-actions, referential, exactly-once-effects, bounded-staleness, liveness
+        "#);
+    }
+
+    #[test]
+    fn an_expectation_names_an_invariant_or_one_of_its_kinds() {
+        let text = scenario(&OK_BODY.replace(
+            "push = \"pass\"",
+            "push = [\"convergence/phantom\", \"monotonic\"]",
+        ));
+        let suite = Suite::parse(Path::new("suite.toml"), &text).unwrap();
+        let Expectation::Breaks(set) = &suite.scenarios[0].expect["push"] else {
+            panic!("a list of breaks")
+        };
+        let written: Vec<String> = set.iter().map(ToString::to_string).collect();
+        assert_eq!(written, ["convergence/phantom", "monotonic"]);
+        let phantom = set.iter().next().unwrap();
+        assert!(phantom.covers("convergence", "phantom"));
+        assert!(!phantom.covers("convergence", "stale"), "one kind only");
+    }
+
+    #[test]
+    fn an_unknown_kind_lists_the_invariant_s_kinds() {
+        let text = scenario(&OK_BODY.replace("push = \"pass\"", "push = [\"convergence/lost\"]"));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:10:8: convergence has no kind "lost"
+          hint: write convergence for any kind, or one of: convergence/missing, convergence/stale, convergence/phantom, convergence/resurrected, convergence/divergent
         "#);
     }
 

@@ -18,8 +18,8 @@ use crate::sweep::sweep_fold;
 
 /// Failed runs a cell keeps (the lowest seeds).
 pub const ERRORS_KEPT_MAX: usize = 10;
-/// Violations kept per run as examples (a run can have hundreds).
-pub const EXAMPLES_PER_RUN_MAX: usize = 3;
+/// Violations kept per run as examples, one per kind first (a run can have hundreds).
+pub const EXAMPLES_PER_RUN_MAX: usize = 8;
 
 /// What one run contributed.
 #[derive(Clone, Debug, Serialize)]
@@ -30,7 +30,9 @@ pub struct RunResult {
     pub trace_hash: String,
     /// The invariants it broke.
     pub broken: BTreeSet<&'static str>,
-    /// A few of its violations, one per broken invariant first.
+    /// The invariants it broke, with the kind of violation.
+    pub broken_kinds: BTreeSet<(&'static str, &'static str)>,
+    /// A few of its violations, one per broken kind first.
     pub examples: Vec<Violation>,
     /// The command that replays it.
     pub repro: String,
@@ -65,7 +67,7 @@ pub struct CellResult {
 fn expectation_text<S: serde::Serializer>(e: &Expectation, s: S) -> Result<S::Ok, S::Error> {
     match e {
         Expectation::Pass => s.serialize_str("pass"),
-        Expectation::Breaks(set) => s.collect_seq(set),
+        Expectation::Breaks(set) => s.collect_seq(set.iter().map(ToString::to_string)),
     }
 }
 
@@ -178,6 +180,8 @@ struct Tally {
     seeds_failing: usize,
     /// Per broken invariant, the lowest-seed run that broke it.
     broken: BTreeMap<&'static str, RunResult>,
+    /// Per broken invariant and kind, the lowest-seed run that broke it so.
+    broken_kinds: BTreeMap<(&'static str, &'static str), RunResult>,
     /// Runs that failed instead of giving a verdict.
     runs_failed: usize,
     /// The lowest-seed runs that failed.
@@ -196,6 +200,15 @@ impl Tally {
                 self.broken.insert(inv, run.clone());
             }
         }
+        for pair in &run.broken_kinds {
+            let keep = self
+                .broken_kinds
+                .get(pair)
+                .is_none_or(|kept| kept.seed > run.seed);
+            if keep {
+                self.broken_kinds.insert(*pair, run.clone());
+            }
+        }
         if run.error.is_some() {
             self.runs_failed += 1;
             self.errors.push(run);
@@ -205,7 +218,6 @@ impl Tally {
     }
 
     fn judge(self, scenario: &str, pattern: &'static str, expected: Expectation, whole: bool) -> CellResult {
-        let found: BTreeSet<&'static str> = self.broken.keys().copied().collect();
         let broken = &self.broken;
         // A failed run is an error of its own (reported beside the verdict, exit 3), not
         // a surprise; with seeds missing, "held on every seed" cannot be judged.
@@ -219,21 +231,23 @@ impl Tally {
                     run.repro
                 )
             }),
-            Expectation::Breaks(expected_set) => {
-                let unexpected: Vec<_> = found.difference(expected_set).collect();
-                let stale: Vec<_> = expected_set.difference(&found).collect();
-                match (unexpected.first(), stale.first()) {
-                    (Some(inv), _) => {
-                        let run = &broken[**inv];
-                        Some(format!(
-                            "{inv} broke on seed {} but is not expected to ({}); repro: {}",
-                            run.seed,
-                            story(run, inv),
-                            run.repro
-                        ))
-                    }
-                    (None, Some(inv)) if every_seed_judged => Some(format!(
-                        "expected {inv} to break, but it held on all {} seeds: the expectation is stale",
+            Expectation::Breaks(expected) => {
+                let kinds = &self.broken_kinds;
+                let unexpected = kinds
+                    .iter()
+                    .find(|((inv, kind), _)| !expected.iter().any(|e| e.covers(inv, kind)));
+                let stale = expected
+                    .iter()
+                    .find(|e| !kinds.keys().any(|(inv, kind)| e.covers(inv, kind)));
+                match (unexpected, stale) {
+                    (Some(((inv, kind), run)), _) => Some(format!(
+                        "{inv}/{kind} broke on seed {} but is not expected to ({}); repro: {}",
+                        run.seed,
+                        story_of_kind(run, inv, kind),
+                        run.repro
+                    )),
+                    (None, Some(e)) if every_seed_judged => Some(format!(
+                        "expected {e} to break, but it held on all {} seeds: the expectation is stale",
                         self.seeds_run
                     )),
                     (None, _) => None,
@@ -258,15 +272,23 @@ fn summarise(spec: &RunSpec, outcome: Result<crate::Outcome, Box<RunFailure>>) -
     match outcome {
         Ok(o) => {
             let broken: BTreeSet<&'static str> = o.violations.iter().map(|v| v.invariant).collect();
+            let broken_kinds: BTreeSet<(&'static str, &'static str)> =
+                o.violations.iter().map(|v| (v.invariant, v.kind)).collect();
             let mut examples: Vec<Violation> = Vec::new();
-            for inv in &broken {
-                examples.extend(o.violations.iter().find(|v| v.invariant == *inv).cloned());
+            for (inv, kind) in &broken_kinds {
+                examples.extend(
+                    o.violations
+                        .iter()
+                        .find(|v| v.invariant == *inv && v.kind == *kind)
+                        .cloned(),
+                );
             }
             examples.truncate(EXAMPLES_PER_RUN_MAX);
             RunResult {
                 seed: o.seed,
                 trace_hash: o.trace_hash.to_string(),
                 broken,
+                broken_kinds,
                 examples,
                 repro: o.repro,
                 error: None,
@@ -276,11 +298,19 @@ fn summarise(spec: &RunSpec, outcome: Result<crate::Outcome, Box<RunFailure>>) -
             seed: spec.seed.0,
             trace_hash: String::new(),
             broken: BTreeSet::new(),
+            broken_kinds: BTreeSet::new(),
             examples: Vec::new(),
             repro: spec.repro_command(),
             error: Some(FailedRun::of(&e)),
         },
     }
+}
+
+fn story_of_kind(run: &RunResult, invariant: &str, kind: &str) -> String {
+    run.examples
+        .iter()
+        .find(|v| v.invariant == invariant && v.kind == kind)
+        .map_or_else(String::new, |v| format!("on {} at {}: {}", v.key, v.at, v.story))
 }
 
 fn story(run: &RunResult, invariant: &str) -> String {

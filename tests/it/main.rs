@@ -8,6 +8,7 @@ mod failures;
 mod properties;
 mod reports;
 mod shrink;
+mod suites;
 mod variants;
 
 use faultline::patterns::Variant;

@@ -43,6 +43,8 @@ pub struct InvariantInfo {
     pub name: &'static str,
     /// What must hold, in one line.
     pub description: &'static str,
+    /// The kinds of violation it reports (suites may expect one: `convergence/phantom`).
+    pub kinds: &'static [&'static str],
     /// The checker.
     pub check: fn(&History) -> Vec<Violation>,
 }
@@ -52,36 +54,43 @@ pub const INVARIANTS: &[InvariantInfo] = &[
     InvariantInfo {
         name: convergence::NAME,
         description: "at quiesce the target's rows equal the source's durable rows (missing, stale, phantom, resurrected, divergent)",
+        kinds: &["missing", "stale", "phantom", "resurrected", "divergent"],
         check: convergence::check,
     },
     InvariantInfo {
         name: monotonic::NAME,
         description: "per key, the versions the target exposes never go back",
+        kinds: &["regressed"],
         check: monotonic::check,
     },
     InvariantInfo {
         name: atomic_actions::NAME,
         description: "the target never exposes part of a business action",
+        kinds: &["fractured"],
         check: atomic_actions::check,
     },
     InvariantInfo {
         name: referential::NAME,
         description: "the target never holds an address or contact without its customer",
+        kinds: &["orphan"],
         check: referential::check,
     },
     InvariantInfo {
         name: effects::NAME,
         description: "every customer created at the source is welcomed exactly once",
+        kinds: &["lost", "doubled", "unexpected"],
         check: effects::check,
     },
     InvariantInfo {
         name: staleness::NAME,
         description: "every source commit is visible at the target within the scenario's bound",
+        kinds: &["late"],
         check: staleness::check,
     },
     InvariantInfo {
         name: liveness::NAME,
         description: "after the last fault heals, the target converges within the quiesce window",
+        kinds: &["not-converged"],
         check: liveness::check,
     },
 ];
