@@ -283,7 +283,8 @@ impl Disk {
             }
             let torn = unsynced > 1 && state.rng.gen_bool(state.config.torn_write_probability);
             if torn {
-                let kept = state.rng.gen_range(1..unsynced);
+                // A fixed-width draw: a usize draw differs on 32-bit targets.
+                let kept = state.rng.gen_range(1..unsynced as u64) as usize;
                 f.durable_len += kept;
                 f.data.truncate(f.durable_len);
                 let detail = format!("{name} kept={kept} lost={}", unsynced - kept);

@@ -388,11 +388,12 @@ impl FaultMix {
             if let (Some(intensity), true) = (self.disk, target.has_disk) {
                 let mut rng = streams.stream(&format!("faults/disk/{}", target.name));
                 for (start, end) in intensity.episodes(&mut rng, window) {
+                    // Draws are fixed-width: a usize draw differs on 32-bit targets.
                     let kind = [
                         DiskFaultKind::WriteError,
                         DiskFaultKind::SyncError,
                         DiskFaultKind::Full,
-                    ][rng.gen_range(0..3)];
+                    ][rng.gen_range(0..3u32) as usize];
                     push(start, Fault::DiskFault { host: host(), kind });
                     push(end, Fault::DiskHeal { host: host(), kind });
                 }
