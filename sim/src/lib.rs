@@ -20,8 +20,8 @@
 #[cfg(not(tokio_unstable))]
 compile_error!(
     "faultline must be built with `--cfg tokio_unstable` (runs are not deterministic without it). \
-     .cargo/config.toml sets it; a RUSTFLAGS environment variable replaces that setting: \
-     unset RUSTFLAGS, or use RUSTFLAGS=\"--cfg tokio_unstable <your flags>\"."
+     .cargo/config.toml sets it (rustflags and rustdocflags); a RUSTFLAGS or RUSTDOCFLAGS \
+     environment variable replaces that setting: unset it, or add `--cfg tokio_unstable` to it."
 );
 
 mod capture;
