@@ -31,6 +31,14 @@ pub enum Bug {
     TargetPanicsOnLongHistory,
     /// The consumer retries a failed record at once, in place, with no backoff.
     ConsumerRetriesWithoutBackoff,
+    /// The target applies a message's rows each in its own local transaction.
+    TargetAppliesRowsSeparately,
+    /// The target deletes a customer without its address and contact (no cascade).
+    TargetDeletesWithoutCascade,
+    /// The outbox relay waits its poll interval after every message, not every poll.
+    RelaySleepsPerMessage,
+    /// A consumer task ends on its first failed fetch and is never restarted.
+    ConsumerExitsOnFetchError,
 }
 
 /// A bug's name, what it does, and where it shows.
@@ -139,6 +147,38 @@ pub const BUGS: &[BugInfo] = &[
         variant: "outbox-inbox",
         profile: "storage",
         breaks: "run-failed",
+    },
+    BugInfo {
+        bug: Bug::TargetAppliesRowsSeparately,
+        name: "target-applies-rows-separately",
+        description: "the target's handler saves a message's rows one by one, each in its own local transaction, so readers see half an action",
+        variant: "outbox-inbox",
+        profile: "none",
+        breaks: "atomic-actions",
+    },
+    BugInfo {
+        bug: Bug::TargetDeletesWithoutCascade,
+        name: "target-deletes-without-cascade",
+        description: "the target deletes a customer row but keeps its address and contact (a missing ON DELETE CASCADE)",
+        variant: "outbox-inbox",
+        profile: "none",
+        breaks: "referential",
+    },
+    BugInfo {
+        bug: Bug::RelaySleepsPerMessage,
+        name: "relay-sleeps-per-message",
+        description: "the outbox relay waits its poll interval after every message instead of every poll: a backlog it works off too slowly",
+        variant: "outbox-inbox",
+        profile: "none",
+        breaks: "bounded-staleness",
+    },
+    BugInfo {
+        bug: Bug::ConsumerExitsOnFetchError,
+        name: "consumer-exits-on-fetch-error",
+        description: "a consumer task returns on its first failed fetch (an error propagated with ?) and nothing restarts it: its partition stops",
+        variant: "outbox-inbox",
+        profile: "flaky-net",
+        breaks: "liveness",
     },
 ];
 

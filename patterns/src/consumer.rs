@@ -44,6 +44,8 @@ pub struct ConsumerConfig {
     /// Retry a failed batch at once, in place, instead of after `retry_ms` from the last
     /// committed offset. Only a planted bug sets it: it spins while the failure lasts.
     pub retry_at_once: bool,
+    /// End the partition's task on a failed fetch. Only a planted bug sets it.
+    pub exit_on_fetch_error: bool,
     /// When offsets are committed.
     pub commit: CommitPoint,
 }
@@ -58,6 +60,9 @@ impl ConsumerConfig {
         if bugs.has(Bug::ConsumerRetriesWithoutBackoff) {
             config.retry_at_once = true;
         }
+        if bugs.has(Bug::ConsumerExitsOnFetchError) {
+            config.exit_on_fetch_error = true;
+        }
         config
     }
 }
@@ -68,6 +73,7 @@ pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     fetch_wait_ms: FETCH_WAIT_MS,
     retry_ms: 50,
     retry_at_once: false,
+    exit_on_fetch_error: false,
     commit: CommitPoint::AfterProcessing,
 };
 
@@ -132,6 +138,7 @@ async fn consume<H: Handler>(
             .await
         {
             Ok(records) => records,
+            Err(_) if config.exit_on_fetch_error => return,
             Err(_) => {
                 tokio::time::sleep(retry).await;
                 continue;

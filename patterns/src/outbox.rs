@@ -113,6 +113,17 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
             }
             continue;
         }
+        if bugs.has(Bug::RelaySleepsPerMessage) {
+            // Planted: one message, then the whole poll interval again.
+            for message in unsent.iter().take(1) {
+                if publish(&producer, std::slice::from_ref(message), config).await
+                    && source.mark_sent(message.tx).is_err()
+                {
+                    break;
+                }
+            }
+            continue;
+        }
         if unsent.is_empty() || !publish(&producer, &unsent, config).await {
             continue;
         }

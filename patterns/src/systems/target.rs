@@ -295,6 +295,18 @@ impl Target {
                 }
                 self.apply_now(images, message)
             }
+            _ if self.0.borrow().config.bugs.has(Bug::TargetAppliesRowsSeparately) => {
+                // Planted: each row in its own local transaction, the last one carrying
+                // the inbox entry.
+                let Some((last, rows)) = images.split_last() else {
+                    return self.apply_now(images, message);
+                };
+                for row in rows {
+                    self.apply_now(std::slice::from_ref(row), None)?;
+                    tokio::time::sleep(SEPARATE_COMMIT_GAP).await;
+                }
+                self.apply_now(std::slice::from_ref(last), message)
+            }
             _ => self.apply_now(images, message),
         }
     }
@@ -312,7 +324,16 @@ impl Target {
                 .record(INBOX_DUPLICATE, message.clone().unwrap_or_default());
             return Ok(Applied::Duplicate);
         }
-        let accepted = state.accept(images);
+        let mut accepted = state.accept(images);
+        if bugs.has(Bug::TargetDeletesWithoutCascade) {
+            // Planted: the customer row goes; its children stay.
+            let deletes_customer = accepted
+                .iter()
+                .any(|r| r.key.table == Table::Customer && r.is_delete());
+            if deletes_customer {
+                accepted.retain(|r| r.key.table == Table::Customer || !r.is_delete());
+            }
+        }
         if bugs.has(Bug::TargetPanicsOnLongHistory) {
             // Planted: the last nine phone numbers in a fixed array, indexed by version.
             let mut phones: [u64; 9] = [0; 9];
