@@ -143,7 +143,10 @@ struct RawHeader {
 /// A word or a list of names. (`Spanned` cannot sit inside an untagged enum, so the span
 /// is taken around it, and errors point at the whole value.)
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a word (\"pass\" for an expectation, \"all\" for patterns) or a list of names, e.g. [\"convergence\", \"convergence/phantom\"]"
+)]
 enum WordOrList {
     Word(String),
     List(Vec<String>),
@@ -628,6 +631,15 @@ mod tests {
         insta::assert_snapshot!(error(&text), @r#"
         suite.toml:10:8: convergence has no kind "lost"
           hint: write convergence for any kind, or one of: convergence/missing, convergence/stale, convergence/phantom, convergence/resurrected, convergence/divergent
+        "#);
+    }
+
+    #[test]
+    fn an_expectation_of_the_wrong_type_says_what_is_expected() {
+        let text = scenario(&OK_BODY.replace("push = \"pass\"", "push = 1"));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:10:8: expected a word ("pass" for an expectation, "all" for patterns) or a list of names, e.g. ["convergence", "convergence/phantom"]
+          hint: see the format in scenarios/suites/ci.toml
         "#);
     }
 
