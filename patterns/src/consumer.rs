@@ -148,20 +148,8 @@ async fn consume<H: Handler>(
             // The broker already waited for records (a long poll): ask again.
             continue;
         }
-        let mut handled = handle_batch(
-            &broker,
-            topic,
-            partition,
-            config,
-            &mut handler,
-            &records,
-            &mut committed,
-        )
-        .await;
-        while handled.is_err() && config.retry_at_once {
-            // No backoff: the same records again, at once.
-            handler.reset();
-            handled = handle_batch(
+        let handled = loop {
+            let handled = handle_batch(
                 &broker,
                 topic,
                 partition,
@@ -171,7 +159,12 @@ async fn consume<H: Handler>(
                 &mut committed,
             )
             .await;
-        }
+            if handled.is_ok() || !config.retry_at_once {
+                break handled;
+            }
+            // No backoff: the same records again, at once.
+            handler.reset();
+        };
         match handled {
             Ok(next) => position = next,
             Err(()) => {
