@@ -176,19 +176,16 @@ impl Trace {
         kind: &'static str,
         detail: impl Into<String>,
     ) -> EventId {
-        let over_budget = {
-            let mut log = self.0.borrow_mut();
-            let over = log.count >= log.events_max;
-            if over {
-                // Once: the unwind and whatever records during it must not panic again.
-                log.events_max = u64::MAX;
-            }
-            over.then_some(log.count)
-        };
-        if let Some(limit) = over_budget {
+        let mut log = self.0.borrow_mut();
+        if log.count >= log.events_max {
+            // Once: the unwind and whatever records during it must not panic again.
+            log.events_max = u64::MAX;
+            let limit = log.count;
+            drop(log);
             crate::panic::panic_on_budget("trace events", limit);
+            log = self.0.borrow_mut();
         }
-        self.0.borrow_mut().record(at, host, kind, detail.into())
+        log.record(at, host, kind, detail.into())
     }
 
     /// Sets the run's budget: the event that would be number `events_max + 1` stops the
