@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+pub mod backoff;
 pub mod bugs;
 pub mod cdc;
 pub mod connect;

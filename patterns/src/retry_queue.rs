@@ -13,10 +13,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::rc::Rc;
-use std::time::Duration;
 
 use faultline_sim::HostCtx;
 
+use crate::backoff::Backoff;
 use crate::bugs::{Bug, BugSet};
 use tokio::sync::Notify;
 
@@ -141,7 +141,7 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
             if !self.items.borrow().is_empty() {
                 self.wake.notify_one();
             }
-            let mut backoff_ms = self.policy.backoff_initial_ms;
+            let mut backoff = Backoff::new(self.policy.backoff_initial_ms, self.policy.backoff_max_ms);
             for attempt in 1..=self.policy.attempts_max {
                 if send(item.clone()).await {
                     break;
@@ -156,8 +156,7 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
                         .record("gave-up", format!("{item} after {attempt} attempts"));
                     break;
                 }
-                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                backoff_ms = (backoff_ms * 2).min(self.policy.backoff_max_ms);
+                backoff.wait().await;
             }
             if self.policy.per_key_order {
                 self.in_flight.borrow_mut().remove(&(self.key)(&item));

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::backoff::Backoff;
 use crate::bugs::{Bug, BugSet};
 use faultline_sim::{serve, HostCtx, LogFile, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
@@ -623,7 +624,7 @@ impl Producer {
             ProducerSeq { producer, seq }
         });
         let deadline = self.ctx.now() + Duration::from_millis(self.config.delivery_timeout_ms);
-        let mut backoff_ms = self.config.retry_backoff_ms;
+        let mut backoff = Backoff::new(self.config.retry_backoff_ms, self.config.retry_backoff_max_ms);
         loop {
             let sent = self
                 .broker
@@ -631,17 +632,14 @@ impl Producer {
                 .await;
             match sent {
                 Ok(offset) => return Ok(offset),
-                Err(e) if self.ctx.now() + Duration::from_millis(backoff_ms) >= deadline => {
+                Err(e) if self.ctx.now() + backoff.next_delay() >= deadline => {
                     self.ctx.record(
                         "produce-expired",
                         format!("{topic}/{partition} n={}: {e}", records.len()),
                     );
                     return Err(e);
                 }
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-                    backoff_ms = (backoff_ms * 2).min(self.config.retry_backoff_max_ms);
-                }
+                Err(_) => backoff.wait().await,
             }
         }
     }

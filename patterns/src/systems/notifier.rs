@@ -17,19 +17,19 @@ use std::time::Duration;
 use faultline_sim::{serve, HostCtx, RpcClient, RpcMessage};
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::Backoff;
 use crate::domain::CustomerId;
 use crate::history::Recorder;
+use crate::retry_queue::{RetryPolicy, DEFAULT_RETRY};
 
 /// The port the notification service listens on.
 pub const NOTIFIER_PORT: u16 = 8025;
 /// The trace event kind of a welcome performed.
 pub const WELCOME: &str = "welcome";
 
-/// Attempts per welcome before the sender gives up.
-const SEND_ATTEMPTS_MAX: u32 = 8;
-/// The first wait between attempts; it doubles up to [`SEND_BACKOFF_MAX_MS`].
-const SEND_BACKOFF_INITIAL_MS: u64 = 20;
-const SEND_BACKOFF_MAX_MS: u64 = 500;
+/// How a welcome is retried: as the retry queue's default (8 attempts, 20 ms doubling
+/// to 500 ms).
+const SEND_RETRY: RetryPolicy = DEFAULT_RETRY;
 
 /// "Welcome this customer", with the caller's idempotency key when it has one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,20 +105,19 @@ impl Welcomer {
     /// whether it was acknowledged. A call that timed out may still have been performed.
     pub async fn welcome(&self, customer: CustomerId, key: Option<String>) -> bool {
         let request = WelcomeRequest { customer, key };
-        let mut backoff_ms = SEND_BACKOFF_INITIAL_MS;
-        for attempt in 1..=SEND_ATTEMPTS_MAX {
+        let mut backoff = Backoff::new(SEND_RETRY.backoff_initial_ms, SEND_RETRY.backoff_max_ms);
+        for attempt in 1..=SEND_RETRY.attempts_max {
             if self.rpc.call(&request).await.is_ok() {
                 return true;
             }
-            if attempt == SEND_ATTEMPTS_MAX {
+            if attempt == SEND_RETRY.attempts_max {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
-            backoff_ms = (backoff_ms * 2).min(SEND_BACKOFF_MAX_MS);
+            backoff.wait().await;
         }
         self.ctx.record(
             "gave-up",
-            format!("{} after {SEND_ATTEMPTS_MAX} attempts", request.label()),
+            format!("{} after {} attempts", request.label(), SEND_RETRY.attempts_max),
         );
         false
     }
