@@ -2,7 +2,8 @@
 
 use std::process::{Command, Output};
 
-fn faultline(args: &[&str]) -> Output {
+/// Runs the built binary with `args`.
+pub(crate) fn faultline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_faultline"))
         .args(args)
         .output()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use faultline::patterns::{Variant, VARIANTS};
+use faultline::patterns::VARIANTS;
 use faultline::scenarios::sweep::{default_jobs, sweep};
 use faultline::scenarios::{RunSpec, Scenario};
 use faultline::sim::{Profile, Seed, PROFILES};
@@ -41,14 +41,9 @@ fn current_hashes() -> BTreeMap<String, String> {
     let specs: Vec<RunSpec> = VARIANTS
         .iter()
         .flat_map(|v| {
-            PROFILES.iter().map(move |p| {
-                RunSpec::new(
-                    Variant::by_name(v.name).unwrap(),
-                    Scenario::standard(),
-                    p.profile,
-                    Seed(GOLDEN_SEED),
-                )
-            })
+            PROFILES
+                .iter()
+                .map(move |p| RunSpec::new(v, Scenario::standard(), p.profile, Seed(GOLDEN_SEED)))
         })
         .collect();
     let results = sweep(

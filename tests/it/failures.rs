@@ -3,9 +3,9 @@
 //! the other runs are judged as usual.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
+use crate::cli::faultline;
 use faultline::patterns::bugs::{Bug, BugSet};
 use faultline::patterns::{Variant, VARIANTS};
 use faultline::scenarios::compare::{compare, compare_shard, merge, ComparePlan};
@@ -225,20 +225,20 @@ fn the_cli_reports_failed_runs_writes_every_report_and_exits_3() {
     let out = std::env::temp_dir().join(format!("faultline-failures-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let junit = out.join("suite.xml");
-    let compare = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args([
-            "compare",
-            "--patterns",
-            "outbox-inbox",
-            "--profiles",
-            "none",
-            "--seeds",
-            "0..12",
-        ])
-        .args(["--bug", "target-panics-on-long-history", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let out_dir = out.to_str().expect("a UTF-8 temp path");
+    let compare = faultline(&[
+        "compare",
+        "--patterns",
+        "outbox-inbox",
+        "--profiles",
+        "none",
+        "--seeds",
+        "0..12",
+        "--bug",
+        "target-panics-on-long-history",
+        "--out",
+        out_dir,
+    ]);
     assert_eq!(
         compare.status.code(),
         Some(3),
@@ -269,13 +269,7 @@ fn the_cli_reports_failed_runs_writes_every_report_and_exits_3() {
         "[suite]\nname = \"panics\"\n\n[[scenario]]\nname = \"none\"\npatterns = [\"outbox-inbox\"]\nprofile = \"none\"\nseeds = \"0..8\"\nbugs = [\"target-panics-on-long-history\"]\n\n[scenario.expect]\noutbox-inbox = \"pass\"\n",
     )
     .unwrap();
-    let suite_run = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .arg("run")
-        .arg(&suite)
-        .arg("--junit")
-        .arg(&junit)
-        .output()
-        .unwrap();
+    let suite_run = faultline(&["run", suite.to_str().unwrap(), "--junit", junit.to_str().unwrap()]);
     assert_eq!(suite_run.status.code(), Some(3));
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
@@ -289,19 +283,17 @@ fn the_cli_reports_failed_runs_writes_every_report_and_exits_3() {
         .as_u64()
         .unwrap()
         .to_string();
-    let repro = Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args([
-            "repro",
-            "--pattern",
-            "outbox-inbox",
-            "--profile",
-            "none",
-            "--seed",
-            &seed,
-        ])
-        .args(["--bug", "target-panics-on-long-history"])
-        .output()
-        .unwrap();
+    let repro = faultline(&[
+        "repro",
+        "--pattern",
+        "outbox-inbox",
+        "--profile",
+        "none",
+        "--seed",
+        &seed,
+        "--bug",
+        "target-panics-on-long-history",
+    ]);
     assert_eq!(repro.status.code(), Some(3));
     let text = String::from_utf8_lossy(&repro.stdout);
     assert!(
