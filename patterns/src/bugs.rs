@@ -16,8 +16,6 @@ pub enum Bug {
     OffsetBeforeApply,
     /// The CDC connector saves its log position before publishing the events.
     CdcPositionBeforePublish,
-    /// The target ignores a delete for a key it does not hold (no tombstone).
-    TargetIgnoresUnknownDeletes,
     /// The retry queue puts a failed item at the back instead of retrying it in place.
     RetryQueueReorders,
     /// The target sends its side effect before its local commit.
@@ -39,6 +37,9 @@ pub enum Bug {
     RelaySleepsPerMessage,
     /// A consumer task ends on its first failed fetch and is never restarted.
     ConsumerExitsOnFetchError,
+    /// The target shows an apply's rows to readers before its commit record is synced
+    /// (a background flush every 200 ms makes them durable).
+    TargetExposesBeforeSync,
 }
 
 /// A bug's name, what it does, and where it shows.
@@ -90,14 +91,6 @@ pub const BUGS: &[BugInfo] = &[
         description: "the CDC connector saves its log position before publishing; a crash in between loses the events",
         variant: "cdc-tx",
         profile: "crashes",
-        breaks: "convergence",
-    },
-    BugInfo {
-        bug: Bug::TargetIgnoresUnknownDeletes,
-        name: "target-ignores-unknown-deletes",
-        description: "the target drops a delete for a key it does not hold, so a late older PUT brings the row back",
-        variant: "push-versioned",
-        profile: "flaky-net",
         breaks: "convergence",
     },
     BugInfo {
@@ -179,6 +172,14 @@ pub const BUGS: &[BugInfo] = &[
         variant: "outbox-inbox",
         profile: "flaky-net",
         breaks: "liveness",
+    },
+    BugInfo {
+        bug: Bug::TargetExposesBeforeSync,
+        name: "target-exposes-before-sync",
+        description: "the target acknowledges and shows an apply's rows from the page cache and flushes its log every 200 ms: a power loss takes back what readers saw",
+        variant: "full-copy",
+        profile: "storage",
+        breaks: "monotonic",
     },
 ];
 

@@ -80,7 +80,7 @@ pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> fau
     let mut offsets = SourceOffsets::open(&ctx, POSITION_FILE, config.offset_flush_interval_ms);
     loop {
         tokio::time::sleep(Duration::from_millis(config.connector_poll_ms)).await;
-        offsets.tick();
+        offsets.tick().await;
         let position = offsets.position();
         let Ok(SourceResponse::Log { commits, next }) =
             source.call(&SourceRequest::ReadLog { from: position }).await
@@ -90,7 +90,7 @@ pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> fau
         if bugs.has(Bug::CdcPositionBeforePublish) {
             // Planted: the position is saved before the events are out.
             offsets.acknowledged(next);
-            offsets.flush();
+            offsets.flush().await;
         }
         // Each partition's events in log order, sent in batches as Connect's producer
         // batches what a poll hands it.

@@ -61,16 +61,16 @@ impl SourceOffsets {
 
     /// The worker's timer: flushes when the interval has passed. Tasks call it on every
     /// poll (every few milliseconds), which is as often as the timer can matter.
-    pub fn tick(&mut self) {
+    pub async fn tick(&mut self) {
         if self.ctx.now() >= self.flushed_at + self.interval {
             self.flushed_at = self.ctx.now();
-            self.flush();
+            self.flush().await;
         }
     }
 
     /// Writes the position to disk now (the periodic flush, or a planted bug's early
     /// save).
-    pub fn flush(&mut self) {
+    pub async fn flush(&mut self) {
         if self.position == self.flushed {
             return;
         }
@@ -78,6 +78,7 @@ impl SourceOffsets {
             .ctx
             .disk()
             .replace(self.file, self.position.0.to_string().as_bytes())
+            .await
         {
             Ok(()) => self.flushed = self.position,
             Err(e) => {

@@ -92,15 +92,19 @@ pub struct OutcomeRecord {
     pub result: Result<TxId, Failure>,
 }
 
-/// Rows the target exposed to its readers at one instant (one local transaction).
+/// Rows the target exposed to its readers at one instant: one local transaction, or a
+/// recovery that put back an older (or newer) state than readers last saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyRecord {
-    /// When the target's transaction committed.
+    /// When readers could first see it.
     pub at: SimTime,
-    /// The row versions it made visible.
+    /// The row versions it made visible. After a recovery, every key whose state
+    /// changed; a key the recovered state lacks shows as version 0, deleted.
     pub rows: Vec<RowVersion>,
     /// Its trace event.
     pub event: EventId,
+    /// Whether this is a recovery rather than an apply.
+    pub recovery: bool,
 }
 
 /// A side effect the target performed (a welcome message to a new customer).
@@ -208,6 +212,8 @@ impl Agreement {
 struct Inner {
     history: History,
     agreement: Agreement,
+    /// What the target's readers see now, per key, as the exposures said.
+    exposed: BTreeMap<EntityKey, RowVersion>,
 }
 
 /// The handle systems record through. Clones share one history.
@@ -227,6 +233,17 @@ impl Recorder {
                 }
             }
             inner.agreement.agreed_since = Some(SimTime::ZERO);
+            inner.exposed = initial
+                .iter()
+                .map(|(key, row)| {
+                    let exposed = RowVersion {
+                        key: *key,
+                        version: row.version,
+                        deleted: row.data.is_none(),
+                    };
+                    (*key, exposed)
+                })
+                .collect();
             inner.history.initial = initial;
         }
         recorder
@@ -257,9 +274,41 @@ impl Recorder {
         self.replace_side(at, rows, true);
     }
 
-    /// The target recovered `rows` from its disk.
-    pub fn target_recovered(&self, at: SimTime, rows: &Rows) {
+    /// The target recovered `rows` from its disk: readers now see them, whatever they
+    /// saw before. Every key whose state differs from what readers last saw is exposed
+    /// again, so a rollback (a power loss taking back what was shown) is in the history.
+    pub fn target_recovered(&self, at: SimTime, rows: &Rows, event: EventId) {
         self.replace_side(at, rows, false);
+        let mut inner = self.0.borrow_mut();
+        let mut keys: BTreeSet<EntityKey> = inner.exposed.keys().copied().collect();
+        keys.extend(rows.keys().copied());
+        let mut changed = Vec::new();
+        for key in keys {
+            let now = rows.get(&key).map_or(
+                RowVersion {
+                    key,
+                    version: Version(0),
+                    deleted: true,
+                },
+                |row| RowVersion {
+                    key,
+                    version: row.version,
+                    deleted: row.data.is_none(),
+                },
+            );
+            if inner.exposed.get(&key) != Some(&now) {
+                changed.push(now);
+                inner.exposed.insert(key, now);
+            }
+        }
+        if !changed.is_empty() {
+            inner.history.applies.push(ApplyRecord {
+                at,
+                rows: changed,
+                event,
+                recovery: true,
+            });
+        }
     }
 
     fn replace_side(&self, at: SimTime, rows: &Rows, source: bool) {
@@ -302,8 +351,14 @@ impl Recorder {
                 (!r.deleted).then_some(r.version),
             );
             inner.agreement.update(r.key, at);
+            inner.exposed.insert(r.key, *r);
         }
-        inner.history.applies.push(ApplyRecord { at, rows, event });
+        inner.history.applies.push(ApplyRecord {
+            at,
+            rows,
+            event,
+            recovery: false,
+        });
     }
 
     /// The target sent a side effect for `customer`.
@@ -313,11 +368,6 @@ impl Recorder {
             .history
             .effects
             .push(EffectRecord { at, customer, event });
-    }
-
-    /// The rows both sides started with.
-    pub fn initial_rows(&self) -> Rows {
-        self.0.borrow().history.initial.clone()
     }
 
     /// Sets how many actions the workload scheduled.

@@ -70,7 +70,7 @@ pub const RPC_TIMEOUT: Duration = Duration::from_millis(250);
 pub struct Setup {
     /// Where systems record the history.
     pub recorder: Recorder,
-    /// Rows both sides hold at the start.
+    /// Rows both sides start with, written to their disks before the run.
     pub initial: Rc<Rows>,
     /// The workload: each action at its instant.
     pub schedule: Rc<Vec<(SimTime, ActionRequest)>>,
@@ -84,7 +84,7 @@ impl Setup {
     /// Opens the source on this host (replaying its log) and starts its periodic sync,
     /// when its policy has one.
     pub fn open_source(&self, ctx: &HostCtx) -> Source {
-        let source = Source::recover(ctx, self.source, self.recorder.clone(), &self.initial);
+        let source = Source::recover(ctx, self.source, self.recorder.clone());
         let syncer = source.clone();
         tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
         source
@@ -98,7 +98,7 @@ impl Setup {
             effects,
             bugs: self.bugs,
         };
-        Target::recover(ctx, config, self.recorder.clone(), &self.initial)
+        Target::recover(ctx, config, self.recorder.clone())
     }
 }
 
@@ -401,6 +401,10 @@ impl Variant {
             let bugs = setup.bugs;
             world.host(hosts::BROKER, move |ctx| systems::broker::run_broker(ctx, bugs))?;
         }
+        // Both sides start from the same rows, restored onto their disks.
+        let disk = |host| world.disk(host).expect("registered above");
+        systems::source::install_base(disk(hosts::SOURCE), &setup.initial);
+        systems::target::install_base(disk(hosts::TARGET), &setup.initial);
         Ok(())
     }
 }

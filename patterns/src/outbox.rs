@@ -18,7 +18,7 @@ use faultline_sim::HostCtx;
 use crate::bugs::{Bug, BugSet};
 use crate::connect::SourceOffsets;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
-use crate::domain::CustomerId;
+use crate::domain::{CustomerId, TxId};
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{OutboxMessage, Source};
 use crate::systems::target::{ApplyRule, EffectTrigger, Target};
@@ -105,7 +105,7 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
         if bugs.has(Bug::RelayMarksBeforePublish) {
             // Planted: the bookkeeping first; a failed publish is never retried.
             for message in unsent {
-                if source.mark_sent(message.tx).is_err()
+                if source.mark_sent(&[message.tx]).await.is_err()
                     || !publish(&producer, std::slice::from_ref(&message), config).await
                 {
                     break;
@@ -117,7 +117,7 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
             // Planted: one message, then the whole poll interval again.
             for message in unsent.iter().take(1) {
                 if publish(&producer, std::slice::from_ref(message), config).await
-                    && source.mark_sent(message.tx).is_err()
+                    && source.mark_sent(&[message.tx]).await.is_err()
                 {
                     break;
                 }
@@ -127,11 +127,9 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
         if unsent.is_empty() || !publish(&producer, &unsent, config).await {
             continue;
         }
-        for message in &unsent {
-            if let Err(e) = source.mark_sent(message.tx) {
-                ctx.record("relay-mark-failed", format!("{} {e}", message.id));
-                break;
-            }
+        let published: Vec<TxId> = unsent.iter().map(|m| m.tx).collect();
+        if let Err(e) = source.mark_sent(&published).await {
+            ctx.record("relay-mark-failed", format!("{} messages {e}", published.len()));
         }
     }
 }
@@ -143,7 +141,7 @@ async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig) {
     let mut offsets = SourceOffsets::open(&ctx, RELAY_POSITION_FILE, config.offset_flush_interval_ms);
     loop {
         tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
-        offsets.tick();
+        offsets.tick().await;
         let (commits, next) = source.read_log(offsets.position(), config.relay_batch_max);
         let messages: Vec<OutboxMessage> = commits.iter().map(|c| c.to_outbox_message()).collect();
         // Only a fully published poll moves the position; a partial one is read again.

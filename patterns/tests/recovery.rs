@@ -11,7 +11,7 @@ use faultline_patterns::history::{Recorder, Rows};
 use faultline_patterns::systems::broker::{
     run_broker, BrokerClient, Producer, ProducerConfig, CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
 };
-use faultline_patterns::systems::source::{durable_rows, Source, SourceConfig, SyncPolicy};
+use faultline_patterns::systems::source::{Source, SourceConfig, SyncPolicy, SOURCE_LOG};
 use faultline_patterns::{Setup, Variant};
 use faultline_sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime, World, WorldConfig};
 
@@ -45,6 +45,30 @@ fn creates(count: u64, every_ms: u64) -> Rc<Vec<(SimTime, ActionRequest)>> {
     )
 }
 
+/// The source's rows as a power loss now would leave them: its durable log content
+/// decoded here, not by the source's own recovery.
+fn durable_rows(disk: &faultline_sim::Disk) -> Rows {
+    let mut rows = Rows::new();
+    for frame in faultline_sim::disk::frames(&disk.durable_content(SOURCE_LOG)) {
+        let record: serde_json::Value = serde_json::from_slice(frame).unwrap();
+        let Some(images) = record.get("Commit").and_then(|c| c.get("rows")) else {
+            continue;
+        };
+        let images: Vec<faultline_patterns::domain::RowImage> =
+            serde_json::from_value(images.clone()).unwrap();
+        for image in images {
+            rows.insert(
+                image.key,
+                faultline_patterns::history::RowState {
+                    version: image.version,
+                    data: image.data,
+                },
+            );
+        }
+    }
+    rows
+}
+
 /// Runs a lone source through a power loss at 205 ms; returns the recorder and world.
 fn source_through_power_loss(sync: SyncPolicy) -> (Recorder, World) {
     let recorder = Recorder::new(Rows::new());
@@ -65,7 +89,6 @@ fn source_through_power_loss(sync: SyncPolicy) -> (Recorder, World) {
                         bugs: BugSet::NONE,
                     },
                     recorder,
-                    &Rows::new(),
                 );
                 let syncer = source.clone();
                 tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
@@ -97,7 +120,7 @@ fn source_through_power_loss(sync: SyncPolicy) -> (Recorder, World) {
 #[test]
 fn source_replays_its_log_and_every_acknowledged_commit_survives_power_loss_with_sync_on_commit() {
     let (recorder, world) = source_through_power_loss(SyncPolicy::OnCommit);
-    let rows = durable_rows(world.disk("source").unwrap(), &Rows::new());
+    let rows = durable_rows(world.disk("source").unwrap());
     let history = recorder.finish(rows.clone(), Rows::new(), SimTime::ZERO, SimTime::ZERO);
     let acknowledged: Vec<_> = history.outcomes.iter().filter(|o| o.result.is_ok()).collect();
     assert!(
@@ -125,7 +148,7 @@ fn source_replays_its_log_and_every_acknowledged_commit_survives_power_loss_with
 #[test]
 fn acknowledged_commits_vanish_on_power_loss_when_the_source_syncs_periodically() {
     let (recorder, world) = source_through_power_loss(SyncPolicy::Periodic { every_ms: 1_000 });
-    let rows = durable_rows(world.disk("source").unwrap(), &Rows::new());
+    let rows = durable_rows(world.disk("source").unwrap());
     let history = recorder.finish(rows, Rows::new(), SimTime::ZERO, SimTime::ZERO);
     let acknowledged_before_crash = history
         .outcomes

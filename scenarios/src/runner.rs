@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use faultline_patterns::bugs::BugSet;
 use faultline_patterns::history::Recorder;
-use faultline_patterns::systems::{source, target};
 use faultline_patterns::{hosts, Setup, Variant};
 use faultline_sim::trace::kind;
 use faultline_sim::{
@@ -390,8 +389,8 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         })?;
 
     let disk = |host| world.disk(host).expect("the variant registered its hosts");
-    let final_source = source::durable_rows(disk(hosts::SOURCE), &initial);
-    let final_target = target::durable_rows(disk(hosts::TARGET), &initial);
+    let final_source = crate::durable::source_rows(disk(hosts::SOURCE));
+    let final_target = crate::durable::target_rows(disk(hosts::TARGET));
     let mut history = recorder.finish(final_source, final_target, summary.end, last_fault_at);
     history.staleness_bound = Some(Duration::from_millis(scenario.staleness_bound_ms));
     let unobserved = crate::invariants::unobserved_customers(&history)

@@ -2,7 +2,9 @@
 //! staleness metrics and the `bounded-staleness` invariant.
 //!
 //! A row version is visible from the first target transaction that exposes it or a later
-//! version. Two cases need care: a pattern that publishes before committing can expose a
+//! version, unless something takes it back later (a recovery to an older state, a stale
+//! overwrite): then from the next exposure at that version or later. Two more cases need
+//! care: a pattern that publishes before committing can expose a
 //! version before the commit (that counts as no delay), and a version superseded at the
 //! source by a delete before the target ever saw it is reflected once the delete commits
 //! while the target holds nothing live for the key (a batch copy never shows a customer
@@ -32,7 +34,18 @@ struct KeyTimeline {
 
 impl KeyTimeline {
     fn visible_at(&self, committed: SimTime, version: Version, initially_live: bool) -> Option<SimTime> {
-        if let Some(&(at, _, _)) = self.applies.iter().find(|(_, v, _)| *v >= version) {
+        // From the start of the last stretch that shows this version or a later one: a
+        // version a rollback or a stale overwrite took back is visible only once shown
+        // again.
+        let mut since = None;
+        for &(at, v, _) in &self.applies {
+            if v >= version {
+                since.get_or_insert(at);
+            } else {
+                since = None;
+            }
+        }
+        if let Some(at) = since {
             return Some(at.max(committed));
         }
         let (deleted_at, _) = *self
@@ -100,6 +113,29 @@ mod tests {
 
     fn at(ms: u64) -> SimTime {
         SimTime::from_millis(ms)
+    }
+
+    #[test]
+    fn a_version_taken_back_is_visible_only_once_shown_again() {
+        let t = KeyTimeline {
+            applies: vec![
+                (at(10), Version(2), false),
+                (at(20), Version(1), false),
+                (at(50), Version(2), false),
+            ],
+            deletes: vec![],
+        };
+        assert_eq!(t.visible_at(at(5), Version(2), true), Some(at(50)));
+        assert_eq!(t.visible_at(at(5), Version(1), true), Some(at(10)));
+        let gone = KeyTimeline {
+            applies: vec![(at(10), Version(2), false), (at(20), Version(0), true)],
+            deletes: vec![],
+        };
+        assert_eq!(
+            gone.visible_at(at(5), Version(2), true),
+            None,
+            "rolled back for good"
+        );
     }
 
     #[test]

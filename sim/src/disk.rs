@@ -1,24 +1,38 @@
 //! Simulated durable storage, one disk per host, that outlives the host's crashes.
 //!
-//! A file is a byte vector with a durable prefix. Writes land in the volatile part (the
-//! OS page cache) until a sync makes them durable. What a failure keeps:
+//! The model is a Linux file system over a device with a volatile write cache:
 //!
-//! - a **process crash** keeps everything written: the data was already handed to the
-//!   operating system, as with `kill -9`;
-//! - a **power loss** drops the unsynced tail, or with `torn_write_probability` keeps a
-//!   strict prefix of it (a torn write) that readers must detect;
-//! - a **failed sync** discards the unsynced tail at once and reports it, the way Linux
-//!   marks dirty pages clean after an fsync error: retrying the sync cannot save them.
+//! - **I/O takes simulated time.** A write, an fsync and a directory fsync each wait a
+//!   latency drawn per disk ([`IoLatency`]: fsync much slower than a write, with a
+//!   tail), so a crash or a power loss can land between a write and its sync, or between
+//!   a commit and what the process does after it.
+//! - A **process crash** keeps everything written: the data was already handed to the
+//!   operating system, as with `kill -9`. The page cache, readable by the next
+//!   incarnation, is lost only by a power loss.
+//! - A **power loss** drops each file's unsynced tail, or with `torn_write_probability`
+//!   keeps a strict prefix of it (a torn write) that readers must detect.
+//! - A **failed fsync** leaves the data readable but not durable: Linux marks the dirty
+//!   pages clean after an fsync error, so a later fsync succeeds without writing them
+//!   and a power loss turns them into zeros ("fsyncgate", the behaviour that broke
+//!   PostgreSQL's retry-the-fsync assumption). Careful code cuts the file back to its
+//!   last durable length, or restarts and recovers from what is durable.
+//! - **Names are durable only after a directory fsync**: a created file, or a rename
+//!   over an old one, can be undone by a power loss until the directory is synced.
+//!   [`Disk::replace`] is the careful sequence (write a temporary file, fsync it, rename
+//!   it over the old one, fsync the directory).
 //!
-//! Fault windows from the plan switch write errors, sync errors and disk-full on and off.
-//! This is faultline's own disk rather than turmoil's `unstable-fs`: that one reports
-//! ENOSPC and EIO only as `ErrorKind::Other` text, cannot model the power-loss versus
-//! process-kill difference, and scans every pending write on each operation.
+//! Files are inodes named by a directory; the disk keeps the directory the process sees
+//! and the one a power loss would leave. Fault windows from the plan switch write
+//! errors, sync errors and disk-full on and off. This is faultline's own disk rather
+//! than turmoil's `unstable-fs`: that one reports ENOSPC and EIO only as
+//! `ErrorKind::Other` text, cannot model the power-loss versus process-kill difference,
+//! and scans every pending write on each operation.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -28,7 +42,66 @@ use crate::time::SimTime;
 use crate::trace::{kind, Trace};
 
 mod log;
-pub use log::{LogFile, LogPos, LogRecord, Recovery};
+pub use log::{frames, LogFile, LogPos, LogRecord, Recovery};
+
+/// How long one kind of disk operation takes: uniform in `min_us..=max_us`, or with
+/// `tail_probability` uniform in `max_us..=tail_max_us` instead (a device's slow tail:
+/// garbage collection, a queue behind other I/O, a cloud volume's hiccup).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IoLatency {
+    /// Fastest operation, in microseconds.
+    pub min_us: u64,
+    /// Slowest operation outside the tail.
+    pub max_us: u64,
+    /// Chance that an operation falls in the tail.
+    pub tail_probability: f64,
+    /// Slowest operation in the tail.
+    pub tail_max_us: u64,
+}
+
+impl IoLatency {
+    /// Instant operations (unit tests of the disk's failure semantics).
+    pub const ZERO: IoLatency = IoLatency {
+        min_us: 0,
+        max_us: 0,
+        tail_probability: 0.0,
+        tail_max_us: 0,
+    };
+
+    /// A buffered write into the page cache: tens of microseconds.
+    pub const WRITE: IoLatency = IoLatency {
+        min_us: 10,
+        max_us: 100,
+        tail_probability: 0.0,
+        tail_max_us: 100,
+    };
+
+    /// An fsync on a network-attached SSD volume: 0.5–3 ms, and one in fifty up to
+    /// 25 ms.
+    pub const SYNC: IoLatency = IoLatency {
+        min_us: 500,
+        max_us: 3_000,
+        tail_probability: 0.02,
+        tail_max_us: 25_000,
+    };
+
+    fn draw(&self, rng: &mut SimRng) -> Duration {
+        if *self == IoLatency::ZERO {
+            return Duration::ZERO;
+        }
+        let tail = self.tail_probability > 0.0 && rng.gen_bool(self.tail_probability);
+        let (low, high) = if tail {
+            (self.max_us, self.tail_max_us)
+        } else {
+            (self.min_us, self.max_us)
+        };
+        Duration::from_micros(if high > low {
+            rng.gen_range(low..=high)
+        } else {
+            low
+        })
+    }
+}
 
 /// How a disk behaves when nothing is switched on by the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +111,10 @@ pub struct DiskConfig {
     pub torn_write_probability: f64,
     /// Total bytes the disk holds; `None` for unbounded.
     pub capacity_bytes: Option<u64>,
+    /// How long a write takes.
+    pub write_latency: IoLatency,
+    /// How long an fsync (of a file or a directory) takes.
+    pub sync_latency: IoLatency,
 }
 
 impl Default for DiskConfig {
@@ -45,6 +122,19 @@ impl Default for DiskConfig {
         DiskConfig {
             torn_write_probability: 0.5,
             capacity_bytes: None,
+            write_latency: IoLatency::WRITE,
+            sync_latency: IoLatency::SYNC,
+        }
+    }
+}
+
+impl DiskConfig {
+    /// Operations that take no time (unit tests of the failure semantics alone).
+    pub fn instant() -> Self {
+        DiskConfig {
+            write_latency: IoLatency::ZERO,
+            sync_latency: IoLatency::ZERO,
+            ..DiskConfig::default()
         }
     }
 }
@@ -55,7 +145,7 @@ impl Default for DiskConfig {
 pub enum DiskFaultKind {
     /// Every write fails with an I/O error.
     WriteError,
-    /// Every sync fails, and the unsynced data is lost.
+    /// Every sync fails; the unsynced data stays readable but will not be durable.
     SyncError,
     /// Every write that would grow the disk fails with "no space".
     Full,
@@ -78,21 +168,28 @@ pub enum DiskError {
     /// The write returned EIO; nothing was written.
     #[error("write failed (EIO)")]
     WriteFailed,
-    /// The sync returned EIO; the unsynced tail of the file is lost.
-    #[error("sync failed (EIO); unsynced data lost")]
+    /// The fsync returned EIO: the unsynced data is still readable but not durable, and
+    /// a later fsync will not write it.
+    #[error("fsync failed (EIO); unsynced data not durable")]
     SyncFailed,
     /// The write returned ENOSPC; nothing was written.
     #[error("no space left on device (ENOSPC)")]
     Full,
 }
 
+type Ino = u64;
+
 #[derive(Debug, Default)]
-struct FileState {
+struct Inode {
+    /// What the process reads: the page cache.
     data: Vec<u8>,
+    /// How much of `data` a power loss keeps (before tearing and holes).
     durable_len: usize,
+    /// Ranges whose fsync failed: readable now, zeros after a power loss.
+    holes: Vec<(usize, usize)>,
 }
 
-impl FileState {
+impl Inode {
     fn unsynced_len(&self) -> usize {
         self.data.len() - self.durable_len
     }
@@ -101,18 +198,26 @@ impl FileState {
 #[derive(Debug)]
 struct DiskState {
     host: Arc<str>,
-    files: BTreeMap<String, FileState>,
+    /// The directory as the process sees it.
+    names: BTreeMap<String, Ino>,
+    /// The directory as a power loss would leave it (as of the last directory fsync).
+    durable_names: BTreeMap<String, Ino>,
+    inodes: BTreeMap<Ino, Inode>,
+    next_ino: Ino,
     write_error: bool,
     sync_error: bool,
     full: bool,
     config: DiskConfig,
+    /// Fault draws (torn writes); apart from latency draws, so that the amount of I/O
+    /// does not shift them.
     rng: SimRng,
+    latency_rng: SimRng,
     trace: Trace,
 }
 
 impl DiskState {
     fn used_bytes(&self) -> u64 {
-        self.files.values().map(|f| f.data.len() as u64).sum()
+        self.inodes.values().map(|f| f.data.len() as u64).sum()
     }
 
     fn check_growth(&self, file: &str, growth: u64) -> Result<(), DiskError> {
@@ -132,6 +237,32 @@ impl DiskState {
         }
         Ok(())
     }
+
+    fn inode(&self, file: &str) -> Option<&Inode> {
+        self.names.get(file).and_then(|ino| self.inodes.get(ino))
+    }
+
+    /// The inode named `file`, created (empty, its name not yet durable) when absent.
+    fn open_or_create(&mut self, file: &str) -> &mut Inode {
+        let ino = match self.names.get(file) {
+            Some(ino) => *ino,
+            None => {
+                let ino = self.next_ino;
+                self.next_ino += 1;
+                self.names.insert(file.to_string(), ino);
+                ino
+            }
+        };
+        self.inodes.entry(ino).or_default()
+    }
+
+    /// Drops inodes no directory names any more.
+    fn collect_garbage(&mut self) {
+        let names = &self.names;
+        let durable = &self.durable_names;
+        self.inodes
+            .retain(|ino, _| names.values().any(|i| i == ino) || durable.values().any(|i| i == ino));
+    }
 }
 
 /// The instant of a disk operation: the running host's time, or the start when the
@@ -143,86 +274,181 @@ fn now() -> SimTime {
         .unwrap_or_default()
 }
 
+async fn wait(latency: Duration) {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+}
+
 /// A handle to one host's disk. Clones share the disk; it lives as long as the world.
 #[derive(Clone, Debug)]
 pub struct Disk(Rc<RefCell<DiskState>>);
 
 impl Disk {
     /// A new empty disk for `host`. The world makes one per host; tests may make their own.
-    pub fn new(host: Arc<str>, config: DiskConfig, rng: SimRng, trace: Trace) -> Self {
+    pub fn new(host: Arc<str>, config: DiskConfig, rng: SimRng, latency_rng: SimRng, trace: Trace) -> Self {
         Disk(Rc::new(RefCell::new(DiskState {
             host,
-            files: BTreeMap::new(),
+            names: BTreeMap::new(),
+            durable_names: BTreeMap::new(),
+            inodes: BTreeMap::new(),
+            next_ino: 1,
             write_error: false,
             sync_error: false,
             full: false,
             config,
             rng,
+            latency_rng,
             trace,
         })))
     }
 
-    /// Appends `bytes` to `file` (created if absent) and returns the offset they start at.
-    /// The bytes are readable at once but not durable until [`Disk::sync`].
-    pub fn append(&self, file: &str, bytes: &[u8]) -> Result<u64, DiskError> {
+    fn draw_write(&self) -> Duration {
+        let mut state = self.0.borrow_mut();
+        let latency = state.config.write_latency;
+        latency.draw(&mut state.latency_rng)
+    }
+
+    fn draw_sync(&self) -> Duration {
+        let mut state = self.0.borrow_mut();
+        let latency = state.config.sync_latency;
+        latency.draw(&mut state.latency_rng)
+    }
+
+    /// Writes `bytes` at the end of `file` (created if absent; the new name is durable
+    /// only after [`Disk::sync_dir`]) and returns the offset they start at. The bytes are
+    /// readable once the write returns, durable only after [`Disk::sync`].
+    pub async fn append(&self, file: &str, bytes: &[u8]) -> Result<u64, DiskError> {
+        // A refused write fails at once (the file system answers ENOSPC or EIO without
+        // queueing I/O): a loop that retries it without backoff spins in place.
+        self.0.borrow().check_growth(file, bytes.len() as u64)?;
+        wait(self.draw_write()).await;
         let mut state = self.0.borrow_mut();
         state.check_growth(file, bytes.len() as u64)?;
-        let f = state.files.entry(file.to_string()).or_default();
-        let offset = f.data.len() as u64;
-        f.data.extend_from_slice(bytes);
+        let inode = state.open_or_create(file);
+        let offset = inode.data.len() as u64;
+        inode.data.extend_from_slice(bytes);
         Ok(offset)
     }
 
-    /// Makes everything written to `file` durable. On a sync error the unsynced tail is
-    /// discarded and the file is back at its last durable length.
-    pub fn sync(&self, file: &str) -> Result<(), DiskError> {
-        let mut state = self.0.borrow_mut();
-        let sync_error = state.sync_error;
-        let Some(f) = state.files.get_mut(file) else {
+    /// fsync: makes what was written to `file` before the call durable (not the file's
+    /// name: see [`Disk::sync_dir`]). On a sync error the unsynced data stays readable
+    /// but is not durable, and no later sync will write it.
+    pub async fn sync(&self, file: &str) -> Result<(), DiskError> {
+        let (ino, upto) = {
+            let state = self.0.borrow();
+            let Some(&ino) = state.names.get(file) else {
+                return Ok(());
+            };
+            let inode = &state.inodes[&ino];
+            if inode.unsynced_len() == 0 {
+                return Ok(());
+            }
+            (ino, inode.data.len())
+        };
+        wait(self.draw_sync()).await;
+        let mut guard = self.0.borrow_mut();
+        let state = &mut *guard;
+        let Some(inode) = state.inodes.get_mut(&ino) else {
             return Ok(());
         };
-        let unsynced = f.unsynced_len();
-        if unsynced == 0 {
+        let upto = upto.min(inode.data.len());
+        if upto <= inode.durable_len {
             return Ok(());
         }
-        if sync_error {
-            f.data.truncate(f.durable_len);
-            let detail = format!("{file} lost={unsynced}");
+        let bytes = upto - inode.durable_len;
+        if state.sync_error {
+            // Linux marks the pages clean: readable, never written, zeros after a power
+            // loss once a later sync has made the length around them durable.
+            inode.holes.push((inode.durable_len, upto));
+            let detail = format!("{file} not-durable={bytes}");
             state.trace.record(now(), &state.host, kind::SYNC_ERROR, detail);
             return Err(DiskError::SyncFailed);
         }
-        f.durable_len = f.data.len();
-        let detail = format!("{file} bytes={unsynced}");
+        inode.durable_len = upto;
+        let detail = format!("{file} bytes={bytes}");
         state.trace.record(now(), &state.host, kind::SYNC, detail);
         Ok(())
     }
 
-    /// Replaces the whole content of `file` atomically and durably (write a temporary
-    /// file, sync it, rename it over the old one). On failure the old content stays.
-    pub fn replace(&self, file: &str, bytes: &[u8]) -> Result<(), DiskError> {
+    /// fsync of the directory: makes every name as the process sees it now (created
+    /// files, renames) survive a power loss.
+    pub async fn sync_dir(&self) -> Result<(), DiskError> {
+        if self.dir_synced() {
+            return Ok(());
+        }
+        wait(self.draw_sync()).await;
         let mut state = self.0.borrow_mut();
-        let old_len = state.files.get(file).map_or(0, |f| f.data.len());
-        state.check_growth(file, (bytes.len() as u64).saturating_sub(old_len as u64))?;
         if state.sync_error {
             state
                 .trace
-                .record(now(), &state.host, kind::SYNC_ERROR, format!("{file} replace"));
+                .record(now(), &state.host, kind::SYNC_ERROR, "directory".to_string());
             return Err(DiskError::SyncFailed);
         }
-        let f = state.files.entry(file.to_string()).or_default();
-        f.data.clear();
-        f.data.extend_from_slice(bytes);
-        f.durable_len = f.data.len();
+        state.durable_names = state.names.clone();
+        state.collect_garbage();
         Ok(())
     }
 
-    /// Cuts `file` to `len` bytes, durably (used to drop a torn tail on recovery).
+    /// Whether every name the process sees would survive a power loss now.
+    pub fn dir_synced(&self) -> bool {
+        let state = self.0.borrow();
+        state.names == state.durable_names
+    }
+
+    /// Renames `from` over `to` (atomically for readers; durable after
+    /// [`Disk::sync_dir`]). Nothing happens when `from` does not exist.
+    pub fn rename(&self, from: &str, to: &str) {
+        let mut state = self.0.borrow_mut();
+        if let Some(ino) = state.names.remove(from) {
+            state.names.insert(to.to_string(), ino);
+            state.collect_garbage();
+        }
+    }
+
+    /// Replaces the whole content of `file` the careful way: write a temporary file,
+    /// fsync it, rename it over `file`, fsync the directory. Readers see the old content
+    /// or the new one, never a mix; a crash or a power loss before the directory fsync
+    /// may keep the old one. On failure the old content stays.
+    pub async fn replace(&self, file: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        let tmp = format!("{file}.tmp");
+        {
+            let mut state = self.0.borrow_mut();
+            state.names.remove(&tmp);
+            state.collect_garbage();
+        }
+        self.append(&tmp, bytes).await?;
+        self.sync(&tmp).await?;
+        self.rename(&tmp, file);
+        self.sync_dir().await
+    }
+
+    /// Writes `file` durably, name included, before the run starts: data restored from a
+    /// backup that the run begins with. Takes no simulated time.
+    pub fn install(&self, file: &str, bytes: &[u8]) {
+        let mut state = self.0.borrow_mut();
+        let inode = state.open_or_create(file);
+        inode.data = bytes.to_vec();
+        inode.durable_len = bytes.len();
+        inode.holes.clear();
+        let ino = state.names[file];
+        state.durable_names.insert(file.to_string(), ino);
+    }
+
+    /// Cuts `file` to `len` bytes, durably (recovery dropping a torn tail, or a writer
+    /// cutting off what a failed fsync left undurable).
     pub fn truncate(&self, file: &str, len: u64) {
         let mut state = self.0.borrow_mut();
-        if let Some(f) = state.files.get_mut(file) {
-            let len = usize::try_from(len).unwrap_or(usize::MAX).min(f.data.len());
-            f.data.truncate(len);
-            f.durable_len = f.durable_len.min(len);
+        let Some(&ino) = state.names.get(file) else {
+            return;
+        };
+        let inode = state.inodes.get_mut(&ino).expect("named inodes exist");
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(inode.data.len());
+        inode.data.truncate(len);
+        inode.durable_len = inode.durable_len.min(len);
+        inode.holes.retain(|(start, _)| *start < len);
+        for hole in &mut inode.holes {
+            hole.1 = hole.1.min(len);
         }
     }
 
@@ -230,12 +456,14 @@ impl Disk {
     /// or not). Empty past the end or for a missing file.
     pub fn read(&self, file: &str, offset: u64, max_len: usize) -> Vec<u8> {
         let state = self.0.borrow();
-        let Some(f) = state.files.get(file) else {
+        let Some(inode) = state.inode(file) else {
             return Vec::new();
         };
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(f.data.len());
-        let end = start.saturating_add(max_len).min(f.data.len());
-        f.data[start..end].to_vec()
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(inode.data.len());
+        let end = start.saturating_add(max_len).min(inode.data.len());
+        inode.data[start..end].to_vec()
     }
 
     /// The whole content of `file` as the process sees it.
@@ -245,21 +473,34 @@ impl Disk {
 
     /// Length of `file` as the process sees it (0 when absent).
     pub fn len(&self, file: &str) -> u64 {
-        self.0.borrow().files.get(file).map_or(0, |f| f.data.len() as u64)
+        self.0.borrow().inode(file).map_or(0, |f| f.data.len() as u64)
     }
 
-    /// Length of the durable prefix of `file`: what a power loss now would keep at least.
+    /// Length of the synced prefix of `file`: what the process's own successful syncs
+    /// covered (a power loss may still zero ranges whose sync failed).
     pub fn durable_len(&self, file: &str) -> u64 {
-        self.0
-            .borrow()
-            .files
-            .get(file)
-            .map_or(0, |f| f.durable_len as u64)
+        self.0.borrow().inode(file).map_or(0, |f| f.durable_len as u64)
     }
 
-    /// Whether `file` exists.
+    /// Whether `file` exists (as the process sees the directory).
     pub fn exists(&self, file: &str) -> bool {
-        self.0.borrow().files.contains_key(file)
+        self.0.borrow().names.contains_key(file)
+    }
+
+    /// The content of `file` as a power loss now would leave it, with the tail dropped
+    /// whole (no tearing): what an outside reader of the durable state decodes.
+    pub fn durable_content(&self, file: &str) -> Vec<u8> {
+        let state = self.0.borrow();
+        let Some(inode) = state
+            .durable_names
+            .get(file)
+            .and_then(|ino| state.inodes.get(ino))
+        else {
+            return Vec::new();
+        };
+        let mut data = inode.data[..inode.durable_len].to_vec();
+        zero_holes(&mut data, &inode.holes);
+        data
     }
 
     /// Switches a fault kind on or off (the world calls this at the plan's instants).
@@ -272,61 +513,115 @@ impl Disk {
         }
     }
 
-    /// A power loss at `at`: every file drops its unsynced tail, or keeps a torn prefix.
+    /// A power loss at `at`: names not durable in the directory are undone, every file
+    /// drops its unsynced tail (or keeps a torn prefix of it), and ranges whose sync
+    /// failed read as zeros.
     pub fn lose_power(&self, at: SimTime) {
         let mut guard = self.0.borrow_mut();
         let state = &mut *guard;
-        for (name, f) in state.files.iter_mut() {
-            let unsynced = f.unsynced_len();
-            if unsynced == 0 {
-                continue;
+        for (name, ino) in &state.names {
+            if state.durable_names.get(name) != Some(ino) {
+                let undone = if state.durable_names.contains_key(name) {
+                    "rename undone"
+                } else {
+                    "created, never durable"
+                };
+                state
+                    .trace
+                    .record(at, &state.host, kind::NAME_UNDONE, format!("{name} {undone}"));
             }
-            let torn = unsynced > 1 && state.rng.gen_bool(state.config.torn_write_probability);
-            if torn {
-                // A fixed-width draw: a usize draw differs on 32-bit targets.
-                let kept = state.rng.gen_range(1..unsynced as u64) as usize;
-                f.durable_len += kept;
-                f.data.truncate(f.durable_len);
-                let detail = format!("{name} kept={kept} lost={}", unsynced - kept);
-                state.trace.record(at, &state.host, kind::TORN, detail);
-            } else {
-                f.data.truncate(f.durable_len);
-                let detail = format!("{name} lost={unsynced}");
-                state.trace.record(at, &state.host, kind::UNSYNCED_LOST, detail);
+        }
+        state.names = state.durable_names.clone();
+        state.collect_garbage();
+        let names: BTreeMap<Ino, String> = state.names.iter().map(|(n, i)| (*i, n.clone())).collect();
+        for (ino, inode) in state.inodes.iter_mut() {
+            let name = names.get(ino).map_or("?", String::as_str);
+            let unsynced = inode.unsynced_len();
+            if unsynced > 0 {
+                let torn = unsynced > 1 && state.rng.gen_bool(state.config.torn_write_probability);
+                if torn {
+                    // A fixed-width draw: a usize draw differs on 32-bit targets.
+                    let kept = state.rng.gen_range(1..unsynced as u64) as usize;
+                    inode.durable_len += kept;
+                    inode.data.truncate(inode.durable_len);
+                    let detail = format!("{name} kept={kept} lost={}", unsynced - kept);
+                    state.trace.record(at, &state.host, kind::TORN, detail);
+                } else {
+                    inode.data.truncate(inode.durable_len);
+                    let detail = format!("{name} lost={unsynced}");
+                    state.trace.record(at, &state.host, kind::UNSYNCED_LOST, detail);
+                }
+            }
+            let zeroed = zero_holes(&mut inode.data, &inode.holes);
+            inode.holes.clear();
+            if zeroed > 0 {
+                let detail = format!("{name} zeroed={zeroed}");
+                state.trace.record(at, &state.host, kind::SYNC_ERROR_LOST, detail);
             }
         }
     }
 }
 
+/// Zeroes `holes` inside `data`; returns how many bytes it zeroed.
+fn zero_holes(data: &mut [u8], holes: &[(usize, usize)]) -> usize {
+    let mut zeroed = 0;
+    for &(start, end) in holes {
+        let end = end.min(data.len());
+        if start < end {
+            data[start..end].fill(0);
+            zeroed += end - start;
+        }
+    }
+    zeroed
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rng::{RngStreams, Seed};
 
-    fn disk(config: DiskConfig) -> (Disk, Trace) {
+    /// Runs an operation of a disk whose I/O takes no time: it never waits.
+    pub(crate) fn now_or_never<T>(future: impl std::future::Future<Output = T>) -> T {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("an instant disk operation waited"),
+        }
+    }
+
+    fn disk(torn_write_probability: f64) -> (Disk, Trace) {
         let trace = Trace::new(true);
+        let streams = RngStreams::new(Seed(1));
         let d = Disk::new(
             Arc::from("h"),
-            config,
-            RngStreams::new(Seed(1)).stream("disk/h"),
+            DiskConfig {
+                torn_write_probability,
+                ..DiskConfig::instant()
+            },
+            streams.stream("disk/h"),
+            streams.stream("disk-latency/h"),
             trace.clone(),
         );
         (d, trace)
     }
 
-    fn never_torn() -> DiskConfig {
-        DiskConfig {
-            torn_write_probability: 0.0,
-            capacity_bytes: None,
-        }
+    fn kinds(trace: &Trace) -> Vec<String> {
+        trace.events().iter().map(|e| e.kind.to_string()).collect()
+    }
+
+    /// A file whose name and `bytes` are durable.
+    fn durable_file(d: &Disk, file: &str, bytes: &[u8]) {
+        now_or_never(d.append(file, bytes)).unwrap();
+        now_or_never(d.sync(file)).unwrap();
+        now_or_never(d.sync_dir()).unwrap();
     }
 
     #[test]
     fn unsynced_writes_are_lost_on_power_loss_synced_ones_kept() {
-        let (d, trace) = disk(never_torn());
-        d.append("f", b"durable").unwrap();
-        d.sync("f").unwrap();
-        d.append("f", b"+volatile").unwrap();
+        let (d, trace) = disk(0.0);
+        durable_file(&d, "f", b"durable");
+        now_or_never(d.append("f", b"+volatile")).unwrap();
         assert_eq!(
             d.read_all("f"),
             b"durable+volatile",
@@ -334,13 +629,13 @@ mod tests {
         );
         d.lose_power(SimTime::from_millis(5));
         assert_eq!(d.read_all("f"), b"durable");
-        assert!(trace.events().iter().any(|e| e.kind == kind::UNSYNCED_LOST));
+        assert!(kinds(&trace).iter().any(|k| k == kind::UNSYNCED_LOST));
     }
 
     #[test]
     fn unsynced_writes_survive_when_power_stays_on() {
-        let (d, _) = disk(never_torn());
-        d.append("f", b"abc").unwrap();
+        let (d, _) = disk(0.0);
+        now_or_never(d.append("f", b"abc")).unwrap();
         // A process crash does not touch the disk: only lose_power does.
         assert_eq!(d.read_all("f"), b"abc");
         assert_eq!(d.durable_len("f"), 0);
@@ -348,75 +643,154 @@ mod tests {
 
     #[test]
     fn torn_power_loss_keeps_a_strict_prefix_of_the_unsynced_tail() {
-        let (d, trace) = disk(DiskConfig {
-            torn_write_probability: 1.0,
-            capacity_bytes: None,
-        });
-        d.append("f", b"0123").unwrap();
-        d.sync("f").unwrap();
-        d.append("f", b"456789").unwrap();
+        let (d, trace) = disk(1.0);
+        durable_file(&d, "f", b"0123");
+        now_or_never(d.append("f", b"456789")).unwrap();
         d.lose_power(SimTime::ZERO);
         let kept = d.read_all("f");
         assert!(kept.len() > 4 && kept.len() < 10, "kept {} bytes", kept.len());
         assert_eq!(&kept[..], &b"0123456789"[..kept.len()]);
-        assert!(trace.events().iter().any(|e| e.kind == kind::TORN));
+        assert!(kinds(&trace).iter().any(|k| k == kind::TORN));
     }
 
     #[test]
-    fn sync_error_discards_the_unsynced_tail_and_retry_cannot_save_it() {
-        let (d, trace) = disk(never_torn());
-        d.append("f", b"kept").unwrap();
-        d.sync("f").unwrap();
-        d.append("f", b"-gone").unwrap();
+    fn a_failed_fsync_leaves_data_readable_but_lost_on_power_loss() {
+        let (d, trace) = disk(0.0);
+        durable_file(&d, "f", b"kept");
+        now_or_never(d.append("f", b"-gone")).unwrap();
         d.set_fault(DiskFaultKind::SyncError, true);
-        assert_eq!(d.sync("f"), Err(DiskError::SyncFailed));
+        assert_eq!(now_or_never(d.sync("f")), Err(DiskError::SyncFailed));
         d.set_fault(DiskFaultKind::SyncError, false);
-        d.sync("f").unwrap();
+        assert_eq!(d.read_all("f"), b"kept-gone", "still readable after the error");
+        // Retrying the fsync "succeeds": the pages were marked clean, nothing is written.
+        now_or_never(d.append("f", b"+later")).unwrap();
+        now_or_never(d.sync("f")).unwrap();
+        assert_eq!(d.read_all("f"), b"kept-gone+later");
+        d.lose_power(SimTime::ZERO);
+        assert_eq!(d.read_all("f"), b"kept\0\0\0\0\0+later");
+        let kinds = kinds(&trace);
+        assert!(kinds.iter().any(|k| k == kind::SYNC_ERROR));
+        assert!(kinds.iter().any(|k| k == kind::SYNC_ERROR_LOST));
+    }
+
+    #[test]
+    fn a_failed_fsync_at_the_tail_loses_the_tail_on_power_loss() {
+        let (d, _) = disk(0.0);
+        durable_file(&d, "f", b"kept");
+        now_or_never(d.append("f", b"-gone")).unwrap();
+        d.set_fault(DiskFaultKind::SyncError, true);
+        assert_eq!(now_or_never(d.sync("f")), Err(DiskError::SyncFailed));
+        d.lose_power(SimTime::ZERO);
         assert_eq!(d.read_all("f"), b"kept");
-        assert!(trace.events().iter().any(|e| e.kind == kind::SYNC_ERROR));
     }
 
     #[test]
-    fn write_error_window_fails_writes_and_writes_nothing() {
-        let (d, _) = disk(never_torn());
-        d.set_fault(DiskFaultKind::WriteError, true);
-        assert_eq!(d.append("f", b"x"), Err(DiskError::WriteFailed));
-        assert_eq!(d.replace("g", b"x"), Err(DiskError::WriteFailed));
-        d.set_fault(DiskFaultKind::WriteError, false);
-        assert_eq!(d.len("f"), 0);
-        assert_eq!(d.append("f", b"x"), Ok(0));
+    fn cutting_the_file_back_after_a_failed_fsync_leaves_no_hole() {
+        let (d, trace) = disk(0.0);
+        durable_file(&d, "f", b"kept");
+        now_or_never(d.append("f", b"-gone")).unwrap();
+        d.set_fault(DiskFaultKind::SyncError, true);
+        assert!(now_or_never(d.sync("f")).is_err());
+        d.set_fault(DiskFaultKind::SyncError, false);
+        d.truncate("f", d.durable_len("f"));
+        now_or_never(d.append("f", b"+again")).unwrap();
+        now_or_never(d.sync("f")).unwrap();
+        d.lose_power(SimTime::ZERO);
+        assert_eq!(d.read_all("f"), b"kept+again");
+        assert!(!kinds(&trace).iter().any(|k| k == kind::SYNC_ERROR_LOST));
     }
 
     #[test]
-    fn disk_full_window_refuses_growth_but_allows_shrinking_replace() {
-        let (d, trace) = disk(never_torn());
-        d.replace("meta", b"0123456789").unwrap();
-        d.set_fault(DiskFaultKind::Full, true);
-        assert_eq!(d.append("log", b"x"), Err(DiskError::Full));
-        assert_eq!(d.replace("meta", b"0123"), Ok(()));
-        assert!(trace.events().iter().any(|e| e.kind == kind::DISK_FULL));
+    fn a_created_file_needs_its_directory_synced_to_survive_a_power_loss() {
+        let (d, trace) = disk(0.0);
+        now_or_never(d.append("f", b"data")).unwrap();
+        now_or_never(d.sync("f")).unwrap();
+        assert!(!d.dir_synced());
+        d.lose_power(SimTime::ZERO);
+        assert!(!d.exists("f"), "the name was never durable");
+        assert!(kinds(&trace).iter().any(|k| k == kind::NAME_UNDONE));
     }
 
     #[test]
-    fn disk_full_by_capacity() {
-        let (d, _) = disk(DiskConfig {
-            torn_write_probability: 0.0,
-            capacity_bytes: Some(8),
-        });
-        d.append("f", b"12345678").unwrap();
-        assert_eq!(d.append("f", b"9"), Err(DiskError::Full));
+    fn a_rename_without_a_directory_sync_can_be_undone_by_a_power_loss() {
+        let (d, _) = disk(0.0);
+        durable_file(&d, "m", b"old");
+        now_or_never(d.append("m.new", b"new")).unwrap();
+        now_or_never(d.sync("m.new")).unwrap();
+        d.rename("m.new", "m");
+        assert_eq!(d.read_all("m"), b"new", "readers see the rename at once");
+        d.lose_power(SimTime::ZERO);
+        assert_eq!(d.read_all("m"), b"old");
+        assert!(!d.exists("m.new"));
     }
 
     #[test]
     fn replace_is_atomic_and_durable() {
-        let (d, _) = disk(never_torn());
-        d.replace("m", b"old").unwrap();
+        let (d, _) = disk(0.0);
+        now_or_never(d.replace("m", b"old")).unwrap();
         d.set_fault(DiskFaultKind::SyncError, true);
-        assert_eq!(d.replace("m", b"new"), Err(DiskError::SyncFailed));
+        assert_eq!(now_or_never(d.replace("m", b"new")), Err(DiskError::SyncFailed));
         d.set_fault(DiskFaultKind::SyncError, false);
         assert_eq!(d.read_all("m"), b"old");
-        d.replace("m", b"new").unwrap();
+        now_or_never(d.replace("m", b"new")).unwrap();
         d.lose_power(SimTime::ZERO);
         assert_eq!(d.read_all("m"), b"new");
+        assert!(!d.exists("m.tmp"));
+    }
+
+    #[test]
+    fn write_error_window_fails_writes_and_writes_nothing() {
+        let (d, _) = disk(0.0);
+        d.set_fault(DiskFaultKind::WriteError, true);
+        assert_eq!(now_or_never(d.append("f", b"x")), Err(DiskError::WriteFailed));
+        assert_eq!(now_or_never(d.replace("g", b"x")), Err(DiskError::WriteFailed));
+        d.set_fault(DiskFaultKind::WriteError, false);
+        assert_eq!(d.len("f"), 0);
+        assert_eq!(now_or_never(d.append("f", b"x")), Ok(0));
+    }
+
+    #[test]
+    fn disk_full_window_refuses_every_write_that_needs_space() {
+        let (d, trace) = disk(0.0);
+        now_or_never(d.replace("meta", b"0123456789")).unwrap();
+        d.set_fault(DiskFaultKind::Full, true);
+        assert_eq!(now_or_never(d.append("log", b"x")), Err(DiskError::Full));
+        // A replace writes a new file before the old one goes: it needs space too.
+        assert_eq!(now_or_never(d.replace("meta", b"0123")), Err(DiskError::Full));
+        assert_eq!(d.read_all("meta"), b"0123456789");
+        assert!(kinds(&trace).iter().any(|k| k == kind::DISK_FULL));
+    }
+
+    #[test]
+    fn disk_full_by_capacity() {
+        let (d, _) = disk(0.0);
+        d.0.borrow_mut().config.capacity_bytes = Some(8);
+        now_or_never(d.append("f", b"12345678")).unwrap();
+        assert_eq!(now_or_never(d.append("f", b"9")), Err(DiskError::Full));
+    }
+
+    #[test]
+    fn durable_content_is_what_a_power_loss_would_leave() {
+        let (d, _) = disk(0.0);
+        durable_file(&d, "f", b"kept");
+        now_or_never(d.append("f", b"+tail")).unwrap();
+        now_or_never(d.append("g", b"new")).unwrap();
+        now_or_never(d.sync("g")).unwrap();
+        assert_eq!(d.durable_content("f"), b"kept");
+        assert_eq!(d.durable_content("g"), b"", "its name is not durable");
+        d.install("h", b"restored");
+        assert_eq!(d.durable_content("h"), b"restored");
+    }
+
+    #[test]
+    fn latency_draws_stay_in_their_ranges() {
+        let mut rng = RngStreams::new(Seed(3)).stream("l");
+        let draws: Vec<Duration> = (0..2_000).map(|_| IoLatency::SYNC.draw(&mut rng)).collect();
+        let tail = draws.iter().filter(|d| d.as_micros() > 3_000).count();
+        assert!(draws
+            .iter()
+            .all(|d| (500..=25_000).contains(&(d.as_micros() as u64))));
+        assert!((10..=80).contains(&tail), "{tail} of 2000 in the tail");
+        assert_eq!(IoLatency::ZERO.draw(&mut rng), Duration::ZERO);
     }
 }

@@ -38,7 +38,7 @@ pub mod world;
 
 pub use capture::TraceCapture;
 pub use clock::{HostClock, WallTime};
-pub use disk::{Disk, DiskConfig, DiskError, DiskFaultKind, LogFile, LogPos, LogRecord, Recovery};
+pub use disk::{Disk, DiskConfig, DiskError, DiskFaultKind, IoLatency, LogFile, LogPos, LogRecord, Recovery};
 pub use fault::{Fault, FaultEvent, FaultPlan, MessageFaultRates, PlanError};
 pub use panic::{BudgetExceeded, CaughtPanic};
 pub use profile::{FaultTarget, FaultWindow, Profile, ProfileInfo, PROFILES};

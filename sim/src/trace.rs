@@ -69,6 +69,10 @@ pub mod kind {
     pub const TORN: &str = "torn";
     /// A crash dropped unsynced data.
     pub const UNSYNCED_LOST: &str = "unsynced-lost";
+    /// A power loss zeroed data whose fsync had failed (readable until then).
+    pub const SYNC_ERROR_LOST: &str = "sync-error-lost";
+    /// A power loss undid a file name never made durable by a directory sync.
+    pub const NAME_UNDONE: &str = "name-undone";
     /// A host's process was killed.
     pub const CRASH: &str = "crash";
     /// A host's process started again.

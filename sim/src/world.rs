@@ -389,6 +389,7 @@ impl World {
             Arc::clone(&host_name),
             self.config.disk,
             disk_rng,
+            self.shared.streams.stream(&format!("disk-latency/{name}")),
             self.shared.trace.clone(),
         );
         self.hosts.insert(

@@ -164,6 +164,8 @@ struct Partition {
     records: Vec<BrokerRecord>,
     /// Wakes long-polling fetches when a record arrives.
     arrived: Rc<Notify>,
+    /// One batch appended at a time.
+    writer: Rc<tokio::sync::Mutex<()>>,
 }
 
 struct State {
@@ -183,11 +185,14 @@ impl State {
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
                 let (log, recovery) = LogFile::open(ctx.disk(), &format!("{topic}-{partition}.log"));
+                // One frame per batch: a batch is stored whole or not at all, as Kafka
+                // writes a record batch with one CRC.
                 let records: Vec<BrokerRecord> = recovery
                     .records
                     .iter()
-                    .map(|r| {
-                        serde_json::from_slice(&r.payload).expect("broker records are written by this module")
+                    .flat_map(|r| {
+                        serde_json::from_slice::<Vec<BrokerRecord>>(&r.payload)
+                            .expect("broker batches are written by this module")
                     })
                     .collect();
                 for r in &records {
@@ -199,71 +204,15 @@ impl State {
                     log,
                     records,
                     arrived: Rc::new(Notify::new()),
+                    writer: Rc::default(),
                 }
             })
     }
 
-    fn handle(&mut self, request: BrokerRequest) -> BrokerResponse {
+    /// Answers a read (fetch, offset lookup); writes go through [`produce`] and
+    /// [`commit_offset`], which wait for the disk.
+    fn read(&mut self, request: BrokerRequest) -> BrokerResponse {
         match request {
-            BrokerRequest::Produce {
-                topic,
-                partition,
-                records,
-                producer,
-            } => {
-                self.partition(&topic, partition);
-                if let Some(p) = producer {
-                    if let Some(&(seq, offset)) = self.sequences.get(&(p.producer, topic.clone(), partition))
-                    {
-                        // A retry of a batch already stored: answer as the first time.
-                        if p.seq <= seq {
-                            return BrokerResponse::Produced { offset };
-                        }
-                    }
-                }
-                let acks_before_sync = self.bugs.has(Bug::BrokerAcksBeforeSync);
-                let part = self.partition(&topic, partition);
-                let first = part.records.len() as u64;
-                let batch: Vec<BrokerRecord> = records
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (key, payload))| BrokerRecord {
-                        offset: first + i as u64,
-                        key,
-                        payload,
-                        producer: producer.map(|p| ProducerSeq {
-                            producer: p.producer,
-                            seq: p.seq + i as u64,
-                        }),
-                    })
-                    .collect();
-                let mut appended = Ok(());
-                for record in &batch {
-                    appended = part
-                        .log
-                        .append(&serde_json::to_vec(record).expect("records serialise"))
-                        .map(|_| ());
-                    if appended.is_err() {
-                        break;
-                    }
-                }
-                // Planted bug: acknowledge before the records are durable; a background
-                // sync catches up later.
-                if !acks_before_sync {
-                    appended = appended.and_then(|_| part.log.sync());
-                }
-                if let Err(e) = appended {
-                    return BrokerResponse::Error(e.to_string());
-                }
-                let last = batch.last().map(|r| (r.offset, r.producer));
-                part.records.extend(batch);
-                part.arrived.notify_waiters();
-                if let Some((offset, Some(p))) = last {
-                    self.sequences
-                        .insert((p.producer, topic, partition), (p.seq, offset));
-                }
-                BrokerResponse::Produced { offset: first }
-            }
             BrokerRequest::Fetch {
                 topic,
                 partition,
@@ -280,25 +229,6 @@ impl State {
                     .min(part.records.len());
                 BrokerResponse::Records(part.records[start..end].to_vec())
             }
-            BrokerRequest::CommitOffset {
-                group,
-                topic,
-                partition,
-                offset,
-            } => {
-                let mut next = self.offsets.clone();
-                next.insert(offset_key(&group, &topic, partition), offset);
-                match self.ctx.disk().replace(
-                    OFFSETS_FILE,
-                    &serde_json::to_vec(&next).expect("offsets serialise"),
-                ) {
-                    Ok(()) => {
-                        self.offsets = next;
-                        BrokerResponse::Committed
-                    }
-                    Err(e) => BrokerResponse::Error(e.to_string()),
-                }
-            }
             BrokerRequest::FetchOffset {
                 group,
                 topic,
@@ -309,7 +239,106 @@ impl State {
                     .copied()
                     .unwrap_or(0),
             ),
+            BrokerRequest::Produce { .. } | BrokerRequest::CommitOffset { .. } => {
+                unreachable!("writes are not reads")
+            }
         }
+    }
+}
+
+/// Appends a batch to a partition's log, one batch at a time per partition (the
+/// partition leader's append lock), and acknowledges once it is durable.
+async fn produce(
+    state: &Rc<RefCell<State>>,
+    topic: String,
+    partition: u32,
+    records: Vec<(String, String)>,
+    producer: Option<ProducerSeq>,
+) -> BrokerResponse {
+    let writer = Rc::clone(&state.borrow_mut().partition(&topic, partition).writer);
+    let _appending = writer.lock().await;
+    let (log, batch, acks_before_sync) = {
+        let mut s = state.borrow_mut();
+        if let Some(p) = producer {
+            if let Some(&(seq, offset)) = s.sequences.get(&(p.producer, topic.clone(), partition)) {
+                // A retry of a batch already stored: answer as the first time.
+                if p.seq <= seq {
+                    return BrokerResponse::Produced { offset };
+                }
+            }
+        }
+        let acks_before_sync = s.bugs.has(Bug::BrokerAcksBeforeSync);
+        let part = s.partition(&topic, partition);
+        let first = part.records.len() as u64;
+        let batch: Vec<BrokerRecord> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, payload))| BrokerRecord {
+                offset: first + i as u64,
+                key,
+                payload,
+                producer: producer.map(|p| ProducerSeq {
+                    producer: p.producer,
+                    seq: p.seq + i as u64,
+                }),
+            })
+            .collect();
+        (part.log.clone(), batch, acks_before_sync)
+    };
+    let batch_start = log.end();
+    let bytes = serde_json::to_vec(&batch).expect("records serialise");
+    let mut written = log.append(&bytes).await.map(|_| ());
+    // Planted bug: acknowledge before the records are durable; a background sync
+    // catches up later.
+    if written.is_ok() && !acks_before_sync {
+        written = log.sync().await;
+    }
+    if let Err(e) = written {
+        // Nothing of a failed batch stays, not even bytes a failed fsync left readable
+        // but not durable.
+        log.truncate(batch_start);
+        return BrokerResponse::Error(e.to_string());
+    }
+    let mut s = state.borrow_mut();
+    let first = batch.first().map_or(0, |r| r.offset);
+    let last = batch.last().map(|r| (r.offset, r.producer));
+    let part = s.partition(&topic, partition);
+    part.records.extend(batch);
+    part.arrived.notify_waiters();
+    if let Some((offset, Some(p))) = last {
+        s.sequences
+            .insert((p.producer, topic, partition), (p.seq, offset));
+    }
+    BrokerResponse::Produced { offset: first }
+}
+
+/// Stores a group's committed offset: the whole offsets file replaced the careful way,
+/// one commit at a time.
+async fn commit_offset(
+    state: &Rc<RefCell<State>>,
+    writer: &tokio::sync::Mutex<()>,
+    key: String,
+    offset: u64,
+) -> BrokerResponse {
+    let _committing = writer.lock().await;
+    let (disk, next) = {
+        let s = state.borrow();
+        let mut next = s.offsets.clone();
+        next.insert(key, offset);
+        (s.ctx.disk().clone(), next)
+    };
+    match disk
+        .replace(
+            OFFSETS_FILE,
+            &serde_json::to_vec(&next).expect("offsets serialise"),
+        )
+        .await
+    {
+        Ok(()) => {
+            state.borrow_mut().offsets = next;
+            BrokerResponse::Committed
+        }
+        Err(e) => BrokerResponse::Error(e.to_string()),
     }
 }
 
@@ -337,14 +366,22 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet) -> faultline_sim::HostResult
         tokio::task::spawn_local(async move {
             loop {
                 tokio::time::sleep(LAZY_SYNC_PERIOD).await;
-                for part in syncing.borrow().partitions.values() {
-                    let _ = part.log.sync();
+                let logs: Vec<LogFile> = syncing
+                    .borrow()
+                    .partitions
+                    .values()
+                    .map(|p| p.log.clone())
+                    .collect();
+                for log in logs {
+                    let _ = log.sync().await;
                 }
             }
         });
     }
+    let offsets_writer = Rc::new(tokio::sync::Mutex::new(()));
     serve(ctx, BROKER_PORT, move |request: BrokerRequest| {
         let state = Rc::clone(&state);
+        let offsets_writer = Rc::clone(&offsets_writer);
         async move {
             // A long poll waits (without holding the state) until a record arrives.
             if let BrokerRequest::Fetch {
@@ -365,8 +402,32 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet) -> faultline_sim::HostResult
                     let _ = tokio::time::timeout(wait, arrived.notified()).await;
                 }
             }
-            let response = state.borrow_mut().handle(request);
-            response
+            match request {
+                BrokerRequest::Produce {
+                    topic,
+                    partition,
+                    records,
+                    producer,
+                } => produce(&state, topic, partition, records, producer).await,
+                BrokerRequest::CommitOffset {
+                    group,
+                    topic,
+                    partition,
+                    offset,
+                } => {
+                    commit_offset(
+                        &state,
+                        &offsets_writer,
+                        offset_key(&group, &topic, partition),
+                        offset,
+                    )
+                    .await
+                }
+                read => {
+                    let response = state.borrow_mut().read(read);
+                    response
+                }
+            }
         }
     })
     .await?;

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_sim::{serve, HostCtx, LogFile, LogPos, RpcMessage, SimTime};
+use faultline_sim::{serve, Disk, DiskError, HostCtx, LogFile, LogPos, RpcMessage, SimTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
@@ -23,6 +23,30 @@ use crate::history::{Failure, Recorder, RowState, Rows};
 
 /// The source's log file.
 pub const SOURCE_LOG: &str = "source.log";
+/// The table data the source starts from (a restored backup), written before the run.
+pub const SOURCE_BASE: &str = "source.base";
+
+/// Writes the rows the source starts with to its disk, durably, before the run.
+pub fn install_base(disk: &Disk, rows: &Rows) {
+    disk.install(SOURCE_BASE, &encode_base(rows));
+}
+
+/// The rows of a base file (as `install_base` writes them).
+pub fn encode_base(rows: &Rows) -> Vec<u8> {
+    let list: Vec<(&EntityKey, &RowState)> = rows.iter().collect();
+    serde_json::to_vec(&list).expect("rows serialise")
+}
+
+/// The rows of the base file `file` (empty when there is none).
+pub(crate) fn read_base(disk: &Disk, file: &str) -> Rows {
+    let bytes = disk.read_all(file);
+    if bytes.is_empty() {
+        return Rows::new();
+    }
+    let list: Vec<(EntityKey, RowState)> =
+        serde_json::from_slice(&bytes).expect("base files are written by install_base");
+    list.into_iter().collect()
+}
 
 /// When the source makes its commits durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +82,8 @@ enum LogEntry {
         rows: Vec<RowImage>,
         outbox: bool,
     },
-    OutboxSent {
-        tx: TxId,
-    },
+    /// Outbox messages the relay published, marked in one transaction.
+    OutboxSent { txs: Vec<TxId> },
 }
 
 /// A committed transaction, as handed to post-commit hooks.
@@ -116,24 +139,20 @@ struct State {
 
 /// A handle to the running source. Clones share it; it dies with its host.
 #[derive(Clone)]
-pub struct Source(Rc<RefCell<State>>);
+pub struct Source {
+    state: Rc<RefCell<State>>,
+    /// One writer of the log at a time (the log writer of a database): a failed fsync
+    /// then cuts back exactly the record it was syncing.
+    writer: Rc<tokio::sync::Mutex<()>>,
+}
 
-/// Replays `log`'s records over `initial`, returning the rows, the next tx id and the
-/// unsent outbox. `durable_only` stops at the last synced byte.
-fn replay(
-    log: &LogFile,
-    records: Vec<faultline_sim::LogRecord>,
-    initial: &Rows,
-    durable_only: bool,
-) -> (Rows, u64, BTreeMap<TxId, OutboxMessage>) {
-    let durable_end = log.durable_end();
-    let mut rows = initial.clone();
+/// Replays `log`'s records over the base rows, returning the rows, the next tx id and
+/// the unsent outbox.
+fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> (Rows, u64, BTreeMap<TxId, OutboxMessage>) {
+    let mut rows = base;
     let mut next_tx = 1;
     let mut outbox = BTreeMap::new();
     for record in records {
-        if durable_only && record.next > durable_end {
-            break;
-        }
         let entry: LogEntry =
             serde_json::from_slice(&record.payload).expect("source log records are written by this module");
         match entry {
@@ -162,26 +181,22 @@ fn replay(
                 }
                 next_tx = tx.0 + 1;
             }
-            LogEntry::OutboxSent { tx } => {
-                outbox.remove(&tx);
+            LogEntry::OutboxSent { txs } => {
+                for tx in txs {
+                    outbox.remove(&tx);
+                }
             }
         }
     }
     (rows, next_tx, outbox)
 }
 
-/// The source's durable rows as a power loss now would leave them (for the final check).
-pub fn durable_rows(disk: &faultline_sim::Disk, initial: &Rows) -> Rows {
-    let log = LogFile::open(disk, SOURCE_LOG).0;
-    let records = log.read_from(faultline_sim::LogPos(0), usize::MAX);
-    replay(&log, records, initial, true).0
-}
-
 impl Source {
-    /// Opens the source on this host's disk, replaying its log over `initial`.
-    pub fn recover(ctx: &HostCtx, config: SourceConfig, recorder: Recorder, initial: &Rows) -> Source {
+    /// Opens the source on this host's disk: its base rows, then its log replayed.
+    pub fn recover(ctx: &HostCtx, config: SourceConfig, recorder: Recorder) -> Source {
         let (log, recovery) = LogFile::open(ctx.disk(), SOURCE_LOG);
-        let (rows, next_tx, outbox_unsent) = replay(&log, recovery.records, initial, false);
+        let base = read_base(ctx.disk(), SOURCE_BASE);
+        let (rows, next_tx, outbox_unsent) = replay(base, recovery.records);
         if ctx.incarnation() > 0 {
             recorder.source_recovered(ctx.now(), &rows);
             ctx.record(
@@ -189,35 +204,39 @@ impl Source {
                 format!("next_tx={next_tx} torn_bytes={}", recovery.truncated_bytes),
             );
         }
-        Source(Rc::new(RefCell::new(State {
-            ctx: ctx.clone(),
-            log,
-            rows,
-            next_tx,
-            outbox_unsent,
-            recorder,
-            config,
-        })))
+        Source {
+            state: Rc::new(RefCell::new(State {
+                ctx: ctx.clone(),
+                log,
+                rows,
+                next_tx,
+                outbox_unsent,
+                recorder,
+                config,
+            })),
+            writer: Rc::default(),
+        }
     }
 
     /// Runs the periodic sync (when the policy asks for it) until the host stops.
     pub async fn run_sync_loop(&self) {
-        let SyncPolicy::Periodic { every_ms } = self.0.borrow().config.sync else {
+        let SyncPolicy::Periodic { every_ms } = self.state.borrow().config.sync else {
             return;
         };
         loop {
             tokio::time::sleep(Duration::from_millis(every_ms)).await;
-            let _ = self.sync_or_reload();
+            let _writing = self.writer.lock().await;
+            let _ = self.sync_or_reload().await;
         }
     }
 
     /// Rebuilds memory from the disk, as crash recovery would, without restarting.
     fn reload(&self) {
-        let mut guard = self.0.borrow_mut();
+        let mut guard = self.state.borrow_mut();
         let state = &mut *guard;
-        let initial = state.recorder.initial_rows();
+        let base = read_base(state.ctx.disk(), SOURCE_BASE);
         let records = state.log.read_from(faultline_sim::LogPos(0), usize::MAX);
-        let (rows, next_tx, outbox) = replay(&state.log, records, &initial, false);
+        let (rows, next_tx, outbox) = replay(base, records);
         state.rows = rows;
         state.next_tx = next_tx;
         state.outbox_unsent = outbox;
@@ -226,7 +245,7 @@ impl Source {
 
     /// The row images `action` would write, or why the business rules refuse it.
     fn plan(&self, action: &Action) -> Result<Vec<RowImage>, Failure> {
-        let state = self.0.borrow();
+        let state = self.state.borrow();
         let next = |key: EntityKey| {
             state
                 .rows
@@ -301,13 +320,13 @@ impl Source {
     ) -> Result<Commit, Failure> {
         let result = match (self.plan(&request.action), before_commit) {
             (Err(failure), _) => Err(failure),
-            (Ok(rows), None) => self.commit(request, rows),
+            (Ok(rows), None) => self.commit(request, rows).await,
             (Ok(rows), Some(hook)) => match hook(request.id, rows.clone()).await {
-                Ok(()) => self.commit(request, rows),
+                Ok(()) => self.commit(request, rows).await,
                 Err(reason) => Err(Failure::Integration(reason)),
             },
         };
-        let state = self.0.borrow();
+        let state = self.state.borrow();
         let at = state.ctx.now();
         state.recorder.outcome(
             request.id,
@@ -317,26 +336,58 @@ impl Source {
         result
     }
 
-    fn commit(&self, request: &ActionRequest, rows: Vec<RowImage>) -> Result<Commit, Failure> {
-        let mut state = self.0.borrow_mut();
-        let tx = TxId(state.next_tx);
-        let entry = LogEntry::Commit {
-            tx,
-            action: request.id,
-            rows: rows.clone(),
-            outbox: state.config.outbox,
+    /// Writes the commit record and, with [`SyncPolicy::OnCommit`], waits for it to be
+    /// durable before the rows become visible and the action is acknowledged. The
+    /// history learns of the commit once its record is written: from then on a process
+    /// crash keeps it (the operating system has it) and only a power loss before the
+    /// sync can take it, which the final durable state then shows.
+    async fn commit(&self, request: &ActionRequest, rows: Vec<RowImage>) -> Result<Commit, Failure> {
+        let storage = |e: DiskError| Failure::Storage(e.to_string());
+        let _writing = self.writer.lock().await;
+        let (commit, log, bytes, sync_now) = {
+            let state = self.state.borrow();
+            let commit = Commit {
+                tx: TxId(state.next_tx),
+                action: request.id,
+                rows,
+            };
+            let entry = LogEntry::Commit {
+                tx: commit.tx,
+                action: request.id,
+                rows: commit.rows.clone(),
+                outbox: state.config.outbox,
+            };
+            let bytes = serde_json::to_vec(&entry).expect("log entries serialise");
+            // The planted bug acknowledges without syncing, whatever the policy says.
+            let sync_now =
+                state.config.sync == SyncPolicy::OnCommit && !state.config.bugs.has(Bug::SourceSkipsSync);
+            (commit, state.log.clone(), bytes, sync_now)
         };
-        let bytes = serde_json::to_vec(&entry).expect("log entries serialise");
-        state
-            .log
-            .append(&bytes)
-            .map_err(|e| Failure::Storage(e.to_string()))?;
-        // The planted bug acknowledges without syncing, whatever the policy says.
-        if state.config.sync == SyncPolicy::OnCommit && !state.config.bugs.has(Bug::SourceSkipsSync) {
-            state.log.sync().map_err(|e| Failure::Storage(e.to_string()))?;
+        log.append(&bytes).await.map_err(storage)?;
+        {
+            let mut state = self.state.borrow_mut();
+            state.next_tx += 1;
+            let detail = format!(
+                "{} action={} {}",
+                commit.tx,
+                request.id.0,
+                commit
+                    .rows
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let event = state.ctx.record("commit", detail);
+            state
+                .recorder
+                .commit(commit.tx, request.id, state.ctx.now(), &commit.rows, event);
         }
-        state.next_tx += 1;
-        for image in &rows {
+        if sync_now {
+            self.sync_or_reload().await.map_err(storage)?;
+        }
+        let mut state = self.state.borrow_mut();
+        for image in &commit.rows {
             state.rows.insert(
                 image.key,
                 RowState {
@@ -345,39 +396,20 @@ impl Source {
                 },
             );
         }
-        let commit = Commit {
-            tx,
-            action: request.id,
-            rows,
-        };
         if state.config.outbox {
-            state.outbox_unsent.insert(tx, commit.to_outbox_message());
+            state.outbox_unsent.insert(commit.tx, commit.to_outbox_message());
         }
-        let detail = format!(
-            "{tx} action={} {}",
-            request.id.0,
-            commit
-                .rows
-                .iter()
-                .map(|r| r.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let event = state.ctx.record("commit", detail);
-        state
-            .recorder
-            .commit(tx, request.id, state.ctx.now(), &commit.rows, event);
         Ok(commit)
     }
 
     /// The current state of one row (the REST read pull patterns use).
     pub fn read(&self, key: EntityKey) -> Option<RowState> {
-        self.0.borrow().rows.get(&key).cloned()
+        self.state.borrow().rows.get(&key).cloned()
     }
 
     /// Up to `max` unsent outbox messages, oldest first.
     pub fn outbox_unsent(&self, max: usize) -> Vec<OutboxMessage> {
-        self.0
+        self.state
             .borrow()
             .outbox_unsent
             .values()
@@ -386,22 +418,36 @@ impl Source {
             .collect()
     }
 
-    /// Marks an outbox message sent, durably. On failure it stays unsent.
-    pub fn mark_sent(&self, tx: TxId) -> Result<(), faultline_sim::DiskError> {
-        let bytes = serde_json::to_vec(&LogEntry::OutboxSent { tx }).expect("log entries serialise");
-        self.0.borrow().log.append(&bytes)?;
-        self.sync_or_reload()?;
-        self.0.borrow_mut().outbox_unsent.remove(&tx);
+    /// Marks outbox messages sent, durably, in one transaction. On failure they stay
+    /// unsent.
+    pub async fn mark_sent(&self, txs: &[TxId]) -> Result<(), DiskError> {
+        let entry = LogEntry::OutboxSent { txs: txs.to_vec() };
+        let bytes = serde_json::to_vec(&entry).expect("log entries serialise");
+        let _writing = self.writer.lock().await;
+        let log = self.state.borrow().log.clone();
+        log.append(&bytes).await?;
+        self.sync_or_reload().await?;
+        let mut state = self.state.borrow_mut();
+        for tx in txs {
+            state.outbox_unsent.remove(tx);
+        }
         Ok(())
     }
 
-    /// Syncs the log. A failed sync has discarded every unsynced record from the disk,
-    /// possibly acknowledged commits among them: like PostgreSQL after an fsync error,
-    /// memory then starts over from the disk, so it never holds what the disk lost.
-    fn sync_or_reload(&self) -> Result<(), faultline_sim::DiskError> {
-        let result = self.0.borrow().log.sync();
+    /// Syncs the log (the caller holds the writer). After a failed fsync the unsynced
+    /// records are still readable but will never be durable (Linux marks the pages
+    /// clean), and acknowledged commits may be among them: the source cuts the log back
+    /// to its last synced end and, like PostgreSQL after an fsync error, starts memory
+    /// over from the disk, so it never serves what the disk will not keep.
+    async fn sync_or_reload(&self) -> Result<(), DiskError> {
+        let log = self.state.borrow().log.clone();
+        let result = log.sync().await;
         if let Err(e) = &result {
-            self.0.borrow().ctx.record("source-sync-failed", e.to_string());
+            self.state
+                .borrow()
+                .ctx
+                .record("source-sync-failed", e.to_string());
+            log.discard_unsynced();
             self.reload();
         }
         result
@@ -416,10 +462,10 @@ impl Source {
         before_commit: Option<BeforeCommit>,
         after_commit: impl Fn(&Commit),
     ) {
-        let now = self.0.borrow().ctx.now();
+        let now = self.state.borrow().ctx.now();
         let start = schedule.partition_point(|(at, _)| *at < now);
         for (at, request) in &schedule[start..] {
-            let wait = at.saturating_since(self.0.borrow().ctx.now());
+            let wait = at.saturating_since(self.state.borrow().ctx.now());
             tokio::time::sleep(wait).await;
             if let Ok(commit) = self.execute(request, before_commit.as_ref()).await {
                 after_commit(&commit);
@@ -430,7 +476,7 @@ impl Source {
     /// Every row the source holds now: a consistent snapshot (one instant, no
     /// interleaved commit).
     pub fn snapshot(&self) -> Vec<(EntityKey, RowState)> {
-        self.0
+        self.state
             .borrow()
             .rows
             .iter()
@@ -442,7 +488,7 @@ impl Source {
     /// after the last record read. Only durable records are served, as a log-based
     /// reader (a replication slot) sees only flushed log.
     pub fn read_log(&self, from: LogPos, max: usize) -> (Vec<Commit>, LogPos) {
-        let state = self.0.borrow();
+        let state = self.state.borrow();
         let durable_end = state.log.durable_end();
         let mut commits = Vec::new();
         let mut next = from;

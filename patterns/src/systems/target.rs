@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use faultline_sim::{DiskError, HostCtx, LogFile, LogPos, WallTime};
+use faultline_sim::{Disk, DiskError, HostCtx, LogFile, WallTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
@@ -31,11 +31,18 @@ use crate::RPC_TIMEOUT;
 /// The trace event kind of a delivery the inbox recognised as a repeat.
 pub const INBOX_DUPLICATE: &str = "inbox-duplicate";
 
-/// Time between two transactions committed one after the other (one sync's worth).
-const SEPARATE_COMMIT_GAP: std::time::Duration = std::time::Duration::from_millis(1);
+/// How often the planted exposes-before-sync target flushes its log.
+const LAZY_SYNC_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The target's log file.
 pub const TARGET_LOG: &str = "target.log";
+/// The table data the target starts from (a restored backup), written before the run.
+pub const TARGET_BASE: &str = "target.base";
+
+/// Writes the rows the target starts with to its disk, durably, before the run.
+pub fn install_base(disk: &Disk, rows: &Rows) {
+    disk.install(TARGET_BASE, &super::source::encode_base(rows));
+}
 
 /// Which incoming images the target takes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -124,7 +131,13 @@ struct State {
 
 /// A handle to the running target. Clones share it; it dies with its host.
 #[derive(Clone)]
-pub struct Target(Rc<RefCell<State>>);
+pub struct Target {
+    state: Rc<RefCell<State>>,
+    /// One local transaction at a time, from its checks to its commit (a store with
+    /// serialisable transactions): concurrent applies of one key, or of one message
+    /// delivered twice, cannot both pass the version or inbox check.
+    writer: Rc<tokio::sync::Mutex<()>>,
+}
 
 struct Replayed {
     rows: Rows,
@@ -133,17 +146,14 @@ struct Replayed {
     undispatched: BTreeMap<String, CustomerId>,
 }
 
-fn replay(records: Vec<faultline_sim::LogRecord>, initial: &Rows, durable_end: Option<LogPos>) -> Replayed {
+fn replay(records: Vec<faultline_sim::LogRecord>, base: Rows) -> Replayed {
     let mut out = Replayed {
-        rows: initial.clone(),
+        rows: base,
         stamps: BTreeMap::new(),
         inbox: BTreeSet::new(),
         undispatched: BTreeMap::new(),
     };
     for record in records {
-        if durable_end.is_some_and(|end| record.next > end) {
-            break;
-        }
         let tx: TargetTx =
             serde_json::from_slice(&record.payload).expect("target log records are written by this module");
         for image in tx.rows {
@@ -168,41 +178,47 @@ fn replay(records: Vec<faultline_sim::LogRecord>, initial: &Rows, durable_end: O
     out
 }
 
-/// The target's durable rows (for the final check).
-pub fn durable_rows(disk: &faultline_sim::Disk, initial: &Rows) -> Rows {
-    let log = LogFile::open(disk, TARGET_LOG).0;
-    replay(
-        log.read_from(LogPos(0), usize::MAX),
-        initial,
-        Some(log.durable_end()),
-    )
-    .rows
-}
-
 impl Target {
-    /// Opens the target on this host's disk, replaying its log over `initial`.
-    pub fn recover(ctx: &HostCtx, config: TargetConfig, recorder: Recorder, initial: &Rows) -> Target {
+    /// Opens the target on this host's disk: its base rows, then its log replayed.
+    pub fn recover(ctx: &HostCtx, config: TargetConfig, recorder: Recorder) -> Target {
         let (log, recovery) = LogFile::open(ctx.disk(), TARGET_LOG);
+        let base = super::source::read_base(ctx.disk(), TARGET_BASE);
         let Replayed {
             rows,
             stamps,
             inbox,
             undispatched,
-        } = replay(recovery.records, initial, None);
+        } = replay(recovery.records, base);
         if ctx.incarnation() > 0 {
-            recorder.target_recovered(ctx.now(), &rows);
+            // Readers now see the recovered state, whatever they saw before the crash.
+            let event = ctx.record("target-recovered", format!("rows={}", rows.len()));
+            recorder.target_recovered(ctx.now(), &rows, event);
         }
-        let target = Target(Rc::new(RefCell::new(State {
-            ctx: ctx.clone(),
-            log,
-            rows,
-            stamps,
-            inbox,
-            undispatched: undispatched.clone(),
-            welcomer: Welcomer::new(ctx, RPC_TIMEOUT),
-            recorder,
-            config,
-        })));
+        let target = Target {
+            state: Rc::new(RefCell::new(State {
+                ctx: ctx.clone(),
+                log,
+                rows,
+                stamps,
+                inbox,
+                undispatched: undispatched.clone(),
+                welcomer: Welcomer::new(ctx, RPC_TIMEOUT),
+                recorder,
+                config,
+            })),
+            writer: Rc::default(),
+        };
+        if config.bugs.has(Bug::TargetExposesBeforeSync) {
+            let log = target.state.borrow().log.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(LAZY_SYNC_PERIOD).await;
+                    if log.sync().await.is_err() {
+                        log.discard_unsynced();
+                    }
+                }
+            });
+        }
         // Welcomes stored before a crash and never acknowledged go out again (the key
         // makes a repeat harmless).
         for (key, customer) in undispatched {
@@ -214,30 +230,30 @@ impl Target {
     /// Sends a stored welcome in the background; records its acknowledgement.
     fn dispatch(&self, customer: CustomerId, key: String) {
         let target = self.clone();
-        let welcomer = self.0.borrow().welcomer.clone();
+        let welcomer = self.state.borrow().welcomer.clone();
         tokio::task::spawn_local(async move {
             if welcomer.welcome(customer, Some(key.clone())).await {
-                target.mark_dispatched(key);
+                target.mark_dispatched(key).await;
             }
         });
     }
 
     /// Remembers that a stored welcome was acknowledged; if that fails to commit, the
     /// welcome goes out again after a restart, and its key absorbs it.
-    fn mark_dispatched(&self, key: String) {
-        let mut state = self.0.borrow_mut();
+    async fn mark_dispatched(&self, key: String) {
+        let _writing = self.writer.lock().await;
         let tx = TargetTx {
             dispatched: vec![key.clone()],
             ..TargetTx::default()
         };
-        if state.write(&tx).is_ok() {
-            state.undispatched.remove(&key);
+        if self.write(&tx).await.is_ok() {
+            self.state.borrow_mut().undispatched.remove(&key);
         }
     }
 
     /// Sends a welcome without a key in the background, with retries.
     fn welcome_unkeyed(&self, customer: CustomerId) {
-        let welcomer = self.0.borrow().welcomer.clone();
+        let welcomer = self.state.borrow().welcomer.clone();
         tokio::task::spawn_local(async move {
             welcomer.welcome(customer, None).await;
         });
@@ -245,131 +261,125 @@ impl Target {
 
     /// Whether the inbox holds message `id` (it was applied, durably).
     pub fn inbox_contains(&self, id: &str) -> bool {
-        self.0.borrow().inbox.contains(id)
+        self.state.borrow().inbox.contains(id)
     }
 
     /// Records that a copy of an applied message was dropped before its apply.
     pub fn note_duplicate(&self, what: &str) {
-        self.0.borrow().ctx.record(INBOX_DUPLICATE, what.to_string());
+        self.state.borrow().ctx.record(INBOX_DUPLICATE, what.to_string());
     }
 
     /// Every row the target holds now (live or tombstoned).
     pub fn rows(&self) -> Rows {
-        self.0.borrow().rows.clone()
+        self.state.borrow().rows.clone()
     }
 
     /// Applies `images` in one local transaction; `message` is the id the inbox keys on.
     pub async fn apply(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
-        let separate = {
-            let state = self.0.borrow();
-            state.config.inbox && state.config.bugs.has(Bug::InboxSeparateTx)
-        };
+        let _writing = self.writer.lock().await;
+        let bugs = self.state.borrow().config.bugs;
+        let inbox = self.state.borrow().config.inbox;
         match message {
-            Some(id) if separate => {
-                {
-                    let mut state = self.0.borrow_mut();
-                    if state.inbox.contains(id) {
-                        state.ctx.record(INBOX_DUPLICATE, id.to_string());
-                        return Ok(Applied::Duplicate);
-                    }
-                    // Planted: the inbox entry commits on its own, before the apply,
-                    // which commits a moment later as a second transaction does.
-                    state.write(&TargetTx {
-                        message: Some(id.to_string()),
-                        ..TargetTx::default()
-                    })?;
+            Some(id) if inbox && bugs.has(Bug::InboxSeparateTx) => {
+                if self.state.borrow().inbox.contains(id) {
+                    self.note_duplicate(id);
+                    return Ok(Applied::Duplicate);
                 }
-                tokio::time::sleep(SEPARATE_COMMIT_GAP).await;
-                self.apply_now(images, None)
+                // Planted: the inbox entry commits on its own, before the apply, which
+                // commits as a second transaction.
+                self.write(&TargetTx {
+                    message: Some(id.to_string()),
+                    ..TargetTx::default()
+                })
+                .await?;
+                self.apply_locked(images, None).await
             }
-            _ if self.0.borrow().config.bugs.has(Bug::EffectBeforeCommit) => {
+            _ if bugs.has(Bug::EffectBeforeCommit) => {
                 // Planted: the handler sends the welcome itself, before the commit that
-                // records the apply; a commit that then fails is retried and welcomes
-                // again.
+                // records the apply; a commit that then fails, or a crash before it,
+                // makes the message come again and welcome again.
                 let (created, welcomer) = {
-                    let state = self.0.borrow();
+                    let state = self.state.borrow();
                     (state.created(&state.accept(images)), state.welcomer.clone())
                 };
                 for customer in created {
                     welcomer.welcome(customer, None).await;
                 }
-                self.apply_now(images, message)
+                self.apply_locked(images, message).await
             }
-            _ if self.0.borrow().config.bugs.has(Bug::TargetAppliesRowsSeparately) => {
+            _ if bugs.has(Bug::TargetAppliesRowsSeparately) => {
                 // Planted: each row in its own local transaction, the last one carrying
                 // the inbox entry.
                 let Some((last, rows)) = images.split_last() else {
-                    return self.apply_now(images, message);
+                    return self.apply_locked(images, message).await;
                 };
                 for row in rows {
-                    self.apply_now(std::slice::from_ref(row), None)?;
-                    tokio::time::sleep(SEPARATE_COMMIT_GAP).await;
+                    self.apply_locked(std::slice::from_ref(row), None).await?;
                 }
-                self.apply_now(std::slice::from_ref(last), message)
+                self.apply_locked(std::slice::from_ref(last), message).await
             }
-            _ => self.apply_now(images, message),
+            _ => self.apply_locked(images, message).await,
         }
     }
 
-    /// The apply proper: one local transaction holding the rows and the inbox entry
-    /// (and, with an inbox, the welcomes to dispatch); then the welcomes go out.
-    fn apply_now(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
-        let mut guard = self.0.borrow_mut();
-        let state = &mut *guard;
-        let bugs = state.config.bugs;
-        let message = message.filter(|_| state.config.inbox).map(str::to_string);
-        if message.as_ref().is_some_and(|m| state.inbox.contains(m)) {
-            state
-                .ctx
-                .record(INBOX_DUPLICATE, message.clone().unwrap_or_default());
-            return Ok(Applied::Duplicate);
-        }
-        let mut accepted = state.accept(images);
-        if bugs.has(Bug::TargetDeletesWithoutCascade) {
-            // Planted: the customer row goes; its children stay.
-            let deletes_customer = accepted
-                .iter()
-                .any(|r| r.key.table == Table::Customer && r.is_delete());
-            if deletes_customer {
-                accepted.retain(|r| r.key.table == Table::Customer || !r.is_delete());
+    /// The apply proper (the caller holds the writer): one local transaction holding
+    /// the rows and the inbox entry (and, with an inbox, the welcomes to dispatch); then
+    /// the welcomes go out.
+    async fn apply_locked(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
+        let (tx, created, skipped) = {
+            let state = self.state.borrow();
+            let bugs = state.config.bugs;
+            let message = message.filter(|_| state.config.inbox).map(str::to_string);
+            if let Some(id) = message.as_ref().filter(|m| state.inbox.contains(*m)) {
+                state.ctx.record(INBOX_DUPLICATE, id.clone());
+                return Ok(Applied::Duplicate);
             }
-        }
-        if bugs.has(Bug::TargetPanicsOnLongHistory) {
-            // Planted: the last nine phone numbers in a fixed array, indexed by version.
-            let mut phones: [u64; 9] = [0; 9];
-            for image in accepted.iter().filter(|r| r.key.table == Table::Contact) {
-                phones[image.version.0 as usize - 1] = image.version.0;
+            let mut accepted = state.accept(images);
+            if bugs.has(Bug::TargetDeletesWithoutCascade) {
+                // Planted: the customer row goes; its children stay.
+                let deletes_customer = accepted
+                    .iter()
+                    .any(|r| r.key.table == Table::Customer && r.is_delete());
+                if deletes_customer {
+                    accepted.retain(|r| r.key.table == Table::Customer || !r.is_delete());
+                }
             }
-        }
-        let skipped = images.len() - accepted.len();
-        if accepted.is_empty() && message.is_none() {
-            return Ok(Applied::Rows { applied: 0, skipped });
-        }
-        // The planted effect-before-commit bug sent these already.
-        let created = if bugs.has(Bug::EffectBeforeCommit) {
-            Vec::new()
-        } else {
-            state.created(&accepted)
+            if bugs.has(Bug::TargetPanicsOnLongHistory) {
+                // Planted: the last nine phone numbers in a fixed array, indexed by version.
+                let mut phones: [u64; 9] = [0; 9];
+                for image in accepted.iter().filter(|r| r.key.table == Table::Contact) {
+                    phones[image.version.0 as usize - 1] = image.version.0;
+                }
+            }
+            let skipped = images.len() - accepted.len();
+            if accepted.is_empty() && message.is_none() {
+                return Ok(Applied::Rows { applied: 0, skipped });
+            }
+            // The planted effect-before-commit bug sent these already.
+            let created = if bugs.has(Bug::EffectBeforeCommit) {
+                Vec::new()
+            } else {
+                state.created(&accepted)
+            };
+            let welcomes: Vec<StoredWelcome> = match &message {
+                Some(id) => created
+                    .iter()
+                    .map(|c| StoredWelcome {
+                        customer: *c,
+                        key: format!("{id}/welcome/{}", c.0),
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let tx = TargetTx {
+                rows: accepted,
+                message,
+                welcomes,
+                dispatched: Vec::new(),
+            };
+            (tx, created, skipped)
         };
-        let welcomes: Vec<StoredWelcome> = match &message {
-            Some(id) => created
-                .iter()
-                .map(|c| StoredWelcome {
-                    customer: *c,
-                    key: format!("{id}/welcome/{}", c.0),
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        let tx = TargetTx {
-            rows: accepted,
-            message,
-            welcomes,
-            dispatched: Vec::new(),
-        };
-        state.write(&tx)?;
-        state.expose(&tx.rows);
-        drop(guard);
+        self.write(&tx).await?;
         if tx.message.is_some() {
             for w in tx.welcomes {
                 self.dispatch(w.customer, w.key);
@@ -384,21 +394,44 @@ impl Target {
             skipped,
         })
     }
+
+    /// Commits one local transaction (the caller holds the writer): its record
+    /// written and synced, then its rows visible to readers. After a failed fsync the
+    /// record is still readable but will never be durable, so it is cut off.
+    async fn write(&self, tx: &TargetTx) -> Result<(), DiskError> {
+        let (log, exposes_early) = {
+            let state = self.state.borrow();
+            (
+                state.log.clone(),
+                state.config.bugs.has(Bug::TargetExposesBeforeSync),
+            )
+        };
+        log.append(&serde_json::to_vec(tx).expect("target txs serialise"))
+            .await?;
+        if exposes_early {
+            // Planted: acknowledged and shown from the page cache; a background flush
+            // makes it durable later, and a power loss before that takes back what
+            // readers saw.
+            self.state.borrow_mut().remember(tx);
+            return Ok(());
+        }
+        if let Err(e) = log.sync().await {
+            log.discard_unsynced();
+            return Err(e);
+        }
+        self.state.borrow_mut().remember(tx);
+        Ok(())
+    }
 }
 
 impl State {
     /// The images this apply takes: all of them, or with the version check only those
     /// newer than what is held.
     fn accept(&self, images: &[RowImage]) -> Vec<RowImage> {
-        let ignore_unknown_deletes = self.config.bugs.has(Bug::TargetIgnoresUnknownDeletes);
         images
             .iter()
             .filter(|image| {
                 let held = self.rows.get(&image.key);
-                if ignore_unknown_deletes && image.is_delete() && held.is_none() {
-                    // Planted: nothing to delete, so no tombstone to stop a late PUT.
-                    return false;
-                }
                 match self.config.rule {
                     ApplyRule::Blind => true,
                     ApplyRule::NewerVersion => held.is_none_or(|held| held.version < image.version),
@@ -412,11 +445,8 @@ impl State {
             .collect()
     }
 
-    /// Commits one local transaction durably, then updates memory.
-    fn write(&mut self, tx: &TargetTx) -> Result<(), DiskError> {
-        self.log
-            .append(&serde_json::to_vec(tx).expect("target txs serialise"))?;
-        self.log.sync()?;
+    /// Takes a committed transaction into memory: readers see its rows from now on.
+    fn remember(&mut self, tx: &TargetTx) {
         for image in &tx.rows {
             if let Some(at) = image.written_at {
                 self.stamps.insert(image.key, at);
@@ -434,7 +464,7 @@ impl State {
         self.inbox.extend(tx.message.clone());
         self.undispatched
             .extend(tx.welcomes.iter().map(|w| (w.key.clone(), w.customer)));
-        Ok(())
+        self.expose(&tx.rows);
     }
 
     /// The customers this apply creates, by the configured trigger.

@@ -144,6 +144,7 @@ mod tests {
                     at: SimTime::from_millis(10 + i as u64),
                     rows: vec![r],
                     event: EventId(10 + i as u64),
+                    recovery: false,
                 });
             }
         } else {
@@ -151,6 +152,7 @@ mod tests {
                 at: SimTime::from_millis(10),
                 rows,
                 event: EventId(10),
+                recovery: false,
             });
         }
         h

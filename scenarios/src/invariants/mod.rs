@@ -60,7 +60,7 @@ pub const INVARIANTS: &[InvariantInfo] = &[
     InvariantInfo {
         name: monotonic::NAME,
         description: "per key, the versions the target exposes never go back",
-        kinds: &["regressed"],
+        kinds: &["regressed", "rolled-back"],
         check: monotonic::check,
     },
     InvariantInfo {
@@ -154,6 +154,7 @@ pub(crate) mod testing {
                 deleted: false,
             }],
             event: EventId(1_000 + at_ms),
+            recovery: false,
         });
     }
 }

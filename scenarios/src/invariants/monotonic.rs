@@ -26,12 +26,27 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
                 Some(&(max, by)) if row.version < max => {
                     if reported.insert(row.key, ()).is_none() {
                         let when = by.map_or("at the start".to_string(), |(at, _)| format!("at {at}"));
+                        let (kind, story) = if apply.recovery {
+                            let now = if row.version.0 == 0 {
+                                "without the row".to_string()
+                            } else {
+                                format!("at {}", row.version)
+                            };
+                            let story = format!(
+                                "readers saw {max} (exposed {when}); the target recovered {now}: a rollback of what was shown"
+                            );
+                            ("rolled-back", story)
+                        } else {
+                            let story =
+                                format!("target went back from {max} (exposed {when}) to {}", row.version);
+                            ("regressed", story)
+                        };
                         out.push(Violation {
                             invariant: NAME,
-                            kind: "regressed",
+                            kind,
                             key: row.key.to_string(),
                             at: apply.at,
-                            story: format!("target went back from {max} (exposed {when}) to {}", row.version),
+                            story,
                             evidence: by.map(|(_, e)| e).into_iter().chain([apply.event]).collect(),
                         });
                     }
@@ -51,6 +66,19 @@ mod tests {
     use super::*;
     use crate::invariants::testing::*;
     use faultline_patterns::domain::Table;
+
+    #[test]
+    fn a_recovery_to_an_older_state_is_a_rollback() {
+        let mut h = History::default();
+        let k = key(Table::Customer, 1);
+        apply(&mut h, 10, k, 3);
+        apply(&mut h, 20, k, 2);
+        h.applies[1].recovery = true;
+        let v = check(&h);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].kind, "rolled-back");
+        assert!(v[0].story.contains("recovered at v2"), "{}", v[0].story);
+    }
 
     #[test]
     fn increasing_versions_hold() {

@@ -77,6 +77,7 @@ mod tests {
                 deleted: true,
             }],
             event: faultline_sim::EventId(20),
+            recovery: false,
         });
         let v = check(&h);
         assert_eq!(v.len(), 1);

@@ -38,6 +38,25 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
+/// The payloads of the intact frames at the start of `bytes`, up to the first
+/// incomplete, empty or corrupt one: how an outside reader decodes a log's durable
+/// content ([`Disk::durable_content`]).
+pub fn frames(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() >= at + HEADER_BYTES {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let end = at + HEADER_BYTES + len;
+        if len == 0 || bytes.len() < end || crc32fast::hash(&bytes[at + HEADER_BYTES..end]) != crc {
+            break;
+        }
+        out.push(&bytes[at + HEADER_BYTES..end]);
+        at = end;
+    }
+    out
+}
+
 /// A log of framed records in one file of a [`Disk`].
 #[derive(Clone, Debug)]
 pub struct LogFile {
@@ -73,19 +92,39 @@ impl LogFile {
         &self.file
     }
 
-    /// Appends one record (not yet durable) and returns where it starts.
-    pub fn append(&self, payload: &[u8]) -> Result<LogPos, DiskError> {
+    /// Appends one record (readable at once, not yet durable) and returns where it
+    /// starts. Records are never empty: a zeroed range (a failed fsync's hole after a
+    /// power loss) then reads as corrupt, not as empty records.
+    pub async fn append(&self, payload: &[u8]) -> Result<LogPos, DiskError> {
+        assert!(!payload.is_empty(), "log records are never empty");
         let len = u32::try_from(payload.len()).expect("log record over 4 GiB");
         let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
         frame.extend_from_slice(&len.to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         frame.extend_from_slice(payload);
-        self.disk.append(&self.file, &frame).map(LogPos)
+        self.disk.append(&self.file, &frame).await.map(LogPos)
     }
 
-    /// Makes every appended record durable.
-    pub fn sync(&self) -> Result<(), DiskError> {
-        self.disk.sync(&self.file)
+    /// Makes every appended record durable: fsync of the file, then of the directory
+    /// while the file's name (a new log) is not yet durable.
+    pub async fn sync(&self) -> Result<(), DiskError> {
+        self.disk.sync(&self.file).await?;
+        if !self.disk.dir_synced() {
+            self.disk.sync_dir().await?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the log back to `pos` (a record boundary), durably: a writer undoing a batch
+    /// it could not complete.
+    pub fn truncate(&self, pos: LogPos) {
+        self.disk.truncate(&self.file, pos.0);
+    }
+
+    /// Cuts the log back to its last synced end, dropping what a failed fsync left
+    /// readable but not durable (so that nothing later is written after a hole).
+    pub fn discard_unsynced(&self) {
+        self.disk.truncate(&self.file, self.disk.durable_len(&self.file));
     }
 
     /// The position just past the last record (as the process sees the file).
@@ -116,6 +155,10 @@ impl LogFile {
             }
             let len = u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
             let crc = u32::from_le_bytes(buf[at + 4..at + 8].try_into().expect("4 bytes"));
+            if len == 0 {
+                // Never written by `append`: zeros where a failed fsync left a hole.
+                break;
+            }
             let frame_end = at + HEADER_BYTES + len;
             if buf.len() < frame_end {
                 let more = self
@@ -158,7 +201,8 @@ impl LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::DiskConfig;
+    use crate::disk::tests::now_or_never as now;
+    use crate::disk::{DiskConfig, DiskFaultKind};
     use crate::rng::{RngStreams, Seed};
     use crate::time::SimTime;
     use crate::trace::Trace;
@@ -167,12 +211,14 @@ mod tests {
     fn disk(torn: f64, seed: u64) -> Disk {
         let config = DiskConfig {
             torn_write_probability: torn,
-            capacity_bytes: None,
+            ..DiskConfig::instant()
         };
+        let streams = RngStreams::new(Seed(seed));
         Disk::new(
             Arc::from("h"),
             config,
-            RngStreams::new(Seed(seed)).stream("d"),
+            streams.stream("d"),
+            streams.stream("l"),
             Trace::new(false),
         )
     }
@@ -182,9 +228,9 @@ mod tests {
         let d = disk(0.0, 1);
         let (log, rec) = LogFile::open(&d, "log");
         assert!(rec.records.is_empty());
-        let p0 = log.append(b"one").unwrap();
-        let p1 = log.append(b"two").unwrap();
-        log.append(&vec![7u8; 100_000]).unwrap();
+        let p0 = now(log.append(b"one")).unwrap();
+        let p1 = now(log.append(b"two")).unwrap();
+        now(log.append(&vec![7u8; 100_000])).unwrap();
         let all = log.read_from(p0, usize::MAX);
         assert_eq!(all.len(), 3);
         assert_eq!(all[1].pos, p1);
@@ -199,11 +245,11 @@ mod tests {
         for seed in 0..64 {
             let d = disk(1.0, seed);
             let (log, _) = LogFile::open(&d, "log");
-            log.append(b"synced-1").unwrap();
-            log.append(b"synced-2").unwrap();
-            log.sync().unwrap();
-            log.append(b"unsynced-record-that-may-tear").unwrap();
-            log.append(b"another").unwrap();
+            now(log.append(b"synced-1")).unwrap();
+            now(log.append(b"synced-2")).unwrap();
+            now(log.sync()).unwrap();
+            now(log.append(b"unsynced-record-that-may-tear")).unwrap();
+            now(log.append(b"another")).unwrap();
             d.lose_power(SimTime::ZERO);
             let (log, rec) = LogFile::open(&d, "log");
             let payloads: Vec<_> = rec.records.iter().map(|r| r.payload.clone()).collect();
@@ -218,7 +264,7 @@ mod tests {
             }
             assert_eq!(log.end(), rec.records.last().unwrap().next, "torn bytes are gone");
             // New appends after recovery land right after the last intact record.
-            log.append(b"after").unwrap();
+            now(log.append(b"after")).unwrap();
             assert_eq!(
                 log.read_from(LogPos(0), usize::MAX).last().unwrap().payload,
                 b"after"
@@ -230,15 +276,44 @@ mod tests {
     fn a_corrupt_frame_ends_the_readable_log() {
         let d = disk(0.0, 1);
         let (log, _) = LogFile::open(&d, "log");
-        log.append(b"good").unwrap();
+        now(log.append(b"good")).unwrap();
         // A frame whose checksum does not match its payload.
         let mut bad = Vec::new();
         bad.extend_from_slice(&3u32.to_le_bytes());
         bad.extend_from_slice(&0u32.to_le_bytes());
         bad.extend_from_slice(b"bad");
-        d.append("log", &bad).unwrap();
+        now(d.append("log", &bad)).unwrap();
         let (_, rec) = LogFile::open(&d, "log");
         assert_eq!(rec.records.len(), 1);
         assert_eq!(rec.truncated_bytes, 11);
+    }
+
+    #[test]
+    fn a_hole_left_by_a_failed_fsync_ends_the_log_after_a_power_loss() {
+        let d = disk(0.0, 1);
+        let (log, _) = LogFile::open(&d, "log");
+        now(log.append(b"durable")).unwrap();
+        now(log.sync()).unwrap();
+        now(log.append(b"fsync-failed")).unwrap();
+        d.set_fault(DiskFaultKind::SyncError, true);
+        assert!(now(log.sync()).is_err());
+        d.set_fault(DiskFaultKind::SyncError, false);
+        now(log.append(b"synced-after")).unwrap();
+        now(log.sync()).unwrap();
+        assert_eq!(LogFile::open(&d, "log").1.records.len(), 3, "readable before");
+        d.lose_power(SimTime::ZERO);
+        let (_, rec) = LogFile::open(&d, "log");
+        let payloads: Vec<_> = rec.records.iter().map(|r| r.payload.clone()).collect();
+        assert_eq!(payloads, vec![b"durable".to_vec()], "zeros are not records");
+    }
+
+    #[test]
+    fn a_new_log_survives_a_power_loss_once_synced() {
+        let d = disk(0.0, 1);
+        let (log, _) = LogFile::open(&d, "log");
+        now(log.append(b"one")).unwrap();
+        now(log.sync()).unwrap();
+        d.lose_power(SimTime::ZERO);
+        assert_eq!(LogFile::open(&d, "log").1.records.len(), 1);
     }
 }

@@ -26,9 +26,9 @@ async fn ticker(ctx: faultline_sim::HostCtx) -> faultline_sim::HostResult {
         let bump = Bump { n };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {
-                let _ = log.append(&n.to_le_bytes());
+                let _ = log.append(&n.to_le_bytes()).await;
                 if rng.gen_bool(0.5) {
-                    let _ = log.sync();
+                    let _ = log.sync().await;
                 }
             }
             reply = rpc.call(&bump) => {

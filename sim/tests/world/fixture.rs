@@ -68,6 +68,9 @@ pub type Shared = Rc<RefCell<Observed>>;
 pub async fn server(ctx: HostCtx, obs: Shared, sync: bool) -> faultline_sim::HostResult {
     let (log, _recovered) = LogFile::open(ctx.disk(), "calls.log");
     let total = Rc::new(RefCell::new(0u64));
+    // One writer at a time, so that cutting back after a failed fsync drops only the
+    // record whose sync failed.
+    let writer = Rc::new(tokio::sync::Mutex::new(()));
     let incarnation = ctx.incarnation();
     let handler_ctx = ctx.clone();
     serve(ctx, PORT, move |req: Bump| {
@@ -75,17 +78,22 @@ pub async fn server(ctx: HostCtx, obs: Shared, sync: bool) -> faultline_sim::Hos
         let obs = Rc::clone(&obs);
         let log = log.clone();
         let ctx = handler_ctx.clone();
+        let writer = Rc::clone(&writer);
         async move {
             *total.borrow_mut() += 1;
+            {
+                let _writing = writer.lock().await;
+                let appended = log.append(&req.n.to_le_bytes()).await.is_ok();
+                if appended && sync && log.sync().await.is_err() {
+                    log.discard_unsynced();
+                }
+            }
+            // Handled once its write returned, whatever it returned.
             obs.borrow_mut().handled.push(Handled {
                 n: req.n,
                 at: ctx.now(),
                 incarnation,
             });
-            let _ = log.append(&req.n.to_le_bytes());
-            if sync {
-                let _ = log.sync();
-            }
             Count {
                 n: req.n,
                 total: *total.borrow(),
