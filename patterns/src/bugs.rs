@@ -98,7 +98,7 @@ pub const BUGS: &[BugInfo] = &[
         name: "retry-queue-reorders",
         description: "a failed send goes to the back of the retry queue, behind newer changes of the same row",
         variant: "push-ordered",
-        profile: "flaky-net",
+        profile: "partitions",
         breaks: "monotonic",
     },
     BugInfo {

@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use faultline_sim::{HostCtx, LogPos, SimTime};
+use faultline_sim::{HostCtx, LogPos, SimTime, WindowGuard};
+
+use crate::windows;
 
 /// Kafka Connect's `offset.flush.interval.ms` default.
 pub const OFFSET_FLUSH_INTERVAL_MS: u64 = 60_000;
@@ -27,6 +29,8 @@ pub struct SourceOffsets {
     flushed: LogPos,
     /// When the last flush was due (the task's start for the first).
     flushed_at: SimTime,
+    /// Open while the position is ahead of what the disk holds.
+    unflushed: Option<WindowGuard>,
 }
 
 impl SourceOffsets {
@@ -46,6 +50,7 @@ impl SourceOffsets {
             position,
             flushed: position,
             flushed_at: ctx.now(),
+            unflushed: None,
         }
     }
 
@@ -57,6 +62,9 @@ impl SourceOffsets {
     /// Everything before `to` is acknowledged by the broker.
     pub fn acknowledged(&mut self, to: LogPos) {
         self.position = to;
+        if self.position != self.flushed && self.unflushed.is_none() {
+            self.unflushed = Some(self.ctx.window(windows::AFTER_PUBLISH_BEFORE_POSITION_FLUSH));
+        }
     }
 
     /// The worker's timer: flushes when the interval has passed. Tasks call it on every
@@ -80,7 +88,10 @@ impl SourceOffsets {
             .replace(self.file, self.position.0.to_string().as_bytes())
             .await
         {
-            Ok(()) => self.flushed = self.position,
+            Ok(()) => {
+                self.flushed = self.position;
+                self.unflushed = None;
+            }
             Err(e) => {
                 self.ctx
                     .record("offset-flush-failed", format!("{} {e}", self.file));

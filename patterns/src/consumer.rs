@@ -18,6 +18,7 @@ use faultline_sim::HostCtx;
 
 use crate::bugs::{Bug, BugSet};
 use crate::systems::broker::{BrokerClient, BrokerRecord, FETCH_WAIT_MS};
+use crate::windows;
 use crate::RPC_TIMEOUT;
 
 /// The consumer group of the target.
@@ -110,7 +111,10 @@ where
 {
     let broker = BrokerClient::new(ctx, RPC_TIMEOUT);
     let tasks: Vec<_> = (0..config.partitions)
-        .map(|p| tokio::task::spawn_local(consume(broker.clone(), topic, p, config, make_handler(p))))
+        .map(|p| {
+            let task = consume(ctx.clone(), broker.clone(), topic, p, config, make_handler(p));
+            tokio::task::spawn_local(task)
+        })
         .collect();
     for task in tasks {
         let _ = task.await;
@@ -118,6 +122,7 @@ where
 }
 
 async fn consume<H: Handler>(
+    ctx: HostCtx,
     broker: BrokerClient,
     topic: &str,
     partition: u32,
@@ -150,9 +155,12 @@ async fn consume<H: Handler>(
         }
         let handled = loop {
             let handled = handle_batch(
-                &broker,
-                topic,
-                partition,
+                &Assignment {
+                    ctx: &ctx,
+                    broker: &broker,
+                    topic,
+                    partition,
+                },
                 config,
                 &mut handler,
                 &records,
@@ -177,16 +185,30 @@ async fn consume<H: Handler>(
 }
 
 /// Handles one fetched batch; returns the next position to fetch from.
-async fn handle_batch<H: Handler>(
-    broker: &BrokerClient,
-    topic: &str,
+/// The partition a consumer task owns, and what it talks through.
+struct Assignment<'a> {
+    ctx: &'a HostCtx,
+    broker: &'a BrokerClient,
+    topic: &'a str,
     partition: u32,
+}
+
+async fn handle_batch<H: Handler>(
+    assignment: &Assignment<'_>,
     config: ConsumerConfig,
     handler: &mut H,
     records: &[BrokerRecord],
     committed: &mut u64,
 ) -> Result<u64, ()> {
+    let Assignment {
+        ctx,
+        broker,
+        topic,
+        partition,
+    } = *assignment;
     let mut safe_to_commit = None;
+    // Open from the first apply until the offset commit that covers it.
+    let mut uncommitted = None;
     for record in records {
         if config.commit == CommitPoint::BeforeProcessing
             && broker
@@ -199,6 +221,9 @@ async fn handle_batch<H: Handler>(
         match handler.handle(record).await? {
             Handled::Done => safe_to_commit = Some(record.offset + 1),
             Handled::Buffered => {}
+        }
+        if config.commit == CommitPoint::AfterProcessing && uncommitted.is_none() {
+            uncommitted = Some(ctx.window(windows::AFTER_APPLY_BEFORE_OFFSET_COMMIT));
         }
     }
     let still_buffered = handler.flush().await?;
@@ -218,5 +243,6 @@ async fn handle_batch<H: Handler>(
             *committed = offset;
         }
     }
+    drop(uncommitted);
     Ok(next)
 }

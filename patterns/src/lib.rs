@@ -23,11 +23,12 @@ pub mod push;
 pub mod queue;
 pub mod retry_queue;
 pub mod systems;
+pub mod windows;
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_sim::{FaultTarget, HostCtx, SimTime, World, WorldError};
+use faultline_sim::{FaultTarget, HostCtx, Profile, SimTime, World, WorldError};
 
 use bugs::BugSet;
 use cdc::{CdcApply, CdcConfig};
@@ -322,6 +323,20 @@ impl Variant {
                 has_disk: true,
             })
             .collect()
+    }
+
+    /// Whether any of the variant's components reads a host's wall clock (a timestamp
+    /// compared across hosts). Timers and periods run on each host's monotonic clock,
+    /// which skew does not move; a variant that reads no wall clock cannot feel skew.
+    pub fn reads_wall_clock(&self) -> bool {
+        self.source_config(SyncPolicy::OnCommit, BugSet::NONE)
+            .stamp_writes
+    }
+
+    /// Whether the variant can feel the faults of `profile`: every profile but one made
+    /// of clock faults alone reaches every variant.
+    pub fn feels(&self, profile: Profile) -> bool {
+        profile != Profile::ClockSkew || self.reads_wall_clock()
     }
 
     /// The source configuration the variant needs, given the scenario's sync policy.

@@ -22,6 +22,7 @@ use crate::domain::{CustomerId, TxId};
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{OutboxMessage, Source};
 use crate::systems::target::{ApplyRule, EffectTrigger, Target};
+use crate::windows;
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic outbox messages go to.
@@ -127,6 +128,7 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
         if unsent.is_empty() || !publish(&producer, &unsent, config).await {
             continue;
         }
+        let _unmarked = ctx.window(windows::AFTER_PUBLISH_BEFORE_MARK_SENT);
         let published: Vec<TxId> = unsent.iter().map(|m| m.tx).collect();
         if let Err(e) = source.mark_sent(&published).await {
             ctx.record("relay-mark-failed", format!("{} messages {e}", published.len()));

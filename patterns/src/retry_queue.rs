@@ -14,10 +14,11 @@ use std::fmt::Display;
 use std::future::Future;
 use std::rc::Rc;
 
-use faultline_sim::HostCtx;
+use faultline_sim::{HostCtx, WindowGuard};
 
 use crate::backoff::Backoff;
 use crate::bugs::{Bug, BugSet};
+use crate::windows;
 use tokio::sync::Notify;
 
 /// How hard the queue tries.
@@ -57,6 +58,9 @@ pub struct RetryQueue<T> {
     /// Keys with an item in flight.
     in_flight: Rc<RefCell<BTreeSet<u64>>>,
     wake: Rc<Notify>,
+    /// Items pushed and not yet sent or given up, and the coverage window open while
+    /// there are any (a crash then loses committed changes).
+    outstanding: Rc<RefCell<(usize, Option<WindowGuard>)>>,
     policy: RetryPolicy,
     ctx: HostCtx,
     bugs: BugSet,
@@ -69,6 +73,7 @@ impl<T> Clone for RetryQueue<T> {
             key: self.key,
             in_flight: Rc::clone(&self.in_flight),
             wake: Rc::clone(&self.wake),
+            outstanding: Rc::clone(&self.outstanding),
             policy: self.policy,
             ctx: self.ctx.clone(),
             bugs: self.bugs,
@@ -85,6 +90,7 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
             key,
             in_flight: Rc::default(),
             wake: Rc::new(Notify::new()),
+            outstanding: Rc::default(),
             policy,
             ctx: ctx.clone(),
             bugs,
@@ -98,7 +104,22 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
             return;
         }
         self.items.borrow_mut().push_back(item);
+        let mut outstanding = self.outstanding.borrow_mut();
+        outstanding.0 += 1;
+        if outstanding.1.is_none() {
+            outstanding.1 = Some(self.ctx.window(windows::AFTER_COMMIT_BEFORE_PUBLISH));
+        }
+        drop(outstanding);
         self.wake.notify_one();
+    }
+
+    /// An item was sent or given up.
+    fn settled(&self) {
+        let mut outstanding = self.outstanding.borrow_mut();
+        outstanding.0 = outstanding.0.saturating_sub(1);
+        if outstanding.0 == 0 {
+            outstanding.1 = None;
+        }
     }
 
     /// Starts sending in the background (see [`RetryQueue::run`]); the handle ends only
@@ -144,16 +165,21 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
             let mut backoff = Backoff::new(self.policy.backoff_initial_ms, self.policy.backoff_max_ms);
             for attempt in 1..=self.policy.attempts_max {
                 if send(item.clone()).await {
+                    self.settled();
                     break;
                 }
                 if self.bugs.has(Bug::RetryQueueReorders) {
-                    // Planted: behind everything queued since, newer changes included.
+                    // Planted: after the backoff, behind everything queued since, newer
+                    // changes included (a "retry later" queue).
+                    backoff.wait().await;
                     self.items.borrow_mut().push_back(item.clone());
+                    self.wake.notify_one();
                     break;
                 }
                 if attempt == self.policy.attempts_max {
                     self.ctx
                         .record("gave-up", format!("{item} after {attempt} attempts"));
+                    self.settled();
                     break;
                 }
                 backoff.wait().await;

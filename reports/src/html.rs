@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use faultline_scenarios::compare::{Comparison, Counterexample};
 use plotters::prelude::*;
 
-use crate::markdown::{failed_run_lines, headline, legend, percent, staleness, summary_cell};
+use crate::markdown::{failed_run_lines, headline, legend, percent, staleness, summary_cell, NOT_APPLICABLE};
 use crate::{escape_xml, mermaid};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}\
@@ -61,6 +61,7 @@ pub fn render(c: &Comparison) -> String {
     for col in &c.columns {
         invariant_table(&mut out, c, &col.name, &col.faults, &col.seeds);
     }
+    coverage_section(&mut out, c);
     let failed = failed_run_lines(c);
     if !failed.is_empty() {
         let _ = writeln!(
@@ -83,6 +84,34 @@ pub fn render(c: &Comparison) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+fn coverage_section(out: &mut String, c: &Comparison) {
+    let table = crate::markdown::coverage_table(c);
+    let _ = write!(
+        out,
+        "<h2>Fault coverage</h2><p>How often a fault landed in each operation window, summed over the patterns of each column.</p><table><tr><th>window</th>"
+    );
+    for col in &c.columns {
+        let _ = write!(out, "<th>{}</th>", escape_xml(&col.name));
+    }
+    out.push_str("</tr>\n");
+    for (window, counts) in table.windows.iter().zip(&table.counts) {
+        let _ = write!(out, "<tr><td>{}</td>", escape_xml(window));
+        for n in counts {
+            let _ = write!(
+                out,
+                "<td>{}</td>",
+                if *n == 0 { "-".to_string() } else { n.to_string() }
+            );
+        }
+        out.push_str("</tr>\n");
+    }
+    let _ = writeln!(
+        out,
+        "</table><p>{}</p>",
+        escape_xml(&crate::markdown::coverage_verdict(&table))
+    );
 }
 
 fn heat_map(out: &mut String, c: &Comparison) {
@@ -129,6 +158,10 @@ fn invariant_table(out: &mut String, c: &Comparison, column: &str, faults: &str,
         let cell = c.cell(column, p).expect("grid cell");
         let _ = write!(out, "<tr><td>{}</td>", escape_xml(p));
         for inv in &c.invariants {
+            if !cell.applicable {
+                let _ = write!(out, "<td>{NOT_APPLICABLE}</td>");
+                continue;
+            }
             let share = cell.share(inv);
             let _ = write!(
                 out,

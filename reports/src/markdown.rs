@@ -46,9 +46,16 @@ pub fn legend() -> String {
         .join(", ")
 }
 
+/// What a cell whose variant cannot feel its column's faults shows instead of a share:
+/// not a pass, which would claim something was tested.
+pub const NOT_APPLICABLE: &str = "n/a";
+
 /// A summary cell: the failing share, which invariants broke, and how many runs failed
-/// instead of giving a verdict (`!N`).
+/// instead of giving a verdict (`!N`); "n/a" when the variant cannot feel the faults.
 pub fn summary_cell(cell: &Cell) -> String {
+    if !cell.applicable {
+        return NOT_APPLICABLE.to_string();
+    }
     let codes = codes(cell);
     let mut text = if codes.is_empty() {
         percent(cell.failing_share())
@@ -122,6 +129,60 @@ pub fn headline(c: &Comparison) -> String {
     )
 }
 
+/// The fault coverage of a sweep: every expected or reached window, with its count per
+/// column (summed over the patterns), and the expected windows never reached.
+pub struct CoverageTable {
+    /// Window names, in order.
+    pub windows: Vec<String>,
+    /// Per window, per column, how often a fault landed in it.
+    pub counts: Vec<Vec<u64>>,
+    /// Expected windows the sweep never reached.
+    pub missing: Vec<&'static str>,
+}
+
+/// The coverage table of `c`.
+pub fn coverage_table(c: &Comparison) -> CoverageTable {
+    let mut windows: Vec<String> = faultline_scenarios::compare::expected_windows()
+        .iter()
+        .map(|w| w.to_string())
+        .chain(c.coverage().into_keys())
+        .collect();
+    windows.sort();
+    windows.dedup();
+    let counts = windows
+        .iter()
+        .map(|w| {
+            c.columns
+                .iter()
+                .map(|col| {
+                    c.cells
+                        .iter()
+                        .filter(|cell| cell.column == col.name)
+                        .map(|cell| cell.coverage.get(w).copied().unwrap_or(0))
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    CoverageTable {
+        windows,
+        counts,
+        missing: c.coverage_missing(),
+    }
+}
+
+/// The sentence under the coverage table.
+pub fn coverage_verdict(table: &CoverageTable) -> String {
+    if table.missing.is_empty() {
+        "Every expected window was reached.".to_string()
+    } else {
+        format!(
+            "Never reached in this sweep (its verdicts say nothing about these): {}.",
+            table.missing.join(", ")
+        )
+    }
+}
+
 /// Renders `report.md`.
 pub fn render(c: &Comparison) -> String {
     let mut out = String::new();
@@ -134,7 +195,7 @@ pub fn render(c: &Comparison) -> String {
             c.runs_done, c.runs_planned
         );
     }
-    let _ = writeln!(out, "Each cell is the share of seeds on which an invariant broke (`-` = never). Every failing cell has a counterexample below with the command that replays it. *Unobserved* counts customers created and deleted between two observations of the target (never held there, so never welcomed): a property of state-transfer patterns, not a violation.\n");
+    let _ = writeln!(out, "Each cell is the share of seeds on which an invariant broke (`-` = never). Every failing cell has a counterexample below with the command that replays it. *Unobserved* counts customers created and deleted between two observations of the target (never held there, so never welcomed): a property of state-transfer patterns, not a violation. `n/a`: the variant reads no wall clock, so a column of clock faults alone cannot reach it.\n");
 
     let _ = writeln!(
         out,
@@ -182,7 +243,12 @@ pub fn render(c: &Comparison) -> String {
             let cell = c.cell(&col.name, p).expect("grid cell");
             let _ = write!(out, "| {p} |");
             for inv in &c.invariants {
-                let _ = write!(out, " {} |", percent(cell.share(inv)));
+                let share = if cell.applicable {
+                    percent(cell.share(inv))
+                } else {
+                    NOT_APPLICABLE.to_string()
+                };
+                let _ = write!(out, " {share} |");
             }
             let _ = writeln!(
                 out,
@@ -195,6 +261,31 @@ pub fn render(c: &Comparison) -> String {
             );
         }
     }
+
+    let coverage = coverage_table(c);
+    let _ = writeln!(out, "\n## Fault coverage\n");
+    let _ = writeln!(out, "How often a fault landed in each operation window (fault / window), summed over the patterns of each column. A window never reached is a hole: no verdict above covers it.\n");
+    let _ = write!(out, "| window |");
+    for col in &c.columns {
+        let _ = write!(out, " {} |", col.name);
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &c.columns {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+    for (window, counts) in coverage.windows.iter().zip(&coverage.counts) {
+        let _ = write!(out, "| {window} |");
+        for n in counts {
+            let _ = write!(
+                out,
+                " {} |",
+                if *n == 0 { "-".to_string() } else { n.to_string() }
+            );
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "\n{}", coverage_verdict(&coverage));
 
     let failed = failed_run_lines(c);
     if !failed.is_empty() {

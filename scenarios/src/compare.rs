@@ -26,7 +26,7 @@ use crate::suite::Suite;
 use crate::sweep::sweep_fold;
 
 /// The version of the comparison's JSON form; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Failed runs a cell lists (its lowest seeds); `runs_failed` counts them all.
 pub const FAILED_RUNS_KEPT_MAX: usize = 10;
 /// How far a story runs past the violation's last evidence.
@@ -196,6 +196,7 @@ pub struct RunDigest {
     first_violation: Option<Violation>,
     violated: Vec<&'static str>,
     metrics: Metrics,
+    coverage: BTreeMap<String, u64>,
     error: Option<FailedRun>,
 }
 
@@ -211,6 +212,7 @@ pub fn digest(spec: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>) -> RunD
                 first_violation: o.violations.first().cloned(),
                 violated,
                 metrics: o.metrics,
+                coverage: o.coverage,
                 error: None,
             }
         }
@@ -219,6 +221,7 @@ pub fn digest(spec: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>) -> RunD
             first_violation: None,
             violated: Vec::new(),
             metrics: Metrics::default(),
+            coverage: BTreeMap::new(),
             error: Some(FailedRun::of(&failure)),
         },
     }
@@ -255,6 +258,11 @@ pub struct FirstFailure {
     pub story: String,
 }
 
+/// The fault windows a sweep should reach (the components' windows and the world's).
+pub fn expected_windows() -> &'static [&'static str] {
+    faultline_patterns::windows::EXPECTED
+}
+
 /// One pattern under one column, over all its seeds. Every field merges by addition,
 /// except `first_failure`, which keeps the lowest seed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -263,6 +271,9 @@ pub struct Cell {
     pub column: String,
     /// The variant.
     pub pattern: String,
+    /// Whether the variant can feel the column's faults at all (`false`: a clock-skew
+    /// column for a variant that reads no wall clock; reports show "n/a", not a pass).
+    pub applicable: bool,
     /// Seeds run.
     pub seeds_run: u64,
     /// Seeds with at least one violation.
@@ -289,15 +300,19 @@ pub struct Cell {
     /// Customers created and deleted between two observations of the target, over all
     /// seeds (never held there, so never welcomed).
     pub unobserved_customers: u64,
+    /// Which fault landed in which operation window, over all seeds (see
+    /// `faultline_sim::coverage`).
+    pub coverage: BTreeMap<String, u64>,
     /// The lowest failing seed's first violation.
     pub first_failure: Option<FirstFailure>,
 }
 
 impl Cell {
-    fn new(column: &str, pattern: &str) -> Cell {
+    fn new(column: &str, pattern: &str, applicable: bool) -> Cell {
         Cell {
             column: column.to_string(),
             pattern: pattern.to_string(),
+            applicable,
             seeds_run: 0,
             seeds_failing: 0,
             runs_failed: 0,
@@ -310,6 +325,7 @@ impl Cell {
             calls: 0,
             never_visible: 0,
             unobserved_customers: 0,
+            coverage: BTreeMap::new(),
             first_failure: None,
         }
     }
@@ -331,6 +347,9 @@ impl Cell {
         self.calls += m.calls;
         self.never_visible += m.never_visible;
         self.unobserved_customers += m.unobserved_customers;
+        for (window, n) in &run.coverage {
+            *self.coverage.entry(window.clone()).or_insert(0) += n;
+        }
         if let Some(v) = &run.first_violation {
             self.seeds_failing += 1;
             for inv in &run.violated {
@@ -352,7 +371,10 @@ impl Cell {
 
     /// Folds another shard's cell of the same column and pattern into this one.
     pub fn merge(&mut self, other: &Cell) {
-        debug_assert_eq!((&self.column, &self.pattern), (&other.column, &other.pattern));
+        debug_assert_eq!(
+            (&self.column, &self.pattern, self.applicable),
+            (&other.column, &other.pattern, other.applicable)
+        );
         self.seeds_run += other.seeds_run;
         self.seeds_failing += other.seeds_failing;
         self.runs_failed += other.runs_failed;
@@ -373,6 +395,9 @@ impl Cell {
         self.calls += other.calls;
         self.never_visible += other.never_visible;
         self.unobserved_customers += other.unobserved_customers;
+        for (window, n) in &other.coverage {
+            *self.coverage.entry(window.clone()).or_insert(0) += n;
+        }
         if let Some(f) = &other.first_failure {
             if self.first_failure.as_ref().is_none_or(|mine| mine.seed > f.seed) {
                 self.first_failure = Some(f.clone());
@@ -511,6 +536,28 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// Every fault window reached, summed over the cells.
+    pub fn coverage(&self) -> BTreeMap<String, u64> {
+        let mut total = BTreeMap::new();
+        for cell in &self.cells {
+            for (window, n) in &cell.coverage {
+                *total.entry(window.clone()).or_insert(0) += n;
+            }
+        }
+        total
+    }
+
+    /// The windows every sweep should reach that this one never did: holes in what its
+    /// verdicts can say.
+    pub fn coverage_missing(&self) -> Vec<&'static str> {
+        let reached = self.coverage();
+        expected_windows()
+            .iter()
+            .copied()
+            .filter(|w| !reached.contains_key(*w))
+            .collect()
+    }
+
     /// Whether the sweep was stopped before every run was done.
     pub fn partial(&self) -> bool {
         self.runs_done < self.runs_planned
@@ -534,7 +581,12 @@ pub fn empty(plan: &ComparePlan) -> Comparison {
     let mut cells = Vec::new();
     for column in &plan.columns {
         for variant in &plan.patterns {
-            cells.push(Cell::new(&column.name, variant.name));
+            // An explicit plan may hold anything: only a profile says what it cannot reach.
+            let applicable = match &column.template.faults {
+                Faults::Profile(profile) => variant.feels(*profile),
+                Faults::Plan(_) => true,
+            };
+            cells.push(Cell::new(&column.name, variant.name, applicable));
         }
     }
     Comparison {

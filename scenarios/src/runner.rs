@@ -6,6 +6,7 @@
 //! settled after the last fault (or the deadline), reads both final states back from the
 //! disks, and hands the history to the invariants.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -137,6 +138,11 @@ pub struct Outcome {
     pub unobserved: Vec<String>,
     /// Numbers beside the verdict.
     pub metrics: Metrics,
+    /// Which fault landed in which operation window, and how often (see
+    /// `faultline_sim::coverage`).
+    pub coverage: BTreeMap<String, u64>,
+    /// Trace events recorded, by kind (kept or not).
+    pub events_by_kind: BTreeMap<String, u64>,
     /// The command that replays the run.
     pub repro: String,
     /// The fault plan that ran.
@@ -422,6 +428,8 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         violations,
         unobserved,
         metrics: compute(&history, counts),
+        coverage: trace.coverage().hits(),
+        events_by_kind: trace.counts_by_kind(),
         repro: spec.repro_command(),
         plan,
         summary,

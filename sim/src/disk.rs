@@ -37,6 +37,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::windows;
 use crate::rng::SimRng;
 use crate::time::SimTime;
 use crate::trace::{kind, Trace};
@@ -361,6 +362,10 @@ impl Disk {
             // Linux marks the pages clean: readable, never written, zeros after a power
             // loss once a later sync has made the length around them durable.
             inode.holes.push((inode.durable_len, upto));
+            state
+                .trace
+                .coverage()
+                .hit(windows::SYNC_ERROR_READABLE_NOT_DURABLE);
             let detail = format!("{file} not-durable={bytes}");
             state.trace.record(now(), &state.host, kind::SYNC_ERROR, detail);
             return Err(DiskError::SyncFailed);
@@ -529,6 +534,7 @@ impl Disk {
                 state
                     .trace
                     .record(at, &state.host, kind::NAME_UNDONE, format!("{name} {undone}"));
+                state.trace.coverage().hit(windows::POWER_LOSS_UNDURABLE_NAME);
             }
         }
         state.names = state.durable_names.clone();
@@ -546,10 +552,12 @@ impl Disk {
                     inode.data.truncate(inode.durable_len);
                     let detail = format!("{name} kept={kept} lost={}", unsynced - kept);
                     state.trace.record(at, &state.host, kind::TORN, detail);
+                    state.trace.coverage().hit(windows::POWER_LOSS_TORN_TAIL);
                 } else {
                     inode.data.truncate(inode.durable_len);
                     let detail = format!("{name} lost={unsynced}");
                     state.trace.record(at, &state.host, kind::UNSYNCED_LOST, detail);
+                    state.trace.coverage().hit(windows::POWER_LOSS_UNSYNCED_TAIL);
                 }
             }
             let zeroed = zero_holes(&mut inode.data, &inode.holes);
@@ -557,6 +565,7 @@ impl Disk {
             if zeroed > 0 {
                 let detail = format!("{name} zeroed={zeroed}");
                 state.trace.record(at, &state.host, kind::SYNC_ERROR_LOST, detail);
+                state.trace.coverage().hit(windows::POWER_LOSS_FAILED_SYNC_RANGE);
             }
         }
     }

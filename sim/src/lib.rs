@@ -26,6 +26,7 @@ compile_error!(
 
 mod capture;
 pub mod clock;
+pub mod coverage;
 pub mod disk;
 pub mod fault;
 pub mod panic;
@@ -38,6 +39,7 @@ pub mod world;
 
 pub use capture::TraceCapture;
 pub use clock::{HostClock, WallTime};
+pub use coverage::{Coverage, WindowGuard};
 pub use disk::{Disk, DiskConfig, DiskError, DiskFaultKind, IoLatency, LogFile, LogPos, LogRecord, Recovery};
 pub use fault::{Fault, FaultEvent, FaultPlan, MessageFaultRates, PlanError};
 pub use panic::{BudgetExceeded, CaughtPanic};

@@ -15,9 +15,15 @@
 //! - **duplicate**: an intermediary's retry (a proxy, a client library): a copy of the
 //!   request is handled again, a little later, on a connection of its own, before the
 //!   caller's call completes (never after the caller's later requests);
-//! - **delay**: the request waits before it is sent, reordering it against later calls.
+//! - **delay**: the wire holds the request, or the response, up to the plan's
+//!   `delay_max_ms`; one delayed message in [`LATE_SHARE`] is held past the caller's
+//!   deadline instead, so it arrives after the caller gave up (and perhaps retried): a
+//!   late arrival. A connection carries one request at a time, so a delayed request
+//!   holds back the later ones on its connection (as TCP would) and overtakes nothing
+//!   but calls on other connections.
 //!
-//! Each decision is recorded in the trace.
+//! Each decision is recorded in the trace; late arrivals and lost responses after the
+//! handler ran count in the run's coverage.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -33,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::{TcpListener, TcpStream};
 
+use crate::coverage::windows;
 use crate::rng::SimRng;
 use crate::trace::kind;
 use crate::world::HostCtx;
@@ -43,6 +50,9 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_IDLE_CONNECTIONS: usize = 8;
 /// How long after the original a duplicated request is delivered, at most.
 pub const DUPLICATE_DELAY_MAX_MS: u64 = 50;
+/// The share of delayed messages held past the caller's deadline (the tail of a
+/// congested or rerouted path).
+pub const LATE_SHARE: f64 = 0.1;
 
 /// A call id as the trace shows it: `client.n`, unique per host.
 pub fn call_id(id: u64) -> String {
@@ -81,6 +91,13 @@ impl RpcError {
 struct RequestFrame<T> {
     id: u64,
     reply: bool,
+    /// How long the wire holds the request before the server reads it (a fault).
+    hold_us: u64,
+    /// How long the wire holds the response (a fault).
+    response_hold_us: u64,
+    /// When the caller gives up, in simulated microseconds: a request handled later is a
+    /// late arrival (the world's annotation; the server does not act on it).
+    deadline_us: u64,
     body: T,
 }
 
@@ -149,17 +166,28 @@ async fn serve_connection<Req: RpcMessage, Resp: RpcMessage>(
     handler: Handler<Req, Resp>,
 ) {
     while let Ok(frame) = read_frame::<RequestFrame<Req>>(&mut stream).await {
+        if frame.hold_us > 0 {
+            tokio::time::sleep(Duration::from_micros(frame.hold_us)).await;
+        }
         ctx.record(
             kind::DELIVER,
             format!("call={} from={peer} {}", call_id(frame.id), frame.body.label()),
         );
+        if ctx.now().as_micros() > frame.deadline_us {
+            ctx.record(kind::LATE_ARRIVAL, format!("call={}", call_id(frame.id)));
+            ctx.cover(windows::TIMEOUT_LATE_ARRIVAL);
+        }
         let response = handler(frame.body).await;
         if !frame.reply {
             ctx.record(
                 kind::LOST_RESPONSE,
                 format!("call={} to={peer} {}", call_id(frame.id), response.label()),
             );
+            ctx.cover(windows::LOST_RESPONSE_AFTER_HANDLER);
             continue;
+        }
+        if frame.response_hold_us > 0 {
+            tokio::time::sleep(Duration::from_micros(frame.response_hold_us)).await;
         }
         if write_frame(
             &mut stream,
@@ -183,6 +211,7 @@ struct CallFaults {
     lose_response: bool,
     duplicate_after: Option<Duration>,
     delay: Option<Duration>,
+    response_delay: Option<Duration>,
 }
 
 struct ClientState {
@@ -242,10 +271,11 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
         let faults = self.decide();
         s.ctx
             .record(kind::SEND, format!("call={id_text} to={} {label}", s.target));
-        if let Some(delay) = faults.delay {
-            s.ctx
-                .record(kind::DELAY, format!("call={id_text} by={}ms", delay.as_millis()));
-            tokio::time::sleep(delay).await;
+        for (what, delay) in [("request", faults.delay), ("response", faults.response_delay)] {
+            if let Some(delay) = delay {
+                let detail = format!("call={id_text} {what} by={}ms", delay.as_millis());
+                s.ctx.record(kind::DELAY, detail);
+            }
         }
         if faults.lose_request {
             s.ctx
@@ -254,9 +284,13 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
             s.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
             return Err(RpcError::Timeout(s.timeout));
         }
+        let micros = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64);
         let frame = RequestFrame {
             id,
             reply: !faults.lose_response,
+            hold_us: micros(faults.delay),
+            response_hold_us: micros(faults.response_delay),
+            deadline_us: (s.ctx.now() + s.timeout).as_micros(),
             body: request,
         };
         let outcome = tokio::time::timeout(s.timeout, self.exchange(&frame)).await;
@@ -301,12 +335,28 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
         let lose_response = draw(rates.lost_response);
         let duplicate = draw(rates.duplicate);
         let delay = draw(rates.delay);
+        let response_delay = draw(rates.delay);
+        let timeout_ms = self.state.timeout.as_millis() as u64;
+        let mut hold = |delayed: bool| {
+            delayed.then(|| {
+                // Past the caller's deadline, or within the plan's bound.
+                let ms = if rng.gen_bool(LATE_SHARE) {
+                    timeout_ms + rng.gen_range(1..=timeout_ms.max(1))
+                } else {
+                    rng.gen_range(1..=rates.delay_max_ms.max(1))
+                };
+                Duration::from_millis(ms)
+            })
+        };
+        let delay = hold(delay);
+        let response_delay = hold(response_delay);
         CallFaults {
             lose_request,
             lose_response,
             duplicate_after: duplicate
                 .then(|| Duration::from_millis(rng.gen_range(1..=DUPLICATE_DELAY_MAX_MS))),
-            delay: delay.then(|| Duration::from_millis(rng.gen_range(1..=rates.delay_max_ms.max(1)))),
+            delay,
+            response_delay,
         }
     }
 

@@ -47,8 +47,10 @@ pub mod kind {
     pub const DROP: &str = "drop";
     /// A request was sent a second time on purpose.
     pub const DUPLICATE: &str = "duplicate";
-    /// A request was held back on purpose.
+    /// The wire held a request or a response back on purpose.
     pub const DELAY: &str = "delay";
+    /// A request reached its server after its caller's deadline.
+    pub const LATE_ARRIVAL: &str = "late-arrival";
     /// A handler ran but its response was lost on purpose.
     pub const LOST_RESPONSE: &str = "lost-response";
     /// A response reached its caller.
@@ -123,6 +125,7 @@ pub struct TraceLog {
     events_max: u64,
     hash: u64,
     counts_by_kind: BTreeMap<&'static str, u64>,
+    coverage: crate::coverage::Coverage,
 }
 
 impl TraceLog {
@@ -134,6 +137,7 @@ impl TraceLog {
             events_max: u64::MAX,
             hash: FNV_OFFSET,
             counts_by_kind: BTreeMap::new(),
+            coverage: crate::coverage::Coverage::default(),
         }
     }
 
@@ -190,6 +194,21 @@ impl Trace {
             log = self.0.borrow_mut();
         }
         log.record(at, host, kind, detail.into())
+    }
+
+    /// The run's fault coverage counters (kept beside the trace, not hashed).
+    pub fn coverage(&self) -> crate::coverage::Coverage {
+        self.0.borrow().coverage.clone()
+    }
+
+    /// How many events of each kind were recorded (kept or not).
+    pub fn counts_by_kind(&self) -> BTreeMap<String, u64> {
+        self.0
+            .borrow()
+            .counts_by_kind
+            .iter()
+            .map(|(k, n)| (k.to_string(), *n))
+            .collect()
     }
 
     /// Sets the run's budget: the event that would be number `events_max + 1` stops the

@@ -134,6 +134,18 @@ impl HostCtx {
         &self.name
     }
 
+    /// Marks an operation window on this host until the guard drops: a crash or power
+    /// loss while it is open counts as `crash/<window>` or `power-loss/<window>` in the
+    /// run's coverage.
+    pub fn window(&self, window: &'static str) -> crate::coverage::WindowGuard {
+        self.shared.trace.coverage().open(&self.name, window)
+    }
+
+    /// Counts one hit of a window the component saw a fault land in itself.
+    pub fn cover(&self, window: &str) {
+        self.shared.trace.coverage().hit(window);
+    }
+
     /// The host's disk: the only state that survives a crash.
     pub fn disk(&self) -> &Disk {
         &self.disk
@@ -557,6 +569,7 @@ impl World {
                 }
             }
             Fault::Crash { host } => {
+                self.shared.trace.coverage().landed("crash", host);
                 self.sim.crash(host.as_str());
                 self.mark_down(host, false);
                 self.record_host(now, host, kind::CRASH, "process killed");
@@ -570,6 +583,7 @@ impl World {
                         .cut(&other, host, CutReason::PowerLoss(host.clone()), true);
                     self.links.apply(&self.sim, host, &other);
                 }
+                self.shared.trace.coverage().landed("power-loss", host);
                 self.sim.crash(host.as_str());
                 self.mark_down(host, true);
                 self.record_host(now, host, kind::CRASH, "power lost");

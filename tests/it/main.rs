@@ -2,6 +2,7 @@
 
 mod bugs;
 mod cli;
+mod coverage;
 mod determinism;
 mod end_to_end;
 mod failures;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::bugs::{Bug, BugSet};
 use crate::domain::{fields, Action, ActionId, ActionRequest, EntityKey, RowImage, Table, TxId, Version};
 use crate::history::{Failure, Recorder, RowState, Rows};
+use crate::windows;
 
 /// The source's log file.
 pub const SOURCE_LOG: &str = "source.log";
@@ -364,6 +365,7 @@ impl Source {
             (commit, state.log.clone(), bytes, sync_now)
         };
         log.append(&bytes).await.map_err(storage)?;
+        let _unsynced = sync_now.then(|| self.state.borrow().ctx.window(windows::COMMIT_NOT_SYNCED));
         {
             let mut state = self.state.borrow_mut();
             state.next_tx += 1;

@@ -26,6 +26,7 @@ use crate::bugs::{Bug, BugSet};
 use crate::domain::{CustomerId, EntityKey, RowImage, Table};
 use crate::history::{Recorder, RowState, RowVersion, Rows};
 use crate::systems::notifier::Welcomer;
+use crate::windows;
 use crate::RPC_TIMEOUT;
 
 /// The trace event kind of a delivery the inbox recognised as a repeat.
@@ -231,7 +232,13 @@ impl Target {
     fn dispatch(&self, customer: CustomerId, key: String) {
         let target = self.clone();
         let welcomer = self.state.borrow().welcomer.clone();
+        let pending = self
+            .state
+            .borrow()
+            .ctx
+            .window(windows::AFTER_COMMIT_BEFORE_EFFECT);
         tokio::task::spawn_local(async move {
+            let _pending = pending;
             if welcomer.welcome(customer, Some(key.clone())).await {
                 target.mark_dispatched(key).await;
             }
@@ -254,7 +261,13 @@ impl Target {
     /// Sends a welcome without a key in the background, with retries.
     fn welcome_unkeyed(&self, customer: CustomerId) {
         let welcomer = self.state.borrow().welcomer.clone();
+        let pending = self
+            .state
+            .borrow()
+            .ctx
+            .window(windows::AFTER_COMMIT_BEFORE_EFFECT);
         tokio::task::spawn_local(async move {
+            let _pending = pending;
             welcomer.welcome(customer, None).await;
         });
     }
@@ -408,6 +421,7 @@ impl Target {
         };
         log.append(&serde_json::to_vec(tx).expect("target txs serialise"))
             .await?;
+        let _unsynced = self.state.borrow().ctx.window(windows::APPLY_NOT_SYNCED);
         if exposes_early {
             // Planted: acknowledged and shown from the page cache; a background flush
             // makes it durable later, and a power loss before that takes back what

@@ -499,6 +499,61 @@ fn delay_reorders_calls_across_connections() {
 }
 
 #[test]
+fn a_request_delayed_past_its_callers_timeout_is_handled_after_the_caller_gave_up() {
+    let p = plan(message_faults(MessageFaultRates {
+        delay: 1.0,
+        delay_max_ms: 20,
+        ..Default::default()
+    }));
+    let (obs, world) = run(16, p, 60, 10, true, 3_000);
+    let late: Vec<&fixture::Seen> = obs
+        .seen
+        .iter()
+        .filter(|s| {
+            obs.handled
+                .iter()
+                .any(|h| h.n == s.n && h.at > s.done && s.reply.is_none())
+        })
+        .collect();
+    assert!(!late.is_empty(), "some delays exceed the 200 ms timeout");
+    for s in &late {
+        assert!(
+            s.done.saturating_since(s.sent) >= fixture::TIMEOUT,
+            "call {} gave up at its deadline",
+            s.n
+        );
+    }
+    let events = world.trace().events();
+    assert!(events.iter().any(|e| e.kind == kind::LATE_ARRIVAL));
+    assert!(world
+        .trace()
+        .coverage()
+        .hits()
+        .contains_key("timeout/late-arrival"));
+    // Within its bound, a delay stays inside the deadline: most delayed calls succeed.
+    assert!(ok_count(&obs) > 40, "{} of 60 answered", ok_count(&obs));
+}
+
+#[test]
+fn a_duplicate_is_handled_before_its_call_completes_never_after_a_later_call() {
+    let p = plan(message_faults(MessageFaultRates {
+        duplicate: 0.5,
+        ..Default::default()
+    }));
+    let (obs, _) = run(17, p, 40, 10, true, 3_000);
+    for s in &obs.seen {
+        let copies: Vec<&fixture::Handled> = obs.handled.iter().filter(|h| h.n == s.n).collect();
+        for copy in copies {
+            assert!(
+                copy.at <= s.done,
+                "call {}: a copy was handled after the call completed",
+                s.n
+            );
+        }
+    }
+}
+
+#[test]
 fn tracing_events_from_host_code_are_captured_with_host_and_sim_time() {
     let mut world = World::new(WorldConfig::new(Seed(1)));
     world
