@@ -222,7 +222,9 @@ impl Handler for ApplyEvents {
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultline_sim::HostResult {
     // The transaction-aware apply keeps applied transaction ids in its inbox.
     let inbox = config.apply == CdcApply::Transaction;
-    let target = setup.open_target(&ctx, ApplyRule::Blind, inbox, EffectTrigger::CreateMessage);
+    let target = setup
+        .open_target(&ctx, ApplyRule::Blind, inbox, EffectTrigger::CreateMessage)
+        .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyEvents {
             target: target.clone(),

@@ -84,29 +84,35 @@ pub struct Setup {
 impl Setup {
     /// Opens the source on this host (replaying its log) and starts its periodic sync,
     /// when its policy has one.
-    pub fn open_source(&self, ctx: &HostCtx) -> Source {
-        let source = Source::recover(ctx, self.source, self.recorder.clone());
+    pub async fn open_source(&self, ctx: &HostCtx) -> Source {
+        let source = Source::recover(ctx, self.source, self.recorder.clone()).await;
         let syncer = source.clone();
         tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
         source
     }
 
     /// Opens the target on this host (replaying its log) with the run's planted bugs.
-    pub fn open_target(&self, ctx: &HostCtx, rule: ApplyRule, inbox: bool, effects: EffectTrigger) -> Target {
+    pub async fn open_target(
+        &self,
+        ctx: &HostCtx,
+        rule: ApplyRule,
+        inbox: bool,
+        effects: EffectTrigger,
+    ) -> Target {
         let config = TargetConfig {
             rule,
             inbox,
             effects,
             bugs: self.bugs,
         };
-        Target::recover(ctx, config, self.recorder.clone())
+        Target::recover(ctx, config, self.recorder.clone()).await
     }
 }
 
 /// The source side of the patterns whose other side reads the source (full copy, CDC):
 /// the workload, and the source's API beside it.
 pub async fn run_source_with_api(ctx: HostCtx, setup: Setup) -> faultline_sim::HostResult {
-    let source = setup.open_source(&ctx);
+    let source = setup.open_source(&ctx).await;
     let api = tokio::task::spawn_local(systems::source::serve_api(ctx.clone(), source.clone()));
     source
         .run_workload(Rc::clone(&setup.schedule), None, |_| {})

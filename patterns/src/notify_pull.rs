@@ -57,7 +57,7 @@ impl fmt::Display for Notification {
 
 /// The source side: run the workload and the source's REST API, notify after commits.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
-    let source = setup.open_source(&ctx);
+    let source = setup.open_source(&ctx).await;
     tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let queue: RetryQueue<Notification> =
@@ -151,7 +151,9 @@ impl Handler for Pull {
 
 /// The target side: one pulling consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::NewRow);
+    let target = setup
+        .open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::NewRow)
+        .await;
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let window = config.dedup_window_ms.map(Duration::from_millis);

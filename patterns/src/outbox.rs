@@ -66,7 +66,7 @@ pub fn partition_of(customer: CustomerId, partitions: u32) -> u32 {
 
 /// The source side: run the workload, and the relay beside it.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
-    let source = setup.open_source(&ctx);
+    let source = setup.open_source(&ctx).await;
     let relay = match config.relay {
         RelaySource::PollTable => {
             tokio::task::spawn_local(relay_table(ctx.clone(), source.clone(), config, setup.bugs))
@@ -172,7 +172,9 @@ impl Handler for ApplyMessage {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, ApplyRule::Blind, config.inbox, EffectTrigger::CreateMessage);
+    let target = setup
+        .open_target(&ctx, ApplyRule::Blind, config.inbox, EffectTrigger::CreateMessage)
+        .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyMessage {
             target: target.clone(),

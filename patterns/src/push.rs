@@ -63,7 +63,7 @@ impl RpcMessage for EntityReply {
 
 /// The source side: run the workload and push every committed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
-    let source = setup.open_source(&ctx);
+    let source = setup.open_source(&ctx).await;
     let queue: RetryQueue<RowImage> =
         RetryQueue::new(&ctx, config.retry, setup.bugs, |row| row.key.customer.0);
     let target: RpcClient<EntityCall, EntityReply> =
@@ -90,7 +90,9 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
 
 /// The target side: the REST API applying each entity call.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, config.rule, false, EffectTrigger::CreateMessage);
+    let target = setup
+        .open_target(&ctx, config.rule, false, EffectTrigger::CreateMessage)
+        .await;
     serve(ctx, TARGET_API_PORT, move |call: EntityCall| {
         let (EntityCall::Put(row) | EntityCall::Delete(row)) = call;
         let target = target.clone();

@@ -74,7 +74,7 @@ async fn publish(producer: &Producer, message: &EntityMessage, partitions: u32) 
 
 /// The source side: run the workload, publishing each changed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
-    let source = setup.open_source(&ctx);
+    let source = setup.open_source(&ctx).await;
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let partitions = config.consumer.partitions;
     let message = |action: ActionId, row: RowImage| EntityMessage { action, row };
@@ -137,7 +137,9 @@ impl Handler for ApplyRow {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
-    let target = setup.open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::CreateMessage);
+    let target = setup
+        .open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::CreateMessage)
+        .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),
     })

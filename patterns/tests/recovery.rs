@@ -89,7 +89,8 @@ fn source_through_power_loss(sync: SyncPolicy) -> (Recorder, World) {
                         bugs: BugSet::NONE,
                     },
                     recorder,
-                );
+                )
+                .await;
                 let syncer = source.clone();
                 tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
                 source.run_workload(schedule, None, |_| {}).await;

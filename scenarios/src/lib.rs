@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod compare;
+pub mod detection;
 pub mod durable;
 pub mod invariants;
 pub mod metrics;

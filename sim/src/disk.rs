@@ -487,6 +487,11 @@ impl Disk {
         self.0.borrow().inode(file).map_or(0, |f| f.durable_len as u64)
     }
 
+    /// Every file name in the directory, in name order (`readdir`).
+    pub fn list(&self) -> Vec<String> {
+        self.0.borrow().names.keys().cloned().collect()
+    }
+
     /// Whether `file` exists (as the process sees the directory).
     pub fn exists(&self, file: &str) -> bool {
         self.0.borrow().names.contains_key(file)

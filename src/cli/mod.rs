@@ -55,6 +55,10 @@ enum Command {
     List {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// With `--format json`: seeds 0..N over which each planted bug's detection rate
+        /// is measured (0 skips the measurement).
+        #[arg(long, default_value_t = 20)]
+        detection_seeds: u64,
     },
     /// Replays one run and tells its story.
     Repro(repro::ReproArgs),
@@ -92,7 +96,10 @@ enum Command {
 /// Runs the parsed command.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::List { format } => list::list(format),
+        Command::List {
+            format,
+            detection_seeds,
+        } => list::list(format, detection_seeds),
         Command::Repro(args) => repro::repro(args),
         Command::Compare(args) => compare::compare_command(args),
         Command::Shrink(args) => shrink::shrink_command(args),

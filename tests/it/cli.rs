@@ -105,8 +105,14 @@ fn unknown_names_exit_2_and_list_the_valid_ones() {
 
 #[test]
 fn list_json_names_every_pattern_profile_and_invariant() {
-    let json: serde_json::Value =
-        serde_json::from_str(&stdout(&faultline(&["list", "--format", "json"]))).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout(&faultline(&[
+        "list",
+        "--format",
+        "json",
+        "--detection-seeds",
+        "2",
+    ])))
+    .unwrap();
     let names = |k: &str| -> Vec<String> {
         json[k]
             .as_array()
@@ -118,6 +124,20 @@ fn list_json_names_every_pattern_profile_and_invariant() {
     assert_eq!(names("patterns"), faultline::patterns::Variant::names());
     assert_eq!(names("profiles"), faultline::sim::Profile::names());
     assert!(names("invariants").contains(&"convergence".to_string()));
+    // Each bug's detection is measured over the seeds asked for.
+    for bug in json["bugs"].as_array().unwrap() {
+        assert_eq!(bug["detection_seeds"], 2, "{bug}");
+        let rate = bug["detection_rate"].as_f64().unwrap();
+        let caught = bug["caught_on"].as_array().unwrap().len() as f64;
+        assert_eq!(rate, caught / 2.0, "{bug}");
+    }
+    let always = json["bugs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "target-applies-rows-separately")
+        .unwrap();
+    assert_eq!(always["detection_rate"], 1.0, "caught on every seed");
 }
 
 #[test]

@@ -354,6 +354,12 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet) -> faultline_sim::HostResult
     } else {
         serde_json::from_slice(&offsets_bytes).expect("offsets file is written by this module")
     };
+    // Log recovery: every partition's log made durable before it serves a fetch (what a
+    // crash left in the page cache was never acknowledged; a later power loss would
+    // take it back from consumers that saw it).
+    for file in ctx.disk().list().into_iter().filter(|f| f.ends_with(".log")) {
+        LogFile::open_durably(ctx.disk(), &file).await;
+    }
     let state = Rc::new(RefCell::new(State {
         ctx: ctx.clone(),
         bugs,

@@ -194,8 +194,8 @@ fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> (Rows, u64, BTr
 
 impl Source {
     /// Opens the source on this host's disk: its base rows, then its log replayed.
-    pub fn recover(ctx: &HostCtx, config: SourceConfig, recorder: Recorder) -> Source {
-        let (log, recovery) = LogFile::open(ctx.disk(), SOURCE_LOG);
+    pub async fn recover(ctx: &HostCtx, config: SourceConfig, recorder: Recorder) -> Source {
+        let (log, recovery) = LogFile::open_durably(ctx.disk(), SOURCE_LOG).await;
         let base = read_base(ctx.disk(), SOURCE_BASE);
         let (rows, next_tx, outbox_unsent) = replay(base, recovery.records);
         if ctx.incarnation() > 0 {

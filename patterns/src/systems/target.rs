@@ -181,8 +181,8 @@ fn replay(records: Vec<faultline_sim::LogRecord>, base: Rows) -> Replayed {
 
 impl Target {
     /// Opens the target on this host's disk: its base rows, then its log replayed.
-    pub fn recover(ctx: &HostCtx, config: TargetConfig, recorder: Recorder) -> Target {
-        let (log, recovery) = LogFile::open(ctx.disk(), TARGET_LOG);
+    pub async fn recover(ctx: &HostCtx, config: TargetConfig, recorder: Recorder) -> Target {
+        let (log, recovery) = LogFile::open_durably(ctx.disk(), TARGET_LOG).await;
         let base = super::source::read_base(ctx.disk(), TARGET_BASE);
         let Replayed {
             rows,

@@ -87,6 +87,27 @@ impl LogFile {
         )
     }
 
+    /// Opens the log as [`LogFile::open`] does, then makes what it recovered durable
+    /// before anyone reads it: an end-of-recovery checkpoint. A process crash leaves
+    /// records in the page cache that were never synced (the crash landed in their
+    /// sync); served as they are, a later power loss would take back what readers saw.
+    /// When that sync fails, the log is cut back to what is durable and read again.
+    pub async fn open_durably(disk: &Disk, file: &str) -> (LogFile, Recovery) {
+        let (log, recovery) = LogFile::open(disk, file);
+        if log.end() == log.durable_end() || log.sync().await.is_ok() {
+            return (log, recovery);
+        }
+        log.discard_unsynced();
+        let (log, again) = LogFile::open(disk, file);
+        (
+            log,
+            Recovery {
+                records: again.records,
+                truncated_bytes: recovery.truncated_bytes,
+            },
+        )
+    }
+
     /// The file the log lives in.
     pub fn file(&self) -> &str {
         &self.file

@@ -1,0 +1,77 @@
+//! How sharp each planted bug proves the checker: over a range of seeds of the bug's
+//! variant and profile, on how many it is caught by the invariant it should break, and
+//! on how many that invariant breaks without the bug (which should be none: otherwise it
+//! is the variant's own weakness that is caught, not the bug).
+
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+
+use faultline_patterns::bugs::{BugInfo, BugSet};
+use faultline_patterns::Variant;
+use faultline_sim::{Profile, Seed};
+use serde::Serialize;
+
+use crate::runner::{Outcome, RunFailure, RunSpec};
+use crate::scenario::Scenario;
+use crate::sweep::sweep;
+
+/// What a bug's invariant found over a range of seeds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Detection {
+    /// The bug.
+    pub bug: &'static str,
+    /// Whether the bug was switched on.
+    pub with_bug: bool,
+    /// Seeds run.
+    pub seeds: u64,
+    /// The seeds on which the bug's invariant broke (or, for a bug that makes runs
+    /// fail, on which the run failed), in order.
+    pub caught_on: Vec<u64>,
+}
+
+impl Detection {
+    /// The share of seeds it was caught on (0.0 to 1.0).
+    pub fn rate(&self) -> f64 {
+        if self.seeds == 0 {
+            0.0
+        } else {
+            self.caught_on.len() as f64 / self.seeds as f64
+        }
+    }
+}
+
+/// Runs `info`'s variant and profile over `seeds`, with the bug on or off, `jobs` at a
+/// time, and says on which seeds its invariant broke.
+pub fn detect(info: &BugInfo, seeds: Range<u64>, with_bug: bool, jobs: usize) -> Detection {
+    let variant = Variant::by_name(info.variant).expect("the registry names real variants");
+    let profile = Profile::from_name(info.profile).expect("the registry names real profiles");
+    let bugs = if with_bug {
+        BugSet::of(&[info.bug])
+    } else {
+        BugSet::NONE
+    };
+    let specs: Vec<RunSpec> = seeds
+        .clone()
+        .map(|seed| RunSpec {
+            bugs,
+            ..RunSpec::new(variant, Scenario::standard(), profile, Seed(seed))
+        })
+        .collect();
+    let breaks = info.breaks;
+    let caught = |_: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>| match outcome {
+        // A bug that makes runs fail (a panic, a runaway) is caught by the run boundary.
+        Err(_) => breaks == "run-failed",
+        Ok(outcome) => outcome.violations.iter().any(|v| v.invariant == breaks),
+    };
+    let results = sweep(&specs, jobs, caught, |_| {}, &AtomicBool::new(false));
+    Detection {
+        bug: info.name,
+        with_bug,
+        seeds: seeds.end - seeds.start,
+        caught_on: seeds
+            .zip(results)
+            .filter(|(_, caught)| *caught == Some(true))
+            .map(|(seed, _)| seed)
+            .collect(),
+    }
+}
