@@ -37,6 +37,8 @@ pub enum Bug {
     RelaySleepsPerMessage,
     /// A consumer task ends on its first failed fetch and is never restarted.
     ConsumerExitsOnFetchError,
+    /// The source retries a failed fsync until it succeeds instead of cutting back.
+    SourceRetriesFailedFsync,
     /// The target shows an apply's rows to readers before its commit record is synced
     /// (a background flush every 200 ms makes them durable).
     TargetExposesBeforeSync,
@@ -180,6 +182,14 @@ pub const BUGS: &[BugInfo] = &[
         variant: "full-copy",
         profile: "storage",
         breaks: "monotonic",
+    },
+    BugInfo {
+        bug: Bug::SourceRetriesFailedFsync,
+        name: "source-retries-failed-fsync",
+        description: "the source retries a failed fsync until it succeeds and acknowledges the commit (code written before fsyncgate): the pages were marked clean, so a power loss zeroes them and the log ends there",
+        variant: "outbox-inbox",
+        profile: "storage",
+        breaks: "convergence",
     },
 ];
 

@@ -20,7 +20,8 @@ pub mod windows {
     /// A power loss undid a file name never made durable by a directory sync.
     pub const POWER_LOSS_UNDURABLE_NAME: &str = "power-loss/undurable-name";
     /// A power loss zeroed a range whose fsync had failed: reached only by code that
-    /// keeps writing after a failed fsync instead of cutting back.
+    /// keeps writing after a failed fsync instead of cutting back (the planted
+    /// `source-retries-failed-fsync`; a leftover temporary file).
     pub const POWER_LOSS_FAILED_SYNC_RANGE: &str = "power-loss/failed-sync-range";
     /// An fsync failed with unsynced data still readable.
     pub const SYNC_ERROR_READABLE_NOT_DURABLE: &str = "sync-error/readable-not-durable";

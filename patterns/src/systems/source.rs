@@ -22,6 +22,9 @@ use crate::domain::{fields, Action, ActionId, ActionRequest, EntityKey, RowImage
 use crate::history::{Failure, Recorder, RowState, Rows};
 use crate::windows;
 
+/// How long the planted fsync-retrying source waits between attempts.
+const FSYNC_RETRY_WAIT: Duration = Duration::from_millis(10);
+
 /// The source's log file.
 pub const SOURCE_LOG: &str = "source.log";
 /// The table data the source starts from (a restored backup), written before the run.
@@ -444,6 +447,18 @@ impl Source {
     async fn sync_or_reload(&self) -> Result<(), DiskError> {
         let log = self.state.borrow().log.clone();
         let result = log.sync().await;
+        if result.is_err() && self.state.borrow().config.bugs.has(Bug::SourceRetriesFailedFsync) {
+            // Planted: fsync again until it "succeeds", as code written before
+            // fsyncgate did; the failed pages were marked clean and are never written.
+            self.state
+                .borrow()
+                .ctx
+                .record("source-sync-retried", String::new());
+            while log.sync().await.is_err() {
+                tokio::time::sleep(FSYNC_RETRY_WAIT).await;
+            }
+            return Ok(());
+        }
         if let Err(e) = &result {
             self.state
                 .borrow()
