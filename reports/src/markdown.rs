@@ -183,6 +183,19 @@ pub fn coverage_verdict(table: &CoverageTable) -> String {
     }
 }
 
+/// A table header: `first`, then one right-aligned column per fault column.
+fn column_header(out: &mut String, first: &str, c: &Comparison) {
+    let _ = write!(out, "| {first} |");
+    for col in &c.columns {
+        let _ = write!(out, " {} |", col.name);
+    }
+    let _ = write!(out, "\n|---|");
+    for _ in &c.columns {
+        out.push_str("---:|");
+    }
+    out.push('\n');
+}
+
 /// Renders `report.md`.
 pub fn render(c: &Comparison) -> String {
     let mut out = String::new();
@@ -202,15 +215,7 @@ pub fn render(c: &Comparison) -> String {
         "## Summary: seeds with any violation, and which invariants broke\n"
     );
     let _ = writeln!(out, "Letters: {}.\n", legend());
-    let _ = write!(out, "| pattern |");
-    for col in &c.columns {
-        let _ = write!(out, " {} |", col.name);
-    }
-    let _ = write!(out, "\n|---|");
-    for _ in &c.columns {
-        out.push_str("---:|");
-    }
-    out.push('\n');
+    column_header(&mut out, "pattern", c);
     for p in &c.patterns {
         let _ = write!(out, "| {p} |");
         for col in &c.columns {
@@ -265,15 +270,7 @@ pub fn render(c: &Comparison) -> String {
     let coverage = coverage_table(c);
     let _ = writeln!(out, "\n## Fault coverage\n");
     let _ = writeln!(out, "How often a fault landed in each operation window (fault / window), summed over the patterns of each column. A window never reached is a hole: no verdict above covers it.\n");
-    let _ = write!(out, "| window |");
-    for col in &c.columns {
-        let _ = write!(out, " {} |", col.name);
-    }
-    let _ = write!(out, "\n|---|");
-    for _ in &c.columns {
-        out.push_str("---:|");
-    }
-    out.push('\n');
+    column_header(&mut out, "window", c);
     for (window, counts) in coverage.windows.iter().zip(&coverage.counts) {
         let _ = write!(out, "| {window} |");
         for n in counts {

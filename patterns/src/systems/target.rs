@@ -228,15 +228,19 @@ impl Target {
         target
     }
 
+    /// The coverage window from a committed change to its acknowledged welcome.
+    fn effect_pending(&self) -> faultline_sim::WindowGuard {
+        self.state
+            .borrow()
+            .ctx
+            .window(windows::AFTER_COMMIT_BEFORE_EFFECT)
+    }
+
     /// Sends a stored welcome in the background; records its acknowledgement.
     fn dispatch(&self, customer: CustomerId, key: String) {
         let target = self.clone();
         let welcomer = self.state.borrow().welcomer.clone();
-        let pending = self
-            .state
-            .borrow()
-            .ctx
-            .window(windows::AFTER_COMMIT_BEFORE_EFFECT);
+        let pending = self.effect_pending();
         tokio::task::spawn_local(async move {
             let _pending = pending;
             if welcomer.welcome(customer, Some(key.clone())).await {
@@ -261,11 +265,7 @@ impl Target {
     /// Sends a welcome without a key in the background, with retries.
     fn welcome_unkeyed(&self, customer: CustomerId) {
         let welcomer = self.state.borrow().welcomer.clone();
-        let pending = self
-            .state
-            .borrow()
-            .ctx
-            .window(windows::AFTER_COMMIT_BEFORE_EFFECT);
+        let pending = self.effect_pending();
         tokio::task::spawn_local(async move {
             let _pending = pending;
             welcomer.welcome(customer, None).await;
