@@ -76,7 +76,6 @@ fn large_history(n: u64) -> History {
         h.final_source.insert(key, state.clone());
         h.final_target.insert(key, state);
     }
-    h.converged_at = Some(SimTime::from_secs(1));
     h.staleness_bound = Some(Duration::from_secs(5));
     h
 }

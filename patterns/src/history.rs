@@ -141,8 +141,9 @@ pub struct History {
     pub end: SimTime,
     /// When the last fault healed.
     pub last_fault_at: SimTime,
-    /// When source and target last became equal (if they are at the end).
-    pub converged_at: Option<SimTime>,
+    /// When the source's recovery put back a state other than the one its commits had
+    /// built (a power loss took committed transactions with it).
+    pub source_rollbacks: Vec<SimTime>,
     /// How soon every commit must be visible at the target, if the scenario says.
     pub staleness_bound: Option<std::time::Duration>,
 }
@@ -271,7 +272,9 @@ impl Recorder {
 
     /// The source recovered `rows` from its disk (commits may have vanished).
     pub fn source_recovered(&self, at: SimTime, rows: &Rows) {
-        self.replace_side(at, rows, true);
+        if self.replace_side(at, rows, true) {
+            self.0.borrow_mut().history.source_rollbacks.push(at);
+        }
     }
 
     /// The target recovered `rows` from its disk: readers now see them, whatever they
@@ -311,7 +314,8 @@ impl Recorder {
         }
     }
 
-    fn replace_side(&self, at: SimTime, rows: &Rows, source: bool) {
+    /// Replaces one side's live versions with `rows`'; says whether they changed.
+    fn replace_side(&self, at: SimTime, rows: &Rows, source: bool) -> bool {
         let mut inner = self.0.borrow_mut();
         let agreement = &mut inner.agreement;
         let side = if source {
@@ -319,17 +323,21 @@ impl Recorder {
         } else {
             &mut agreement.target
         };
-        let mut touched: BTreeSet<EntityKey> = side.keys().copied().collect();
-        side.clear();
-        for (key, row) in rows {
-            if row.data.is_some() {
-                side.insert(*key, row.version);
-            }
-            touched.insert(*key);
+        let live: BTreeMap<EntityKey, Version> = rows
+            .iter()
+            .filter(|(_, row)| row.data.is_some())
+            .map(|(key, row)| (*key, row.version))
+            .collect();
+        if *side == live {
+            return false;
         }
+        let mut touched: BTreeSet<EntityKey> = side.keys().copied().collect();
+        touched.extend(rows.keys().copied());
+        *side = live;
         for key in touched {
             agreement.update(key, at);
         }
+        true
     }
 
     /// An action ended.
@@ -375,7 +383,9 @@ impl Recorder {
         self.0.borrow_mut().history.actions_scheduled = count;
     }
 
-    /// Whether source and target hold the same live versions now, and since when.
+    /// Whether source and target hold the same live versions now, as the systems report
+    /// them, and since when. A hint for the runner's early stop only: the verdicts judge
+    /// agreement from the durable states (`faultline_scenarios::agreement`).
     pub fn agreed_since(&self) -> Option<SimTime> {
         self.0.borrow().agreement.agreed_since
     }
@@ -389,13 +399,11 @@ impl Recorder {
         last_fault_at: SimTime,
     ) -> History {
         let mut inner = self.0.borrow_mut();
-        let converged_at = inner.agreement.agreed_since;
         let mut history = std::mem::take(&mut inner.history);
         history.final_source = final_source;
         history.final_target = final_target;
         history.end = end;
         history.last_fault_at = last_fault_at;
-        history.converged_at = converged_at;
         history
     }
 }

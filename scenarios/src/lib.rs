@@ -6,6 +6,7 @@
 
 #![deny(missing_docs)]
 
+pub mod agreement;
 pub mod compare;
 pub mod detection;
 pub mod durable;

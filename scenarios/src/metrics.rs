@@ -160,7 +160,8 @@ pub fn compute(history: &History, counts: TraceCounts) -> Metrics {
     m.staleness_p50_ms = pct(50);
     m.staleness_p99_ms = pct(99);
     m.staleness_max_ms = delays_ms.last().copied().unwrap_or(0);
-    m.converged_at_ms = history.converged_at.map(SimTime::as_millis);
+    let converged_at = crate::agreement::agreed_since(history).ok();
+    m.converged_at_ms = converged_at.map(SimTime::as_millis);
     m.end_ms = history.end.as_millis();
     m.calls = counts.calls;
     m.calls_per_action = if m.actions == 0 {
@@ -170,8 +171,6 @@ pub fn compute(history: &History, counts: TraceCounts) -> Metrics {
     };
     m.duplicates_absorbed = counts.duplicates_absorbed;
     m.duplicates_injected = counts.duplicates_injected;
-    m.recovery_ms = history
-        .converged_at
-        .map(|at| at.saturating_since(history.last_fault_at).as_millis() as u64);
+    m.recovery_ms = converged_at.map(|at| at.saturating_since(history.last_fault_at).as_millis() as u64);
     m
 }

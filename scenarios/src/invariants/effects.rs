@@ -1,5 +1,7 @@
 //! `exactly-once-effects`: every customer the source durably created gets its welcome
 //! message exactly once: none lost, none doubled, none for a customer that never was.
+//! The initial customers were welcomed before the run: a welcome to one of them during
+//! the run is a double.
 //!
 //! A customer created and deleted between two of the target's observations (between
 //! two full copies; inside a notification dedup window) is never seen there, so never
@@ -69,8 +71,21 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
     for (customer, list) in &effects {
         let initial = history
             .initial
-            .contains_key(&faultline_patterns::domain::EntityKey::customer(*customer));
-        if !created.contains_key(customer) && !initial {
+            .get(&faultline_patterns::domain::EntityKey::customer(*customer))
+            .is_some_and(|row| row.data.is_some());
+        if initial {
+            // It was created, and welcomed, before the run: any welcome now is one too many.
+            out.push(violation(
+                "doubled",
+                *customer,
+                list[0].0,
+                format!(
+                    "welcomed {} time(s) during the run, though it existed (and was welcomed) before it",
+                    list.len()
+                ),
+                list.iter().map(|e| e.1).collect(),
+            ));
+        } else if !created.contains_key(customer) {
             out.push(violation(
                 "unexpected",
                 *customer,
@@ -179,5 +194,17 @@ mod tests {
         assert!(check(&h).is_empty());
         welcome(&mut h, 1, 5);
         assert_eq!(check(&h)[0].kind, "unexpected");
+    }
+
+    #[test]
+    fn a_welcome_to_an_initial_customer_is_a_double() {
+        let mut h = History::default();
+        let k = EntityKey::customer(CustomerId(7));
+        h.initial.insert(k, live_row(3, "x"));
+        h.final_source.insert(k, live_row(3, "x"));
+        assert!(check(&h).is_empty());
+        welcome(&mut h, 7, 5);
+        let v = check(&h);
+        assert_eq!((v.len(), v[0].kind), (1, "doubled"), "{v:?}");
     }
 }
