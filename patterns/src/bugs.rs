@@ -42,6 +42,12 @@ pub enum Bug {
     /// The target shows an apply's rows to readers before its commit record is synced
     /// (a background flush every 200 ms makes them durable).
     TargetExposesBeforeSync,
+    /// The source's recovery reads up to a torn tail but does not cut it off.
+    SourceKeepsTornTail,
+    /// The source fsyncs its new commit log but never the directory that names it.
+    SourceSkipsDirSync,
+    /// The target's welcomer makes a fresh idempotency key for each attempt.
+    WelcomeKeyPerAttempt,
 }
 
 /// A bug's name, what it does, and where it shows.
@@ -190,6 +196,30 @@ pub const BUGS: &[BugInfo] = &[
         variant: "outbox-inbox",
         profile: "storage",
         breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::SourceKeepsTornTail,
+        name: "source-keeps-torn-tail",
+        description: "the source's recovery reads its log up to a torn tail but leaves the torn bytes in place: new commits land after them, are published, and every later read of the log stops at the tear",
+        variant: "outbox-inbox",
+        profile: "storage",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::SourceSkipsDirSync,
+        name: "source-skips-dir-sync",
+        description: "the source creates its commit log and fsyncs the file, never its directory: a power loss takes the log's name, and every commit with it",
+        variant: "outbox-inbox",
+        profile: "storage",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::WelcomeKeyPerAttempt,
+        name: "welcome-key-per-attempt",
+        description: "the target makes the welcome's idempotency key inside its retry loop, one per attempt: a retry after a lost response, or a first attempt arriving late, welcomes again",
+        variant: "outbox-inbox",
+        profile: "flaky-net",
+        breaks: "exactly-once-effects",
     },
 ];
 

@@ -40,38 +40,54 @@ impl Detection {
     }
 }
 
-/// Runs `info`'s variant and profile over `seeds`, with the bug on or off, `jobs` at a
-/// time, and says on which seeds its invariant broke.
-pub fn detect(info: &BugInfo, seeds: Range<u64>, with_bug: bool, jobs: usize) -> Detection {
-    let variant = Variant::by_name(info.variant).expect("the registry names real variants");
-    let profile = Profile::from_name(info.profile).expect("the registry names real profiles");
-    let bugs = if with_bug {
-        BugSet::of(&[info.bug])
-    } else {
-        BugSet::NONE
-    };
+/// What broke on one seed: the invariants that fired, or `run-failed` for a run that
+/// failed (a panic, a runaway the budget stopped).
+pub type Broken = std::collections::BTreeSet<&'static str>;
+
+/// Runs `variant` under `profile` over `seeds` with `bugs`, `jobs` at a time, and says
+/// per seed what broke. The runs without a bug are shared by every bug of the same
+/// variant and profile.
+pub fn broken(variant: &str, profile: &str, bugs: BugSet, seeds: Range<u64>, jobs: usize) -> Vec<Broken> {
+    let variant = Variant::by_name(variant).expect("the registry names real variants");
+    let profile = Profile::from_name(profile).expect("the registry names real profiles");
     let specs: Vec<RunSpec> = seeds
-        .clone()
         .map(|seed| RunSpec {
             bugs,
             ..RunSpec::new(variant, Scenario::standard(), profile, Seed(seed))
         })
         .collect();
-    let breaks = info.breaks;
-    let caught = |_: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>| match outcome {
-        // A bug that makes runs fail (a panic, a runaway) is caught by the run boundary.
-        Err(_) => breaks == "run-failed",
-        Ok(outcome) => outcome.violations.iter().any(|v| v.invariant == breaks),
+    let what_broke = |_: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>| match outcome {
+        Err(_) => Broken::from(["run-failed"]),
+        Ok(outcome) => outcome.violations.iter().map(|v| v.invariant).collect(),
     };
-    let results = sweep(&specs, jobs, caught, |_| {}, &AtomicBool::new(false));
+    sweep(&specs, jobs, what_broke, |_| {}, &AtomicBool::new(false))
+        .into_iter()
+        .map(|seed| seed.expect("the sweep was not cancelled"))
+        .collect()
+}
+
+/// On which of `seeds` (whose results are `broken`, in order) `info`'s invariant broke.
+pub fn detection(info: &BugInfo, with_bug: bool, seeds: Range<u64>, broken: &[Broken]) -> Detection {
     Detection {
         bug: info.name,
         with_bug,
         seeds: seeds.end - seeds.start,
         caught_on: seeds
-            .zip(results)
-            .filter(|(_, caught)| *caught == Some(true))
+            .zip(broken)
+            .filter(|(_, broke)| broke.contains(info.breaks))
             .map(|(seed, _)| seed)
             .collect(),
     }
+}
+
+/// Runs `info`'s variant and profile over `seeds`, with the bug on or off, `jobs` at a
+/// time, and says on which seeds its invariant broke.
+pub fn detect(info: &BugInfo, seeds: Range<u64>, with_bug: bool, jobs: usize) -> Detection {
+    let bugs = if with_bug {
+        BugSet::of(&[info.bug])
+    } else {
+        BugSet::NONE
+    };
+    let results = broken(info.variant, info.profile, bugs, seeds.clone(), jobs);
+    detection(info, with_bug, seeds, &results)
 }

@@ -90,6 +90,8 @@ pub async fn run_notifier(ctx: HostCtx, recorder: Recorder) -> faultline_sim::Ho
 pub struct Welcomer {
     rpc: RpcClient<WelcomeRequest, WelcomeSent>,
     ctx: HostCtx,
+    /// Planted: a fresh idempotency key per attempt, made inside the retry loop.
+    key_per_attempt: bool,
 }
 
 impl Welcomer {
@@ -98,15 +100,31 @@ impl Welcomer {
         Welcomer {
             rpc: RpcClient::new(ctx, crate::hosts::NOTIFIER, NOTIFIER_PORT, timeout),
             ctx: ctx.clone(),
+            key_per_attempt: false,
+        }
+    }
+
+    /// The planted `welcome-key-per-attempt`: each attempt carries its own key, so the
+    /// service cannot tell a retry from a new welcome.
+    pub fn with_key_per_attempt(self) -> Self {
+        Welcomer {
+            key_per_attempt: true,
+            ..self
         }
     }
 
     /// Welcomes `customer`, retrying until acknowledged or out of attempts; answers
     /// whether it was acknowledged. A call that timed out may still have been performed.
     pub async fn welcome(&self, customer: CustomerId, key: Option<String>) -> bool {
-        let request = WelcomeRequest { customer, key };
+        let mut request = WelcomeRequest {
+            customer,
+            key: key.clone(),
+        };
         let mut backoff = Backoff::new(SEND_RETRY.backoff_initial_ms, SEND_RETRY.backoff_max_ms);
         for attempt in 1..=SEND_RETRY.attempts_max {
+            if let (true, Some(key)) = (self.key_per_attempt, &key) {
+                request.key = Some(format!("{key}#try{attempt}"));
+            }
             if self.rpc.call(&request).await.is_ok() {
                 return true;
             }

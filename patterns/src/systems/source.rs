@@ -198,7 +198,14 @@ fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> (Rows, u64, BTr
 impl Source {
     /// Opens the source on this host's disk: its base rows, then its log replayed.
     pub async fn recover(ctx: &HostCtx, config: SourceConfig, recorder: Recorder) -> Source {
-        let (log, recovery) = LogFile::open_durably(ctx.disk(), SOURCE_LOG).await;
+        let (log, recovery) = if config.bugs.has(Bug::SourceKeepsTornTail) {
+            // Planted: the torn bytes stay; the next commit is appended after them.
+            let (log, recovery) = LogFile::open_unrepaired(ctx.disk(), SOURCE_LOG);
+            let _ = ctx.disk().sync(SOURCE_LOG).await;
+            (log, recovery)
+        } else {
+            LogFile::open_durably(ctx.disk(), SOURCE_LOG).await
+        };
         let base = read_base(ctx.disk(), SOURCE_BASE);
         let (rows, next_tx, outbox_unsent) = replay(base, recovery.records);
         if ctx.incarnation() > 0 {
@@ -445,8 +452,17 @@ impl Source {
     /// to its last synced end and, like PostgreSQL after an fsync error, starts memory
     /// over from the disk, so it never serves what the disk will not keep.
     async fn sync_or_reload(&self) -> Result<(), DiskError> {
-        let log = self.state.borrow().log.clone();
-        let result = log.sync().await;
+        let (log, skips_dir_sync) = {
+            let state = self.state.borrow();
+            (state.log.clone(), state.config.bugs.has(Bug::SourceSkipsDirSync))
+        };
+        let result = if skips_dir_sync {
+            // Planted: the file's data is synced, the directory entry naming it never is.
+            let disk = self.state.borrow().ctx.disk().clone();
+            disk.sync(SOURCE_LOG).await
+        } else {
+            log.sync().await
+        };
         if result.is_err() && self.state.borrow().config.bugs.has(Bug::SourceRetriesFailedFsync) {
             // Planted: fsync again until it "succeeds", as code written before
             // fsyncgate did; the failed pages were marked clean and are never written.

@@ -203,7 +203,11 @@ impl Target {
                 stamps,
                 inbox,
                 undispatched: undispatched.clone(),
-                welcomer: Welcomer::new(ctx, RPC_TIMEOUT),
+                welcomer: if config.bugs.has(Bug::WelcomeKeyPerAttempt) {
+                    Welcomer::new(ctx, RPC_TIMEOUT).with_key_per_attempt()
+                } else {
+                    Welcomer::new(ctx, RPC_TIMEOUT)
+                },
                 recorder,
                 config,
             })),

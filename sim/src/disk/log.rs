@@ -87,6 +87,27 @@ impl LogFile {
         )
     }
 
+    /// Opens the log and reads its intact records, but leaves whatever follows them in
+    /// place: a recovery that forgets to cut a torn tail. Appends then land after the
+    /// torn bytes, where every later reader stops. Planted bugs use it; careful code
+    /// calls [`LogFile::open`].
+    pub fn open_unrepaired(disk: &Disk, file: &str) -> (LogFile, Recovery) {
+        let log = LogFile {
+            disk: disk.clone(),
+            file: file.to_string(),
+        };
+        let records = log.read_from(LogPos(0), usize::MAX);
+        let intact_end = records.last().map_or(0, |r| r.next.0);
+        let truncated_bytes = disk.len(file) - intact_end;
+        (
+            log,
+            Recovery {
+                records,
+                truncated_bytes,
+            },
+        )
+    }
+
     /// Opens the log as [`LogFile::open`] does, then makes what it recovered durable
     /// before anyone reads it: an end-of-recovery checkpoint. A process crash leaves
     /// records in the page cache that were never synced (the crash landed in their
