@@ -37,6 +37,16 @@ pub struct MessageFaultRates {
     pub delay_max_ms: u64,
 }
 
+impl fmt::Display for MessageFaultRates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "loss={} lost_response={} duplicate={} delay={} (max {}ms)",
+            self.loss, self.lost_response, self.duplicate, self.delay, self.delay_max_ms
+        )
+    }
+}
+
 impl MessageFaultRates {
     /// Whether any rate is non-zero.
     pub fn any(&self) -> bool {
@@ -106,6 +116,15 @@ pub enum Fault {
         #[serde(flatten)]
         rates: MessageFaultRates,
     },
+    /// Set the message-fault rates of the calls `from` makes to `to` (request and
+    /// response), over what [`Fault::MessageFaults`] sets for every call: one bad link,
+    /// a congested route or a failing NIC (all zero to heal).
+    LinkMessageFaults {
+        from: String,
+        to: String,
+        #[serde(flatten)]
+        rates: MessageFaultRates,
+    },
 }
 
 impl Fault {
@@ -126,6 +145,7 @@ impl Fault {
             Fault::DiskHeal { .. } => "disk-heal",
             Fault::ClockSkew { .. } => "clock-skew",
             Fault::MessageFaults { .. } => "message-faults",
+            Fault::LinkMessageFaults { .. } => "link-message-faults",
         }
     }
 
@@ -138,7 +158,7 @@ impl Fault {
             | Fault::Release { a, b } => {
                 vec![a, b]
             }
-            Fault::PartitionOneway { from, to } => vec![from, to],
+            Fault::PartitionOneway { from, to } | Fault::LinkMessageFaults { from, to, .. } => vec![from, to],
             Fault::Crash { host }
             | Fault::PowerLoss { host }
             | Fault::Restart { host }
@@ -175,11 +195,13 @@ impl fmt::Display for Fault {
                 write!(f, "clock {host} skew={skew_ms}ms drift={drift_ppm}ppm")
             }
             Fault::MessageFaults { rates } if !rates.any() => write!(f, "message faults off"),
-            Fault::MessageFaults { rates } => write!(
-                f,
-                "message faults loss={} lost_response={} duplicate={} delay={} (max {}ms)",
-                rates.loss, rates.lost_response, rates.duplicate, rates.delay, rates.delay_max_ms
-            ),
+            Fault::MessageFaults { rates } => write!(f, "message faults {rates}"),
+            Fault::LinkMessageFaults { from, to, rates } if !rates.any() => {
+                write!(f, "message faults off {from} -> {to}")
+            }
+            Fault::LinkMessageFaults { from, to, rates } => {
+                write!(f, "message faults {from} -> {to} {rates}")
+            }
         }
     }
 }
@@ -227,6 +249,7 @@ struct PlanState {
     disk_faults: BTreeSet<(String, DiskFaultKind)>,
     skewed: BTreeMap<String, (i64, i64)>,
     message_faults: bool,
+    link_message_faults: BTreeSet<(String, String)>,
 }
 
 fn pair(a: &str, b: &str) -> (String, String) {
@@ -301,6 +324,15 @@ impl PlanState {
                 rates.check()?;
                 self.message_faults = rates.any();
             }
+            Fault::LinkMessageFaults { from, to, rates } => {
+                rates.check()?;
+                let link = (from.clone(), to.clone());
+                if rates.any() {
+                    self.link_message_faults.insert(link);
+                } else {
+                    self.link_message_faults.remove(&link);
+                }
+            }
         }
         Ok(())
     }
@@ -324,6 +356,11 @@ impl PlanState {
         if self.message_faults {
             open.push("message faults are on".to_string());
         }
+        open.extend(
+            self.link_message_faults
+                .iter()
+                .map(|(a, b)| format!("message faults are on {a} -> {b}")),
+        );
         open
     }
 }

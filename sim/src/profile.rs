@@ -213,6 +213,9 @@ struct FaultMix {
 }
 
 const MESSAGE: Intensity = Intensity::new(1_000, 200, 1_200);
+/// One bad link (a congested route, a failing NIC) at a time, on top of `MESSAGE`: the
+/// gap is for the whole world, spread over its directed links.
+const LINK_MESSAGE: Intensity = Intensity::new(3_000, 200, 1_500);
 const LINKS: Intensity = Intensity::new(2_500, 100, 1_500);
 const PAUSES: Intensity = Intensity::new(4_000, 50, 600);
 const CRASHES: Intensity = Intensity::new(2_000, 50, 800);
@@ -317,6 +320,34 @@ impl FaultMix {
                         rates: MessageFaultRates::default(),
                     },
                 );
+            }
+            // Bad links, each with its own stream so that adding a host does not move
+            // the other links' episodes.
+            let link_count = (targets.len() * targets.len().saturating_sub(1)).max(1) as u64;
+            let per_link = Intensity {
+                mean_gap_ms: LINK_MESSAGE.mean_gap_ms * link_count,
+                ..LINK_MESSAGE
+            };
+            for from in targets {
+                for to in targets.iter().filter(|t| t.name != from.name) {
+                    let mut rng = streams.stream(&format!("faults/message/{}/{}", from.name, to.name));
+                    for (start, end) in per_link.episodes(&mut rng, window) {
+                        let rates = MessageFaultRates {
+                            loss: rng.gen_range(5..=30) as f64 / 100.0,
+                            lost_response: rng.gen_range(5..=30) as f64 / 100.0,
+                            duplicate: rng.gen_range(0..=10) as f64 / 100.0,
+                            delay: rng.gen_range(10..=40) as f64 / 100.0,
+                            delay_max_ms: rng.gen_range(20..=200),
+                        };
+                        let link = |rates| Fault::LinkMessageFaults {
+                            from: from.name.clone(),
+                            to: to.name.clone(),
+                            rates,
+                        };
+                        push(start, link(rates));
+                        push(end, link(MessageFaultRates::default()));
+                    }
+                }
             }
         }
         if let Some(intensity) = self.links {
@@ -493,7 +524,7 @@ mod tests {
         assert!(kinds(Profile::None).is_empty());
         assert_eq!(
             kinds(Profile::FlakyNet).into_iter().collect::<Vec<_>>(),
-            ["message-faults"]
+            ["link-message-faults", "message-faults"]
         );
         let crashes = kinds(Profile::Crashes);
         assert!(crashes.contains("crash") && crashes.contains("power-loss") && crashes.contains("restart"));
@@ -506,7 +537,7 @@ mod tests {
             assert!(partitions.contains(k), "partitions lacks {k}");
         }
         let chaos = kinds(Profile::Chaos);
-        assert_eq!(chaos.len(), 14, "chaos uses every kind, got {chaos:?}");
+        assert_eq!(chaos.len(), 15, "chaos uses every kind, got {chaos:?}");
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
     }
 
     fn decide(&self) -> CallFaults {
-        let rates = self.state.ctx.message_faults();
+        let rates = self.state.ctx.message_faults(&self.state.target);
         if !rates.any() {
             return CallFaults::default();
         }

@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     pub(crate) streams: RngStreams,
     clocks: RefCell<BTreeMap<String, HostClock>>,
     message_faults: Cell<MessageFaultRates>,
+    /// Per-link rates (caller, server), over `message_faults`.
+    link_message_faults: RefCell<BTreeMap<(String, String), MessageFaultRates>>,
 }
 
 /// What a host's software gets from the world: its name, disk, clock, randomness and
@@ -197,8 +199,15 @@ impl HostCtx {
         n
     }
 
-    /// The message-fault rates in force now.
-    pub(crate) fn message_faults(&self) -> MessageFaultRates {
+    /// The message-fault rates in force now for calls from this host to `to`: the
+    /// link's own, or else every call's.
+    pub(crate) fn message_faults(&self, to: &str) -> MessageFaultRates {
+        let links = self.shared.link_message_faults.borrow();
+        if !links.is_empty() {
+            if let Some(rates) = links.get(&(self.name().to_string(), to.to_string())) {
+                return *rates;
+            }
+        }
         self.shared.message_faults.get()
     }
 }
@@ -360,6 +369,7 @@ impl World {
             streams,
             clocks: RefCell::new(BTreeMap::new()),
             message_faults: Cell::new(MessageFaultRates::default()),
+            link_message_faults: RefCell::default(),
         });
         World {
             config,
@@ -623,6 +633,15 @@ impl World {
                 self.shared.clocks.borrow_mut().insert(host.clone(), clock);
             }
             Fault::MessageFaults { rates } => self.shared.message_faults.set(*rates),
+            Fault::LinkMessageFaults { from, to, rates } => {
+                let mut links = self.shared.link_message_faults.borrow_mut();
+                let link = (from.clone(), to.clone());
+                if rates.any() {
+                    links.insert(link, *rates);
+                } else {
+                    links.remove(&link);
+                }
+            }
         }
     }
 

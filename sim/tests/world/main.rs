@@ -411,6 +411,50 @@ fn message_faults(rates: MessageFaultRates) -> Vec<FaultEvent> {
 }
 
 #[test]
+fn link_message_faults_touch_only_the_calls_of_their_link() {
+    let link = |from: &str, to: &str, loss: f64| Fault::LinkMessageFaults {
+        from: host(from),
+        to: host(to),
+        rates: MessageFaultRates {
+            loss,
+            ..Default::default()
+        },
+    };
+    let dropped = |world: &World| {
+        world
+            .trace()
+            .events()
+            .iter()
+            .filter(|e| e.kind == kind::DROP)
+            .count()
+    };
+    // The server never calls the client: a bad server -> client link loses nothing.
+    let (obs, world) = run(
+        12,
+        plan(vec![at(0, link("server", "client", 1.0))]),
+        40,
+        10,
+        true,
+        3_000,
+    );
+    assert_eq!((dropped(&world), ok_count(&obs)), (0, 40));
+    // The client -> server link loses about half its calls while the episode lasts,
+    // and none after it heals.
+    let p = plan(vec![
+        at(0, link("client", "server", 0.5)),
+        at(200, link("client", "server", 0.0)),
+    ]);
+    let (obs, world) = run(12, p, 40, 10, true, 3_000);
+    assert!(dropped(&world) > 3, "{} dropped", dropped(&world));
+    assert!(calls_sent_between(&obs, 250, 3_000)
+        .iter()
+        .all(|s| s.reply.is_some()));
+    assert!(FaultPlan::from_events(vec![at(0, link("client", "server", 0.5))])
+        .unhealed()
+        .contains(&"message faults are on client -> server".to_string()));
+}
+
+#[test]
 fn lost_request_is_never_handled_and_the_caller_times_out() {
     let p = plan(message_faults(MessageFaultRates {
         loss: 0.5,
