@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 use faultline_scenarios::compare::{Comparison, Counterexample};
 use plotters::prelude::*;
 
-use crate::markdown::{failed_run_lines, headline, legend, percent, staleness, summary_cell, NOT_APPLICABLE};
+use crate::markdown::{
+    failed_run_lines, headline, legend, magnitude_row, percent, staleness, summary_cell, MAGNITUDE_HEADERS,
+    NOT_APPLICABLE,
+};
 use crate::{escape_xml, mermaid};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}\
@@ -117,7 +120,7 @@ fn coverage_section(out: &mut String, c: &Comparison) {
 fn heat_map(out: &mut String, c: &Comparison) {
     let _ = write!(
         out,
-        "<h2>Seeds with any violation</h2><p>Letters: {}.</p><table><tr><th>pattern</th>",
+        "<h2>Which invariants broke, on what share of the seeds</h2><p>Letters: {}; each with the percentage of seeds it broke on.</p><table><tr><th>pattern</th>",
         escape_xml(&legend())
     );
     for col in &c.columns {
@@ -180,6 +183,19 @@ fn invariant_table(out: &mut String, c: &Comparison, column: &str, faults: &str,
             cell.unobserved_customers
         );
     }
+    out.push_str("</table>\n<p>How much, and how long (over all seeds; percentiles are histogram bucket bounds):</p><table><tr><th>pattern</th>");
+    for h in MAGNITUDE_HEADERS {
+        let _ = write!(out, "<th>{}</th>", escape_xml(h));
+    }
+    out.push_str("</tr>\n");
+    for p in &c.patterns {
+        let cell = c.cell(column, p).expect("grid cell");
+        let _ = write!(out, "<tr><td>{}</td>", escape_xml(p));
+        for value in magnitude_row(cell) {
+            let _ = write!(out, "<td>{}</td>", escape_xml(&value));
+        }
+        out.push_str("</tr>\n");
+    }
     out.push_str("</table>\n");
 }
 
@@ -211,14 +227,15 @@ fn staleness_chart(c: &Comparison, column: &str) -> String {
                 .draw()?;
             for (i, p) in c.patterns.iter().enumerate() {
                 let Some(cell) = c.cell(column, p) else { continue };
-                let total: u64 = cell.staleness_histogram.iter().sum();
+                let total: u64 = cell.staleness_ms.histogram.iter().sum();
                 if total == 0 {
                     continue;
                 }
                 let color = Palette99::pick(i).to_rgba();
                 let mut seen = 0;
                 let points: Vec<(usize, f64)> = cell
-                    .staleness_histogram
+                    .staleness_ms
+                    .histogram
                     .iter()
                     .enumerate()
                     .map(|(b, n)| {

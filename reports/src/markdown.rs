@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use faultline_scenarios::compare::{Cell, Comparison};
+use faultline_scenarios::magnitudes::Spread;
 
 use crate::mermaid;
 
@@ -28,13 +29,15 @@ pub const INVARIANT_CODES: [(&str, char); 7] = [
     ("liveness", 'L'),
 ];
 
-/// The letters of the invariants a cell broke, in catalogue order.
+/// Each invariant a cell broke, as its letter and the share of seeds it broke on
+/// (`C3 M100`: convergence on 3% of the seeds, monotonic on all), in catalogue order.
 pub fn codes(cell: &Cell) -> String {
     INVARIANT_CODES
         .iter()
         .filter(|(name, _)| cell.seeds_by_invariant.contains_key(*name))
-        .map(|(_, c)| *c)
-        .collect()
+        .map(|(name, c)| format!("{c}{}", percent(cell.share(name)).trim_end_matches('%')))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The legend of [`INVARIANT_CODES`].
@@ -50,18 +53,15 @@ pub fn legend() -> String {
 /// not a pass, which would claim something was tested.
 pub const NOT_APPLICABLE: &str = "n/a";
 
-/// A summary cell: the failing share, which invariants broke, and how many runs failed
-/// instead of giving a verdict (`!N`); "n/a" when the variant cannot feel the faults.
+/// A summary cell: per invariant that broke, the share of seeds it broke on (`-` for
+/// none), and how many runs failed instead of giving a verdict (`!N`); "n/a" when the
+/// variant cannot feel the faults.
 pub fn summary_cell(cell: &Cell) -> String {
     if !cell.applicable {
         return NOT_APPLICABLE.to_string();
     }
     let codes = codes(cell);
-    let mut text = if codes.is_empty() {
-        percent(cell.failing_share())
-    } else {
-        format!("{} {codes}", percent(cell.failing_share()))
-    };
+    let mut text = if codes.is_empty() { "-".to_string() } else { codes };
     if cell.runs_failed > 0 {
         let _ = write!(text, " !{}", cell.runs_failed);
     }
@@ -102,11 +102,57 @@ pub fn failed_run_lines(c: &Comparison) -> Vec<String> {
 
 /// A staleness percentile as a bucket bound.
 pub fn staleness(cell: &Cell, pct: u64) -> String {
-    match cell.staleness_ms(pct) {
+    bucket_bound(cell.staleness_percentile_ms(pct))
+}
+
+/// A percentile read off a histogram: the bound of its bucket.
+fn bucket_bound(ms: Option<u64>) -> String {
+    match ms {
         None => "-".to_string(),
         Some(u64::MAX) => "> 10 s".to_string(),
         Some(ms) => format!("≤ {ms} ms"),
     }
+}
+
+/// A spread as `p50 / p99 / max`, `-` when empty.
+fn spread(s: &Spread) -> String {
+    match s.max {
+        None => "-".to_string(),
+        Some(max) => format!(
+            "{} / {} / {max} ms",
+            bucket_bound(s.p50).trim_end_matches(" ms"),
+            bucket_bound(s.p99).trim_end_matches(" ms")
+        ),
+    }
+}
+
+/// The headers of the magnitudes table (after `pattern`).
+pub const MAGNITUDE_HEADERS: [&str; 8] = [
+    "semantics",
+    "lost per 1000 changes",
+    "applied 1× / 2× / 3× / 4+×",
+    "doubled welcomes per 1000 customers",
+    "fractured action seen (p50 / p99 / max)",
+    "orphan seen (p50 / p99 / max)",
+    "staleness max",
+    "recovery after last heal (p50 / p99 / max)",
+];
+
+/// One row of the magnitudes table: how much went wrong in a cell, and how long.
+pub fn magnitude_row(cell: &Cell) -> [String; 8] {
+    let d = &cell.duplicate_deliveries;
+    [
+        cell.delivery_semantics.clone(),
+        format!("{:.1}", cell.lost_per_1000),
+        format!("{} / {} / {} / {}", d.once, d.twice, d.thrice, d.more),
+        format!("{:.1}", d.doubled_effects_per_1000_customers),
+        spread(&cell.fracture_window_ms.atomic_actions),
+        spread(&cell.fracture_window_ms.referential),
+        cell.staleness_ms
+            .max
+            .map_or("-".to_string(), |ms| format!("{ms} ms")),
+        spread(&cell.recovery_ms),
+    ]
 }
 
 /// The comparison's headline: grid size, seeds, and whether it is partial.
@@ -212,9 +258,13 @@ pub fn render(c: &Comparison) -> String {
 
     let _ = writeln!(
         out,
-        "## Summary: seeds with any violation, and which invariants broke\n"
+        "## Summary: which invariants broke, on what share of the seeds\n"
     );
-    let _ = writeln!(out, "Letters: {}.\n", legend());
+    let _ = writeln!(
+        out,
+        "Letters: {}; each with the percentage of seeds it broke on.\n",
+        legend()
+    );
     column_header(&mut out, "pattern", c);
     for p in &c.patterns {
         let _ = write!(out, "| {p} |");
@@ -264,6 +314,27 @@ pub fn render(c: &Comparison) -> String {
                 cell.calls_per_action(),
                 cell.unobserved_customers
             );
+        }
+        let _ = writeln!(
+            out,
+            "\nHow much, and how long (over all seeds; percentiles are histogram bucket bounds):\n"
+        );
+        let _ = write!(out, "| pattern |");
+        for h in MAGNITUDE_HEADERS {
+            let _ = write!(out, " {h} |");
+        }
+        let _ = write!(out, "\n|---|");
+        for _ in MAGNITUDE_HEADERS {
+            out.push_str("---:|");
+        }
+        out.push('\n');
+        for p in &c.patterns {
+            let cell = c.cell(&col.name, p).expect("grid cell");
+            let _ = write!(out, "| {p} |");
+            for value in magnitude_row(cell) {
+                let _ = write!(out, " {value} |");
+            }
+            out.push('\n');
         }
     }
 

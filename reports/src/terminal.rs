@@ -9,13 +9,23 @@ use crate::markdown::{headline, legend, summary_cell};
 /// Renders the summary table.
 pub fn render(c: &Comparison) -> String {
     let width = c.patterns.iter().map(|p| p.len()).max().unwrap_or(7).max(7);
-    let column_width = c
+    // Each column as wide as its name or its widest cell.
+    let widths: Vec<usize> = c
         .columns
         .iter()
-        .map(|col| col.name.len())
-        .max()
-        .unwrap_or(5)
-        .max(11);
+        .map(|col| {
+            c.patterns
+                .iter()
+                .map(|p| {
+                    summary_cell(c.cell(&col.name, p).expect("grid cell"))
+                        .chars()
+                        .count()
+                })
+                .chain([col.name.len(), 5])
+                .max()
+                .unwrap_or(5)
+        })
+        .collect();
     let mut out = String::new();
     let _ = writeln!(out, "{} suite: {}", c.suite, headline(c));
     if c.partial() {
@@ -27,19 +37,19 @@ pub fn render(c: &Comparison) -> String {
     }
     let _ = write!(
         out,
-        "\nseeds with any violation, and which invariants broke ({})\n{:<width$}",
+        "\nper invariant, the % of seeds it broke on ({})\n{:<width$}",
         legend(),
         "pattern"
     );
-    for col in &c.columns {
-        let _ = write!(out, "  {:>column_width$}", col.name);
+    for (col, w) in c.columns.iter().zip(&widths) {
+        let _ = write!(out, "  {:>w$}", col.name);
     }
     out.push('\n');
     for p in &c.patterns {
         let _ = write!(out, "{p:<width$}");
-        for col in &c.columns {
+        for (col, w) in c.columns.iter().zip(&widths) {
             let cell = c.cell(&col.name, p).expect("grid cell");
-            let _ = write!(out, "  {:>column_width$}", summary_cell(cell));
+            let _ = write!(out, "  {:>w$}", summary_cell(cell));
         }
         out.push('\n');
     }

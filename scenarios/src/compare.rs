@@ -17,6 +17,7 @@ use faultline_sim::{Profile, Seed, TraceEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::invariants::{Violation, INVARIANTS};
+use crate::magnitudes::{delivery_semantics, Spread};
 use crate::metrics::{histogram_percentile_ms, Metrics, STALENESS_BUCKETS_MS};
 pub use crate::runner::FailedRun;
 use crate::runner::{run, Faults, Outcome, RunFailure, RunOptions, RunSpec};
@@ -26,7 +27,7 @@ use crate::suite::Suite;
 use crate::sweep::sweep_fold;
 
 /// The version of the comparison's JSON form; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 /// Failed runs a cell lists (its lowest seeds); `runs_failed` counts them all.
 pub const FAILED_RUNS_KEPT_MAX: usize = 10;
 /// How far a story runs past the violation's last evidence.
@@ -263,8 +264,60 @@ pub fn expected_windows() -> &'static [&'static str] {
     faultline_patterns::windows::EXPECTED
 }
 
-/// One pattern under one column, over all its seeds. Every field merges by addition,
-/// except `first_failure`, which keeps the lowest seed.
+/// `changes` per 1000 of `of`, rounded to a tenth (0 when `of` is 0).
+fn per_1000(changes: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        (changes as f64 * 10_000.0 / of as f64).round() / 10.0
+    }
+}
+
+/// How many times each change was applied (Jepsen's duplicate distribution), and
+/// side effects performed more than once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DuplicateDeliveries {
+    /// Changes applied once.
+    pub once: u64,
+    /// Changes applied twice.
+    pub twice: u64,
+    /// Changes applied three times.
+    pub thrice: u64,
+    /// Changes applied four times or more.
+    pub more: u64,
+    /// Welcomes beyond the one each customer should get.
+    pub doubled_effects: u64,
+    /// Customers durably created (the welcomes due).
+    pub customers_created: u64,
+    /// `doubled_effects` per 1000 `customers_created`.
+    pub doubled_effects_per_1000_customers: f64,
+}
+
+impl DuplicateDeliveries {
+    /// The counts once, twice, thrice, more.
+    pub fn applied_times(&self) -> [u64; 4] {
+        [self.once, self.twice, self.thrice, self.more]
+    }
+
+    fn applied_times_mut(&mut self) -> [&mut u64; 4] {
+        [&mut self.once, &mut self.twice, &mut self.thrice, &mut self.more]
+    }
+}
+
+/// How long readers saw broken states, per invariant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FractureWindows {
+    /// A business action half applied.
+    #[serde(rename = "atomic-actions")]
+    pub atomic_actions: Spread,
+    /// A child row without its customer.
+    pub referential: Spread,
+}
+
+/// One pattern under one column, over all its seeds. Every field merges by addition
+/// (spreads by histogram and maximum), except `first_failure`, which keeps the lowest
+/// seed, and the figures derived from the sums (`lost_per_1000`, the per-1000 shares,
+/// `delivery_semantics`), recomputed after each fold.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// The column.
@@ -285,8 +338,25 @@ pub struct Cell {
     pub failed_runs: Vec<FailedRun>,
     /// Per invariant, the seeds that broke it.
     pub seeds_by_invariant: BTreeMap<String, u64>,
-    /// Commit-to-visible delays over all seeds, per bucket.
-    pub staleness_histogram: Vec<u64>,
+    /// Commit-to-visible delays over all seeds.
+    pub staleness_ms: Spread,
+    /// From the last fault healing to agreement, over the seeds that agreed.
+    pub recovery_ms: Spread,
+    /// Row changes of durable source commits, over all seeds.
+    pub changes_committed: u64,
+    /// Of those, changes the target did not hold at quiesce (nor anything newer).
+    pub changes_lost: u64,
+    /// `changes_lost` per 1000 `changes_committed`.
+    pub lost_per_1000: f64,
+    /// How many times each change was applied, and doubled effects.
+    pub duplicate_deliveries: DuplicateDeliveries,
+    /// How long readers saw a fractured action (`atomic-actions`) or an orphan
+    /// (`referential`).
+    pub fracture_window_ms: FractureWindows,
+    /// The delivery semantics observed: `effectively-once` (nothing lost, nothing
+    /// applied twice), `at-least-once` (duplicates, no loss), `at-most-once` (losses,
+    /// no duplicates) or `neither`.
+    pub delivery_semantics: String,
     /// Actions scheduled, over all seeds.
     pub actions: u64,
     /// Actions attempted (not rejected by business rules).
@@ -318,7 +388,14 @@ impl Cell {
             runs_failed: 0,
             failed_runs: Vec::new(),
             seeds_by_invariant: BTreeMap::new(),
-            staleness_histogram: vec![0; STALENESS_BUCKETS_MS.len()],
+            staleness_ms: Spread::default(),
+            recovery_ms: Spread::default(),
+            changes_committed: 0,
+            changes_lost: 0,
+            lost_per_1000: 0.0,
+            duplicate_deliveries: DuplicateDeliveries::default(),
+            fracture_window_ms: FractureWindows::default(),
+            delivery_semantics: delivery_semantics(0, &[0; 4], 0).to_string(),
             actions: 0,
             actions_attempted: 0,
             actions_failed_integration: 0,
@@ -338,9 +415,23 @@ impl Cell {
             return;
         }
         let m = &run.metrics;
-        for (bucket, count) in self.staleness_histogram.iter_mut().zip(&m.staleness_histogram) {
-            *bucket += count;
+        let staleness_max = (m.staleness_histogram.iter().sum::<u64>() > 0).then_some(m.staleness_max_ms);
+        self.staleness_ms
+            .merge(&Spread::from_histogram(&m.staleness_histogram, staleness_max));
+        self.recovery_ms.merge(&Spread::of(m.recovery_ms));
+        let g = &m.magnitudes;
+        self.changes_committed += g.changes_committed;
+        self.changes_lost += g.changes_lost;
+        let d = &mut self.duplicate_deliveries;
+        for (mine, n) in d.applied_times_mut().into_iter().zip(g.applied_times) {
+            *mine += n;
         }
+        d.doubled_effects += g.doubled_effects;
+        d.customers_created += g.customers_created;
+        self.fracture_window_ms
+            .atomic_actions
+            .merge(&g.fracture_window_ms);
+        self.fracture_window_ms.referential.merge(&g.orphan_window_ms);
         self.actions += m.actions;
         self.actions_attempted += m.actions - m.actions_rejected;
         self.actions_failed_integration += m.actions_failed_integration;
@@ -367,6 +458,17 @@ impl Cell {
                 self.first_failure = Some(failure);
             }
         }
+        self.refresh();
+    }
+
+    /// Recomputes the figures derived from the sums (shares per 1000, the semantics
+    /// class), so a merged cell equals the cell of the whole sweep.
+    fn refresh(&mut self) {
+        self.lost_per_1000 = per_1000(self.changes_lost, self.changes_committed);
+        let d = &mut self.duplicate_deliveries;
+        d.doubled_effects_per_1000_customers = per_1000(d.doubled_effects, d.customers_created);
+        self.delivery_semantics =
+            delivery_semantics(self.changes_lost, &d.applied_times(), d.doubled_effects).to_string();
     }
 
     /// Folds another shard's cell of the same column and pattern into this one.
@@ -382,13 +484,23 @@ impl Cell {
         for (inv, n) in &other.seeds_by_invariant {
             *self.seeds_by_invariant.entry(inv.clone()).or_insert(0) += n;
         }
-        for (bucket, count) in self
-            .staleness_histogram
-            .iter_mut()
-            .zip(&other.staleness_histogram)
-        {
-            *bucket += count;
+        self.staleness_ms.merge(&other.staleness_ms);
+        self.recovery_ms.merge(&other.recovery_ms);
+        self.changes_committed += other.changes_committed;
+        self.changes_lost += other.changes_lost;
+        let d = &mut self.duplicate_deliveries;
+        let theirs = &other.duplicate_deliveries;
+        for (mine, n) in d.applied_times_mut().into_iter().zip(theirs.applied_times()) {
+            *mine += n;
         }
+        d.doubled_effects += theirs.doubled_effects;
+        d.customers_created += theirs.customers_created;
+        self.fracture_window_ms
+            .atomic_actions
+            .merge(&other.fracture_window_ms.atomic_actions);
+        self.fracture_window_ms
+            .referential
+            .merge(&other.fracture_window_ms.referential);
         self.actions += other.actions;
         self.actions_attempted += other.actions_attempted;
         self.actions_failed_integration += other.actions_failed_integration;
@@ -403,6 +515,7 @@ impl Cell {
                 self.first_failure = Some(f.clone());
             }
         }
+        self.refresh();
     }
 
     /// Adds failed runs to the list, keeping the lowest seeds: the same list whatever
@@ -436,8 +549,8 @@ impl Cell {
     }
 
     /// Staleness percentile (a bucket bound, in ms).
-    pub fn staleness_ms(&self, pct: u64) -> Option<u64> {
-        histogram_percentile_ms(&self.staleness_histogram, pct)
+    pub fn staleness_percentile_ms(&self, pct: u64) -> Option<u64> {
+        histogram_percentile_ms(&self.staleness_ms.histogram, pct)
     }
 
     /// Share of attempted actions that did not fail because of the integration.

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod detection;
 pub mod durable;
 pub mod invariants;
+pub mod magnitudes;
 pub mod metrics;
 pub mod runner;
 pub mod scenario;

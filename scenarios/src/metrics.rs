@@ -48,10 +48,12 @@ pub struct Metrics {
     pub duplicates_absorbed: u64,
     /// Requests the world delivered twice on purpose (message faults).
     pub duplicates_injected: u64,
-    /// From the last fault to convergence (when it converged after it).
+    /// From the last fault to agreement (`None` without faults, or without agreement).
     pub recovery_ms: Option<u64>,
     /// Commit-to-visible delays counted per bucket of [`STALENESS_BUCKETS_MS`].
     pub staleness_histogram: Vec<u64>,
+    /// How much went wrong: lost changes, applies per change, fracture windows.
+    pub magnitudes: crate::magnitudes::RunMagnitudes,
 }
 
 /// Upper bounds (inclusive) of the staleness histogram's buckets; the last is open.
@@ -171,6 +173,10 @@ pub fn compute(history: &History, counts: TraceCounts) -> Metrics {
     };
     m.duplicates_absorbed = counts.duplicates_absorbed;
     m.duplicates_injected = counts.duplicates_injected;
-    m.recovery_ms = converged_at.map(|at| at.saturating_since(history.last_fault_at).as_millis() as u64);
+    m.magnitudes = crate::magnitudes::of_run(history);
+    // Without faults there is nothing to recover from.
+    m.recovery_ms = converged_at
+        .filter(|_| history.last_fault_at > SimTime::ZERO)
+        .map(|at| at.saturating_since(history.last_fault_at).as_millis() as u64);
     m
 }

@@ -22,7 +22,21 @@ struct Progress {
     first_apply: Option<usize>,
 }
 
-pub(super) fn check(history: &History) -> Vec<Violation> {
+/// One action readers saw half-done: from the apply that first showed part of it to
+/// the apply that showed the rest (`None`: never, by the end of the run).
+pub(crate) struct Fracture {
+    /// The commit, by position in `History::commits`.
+    pub commit: usize,
+    /// The apply (by position) that showed part of it.
+    pub opened: usize,
+    /// How many of its rows that apply had reached.
+    pub rows_shown: usize,
+    /// The apply that reached its last row.
+    pub closed: Option<usize>,
+}
+
+/// Every fractured durable commit, in the order readers first saw each.
+pub(crate) fn fractures(history: &History) -> Vec<Fracture> {
     let durable = history.durable_commits();
     // Per key, the durable commits that wrote it, in version order, as (version, commit).
     let mut waiting: BTreeMap<EntityKey, Vec<(Version, usize)>> = BTreeMap::new();
@@ -43,7 +57,9 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
         list.sort();
         list.reverse(); // pop() yields the lowest version first
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Fracture> = Vec::new();
+    // Open fractures: commit -> its position in `out`.
+    let mut open: BTreeMap<usize, usize> = BTreeMap::new();
     for (apply_index, apply) in history.applies.iter().enumerate() {
         let mut touched = Vec::new();
         for row in &apply.rows {
@@ -62,39 +78,58 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
         touched.dedup();
         for commit in touched {
             let p = &progress[commit];
-            // Reported once, at the apply that first exposed a part without the rest.
             if p.first_apply == Some(apply_index) && p.rows_reached < p.rows_total {
-                let c = &history.commits[commit];
-                let shown: Vec<String> = c
-                    .rows
-                    .iter()
-                    .filter(|r| {
-                        apply
-                            .rows
-                            .iter()
-                            .any(|a| a.key == r.key && a.version >= r.version)
-                    })
-                    .map(|r| r.key.to_string())
-                    .collect();
-                out.push(Violation {
-                    invariant: NAME,
-                    kind: "fractured",
-                    key: c.rows[0].key.to_string(),
-                    at: apply.at,
-                    story: format!(
-                        "{} (action {}) wrote {} rows; the target showed {} of them ({}) before the rest",
-                        c.tx,
-                        c.action.0,
-                        c.rows.len(),
-                        p.rows_reached,
-                        shown.join(", ")
-                    ),
-                    evidence: vec![c.event, apply.event],
+                open.insert(commit, out.len());
+                out.push(Fracture {
+                    commit,
+                    opened: apply_index,
+                    rows_shown: p.rows_reached,
+                    closed: None,
                 });
+            } else if p.rows_reached == p.rows_total {
+                if let Some(i) = open.remove(&commit) {
+                    out[i].closed = Some(apply_index);
+                }
             }
         }
     }
     out
+}
+
+pub(super) fn check(history: &History) -> Vec<Violation> {
+    fractures(history)
+        .into_iter()
+        .map(|f| {
+            let c = &history.commits[f.commit];
+            let apply = &history.applies[f.opened];
+            let shown: Vec<String> = c
+                .rows
+                .iter()
+                .filter(|r| {
+                    apply
+                        .rows
+                        .iter()
+                        .any(|a| a.key == r.key && a.version >= r.version)
+                })
+                .map(|r| r.key.to_string())
+                .collect();
+            Violation {
+                invariant: NAME,
+                kind: "fractured",
+                key: c.rows[0].key.to_string(),
+                at: apply.at,
+                story: format!(
+                    "{} (action {}) wrote {} rows; the target showed {} of them ({}) before the rest",
+                    c.tx,
+                    c.action.0,
+                    c.rows.len(),
+                    f.rows_shown,
+                    shown.join(", ")
+                ),
+                evidence: vec![c.event, apply.event],
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -165,9 +200,13 @@ mod tests {
 
     #[test]
     fn an_action_applied_row_by_row_is_fractured_once() {
-        let v = check(&history_with_create(true));
+        let h = history_with_create(true);
+        let v = check(&h);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].at, SimTime::from_millis(10));
         assert_eq!(v[0].evidence, vec![EventId(1), EventId(10)]);
+        // Readers saw it half-done from the first apply (10 ms) to the third (12 ms).
+        let f = fractures(&h);
+        assert_eq!((f[0].opened, f[0].rows_shown, f[0].closed), (0, 1, Some(2)));
     }
 }

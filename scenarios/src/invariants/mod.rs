@@ -2,12 +2,12 @@
 //! returns its violations. The checkers never look inside a pattern: they see only what
 //! the source committed and what the target exposed.
 
-mod atomic_actions;
+pub(crate) mod atomic_actions;
 mod convergence;
 mod effects;
 mod liveness;
 mod monotonic;
-mod referential;
+pub(crate) mod referential;
 mod staleness;
 
 pub use effects::unobserved_customers;

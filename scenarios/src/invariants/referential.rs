@@ -10,16 +10,33 @@ use super::Violation;
 
 pub(super) const NAME: &str = "referential";
 
-pub(super) fn check(history: &History) -> Vec<Violation> {
+/// A stretch in which readers saw a customer's children without the customer: from
+/// the apply that left them orphaned to the apply that put the customer back or took
+/// the children away (`None`: not by the end of the run).
+pub(crate) struct Orphaning {
+    /// The customer.
+    pub customer: CustomerId,
+    /// The apply (by position) after which the children were orphans.
+    pub opened: usize,
+    /// The orphaned rows then.
+    pub orphans: Vec<EntityKey>,
+    /// The apply that ended it.
+    pub closed: Option<usize>,
+}
+
+/// Every orphaning, in the order they began. Judged after each whole transaction:
+/// inside one, order does not matter.
+pub(crate) fn orphanings(history: &History) -> Vec<Orphaning> {
     let mut live: BTreeSet<EntityKey> = history
         .initial
         .iter()
         .filter(|(_, r)| r.data.is_some())
         .map(|(k, _)| *k)
         .collect();
-    let mut reported: BTreeMap<CustomerId, ()> = BTreeMap::new();
-    let mut out = Vec::new();
-    for apply in &history.applies {
+    let mut out: Vec<Orphaning> = Vec::new();
+    // Customers orphaned now -> their stretch's position in `out`.
+    let mut open: BTreeMap<CustomerId, usize> = BTreeMap::new();
+    for (apply_index, apply) in history.applies.iter().enumerate() {
         let mut customers = BTreeSet::new();
         for row in &apply.rows {
             if row.deleted {
@@ -29,32 +46,60 @@ pub(super) fn check(history: &History) -> Vec<Violation> {
             }
             customers.insert(row.key.customer);
         }
-        // Checked after the whole transaction: inside one, order does not matter.
         for customer in customers {
-            let parent = EntityKey::customer(customer);
-            if live.contains(&parent) || reported.contains_key(&customer) {
-                continue;
-            }
-            let orphans: Vec<String> = [Table::Address, Table::Contact]
-                .into_iter()
-                .map(|table| EntityKey { table, customer })
-                .filter(|k| live.contains(k))
-                .map(|k| k.to_string())
-                .collect();
-            if !orphans.is_empty() {
-                reported.insert(customer, ());
-                out.push(Violation {
-                    invariant: NAME,
-                    kind: "orphan",
-                    key: orphans[0].clone(),
-                    at: apply.at,
-                    story: format!("the target held {} without {parent}", orphans.join(" and ")),
-                    evidence: vec![apply.event],
-                });
+            let orphans: Vec<EntityKey> = if live.contains(&EntityKey::customer(customer)) {
+                Vec::new()
+            } else {
+                [Table::Address, Table::Contact]
+                    .into_iter()
+                    .map(|table| EntityKey { table, customer })
+                    .filter(|k| live.contains(k))
+                    .collect()
+            };
+            match (orphans.is_empty(), open.get(&customer)) {
+                (false, None) => {
+                    open.insert(customer, out.len());
+                    out.push(Orphaning {
+                        customer,
+                        opened: apply_index,
+                        orphans,
+                        closed: None,
+                    });
+                }
+                (true, Some(&i)) => {
+                    out[i].closed = Some(apply_index);
+                    open.remove(&customer);
+                }
+                _ => {}
             }
         }
     }
     out
+}
+
+pub(super) fn check(history: &History) -> Vec<Violation> {
+    // One violation per customer: its first orphaning.
+    let mut reported: BTreeSet<CustomerId> = BTreeSet::new();
+    orphanings(history)
+        .into_iter()
+        .filter(|o| reported.insert(o.customer))
+        .map(|o| {
+            let apply = &history.applies[o.opened];
+            let orphans: Vec<String> = o.orphans.iter().map(|k| k.to_string()).collect();
+            Violation {
+                invariant: NAME,
+                kind: "orphan",
+                key: orphans[0].clone(),
+                at: apply.at,
+                story: format!(
+                    "the target held {} without {}",
+                    orphans.join(" and "),
+                    EntityKey::customer(o.customer)
+                ),
+                evidence: vec![apply.event],
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -90,5 +135,8 @@ mod tests {
         apply(&mut h, 10, key(Table::Contact, 2), 1);
         apply(&mut h, 11, key(Table::Customer, 2), 1);
         assert_eq!(check(&h).len(), 1);
+        // Orphaned from the first apply until the customer arrived in the second.
+        let o = orphanings(&h);
+        assert_eq!((o.len(), o[0].opened, o[0].closed), (1, 0, Some(1)));
     }
 }
