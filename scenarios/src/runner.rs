@@ -335,6 +335,11 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         keep_trace_events: options.keep_trace,
         capture_tracing: false,
         trace_events_max: scenario.trace_events_max,
+        disk: if scenario.instant_io {
+            faultline_sim::DiskConfig::instant()
+        } else {
+            faultline_sim::DiskConfig::default()
+        },
         ..WorldConfig::new(spec.seed)
     };
     let mut world = World::new(config);

@@ -42,6 +42,11 @@ pub struct Scenario {
     /// The run's budget in trace events (messages, disk operations, commits, applies):
     /// a run that records more is stopped and reported as a runaway.
     pub trace_events_max: u64,
+    /// Disks whose writes and fsyncs take no simulated time. Only to measure what the
+    /// I/O timing costs (`faultline bench --instant-io`): crashes then never land
+    /// inside an I/O, so verdicts are kinder than production's.
+    #[serde(default)]
+    pub instant_io: bool,
 }
 
 /// One action of an explicit workload, as a suite file writes it:
@@ -100,6 +105,7 @@ impl Scenario {
             invariants: None,
             schedule: None,
             trace_events_max: faultline_sim::world::TRACE_EVENTS_MAX_DEFAULT,
+            instant_io: false,
         }
     }
 

@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Actions per run (the standard scenario has 500); to see how cost grows.
     #[arg(long)]
     actions: Option<u64>,
+    /// Disks whose writes and fsyncs take no simulated time: run once with and once
+    /// without to see what the I/O timing costs.
+    #[arg(long)]
+    instant_io: bool,
 }
 
 /// Totals of a set of runs.
@@ -90,6 +94,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     if let Some(actions) = args.actions {
         scenario.actions = actions;
     }
+    scenario.instant_io = args.instant_io;
     let jobs = args.jobs.unwrap_or_else(default_jobs);
     println!(
         "faultline bench: {} seeds per variant, profile {}, {} actions per run, {} core(s) available",
