@@ -108,3 +108,20 @@ fn power_losses_meet_torn_and_unsynced_tails_and_outbox_inbox_still_holds() {
     assert!(torn > 0, "no power loss tore an unsynced tail");
     assert!(unsynced_lost > 0, "no power loss dropped an unsynced tail");
 }
+
+/// Crashes land inside operations without help: the target that welcomes before its
+/// commit is caught under `crashes` (its registry profile is `storage`) within ten
+/// seeds, with no artificial gap in the bug.
+#[test]
+fn effect_before_commit_is_caught_under_crashes_within_ten_seeds() {
+    let registered = faultline::patterns::bugs::BUGS
+        .iter()
+        .find(|b| b.name == "effect-before-commit")
+        .expect("registered bug");
+    let under_crashes = faultline::patterns::bugs::BugInfo {
+        profile: "crashes",
+        ..*registered
+    };
+    let found = faultline::scenarios::detection::detect(&under_crashes, 0..10, true, 1);
+    assert!(!found.caught_on.is_empty(), "{found:?}");
+}
