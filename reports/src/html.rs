@@ -50,6 +50,7 @@ pub fn render(c: &Comparison) -> String {
         );
     }
     heat_map(&mut out, c);
+    requirements_section(&mut out, c);
     let _ = writeln!(
         out,
         "<h2>Staleness: share of commits visible at the target within a delay</h2>"
@@ -115,6 +116,55 @@ fn coverage_section(out: &mut String, c: &Comparison) {
         "</table><p>{}</p>",
         escape_xml(&crate::markdown::coverage_verdict(&table))
     );
+}
+
+fn requirements_section(out: &mut String, c: &Comparison) {
+    if c.requirements.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<h2>Requirements: {}</h2><p>Per fault column, the patterns that met every requirement on every seed:</p><ul>",
+        escape_xml(&c.requirements.join(", "))
+    );
+    for (column, met) in crate::markdown::requirement_answers(c) {
+        let met = if met.is_empty() {
+            "none".to_string()
+        } else {
+            met.join(", ")
+        };
+        let _ = write!(
+            out,
+            "<li><b>{}</b>: {}</li>",
+            escape_xml(&column),
+            escape_xml(&met)
+        );
+    }
+    out.push_str("</ul><table><tr><th>pattern</th>");
+    for col in &c.columns {
+        let _ = write!(out, "<th>{}</th>", escape_xml(&col.name));
+    }
+    out.push_str("</tr>\n");
+    let reqs = crate::markdown::requirements(c);
+    for p in &c.patterns {
+        let _ = write!(out, "<tr><td>{}</td>", escape_xml(p));
+        for col in &c.columns {
+            let cell = c.cell(&col.name, p).expect("grid cell");
+            let standing = faultline_scenarios::requirements::standing(&reqs, cell);
+            let colour = match standing {
+                faultline_scenarios::requirements::Standing::Met => "#e8f5e9",
+                faultline_scenarios::requirements::Standing::Missed(_) => "#ffcdd2",
+                faultline_scenarios::requirements::Standing::Unknown(_) => "#eeeeee",
+            };
+            let _ = write!(
+                out,
+                "<td style=\"background:{colour};text-align:left\">{}</td>",
+                escape_xml(&crate::markdown::standing_text(&standing))
+            );
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
 }
 
 fn heat_map(out: &mut String, c: &Comparison) {

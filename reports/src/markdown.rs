@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use faultline_scenarios::compare::{Cell, Comparison};
 use faultline_scenarios::magnitudes::Spread;
+use faultline_scenarios::requirements::{self, standing, Requirement, Standing};
 
 use crate::mermaid;
 
@@ -98,6 +99,40 @@ pub fn failed_run_lines(c: &Comparison) -> Vec<String> {
         }
     }
     lines
+}
+
+/// The comparison's requirements, parsed back from their canonical form.
+pub fn requirements(c: &Comparison) -> Vec<Requirement> {
+    requirements::parse(&c.requirements.join(",")).unwrap_or_default()
+}
+
+/// A cell's standing against the requirements, in a few words.
+pub fn standing_text(standing: &Standing) -> String {
+    match standing {
+        Standing::Met => "met".to_string(),
+        Standing::Missed(what) => format!("missed: {}", what.join("; ")),
+        Standing::Unknown(why) => format!("unknown: {why}"),
+    }
+}
+
+/// Per column, the patterns that met every requirement on every seed.
+pub fn requirement_answers(c: &Comparison) -> Vec<(String, Vec<String>)> {
+    let reqs = requirements(c);
+    c.columns
+        .iter()
+        .map(|col| {
+            let met = c
+                .patterns
+                .iter()
+                .filter(|p| {
+                    let cell = c.cell(&col.name, p).expect("grid cell");
+                    standing(&reqs, cell) == Standing::Met
+                })
+                .cloned()
+                .collect();
+            (col.name.clone(), met)
+        })
+        .collect()
 }
 
 /// A staleness percentile as a bucket bound.
@@ -273,6 +308,33 @@ pub fn render(c: &Comparison) -> String {
             let _ = write!(out, " {} |", summary_cell(cell));
         }
         out.push('\n');
+    }
+
+    if !c.requirements.is_empty() {
+        let _ = writeln!(out, "\n## Requirements: {}\n", c.requirements.join(", "));
+        let _ = writeln!(
+            out,
+            "Per fault column, the patterns that met every requirement on every seed:\n"
+        );
+        for (column, met) in requirement_answers(c) {
+            let met = if met.is_empty() {
+                "none".to_string()
+            } else {
+                met.join(", ")
+            };
+            let _ = writeln!(out, "- **{column}**: {met}");
+        }
+        out.push('\n');
+        column_header(&mut out, "pattern", c);
+        let reqs = requirements(c);
+        for p in &c.patterns {
+            let _ = write!(out, "| {p} |");
+            for col in &c.columns {
+                let cell = c.cell(&col.name, p).expect("grid cell");
+                let _ = write!(out, " {} |", standing_text(&standing(&reqs, cell)));
+            }
+            out.push('\n');
+        }
     }
 
     for col in &c.columns {

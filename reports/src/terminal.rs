@@ -26,6 +26,7 @@ pub fn render(c: &Comparison) -> String {
                 .unwrap_or(5)
         })
         .collect();
+    let column_name_width = c.columns.iter().map(|col| col.name.len()).max().unwrap_or(0);
     let mut out = String::new();
     let _ = writeln!(out, "{} suite: {}", c.suite, headline(c));
     if c.partial() {
@@ -52,6 +53,21 @@ pub fn render(c: &Comparison) -> String {
             let _ = write!(out, "  {:>w$}", summary_cell(cell));
         }
         out.push('\n');
+    }
+    if !c.requirements.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nmet every requirement on every seed ({}):",
+            c.requirements.join(", ")
+        );
+        for (column, met) in crate::markdown::requirement_answers(c) {
+            let met = if met.is_empty() {
+                "none".to_string()
+            } else {
+                met.join(", ")
+            };
+            let _ = writeln!(out, "  {column:<column_name_width$}  {met}");
+        }
     }
     out
 }

@@ -646,6 +646,10 @@ pub struct Comparison {
     pub shard_index: u32,
     /// How many shards the sweep was split into.
     pub shard_count: u32,
+    /// The requirements the cells are judged against (`--require`), in canonical form;
+    /// empty when none were given.
+    #[serde(default)]
+    pub requirements: Vec<String>,
 }
 
 impl Comparison {
@@ -723,6 +727,7 @@ pub fn empty(plan: &ComparePlan) -> Comparison {
         runs_done: 0,
         shard_index: 1,
         shard_count: 1,
+        requirements: Vec::new(),
     }
 }
 
@@ -805,6 +810,13 @@ pub fn merge(reports: Vec<(String, Comparison)>) -> Result<Comparison, MergeErro
             return Err(MergeError(format!(
                 "{name} has schema version {}, {first_name} has {}",
                 report.schema_version, merged.schema_version
+            )));
+        }
+        if report.requirements != merged.requirements {
+            return Err(MergeError(format!(
+                "{name} was judged against requirements [{}], {first_name} against [{}]: give every shard the same --require",
+                report.requirements.join(", "),
+                merged.requirements.join(", ")
             )));
         }
         let same_grid = report.suite == merged.suite

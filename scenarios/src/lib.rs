@@ -13,6 +13,7 @@ pub mod durable;
 pub mod invariants;
 pub mod magnitudes;
 pub mod metrics;
+pub mod requirements;
 pub mod runner;
 pub mod scenario;
 pub mod shard;

@@ -10,6 +10,7 @@ use clap::Args;
 use faultline::patterns::bugs::{Bug, BugSet};
 use faultline::patterns::Variant;
 use faultline::scenarios::compare::{compare_shard, ComparePlan, Comparison};
+use faultline::scenarios::requirements;
 use faultline::scenarios::shard::Shard;
 use faultline::scenarios::suite::Suite;
 use faultline::scenarios::sweep::default_jobs;
@@ -47,6 +48,11 @@ pub struct CompareArgs {
     /// Switch a planted bug on in every run (repeatable; see `faultline list`).
     #[arg(long = "bug")]
     bugs: Vec<String>,
+    /// Judge every cell against these requirements, comma-separated, e.g.
+    /// `no-loss,no-duplicate-effects,atomic,staleness-p99<=1s`: the reports then say,
+    /// per fault column, which patterns met them all on every seed.
+    #[arg(long)]
+    require: Option<String>,
     #[command(flatten)]
     shard: ShardArgs,
 }
@@ -136,6 +142,10 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
             None => return unknown("bug", name, &Bug::names()),
         }
     }
+    let requirements = match args.require.as_deref().map(requirements::parse).transpose() {
+        Ok(r) => r.unwrap_or_default(),
+        Err(message) => return bad(format!("--require: {message}")),
+    };
     let mut plan = ComparePlan::new(&suite, Some(patterns), profiles, seeds);
     plan.add_bugs(BugSet::of(&bugs));
     let total = (0..plan.run_count()).filter(|i| shard.owns(*i)).count();
@@ -155,7 +165,8 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
     };
     let progress = Progress::new(&label, total);
     let jobs = args.jobs.unwrap_or_else(default_jobs);
-    let comparison = compare_shard(&plan, shard, jobs, |done| progress.tick(done), &stop);
+    let mut comparison = compare_shard(&plan, shard, jobs, |done| progress.tick(done), &stop);
+    comparison.requirements = requirements.iter().map(ToString::to_string).collect();
     progress.finish();
     // A stopped sweep is written like any other (marked partial), then says so in its exit.
     let code = write_reports(&comparison, &args.out);

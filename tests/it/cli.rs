@@ -234,3 +234,52 @@ fn repro_writes_a_jsonl_trace_and_a_perfetto_trace_with_paired_flows() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("determinism: two runs, same trace hash"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn compare_require_answers_which_patterns_met_every_requirement_per_column() {
+    let dir = std::env::temp_dir().join(format!("faultline-require-{}", std::process::id()));
+    let out_dir = dir.to_str().unwrap();
+    let out = faultline(&[
+        "compare",
+        "--patterns",
+        "push,outbox-inbox",
+        "--profiles",
+        "none",
+        "--seeds",
+        "0..2",
+        "--require",
+        "no-loss,atomic",
+        "--out",
+        out_dir,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // push applies each row on its own, so readers see half-done actions; the outbox
+    // with an inbox applies each action whole.
+    let text = stdout(&out);
+    assert!(
+        text.contains("met every requirement on every seed (no-loss, atomic-actions)")
+            && text.contains("none  outbox-inbox"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        json["requirements"],
+        serde_json::json!(["no-loss", "atomic-actions"])
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        md.contains("| push | missed: atomic-actions (broke on 100% of seeds) |"),
+        "{md}"
+    );
+
+    let bad = faultline(&["compare", "--require", "no-loss,fast", "--seeds", "0..1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    insta::assert_snapshot!(String::from_utf8(bad.stderr).unwrap(), @r#"error: --require: requirement "fast" is not known; requirements are: no-loss, no-duplicates, no-duplicate-effects, atomic, converges, an invariant's name (convergence, monotonic, atomic-actions, referential, exactly-once-effects, bounded-staleness, liveness), staleness-p50<=D, staleness-p99<=D, staleness-max<=D, recovery-max<=D (D like 500ms or 2s), availability>=P% (P like 99.9)"#);
+}

@@ -143,9 +143,15 @@ fn merge_carries_failed_runs_through_shards() {
         })
         .collect();
     assert!(shards.iter().all(|(_, c)| c.runs_failed() < whole.runs_failed()));
-    let merged = merge(shards).unwrap();
+    let merged = merge(shards.clone()).unwrap();
     assert!(whole.runs_failed() > 0);
     assert_eq!(merged, whole);
+
+    // Shards judged against different requirements are not one sweep's report.
+    let mut mixed = shards;
+    mixed[1].1.requirements = vec!["no-loss".to_string()];
+    let error = merge(mixed).unwrap_err().to_string();
+    assert!(error.contains("give every shard the same --require"), "{error}");
 }
 
 #[test]
