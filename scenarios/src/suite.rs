@@ -145,11 +145,51 @@ struct RawHeader {
 #[derive(Deserialize)]
 #[serde(
     untagged,
-    expecting = "expected a word (\"pass\" for an expectation, \"all\" for patterns) or a list of names, e.g. [\"convergence\", \"convergence/phantom\"]"
+    expecting = "patterns are \"all\" or a list of pattern names, e.g. [\"outbox-inbox\", \"push\"]"
 )]
 enum WordOrList {
     Word(String),
     List(Vec<String>),
+}
+
+/// An expectation as written: the same shapes as [`WordOrList`], with its own message.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "an expectation is \"pass\" or the list of invariants the pattern is known to break, e.g. [\"convergence\", \"convergence/phantom\"]"
+)]
+enum ExpectValue {
+    Word(String),
+    List(Vec<String>),
+}
+
+impl ExpectValue {
+    fn as_word_or_list(&self) -> WordOrList {
+        match self {
+            ExpectValue::Word(w) => WordOrList::Word(w.clone()),
+            ExpectValue::List(l) => WordOrList::List(l.clone()),
+        }
+    }
+}
+
+/// A serde message in the suite's words rather than Rust's.
+fn plain(message: &str) -> String {
+    message
+        .replace("invalid type: ", "found ")
+        .replace("expected u64", "expected a whole number, e.g. 200")
+        .replace("expected f64", "expected a number, e.g. 0.5")
+        .replace("expected i64", "expected a whole number, e.g. -250")
+        .replace("expected a string", "expected text in quotes")
+        .replace(
+            "expected struct RawHeader",
+            "expected a [suite] table with name and description",
+        )
+        .replace("expected struct RawScenario", "expected a [[scenario]] table")
+        .replace("expected struct RawSuite", "expected a suite file")
+        .replace(
+            "expected a sequence",
+            "expected a list in brackets, e.g. [\"a\", \"b\"]",
+        )
 }
 
 #[derive(Deserialize)]
@@ -173,7 +213,7 @@ struct RawScenario {
     schedule: Option<Spanned<Vec<crate::scenario::ScheduledAction>>>,
     #[serde(default)]
     bugs: Vec<Spanned<String>>,
-    expect: Spanned<BTreeMap<String, Spanned<WordOrList>>>,
+    expect: Spanned<BTreeMap<String, Spanned<ExpectValue>>>,
 }
 
 /// Turns byte offsets into line and column for one file.
@@ -314,7 +354,7 @@ impl Suite {
             let span = e.span().unwrap_or(0..0);
             loc.error(
                 span,
-                e.message().trim().to_string(),
+                plain(e.message().trim()),
                 Some("see the format in scenarios/suites/ci.toml".into()),
             )
         })?;
@@ -477,7 +517,7 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
                 Some(format!("the scenario runs: {}", listed.join(", "))),
             )
         })?;
-        let expectation = match raw.get_ref() {
+        let expectation = match raw.get_ref().as_word_or_list() {
             WordOrList::Word(w) if w == "pass" => Expectation::Pass,
             WordOrList::Word(w) => {
                 let hint = Some("write \"pass\" or the list of invariants it is known to break".to_string());
@@ -567,7 +607,7 @@ mod tests {
     fn wrong_type() {
         let text = scenario(&OK_BODY.replace("seeds = \"0..3\"", "seeds = 3"));
         insta::assert_snapshot!(error(&text), @r"
-        suite.toml:8:9: invalid type: integer `3`, expected a string
+        suite.toml:8:9: found integer `3`, expected text in quotes
           hint: see the format in scenarios/suites/ci.toml
         ");
     }
@@ -638,7 +678,25 @@ mod tests {
     fn an_expectation_of_the_wrong_type_says_what_is_expected() {
         let text = scenario(&OK_BODY.replace("push = \"pass\"", "push = 1"));
         insta::assert_snapshot!(error(&text), @r#"
-        suite.toml:10:8: expected a word ("pass" for an expectation, "all" for patterns) or a list of names, e.g. ["convergence", "convergence/phantom"]
+        suite.toml:10:8: an expectation is "pass" or the list of invariants the pattern is known to break, e.g. ["convergence", "convergence/phantom"]
+          hint: see the format in scenarios/suites/ci.toml
+        "#);
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_named_in_the_suites_words() {
+        let text = scenario(&format!("customers = \"many\"\n{OK_BODY}"));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:6:13: found string "many", expected a whole number, e.g. 200
+          hint: see the format in scenarios/suites/ci.toml
+        "#);
+        let text = scenario(&OK_BODY.replace("patterns = [\"push\"]", "patterns = 5"));
+        insta::assert_snapshot!(error(&text), @r#"
+        suite.toml:6:12: patterns are "all" or a list of pattern names, e.g. ["outbox-inbox", "push"]
+          hint: see the format in scenarios/suites/ci.toml
+        "#);
+        insta::assert_snapshot!(error("suite = \"x\"\n"), @r#"
+        suite.toml:1:9: found string "x", expected a [suite] table with name and description
           hint: see the format in scenarios/suites/ci.toml
         "#);
     }
