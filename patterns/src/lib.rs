@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+pub mod after_commit;
 pub mod backoff;
 pub mod bugs;
 pub mod cdc;
@@ -174,13 +175,11 @@ const PUSH_ORDERED: PushConfig = PushConfig {
 };
 const NOTIFY: NotifyConfig = NotifyConfig {
     dedup_window_ms: None,
-    retry: DEFAULT_RETRY,
     producer: KAFKA_PRODUCER,
     consumer: DEFAULT_CONSUMER,
 };
 const QUEUE: QueueConfig = QueueConfig {
     publish: PublishPoint::AfterCommit,
-    retry: DEFAULT_RETRY,
     producer: KAFKA_PRODUCER,
     consumer: DEFAULT_CONSUMER,
 };
@@ -257,7 +256,7 @@ pub const VARIANTS: &[Variant] = &[
     },
     Variant {
         name: "queue-after-commit",
-        description: "commit, then publish each row's data from an in-memory retry queue",
+        description: "commit, then hand each row's data to the Kafka producer without waiting (it batches, sends and retries from memory)",
         config: PatternConfig::Queue(QUEUE),
     },
     Variant {

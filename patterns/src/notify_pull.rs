@@ -2,8 +2,8 @@
 //! that carries only a row's key; the target consumes it, fetches the row's current
 //! state from the source's REST API, stores it, then commits its offset.
 //!
-//! The source publishes from an in-memory [`RetryQueue`], so a crash loses pending
-//! notifications. Each row is fetched on its own, so the rows of one action arrive at
+//! The source hands each notification to the Kafka producer after the commit
+//! ([`AfterCommitPublisher`]), so a crash loses what the producer holds unacknowledged. Each row is fetched on its own, so the rows of one action arrive at
 //! different moments (and a fetch can see a later state than the one notified).
 //! `notify-pull-dedup` collapses the notifications of a fetched batch into one fetch per
 //! key, and waits a window before fetching so that the next batch gathers what arrives
@@ -16,10 +16,10 @@ use std::time::Duration;
 use faultline_sim::{HostCtx, RpcClient};
 use serde::{Deserialize, Serialize};
 
+use crate::after_commit::AfterCommitPublisher;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{EntityKey, RowImage};
 use crate::outbox::partition_of;
-use crate::retry_queue::{RetryPolicy, RetryQueue};
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{self, SourceRequest, SourceResponse, SOURCE_API_PORT};
 use crate::systems::target::{ApplyRule, EffectTrigger, Target};
@@ -34,8 +34,6 @@ pub struct NotifyConfig {
     /// Collapse each batch's notifications per key and wait this long before fetching;
     /// `None` fetches once per notification.
     pub dedup_window_ms: Option<u64>,
-    /// How the source retries publishing.
-    pub retry: RetryPolicy,
     /// The source's Kafka producer.
     pub producer: ProducerConfig,
     /// How the target consumes.
@@ -59,30 +57,19 @@ impl fmt::Display for Notification {
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
     tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
-    let queue: RetryQueue<Notification> =
-        RetryQueue::new(&ctx, config.retry, setup.bugs, |n| n.key.customer.0);
+    let publisher = AfterCommitPublisher::new(&ctx, Producer::new(&ctx, RPC_TIMEOUT, config.producer));
     let partitions = config.consumer.partitions;
-    let sending = queue.spawn(move |n: Notification| {
-        let producer = producer.clone();
-        async move {
-            let payload = serde_json::to_string(&n).expect("notifications serialise");
-            let partition = partition_of(n.key.customer, partitions);
-            producer
-                .send(TOPIC, partition, n.key.to_string(), payload)
-                .await
-                .is_ok()
-        }
-    });
     source
         .run_workload(setup.schedule.clone(), None, |commit| {
-            commit
-                .rows
-                .iter()
-                .for_each(|row| queue.push(Notification { key: row.key }))
+            for row in &commit.rows {
+                let n = Notification { key: row.key };
+                let payload = serde_json::to_string(&n).expect("notifications serialise");
+                let partition = partition_of(n.key.customer, partitions);
+                publisher.publish(TOPIC, partition, n.key.to_string(), payload, n.to_string());
+            }
         })
         .await;
-    sending.await?;
+    std::future::pending::<()>().await;
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! Entities in queues (dual write): each changed row travels as a message carrying the
 //! row's data, one message per row.
 //!
-//! `queue-after-commit` commits, then publishes from an in-memory [`RetryQueue`]: a crash
-//! loses what is queued. `queue-fail-op` publishes inside the operation, before the
+//! `queue-after-commit` commits, then hands each row to the Kafka producer
+//! ([`AfterCommitPublisher`]): a crash loses what the producer holds unacknowledged. `queue-fail-op` publishes inside the operation, before the
 //! commit: a failed publish fails the action (availability pays), a publish that timed
 //! out may still have been stored, and the commit can still fail after a successful
 //! publish; either way the target gets a row the source never committed.
@@ -13,10 +13,10 @@ use std::rc::Rc;
 use faultline_sim::HostCtx;
 use serde::{Deserialize, Serialize};
 
+use crate::after_commit::AfterCommitPublisher;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{ActionId, RowImage};
 use crate::outbox::partition_of;
-use crate::retry_queue::{RetryPolicy, RetryQueue};
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::BeforeCommit;
 use crate::systems::target::{ApplyRule, EffectTrigger, Target};
@@ -39,8 +39,6 @@ pub enum PublishPoint {
 pub struct QueueConfig {
     /// Where the publish happens.
     pub publish: PublishPoint,
-    /// How the after-commit queue retries.
-    pub retry: RetryPolicy,
     /// The source's Kafka producer.
     pub producer: ProducerConfig,
     /// How the target consumes.
@@ -62,6 +60,7 @@ impl fmt::Display for EntityMessage {
     }
 }
 
+/// Publishes and waits for the acknowledgement (inside the operation).
 async fn publish(producer: &Producer, message: &EntityMessage, partitions: u32) -> bool {
     let customer = message.row.key.customer;
     let payload = serde_json::to_string(message).expect("entity messages serialise");
@@ -80,21 +79,19 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
     let message = |action: ActionId, row: RowImage| EntityMessage { action, row };
     match config.publish {
         PublishPoint::AfterCommit => {
-            let queue: RetryQueue<EntityMessage> =
-                RetryQueue::new(&ctx, config.retry, setup.bugs, |m| m.row.key.customer.0);
-            let sending = queue.spawn(move |m: EntityMessage| {
-                let producer = producer.clone();
-                async move { publish(&producer, &m, partitions).await }
-            });
+            let publisher = AfterCommitPublisher::new(&ctx, producer);
             source
                 .run_workload(setup.schedule.clone(), None, |commit| {
-                    commit
-                        .rows
-                        .iter()
-                        .for_each(|row| queue.push(message(commit.action, row.clone())))
+                    for row in &commit.rows {
+                        let m = message(commit.action, row.clone());
+                        let customer = m.row.key.customer;
+                        let payload = serde_json::to_string(&m).expect("entity messages serialise");
+                        let partition = partition_of(customer, partitions);
+                        publisher.publish(TOPIC, partition, customer.0.to_string(), payload, m.to_string());
+                    }
                 })
                 .await;
-            sending.await?;
+            std::future::pending::<()>().await;
         }
         PublishPoint::InOperation => {
             let hook: BeforeCommit = Rc::new(move |action, rows| {

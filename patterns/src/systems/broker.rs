@@ -568,16 +568,21 @@ pub struct ProducerConfig {
     pub retry_backoff_max_ms: u64,
     /// `delivery.timeout.ms`: a record not acknowledged by then fails to the caller.
     pub delivery_timeout_ms: u64,
+    /// `linger.ms`: how long a record handed to [`Producer::send_async`] waits for
+    /// others to join its batch before the batch is sent (a full batch goes at once).
+    pub linger_ms: u64,
 }
 
-/// A Kafka ≥ 3.0 application producer's defaults: `enable.idempotence=true`,
+/// A Kafka 4.x application producer's defaults: `enable.idempotence=true`,
 /// `acks=all`, `retries=2147483647` bounded by `delivery.timeout.ms=120000`,
-/// `retry.backoff.ms=100`, `retry.backoff.max.ms=1000`.
+/// `retry.backoff.ms=100`, `retry.backoff.max.ms=1000`, `linger.ms=5` (KIP-1030; 0
+/// through 3.9).
 pub const KAFKA_PRODUCER: ProducerConfig = ProducerConfig {
     idempotent: true,
     retry_backoff_ms: 100,
     retry_backoff_max_ms: 1_000,
     delivery_timeout_ms: 120_000,
+    linger_ms: 5,
 };
 
 /// The producer Kafka Connect gives a source task (Debezium's connectors run as one):
@@ -617,6 +622,20 @@ pub struct Producer {
     ctx: HostCtx,
     /// The next sequence per topic and partition.
     sequences: Rc<RefCell<BTreeMap<(String, u32), u64>>>,
+    /// Records handed to [`Producer::send_async`] and not yet in a sent batch, per
+    /// topic and partition: the record accumulator (a crash loses it).
+    accumulator: Rc<RefCell<BTreeMap<(String, u32), Accumulated>>>,
+}
+
+/// What a delivery future resolves to: the record's offset, or why it failed.
+pub type Delivery = Result<u64, BrokerError>;
+
+/// One partition's records waiting for a batch, and the wake-up of its sender.
+#[derive(Default)]
+struct Accumulated {
+    records: std::collections::VecDeque<(String, String, tokio::sync::oneshot::Sender<Delivery>)>,
+    wake: Rc<Notify>,
+    sender_running: bool,
 }
 
 impl Producer {
@@ -631,6 +650,90 @@ impl Producer {
             config,
             ctx: ctx.clone(),
             sequences: Rc::default(),
+            accumulator: Rc::default(),
+        }
+    }
+
+    /// Hands a record to the producer and returns at once with its delivery, as
+    /// `KafkaProducer.send` does: the record joins its partition's batch, which is sent
+    /// when full (`batch.size`) or after `linger.ms`, one batch in flight per partition,
+    /// each retried in place until acknowledged or `delivery.timeout.ms` passes. Records
+    /// handed in while a batch is in flight wait to form the next one, so a busy
+    /// partition sends many records per request. The delivery is dropped, unresolved,
+    /// if the process dies first.
+    pub fn send_async(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: String,
+        payload: String,
+    ) -> impl std::future::Future<Output = Delivery> + 'static {
+        let (done, delivery) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut accumulator = self.accumulator.borrow_mut();
+            let queue = accumulator.entry((topic.to_string(), partition)).or_default();
+            queue.records.push_back((key, payload, done));
+            queue.wake.notify_one();
+            !std::mem::replace(&mut queue.sender_running, true)
+        };
+        if start {
+            tokio::task::spawn_local(self.clone().drain(topic.to_string(), partition));
+        }
+        async move {
+            delivery
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::Refused("the producer was closed".to_string())))
+        }
+    }
+
+    /// One partition's sender: forms batches from the accumulator and sends them, one
+    /// in flight, for as long as the process lives.
+    async fn drain(self, topic: String, partition: u32) {
+        let wake = Rc::clone(
+            &self
+                .accumulator
+                .borrow_mut()
+                .entry((topic.clone(), partition))
+                .or_default()
+                .wake,
+        );
+        loop {
+            let bytes = |this: &Self| -> Option<usize> {
+                let accumulator = this.accumulator.borrow();
+                let queue = &accumulator[&(topic.clone(), partition)];
+                (!queue.records.is_empty())
+                    .then(|| queue.records.iter().map(|(k, p, _)| k.len() + p.len()).sum())
+            };
+            let Some(waiting) = bytes(&self) else {
+                wake.notified().await;
+                continue;
+            };
+            if waiting < BATCH_SIZE_BYTES && self.config.linger_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(self.config.linger_ms)).await;
+            }
+            let batch: Vec<(String, String, tokio::sync::oneshot::Sender<Delivery>)> = {
+                let mut accumulator = self.accumulator.borrow_mut();
+                let queue = accumulator
+                    .get_mut(&(topic.clone(), partition))
+                    .expect("the sender's partition has a queue");
+                let mut taken = Vec::new();
+                let mut size = 0;
+                while let Some((k, p, _)) = queue.records.front() {
+                    if !taken.is_empty() && size + k.len() + p.len() > BATCH_SIZE_BYTES {
+                        break;
+                    }
+                    size += k.len() + p.len();
+                    taken.push(queue.records.pop_front().expect("checked"));
+                }
+                taken
+            };
+            let (records, done): (Vec<(String, String)>, Vec<_>) =
+                batch.into_iter().map(|(k, p, d)| ((k, p), d)).unzip();
+            let sent = self.send_batch(&topic, partition, records).await;
+            for (i, done) in done.into_iter().enumerate() {
+                // A caller that stopped waiting dropped its receiver: nothing to tell.
+                let _ = done.send(sent.clone().map(|first| first + i as u64));
+            }
         }
     }
 
