@@ -246,6 +246,19 @@ fn invariant_table(out: &mut String, c: &Comparison, column: &str, faults: &str,
         }
         out.push_str("</tr>\n");
     }
+    out.push_str("</table>\n<p>Why: each violation traced to the fault window hit nearest to it (a lost change to the next hit after its commit, anything else to the last hit before it).</p><table><tr><th>pattern</th><th>invariant</th><th>violations</th><th>traced to</th></tr>\n");
+    for p in &c.patterns {
+        let cell = c.cell(column, p).expect("grid cell");
+        for (inv, n, causes) in crate::markdown::causes_rows(c, cell) {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td style=\"text-align:left\">{}</td><td>{n}</td><td style=\"text-align:left\">{}</td></tr>",
+                escape_xml(p),
+                escape_xml(&inv),
+                escape_xml(&causes)
+            );
+        }
+    }
     out.push_str("</table>\n");
 }
 

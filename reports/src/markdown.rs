@@ -101,6 +101,31 @@ pub fn failed_run_lines(c: &Comparison) -> Vec<String> {
     lines
 }
 
+/// Per invariant a cell broke, in report order: its violations and the three windows
+/// most of them are traced to, with their shares (`72% crash/after-commit-before-publish,
+/// 20% (no window hit)`).
+pub fn causes_rows(c: &Comparison, cell: &Cell) -> Vec<(String, u64, String)> {
+    c.invariants
+        .iter()
+        .filter_map(|inv| cell.causes.get(inv).map(|windows| (inv, windows)))
+        .map(|(inv, windows)| {
+            let total: u64 = windows.values().sum();
+            let mut ranked: Vec<(&String, &u64)> = windows.iter().collect();
+            // Most first; ties in name order (the map's), so the text is stable.
+            ranked.sort_by(|a, b| b.1.cmp(a.1));
+            let mut parts: Vec<String> = ranked
+                .iter()
+                .take(3)
+                .map(|(window, n)| format!("{}% {window}", (**n * 100 / total).max(1)))
+                .collect();
+            if ranked.len() > 3 {
+                parts.push(format!("{} more", ranked.len() - 3));
+            }
+            (inv.clone(), total, parts.join(", "))
+        })
+        .collect()
+}
+
 /// The comparison's requirements, parsed back from their canonical form.
 pub fn requirements(c: &Comparison) -> Vec<Requirement> {
     requirements::parse(&c.requirements.join(",")).unwrap_or_default()
@@ -397,6 +422,17 @@ pub fn render(c: &Comparison) -> String {
                 let _ = write!(out, " {value} |");
             }
             out.push('\n');
+        }
+        let _ = writeln!(out, "\nWhy: each violation traced to the fault window hit nearest to it (a lost change to the next hit after its commit, anything else to the last hit before it):\n");
+        let _ = writeln!(
+            out,
+            "| pattern | invariant | violations | traced to |\n|---|---|---:|---|"
+        );
+        for p in &c.patterns {
+            let cell = c.cell(&col.name, p).expect("grid cell");
+            for (inv, n, causes) in causes_rows(c, cell) {
+                let _ = writeln!(out, "| {p} | {inv} | {n} | {causes} |");
+            }
         }
     }
 

@@ -198,6 +198,7 @@ pub struct RunDigest {
     violated: Vec<&'static str>,
     metrics: Metrics,
     coverage: BTreeMap<String, u64>,
+    causes: crate::causes::Causes,
     error: Option<FailedRun>,
 }
 
@@ -214,6 +215,7 @@ pub fn digest(spec: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>) -> RunD
                 violated,
                 metrics: o.metrics,
                 coverage: o.coverage,
+                causes: o.causes,
                 error: None,
             }
         }
@@ -223,6 +225,7 @@ pub fn digest(spec: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>) -> RunD
             violated: Vec::new(),
             metrics: Metrics::default(),
             coverage: BTreeMap::new(),
+            causes: BTreeMap::new(),
             error: Some(FailedRun::of(&failure)),
         },
     }
@@ -373,6 +376,10 @@ pub struct Cell {
     /// Which fault landed in which operation window, over all seeds (see
     /// `faultline_sim::coverage`).
     pub coverage: BTreeMap<String, u64>,
+    /// Per invariant, how many of its violations (over all seeds) are traced to each
+    /// fault window (`crate::causes`: the window hit nearest to each violation,
+    /// `(no window hit)` when none was).
+    pub causes: crate::causes::Causes,
     /// The lowest failing seed's first violation.
     pub first_failure: Option<FirstFailure>,
 }
@@ -403,6 +410,7 @@ impl Cell {
             never_visible: 0,
             unobserved_customers: 0,
             coverage: BTreeMap::new(),
+            causes: BTreeMap::new(),
             first_failure: None,
         }
     }
@@ -441,6 +449,7 @@ impl Cell {
         for (window, n) in &run.coverage {
             *self.coverage.entry(window.clone()).or_insert(0) += n;
         }
+        crate::causes::add(&mut self.causes, &run.causes);
         if let Some(v) = &run.first_violation {
             self.seeds_failing += 1;
             for inv in &run.violated {
@@ -510,6 +519,7 @@ impl Cell {
         for (window, n) in &other.coverage {
             *self.coverage.entry(window.clone()).or_insert(0) += n;
         }
+        crate::causes::add(&mut self.causes, &other.causes);
         if let Some(f) = &other.first_failure {
             if self.first_failure.as_ref().is_none_or(|mine| mine.seed > f.seed) {
                 self.first_failure = Some(f.clone());

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod agreement;
+pub mod causes;
 pub mod compare;
 pub mod detection;
 pub mod durable;

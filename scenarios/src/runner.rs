@@ -141,6 +141,9 @@ pub struct Outcome {
     /// Which fault landed in which operation window, and how often (see
     /// `faultline_sim::coverage`).
     pub coverage: BTreeMap<String, u64>,
+    /// Per invariant, how many violations are traced to each fault window
+    /// ([`crate::causes`]).
+    pub causes: crate::causes::Causes,
     /// Trace events recorded, by kind (kept or not).
     pub events_by_kind: BTreeMap<String, u64>,
     /// The command that replays the run.
@@ -408,7 +411,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         .into_iter()
         .map(|c| format!("customer/{}", c.0))
         .collect();
-    let violations = check_all(&history)
+    let violations: Vec<Violation> = check_all(&history)
         .into_iter()
         .filter(|v| {
             scenario
@@ -418,6 +421,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         })
         .collect();
     let trace = world.trace();
+    let causes = crate::causes::attribute(&violations, &trace.coverage().timeline());
     let counts = TraceCounts {
         calls: trace.count_of(kind::SEND),
         duplicates_absorbed: trace.count_of(faultline_patterns::systems::target::INBOX_DUPLICATE),
@@ -434,6 +438,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         unobserved,
         metrics: compute(&history, counts),
         coverage: trace.coverage().hits(),
+        causes,
         events_by_kind: trace.counts_by_kind(),
         repro: spec.repro_command(),
         plan,

@@ -32,6 +32,8 @@ pub mod windows {
 }
 
 use std::cell::RefCell;
+
+use crate::time::SimTime;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ struct Inner {
     /// crash, so that guards of a dead incarnation close nothing).
     open: BTreeMap<Arc<str>, HostWindows>,
     hits: BTreeMap<String, u64>,
+    /// Every hit in order, with its instant: what a violation can be traced back to.
+    timeline: Vec<(SimTime, Rc<str>)>,
 }
 
 #[derive(Debug, Default)]
@@ -55,9 +59,11 @@ struct HostWindows {
 pub struct Coverage(Rc<RefCell<Inner>>);
 
 impl Coverage {
-    /// Counts one hit of `window` (a fault kind and the window it landed in).
-    pub fn hit(&self, window: &str) {
-        *self.0.borrow_mut().hits.entry(window.to_string()).or_insert(0) += 1;
+    /// Counts one hit of `window` (a fault kind and the window it landed in) at `at`.
+    pub fn hit(&self, at: SimTime, window: &str) {
+        let mut inner = self.0.borrow_mut();
+        *inner.hits.entry(window.to_string()).or_insert(0) += 1;
+        inner.timeline.push((at, Rc::from(window)));
     }
 
     /// Opens `window` on `host` until the guard drops.
@@ -75,7 +81,7 @@ impl Coverage {
 
     /// A fault named `fault` (`crash`, `power-loss`) stopped `host`: every window open
     /// there is hit once, and the host's windows close.
-    pub fn landed(&self, fault: &str, host: &str) {
+    pub fn landed(&self, at: SimTime, fault: &str, host: &str) {
         let open: Vec<&'static str> = {
             let mut inner = self.0.borrow_mut();
             let Some(entry) = inner.open.get_mut(host) else {
@@ -92,13 +98,23 @@ impl Coverage {
             open
         };
         for window in open {
-            self.hit(&format!("{fault}/{window}"));
+            self.hit(at, &format!("{fault}/{window}"));
         }
     }
 
     /// Every window hit so far, with its count.
     pub fn hits(&self) -> BTreeMap<String, u64> {
         self.0.borrow().hits.clone()
+    }
+
+    /// Every hit so far, in order, with its instant.
+    pub fn timeline(&self) -> Vec<(SimTime, String)> {
+        self.0
+            .borrow()
+            .timeline
+            .iter()
+            .map(|(at, w)| (*at, w.to_string()))
+            .collect()
     }
 }
 
@@ -139,7 +155,7 @@ mod tests {
         let closed = coverage.open(&a, "after-apply");
         drop(closed);
         let _elsewhere = coverage.open(&b, "after-apply");
-        coverage.landed("crash", "a");
+        coverage.landed(SimTime::ZERO, "crash", "a");
         assert_eq!(
             coverage.hits(),
             BTreeMap::from([("crash/after-commit".to_string(), 1)])
@@ -151,10 +167,10 @@ mod tests {
         let coverage = Coverage::default();
         let a: Arc<str> = Arc::from("a");
         let old = coverage.open(&a, "w");
-        coverage.landed("crash", "a");
+        coverage.landed(SimTime::ZERO, "crash", "a");
         let _new = coverage.open(&a, "w");
         drop(old);
-        coverage.landed("power-loss", "a");
+        coverage.landed(SimTime::ZERO, "power-loss", "a");
         assert_eq!(coverage.hits().get("power-loss/w"), Some(&1));
     }
 }

@@ -365,7 +365,7 @@ impl Disk {
             state
                 .trace
                 .coverage()
-                .hit(windows::SYNC_ERROR_READABLE_NOT_DURABLE);
+                .hit(now(), windows::SYNC_ERROR_READABLE_NOT_DURABLE);
             let detail = format!("{file} not-durable={bytes}");
             state.trace.record(now(), &state.host, kind::SYNC_ERROR, detail);
             return Err(DiskError::SyncFailed);
@@ -539,7 +539,7 @@ impl Disk {
                 state
                     .trace
                     .record(at, &state.host, kind::NAME_UNDONE, format!("{name} {undone}"));
-                state.trace.coverage().hit(windows::POWER_LOSS_UNDURABLE_NAME);
+                state.trace.coverage().hit(at, windows::POWER_LOSS_UNDURABLE_NAME);
             }
         }
         state.names = state.durable_names.clone();
@@ -557,12 +557,12 @@ impl Disk {
                     inode.data.truncate(inode.durable_len);
                     let detail = format!("{name} kept={kept} lost={}", unsynced - kept);
                     state.trace.record(at, &state.host, kind::TORN, detail);
-                    state.trace.coverage().hit(windows::POWER_LOSS_TORN_TAIL);
+                    state.trace.coverage().hit(at, windows::POWER_LOSS_TORN_TAIL);
                 } else {
                     inode.data.truncate(inode.durable_len);
                     let detail = format!("{name} lost={unsynced}");
                     state.trace.record(at, &state.host, kind::UNSYNCED_LOST, detail);
-                    state.trace.coverage().hit(windows::POWER_LOSS_UNSYNCED_TAIL);
+                    state.trace.coverage().hit(at, windows::POWER_LOSS_UNSYNCED_TAIL);
                 }
             }
             let zeroed = zero_holes(&mut inode.data, &inode.holes);
@@ -570,7 +570,10 @@ impl Disk {
             if zeroed > 0 {
                 let detail = format!("{name} zeroed={zeroed}");
                 state.trace.record(at, &state.host, kind::SYNC_ERROR_LOST, detail);
-                state.trace.coverage().hit(windows::POWER_LOSS_FAILED_SYNC_RANGE);
+                state
+                    .trace
+                    .coverage()
+                    .hit(at, windows::POWER_LOSS_FAILED_SYNC_RANGE);
             }
         }
     }

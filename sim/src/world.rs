@@ -145,7 +145,7 @@ impl HostCtx {
 
     /// Counts one hit of a window the component saw a fault land in itself.
     pub fn cover(&self, window: &str) {
-        self.shared.trace.coverage().hit(window);
+        self.shared.trace.coverage().hit(self.now(), window);
     }
 
     /// The host's disk: the only state that survives a crash.
@@ -579,7 +579,7 @@ impl World {
                 }
             }
             Fault::Crash { host } => {
-                self.shared.trace.coverage().landed("crash", host);
+                self.shared.trace.coverage().landed(now, "crash", host);
                 self.sim.crash(host.as_str());
                 self.mark_down(host, false);
                 self.record_host(now, host, kind::CRASH, "process killed");
@@ -593,7 +593,7 @@ impl World {
                         .cut(&other, host, CutReason::PowerLoss(host.clone()), true);
                     self.links.apply(&self.sim, host, &other);
                 }
-                self.shared.trace.coverage().landed("power-loss", host);
+                self.shared.trace.coverage().landed(now, "power-loss", host);
                 self.sim.crash(host.as_str());
                 self.mark_down(host, true);
                 self.record_host(now, host, kind::CRASH, "power lost");
