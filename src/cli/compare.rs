@@ -204,7 +204,6 @@ pub fn failed_runs_exit(comparison: &Comparison) -> ExitCode {
 
 /// Prints the summary table and writes the three reports; the last line says where.
 pub fn write_reports(comparison: &Comparison, out: &Path) -> ExitCode {
-    print!("{}", faultline_reports::terminal::render(comparison));
     let files = [
         ("report.md", faultline_reports::markdown::render(comparison)),
         (
@@ -220,6 +219,8 @@ pub fn write_reports(comparison: &Comparison, out: &Path) -> ExitCode {
             return ExitCode::from(exit::RUN_FAILED);
         }
     }
+    // Printed after the files are written: a reader that stops early loses nothing.
+    print!("{}", faultline_reports::terminal::render(comparison));
     let partial = if comparison.partial() { "partial " } else { "" };
     println!(
         "\n{partial}report written to {}/ (report.md, report.json, report.html)",
