@@ -345,15 +345,19 @@ fn counterexample(out: &mut String, ex: &Counterexample) {
         escape_xml(&ex.trace_hash)
     );
     let _ = writeln!(out, "<pre>{}</pre>", escape_xml(&ex.faults.join("\n")));
-    out.push_str("<table class=\"events\"><tr><th>ms</th><th>host</th><th>event</th><th>detail</th></tr>\n");
-    for e in &ex.events {
+    let _ = writeln!(
+        out,
+        "<p>Lineage of <code>{}</code>: its journey from the source's commit to the target and its welcome, with the faults.</p><table class=\"events\"><tr><th>ms</th><th>host</th><th>stage</th><th>detail</th></tr>",
+        escape_xml(&v.key)
+    );
+    for step in faultline_scenarios::lineage::lineage(&ex.events, &v.key) {
         let _ = writeln!(
             out,
             "<tr><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            e.at_us as f64 / 1_000.0,
-            escape_xml(&e.host),
-            escape_xml(&e.kind),
-            escape_xml(&e.detail)
+            step.at_us as f64 / 1_000.0,
+            escape_xml(&step.host),
+            escape_xml(step.stage),
+            escape_xml(&faultline_scenarios::lineage::shortened(&step.detail, 160))
         );
     }
     let _ = writeln!(

@@ -483,7 +483,19 @@ pub fn render(c: &Comparison) -> String {
         for f in &ex.faults {
             let _ = writeln!(out, "{f}");
         }
-        let _ = writeln!(out, "```\n\n```mermaid\n{}```", mermaid::render(ex));
+        let _ = writeln!(out, "```\n\nLineage of `{}`:\n", v.key);
+        let _ = writeln!(out, "| ms | host | stage | detail |\n|---:|---|---|---|");
+        for step in faultline_scenarios::lineage::lineage(&ex.events, &v.key) {
+            let _ = writeln!(
+                out,
+                "| {:.1} | {} | {} | `{}` |",
+                step.at_us as f64 / 1_000.0,
+                step.host,
+                step.stage,
+                faultline_scenarios::lineage::shortened(&step.detail, 100).replace('|', "\\|")
+            );
+        }
+        let _ = writeln!(out, "\n```mermaid\n{}```", mermaid::render(ex));
     }
     out
 }

@@ -69,12 +69,33 @@ pub fn render(outcome: &Outcome) -> String {
             }
         }
     }
+    if let Some(first) = outcome.violations.first() {
+        lineage(&mut out, outcome, first);
+    }
     let _ = writeln!(
         out,
         "\nrepro: {}\ntrace_hash={}",
         outcome.repro, outcome.trace_hash
     );
     out
+}
+
+/// The journey of the first violation's row, as the reports' counterexamples tell it.
+fn lineage(out: &mut String, outcome: &Outcome, first: &faultline_scenarios::Violation) {
+    let failure = faultline_scenarios::compare::FirstFailure::of(outcome.seed, first);
+    let story = faultline_scenarios::compare::counterexample("-", outcome, &failure);
+    let steps = faultline_scenarios::lineage::lineage(&story.events, &first.key);
+    let _ = writeln!(out, "\nlineage of {} (the first violation's row):", first.key);
+    for step in steps {
+        let _ = writeln!(
+            out,
+            "  {:>9.1} ms  {:<8} {:<32} {}",
+            step.at_us as f64 / 1_000.0,
+            step.host,
+            step.stage,
+            faultline_scenarios::lineage::shortened(&step.detail, 100)
+        );
+    }
 }
 
 /// Renders a run that failed instead of giving a verdict: what failed, where and when,
