@@ -68,23 +68,11 @@ impl LogFile {
     /// Opens (or creates) the log in `file`, recovering it: intact records are returned
     /// and a torn tail is truncated away.
     pub fn open(disk: &Disk, file: &str) -> (LogFile, Recovery) {
-        let log = LogFile {
-            disk: disk.clone(),
-            file: file.to_string(),
-        };
-        let records = log.read_from(LogPos(0), usize::MAX);
-        let intact_end = records.last().map_or(0, |r| r.next.0);
-        let len = disk.len(file);
-        if len > intact_end {
-            disk.truncate(file, intact_end);
+        let (log, recovery) = LogFile::open_unrepaired(disk, file);
+        if recovery.truncated_bytes > 0 {
+            disk.truncate(file, disk.len(file) - recovery.truncated_bytes);
         }
-        (
-            log,
-            Recovery {
-                records,
-                truncated_bytes: len - intact_end,
-            },
-        )
+        (log, recovery)
     }
 
     /// Opens the log and reads its intact records, but leaves whatever follows them in
