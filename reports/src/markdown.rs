@@ -201,8 +201,13 @@ pub const MAGNITUDE_HEADERS: [&str; 8] = [
 /// One row of the magnitudes table: how much went wrong in a cell, and how long.
 pub fn magnitude_row(cell: &Cell) -> [String; 8] {
     let d = &cell.duplicate_deliveries;
+    let semantics = if cell.applicable {
+        cell.delivery_semantics.clone()
+    } else {
+        NOT_APPLICABLE.to_string()
+    };
     [
-        cell.delivery_semantics.clone(),
+        semantics,
         format!("{:.1}", cell.lost_per_1000),
         format!("{} / {} / {} / {}", d.once, d.twice, d.thrice, d.more),
         format!("{:.1}", d.doubled_effects_per_1000_customers),

@@ -358,7 +358,7 @@ pub struct Cell {
     pub fracture_window_ms: FractureWindows,
     /// The delivery semantics observed: `effectively-once` (nothing lost, nothing
     /// applied twice), `at-least-once` (duplicates, no loss), `at-most-once` (losses,
-    /// no duplicates) or `neither`.
+    /// no duplicates), `neither`, or `unknown` when no seed gave a verdict.
     pub delivery_semantics: String,
     /// Actions scheduled, over all seeds.
     pub actions: u64,
@@ -402,7 +402,7 @@ impl Cell {
             lost_per_1000: 0.0,
             duplicate_deliveries: DuplicateDeliveries::default(),
             fracture_window_ms: FractureWindows::default(),
-            delivery_semantics: delivery_semantics(0, &[0; 4], 0).to_string(),
+            delivery_semantics: "unknown".to_string(),
             actions: 0,
             actions_attempted: 0,
             actions_failed_integration: 0,
@@ -476,8 +476,12 @@ impl Cell {
         self.lost_per_1000 = per_1000(self.changes_lost, self.changes_committed);
         let d = &mut self.duplicate_deliveries;
         d.doubled_effects_per_1000_customers = per_1000(d.doubled_effects, d.customers_created);
-        self.delivery_semantics =
-            delivery_semantics(self.changes_lost, &d.applied_times(), d.doubled_effects).to_string();
+        self.delivery_semantics = if self.seeds_run == self.runs_failed {
+            // No seed gave a verdict: nothing was observed.
+            "unknown".to_string()
+        } else {
+            delivery_semantics(self.changes_lost, &d.applied_times(), d.doubled_effects).to_string()
+        };
     }
 
     /// Folds another shard's cell of the same column and pattern into this one.
