@@ -289,6 +289,23 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
     assert_eq!(welcomes.len(), 60, "every created customer welcomed");
 }
 
+/// The payloads of partition `t/0`, in offset order, read back through a lossy network
+/// (a failed fetch is tried again; at most about 1000).
+async fn read_back(ctx: &faultline_sim::HostCtx) -> Vec<u64> {
+    let broker = BrokerClient::new(ctx, Duration::from_millis(100));
+    let mut records = Vec::new();
+    while records.len() < 1_000 {
+        let Ok(batch) = broker.fetch("t", 0, records.len() as u64, 0).await else {
+            continue;
+        };
+        if batch.is_empty() {
+            break;
+        }
+        records.extend(batch.into_iter().map(|r| r.payload.parse::<u64>().unwrap()));
+    }
+    records
+}
+
 /// Sends 40 records through a producer while half the broker's responses are lost;
 /// returns the payloads the partition holds, in offset order.
 fn produce_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
@@ -304,19 +321,8 @@ fn produce_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
                 for n in 0..40u64 {
                     producer.send("t", 0, "k".into(), n.to_string()).await.unwrap();
                 }
-                let broker = BrokerClient::new(&ctx, Duration::from_millis(100));
                 tokio::time::sleep(Duration::from_millis(1_500)).await;
-                let mut records = Vec::new();
-                while records.len() < 200 {
-                    let Ok(batch) = broker.fetch("t", 0, records.len() as u64, 0).await else {
-                        continue;
-                    };
-                    if batch.is_empty() {
-                        break;
-                    }
-                    records.extend(batch.into_iter().map(|r| r.payload.parse::<u64>().unwrap()));
-                }
-                *stored.borrow_mut() = Some(records);
+                *stored.borrow_mut() = Some(read_back(&ctx).await);
                 std::future::pending::<()>().await;
                 Ok(())
             }
@@ -390,16 +396,7 @@ fn send_async_batches_what_accumulates_and_delivers_every_record_in_order() {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(1_000)).await;
-                let broker = BrokerClient::new(&ctx, Duration::from_millis(100));
-                let mut records = Vec::new();
-                loop {
-                    let batch = broker.fetch("t", 0, records.len() as u64, 0).await.unwrap();
-                    if batch.is_empty() {
-                        break;
-                    }
-                    records.extend(batch.into_iter().map(|r| r.payload.parse::<u64>().unwrap()));
-                }
-                *stored.borrow_mut() = records;
+                *stored.borrow_mut() = read_back(&ctx).await;
                 std::future::pending::<()>().await;
                 Ok(())
             }

@@ -222,6 +222,29 @@ const CRASHES: Intensity = Intensity::new(2_000, 50, 800);
 const DISK: Intensity = Intensity::new(2_000, 100, 800);
 const CLOCK: Intensity = Intensity::new(2_000, 300, 2_000);
 
+/// Message-fault rates for one episode: loss and lost responses in `loss_pct`,
+/// duplicates in 0..=10%, delays in `delay_pct`, each delay up to a bound drawn from
+/// `delay_max_ms` (drawn in that order).
+fn draw_rates(
+    rng: &mut SimRng,
+    loss_pct: std::ops::RangeInclusive<i32>,
+    delay_pct: std::ops::RangeInclusive<i32>,
+    delay_max_ms: std::ops::RangeInclusive<u64>,
+) -> MessageFaultRates {
+    let mut pct = |range: std::ops::RangeInclusive<i32>| f64::from(rng.gen_range(range)) / 100.0;
+    let loss = pct(loss_pct.clone());
+    let lost_response = pct(loss_pct);
+    let duplicate = pct(0..=10);
+    let delay = pct(delay_pct);
+    MessageFaultRates {
+        loss,
+        lost_response,
+        duplicate,
+        delay,
+        delay_max_ms: rng.gen_range(delay_max_ms),
+    }
+}
+
 impl FaultMix {
     fn of(profile: Profile) -> FaultMix {
         let none = FaultMix::default();
@@ -306,13 +329,7 @@ impl FaultMix {
         if let Some(intensity) = self.message {
             let mut rng = streams.stream("faults/message");
             for (start, end) in intensity.episodes(&mut rng, window) {
-                let rates = MessageFaultRates {
-                    loss: rng.gen_range(0..=10) as f64 / 100.0,
-                    lost_response: rng.gen_range(0..=10) as f64 / 100.0,
-                    duplicate: rng.gen_range(0..=10) as f64 / 100.0,
-                    delay: rng.gen_range(0..=20) as f64 / 100.0,
-                    delay_max_ms: rng.gen_range(5..=100),
-                };
+                let rates = draw_rates(&mut rng, 0..=10, 0..=20, 5..=100);
                 push(start, Fault::MessageFaults { rates });
                 push(
                     end,
@@ -332,13 +349,7 @@ impl FaultMix {
                 for to in targets.iter().filter(|t| t.name != from.name) {
                     let mut rng = streams.stream(&format!("faults/message/{}/{}", from.name, to.name));
                     for (start, end) in per_link.episodes(&mut rng, window) {
-                        let rates = MessageFaultRates {
-                            loss: rng.gen_range(5..=30) as f64 / 100.0,
-                            lost_response: rng.gen_range(5..=30) as f64 / 100.0,
-                            duplicate: rng.gen_range(0..=10) as f64 / 100.0,
-                            delay: rng.gen_range(10..=40) as f64 / 100.0,
-                            delay_max_ms: rng.gen_range(20..=200),
-                        };
+                        let rates = draw_rates(&mut rng, 5..=30, 10..=40, 20..=200);
                         let link = |rates| Fault::LinkMessageFaults {
                             from: from.name.clone(),
                             to: to.name.clone(),
