@@ -176,14 +176,16 @@ fn bucket_bound(ms: Option<u64>) -> String {
 
 /// A spread as `p50 / p99 / max`, `-` when empty.
 fn spread(s: &Spread) -> String {
-    match s.max {
-        None => "-".to_string(),
-        Some(max) => format!(
-            "{} / {} / {max} ms",
-            bucket_bound(s.p50).trim_end_matches(" ms"),
-            bucket_bound(s.p99).trim_end_matches(" ms")
-        ),
-    }
+    let Some(max) = s.max else {
+        return "-".to_string();
+    };
+    // A percentile is an upper bound (its bucket's, or the worst), exact only when
+    // every sample is zero.
+    let percentile = |p: Option<u64>| match p {
+        _ if max == 0 => "0".to_string(),
+        other => bucket_bound(other).trim_end_matches(" ms").to_string(),
+    };
+    format!("{} / {} / {max} ms", percentile(s.p50), percentile(s.p99))
 }
 
 /// The headers of the magnitudes table (after `pattern`).
