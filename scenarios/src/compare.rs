@@ -951,13 +951,16 @@ fn mentions(detail: &str, id: &str) -> bool {
     }
     ["customer/", "address/", "contact/", "key="]
         .iter()
-        .any(|prefix| {
-            let needle = format!("{prefix}{id}");
-            detail.match_indices(&needle).any(|(at, _)| {
-                let after = detail[at + needle.len()..].chars().next();
-                after.is_none_or(|c| !c.is_ascii_digit())
-            })
-        })
+        .any(|prefix| names(detail, &format!("{prefix}{id}")))
+}
+
+/// Whether `detail` names `needle` whole: not followed by another digit
+/// (`contact/23` is not in `contact/235`).
+pub(crate) fn names(detail: &str, needle: &str) -> bool {
+    detail.match_indices(needle).any(|(at, _)| {
+        let after = detail[at + needle.len()..].chars().next();
+        after.is_none_or(|c| !c.is_ascii_digit())
+    })
 }
 
 /// The client host and call id of an RPC event (`call=ID to=…` on the client,

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::compare::StoryEvent;
+use crate::compare::{names, StoryEvent};
 
 /// A detail cut to `max` characters, for tables (a batch names every key it carries).
 pub fn shortened(detail: &str, max: usize) -> String {
@@ -26,14 +26,6 @@ pub struct Step {
     pub stage: &'static str,
     /// The trace event's detail.
     pub detail: String,
-}
-
-/// Whether `detail` names `needle` whole (`contact/23` is not in `contact/235`).
-fn names(detail: &str, needle: &str) -> bool {
-    detail.match_indices(needle).any(|(at, _)| {
-        let after = detail[at + needle.len()..].chars().next();
-        after.is_none_or(|c| !c.is_ascii_digit())
-    })
 }
 
 /// What a trace event did to the entity.
