@@ -45,6 +45,8 @@ pub enum CdcApply {
 /// How the CDC integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CdcConfig {
+    /// Which incoming images the target takes (`target.apply.rule`).
+    pub rule: ApplyRule,
     /// How the target applies.
     pub apply: CdcApply,
     /// How often the connector reads the log.
@@ -223,7 +225,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultl
     // The transaction-aware apply keeps applied transaction ids in its inbox.
     let inbox = config.apply == CdcApply::Transaction;
     let target = setup
-        .open_target(&ctx, ApplyRule::Blind, inbox, EffectTrigger::CreateMessage)
+        .open_target(&ctx, config.rule, inbox, EffectTrigger::CreateMessage)
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyEvents {

@@ -31,6 +31,8 @@ pub const TOPIC: &str = "customer-notifications";
 /// How the notify-pull integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotifyConfig {
+    /// Which incoming images the target takes (`target.apply.rule`).
+    pub rule: ApplyRule,
     /// Collapse each batch's notifications per key and wait this long before fetching;
     /// `None` fetches once per notification.
     pub dedup_window_ms: Option<u64>,
@@ -139,7 +141,7 @@ impl Handler for Pull {
 /// The target side: one pulling consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::NewRow)
+        .open_target(&ctx, config.rule, false, EffectTrigger::NewRow)
         .await;
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);

@@ -42,6 +42,8 @@ pub enum RelaySource {
 /// How the outbox integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {
+    /// Which incoming images the target takes (`target.apply.rule`).
+    pub rule: ApplyRule,
     /// The target keeps an inbox of processed message ids.
     pub inbox: bool,
     /// Where the relay reads.
@@ -173,7 +175,7 @@ impl Handler for ApplyMessage {
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, ApplyRule::Blind, config.inbox, EffectTrigger::CreateMessage)
+        .open_target(&ctx, config.rule, config.inbox, EffectTrigger::CreateMessage)
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyMessage {

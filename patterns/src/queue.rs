@@ -37,6 +37,8 @@ pub enum PublishPoint {
 /// How the queue integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueConfig {
+    /// Which incoming images the target takes (`target.apply.rule`).
+    pub rule: ApplyRule,
     /// Where the publish happens.
     pub publish: PublishPoint,
     /// The source's Kafka producer.
@@ -135,7 +137,7 @@ impl Handler for ApplyRow {
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::CreateMessage)
+        .open_target(&ctx, config.rule, false, EffectTrigger::CreateMessage)
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),

@@ -28,7 +28,7 @@ pub const BROKER_PORT: u16 = 9092;
 pub const FETCH_WAIT_MS: u64 = 200;
 /// The longest wait a fetch may ask for.
 pub const FETCH_WAIT_MAX_MS: u64 = 1_000;
-/// Bytes of keys and payloads one produce request carries at most (Kafka's
+/// Bytes of keys and payloads one produce request carries at most by default (Kafka's
 /// `batch.size` default).
 pub const BATCH_SIZE_BYTES: usize = 16_384;
 /// Records one fetch returns at most.
@@ -571,6 +571,8 @@ pub struct ProducerConfig {
     /// `linger.ms`: how long a record handed to [`Producer::send_async`] waits for
     /// others to join its batch before the batch is sent (a full batch goes at once).
     pub linger_ms: u64,
+    /// `batch.size`: bytes of keys and payloads one produce request carries at most.
+    pub batch_size: usize,
 }
 
 /// A Kafka 4.x application producer's defaults: `enable.idempotence=true`,
@@ -583,6 +585,7 @@ pub const KAFKA_PRODUCER: ProducerConfig = ProducerConfig {
     retry_backoff_max_ms: 1_000,
     delivery_timeout_ms: 120_000,
     linger_ms: 5,
+    batch_size: BATCH_SIZE_BYTES,
 };
 
 /// The producer Kafka Connect gives a source task (Debezium's connectors run as one):
@@ -708,7 +711,7 @@ impl Producer {
                 wake.notified().await;
                 continue;
             };
-            if waiting < BATCH_SIZE_BYTES && self.config.linger_ms > 0 {
+            if waiting < self.config.batch_size && self.config.linger_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(self.config.linger_ms)).await;
             }
             let batch: Vec<(String, String, tokio::sync::oneshot::Sender<Delivery>)> = {
@@ -719,7 +722,7 @@ impl Producer {
                 let mut taken = Vec::new();
                 let mut size = 0;
                 while let Some((k, p, _)) = queue.records.front() {
-                    if !taken.is_empty() && size + k.len() + p.len() > BATCH_SIZE_BYTES {
+                    if !taken.is_empty() && size + k.len() + p.len() > self.config.batch_size {
                         break;
                     }
                     size += k.len() + p.len();
@@ -750,7 +753,7 @@ impl Producer {
     }
 
     /// Sends `(key, payload)` records of one partition in order, in batches of up to
-    /// `batch.size` bytes (16384, Kafka's default), one batch in flight, each retried
+    /// `batch.size` bytes (16384 by default, Kafka's), one batch in flight, each retried
     /// in place; returns the first record's offset. Fails only when a batch's
     /// `delivery.timeout.ms` passes (the later batches are not sent).
     pub async fn send_all(
@@ -768,7 +771,7 @@ impl Producer {
             batch.push(record);
             let full = records
                 .peek()
-                .is_none_or(|next| batch_bytes + next.0.len() + next.1.len() > BATCH_SIZE_BYTES);
+                .is_none_or(|next| batch_bytes + next.0.len() + next.1.len() > self.config.batch_size);
             if full {
                 let offset = self
                     .send_batch(topic, partition, std::mem::take(&mut batch))

@@ -1,0 +1,957 @@
+//! Settings: every design choice of the patterns' shared parts, by the name the real
+//! system gives it, with its valid values. A variant is a preset (see [`crate::variants`])
+//! with some settings overridden, from a suite's `[[variant]]` or `--set key=value`.
+//!
+//! A setting names a field of a pattern's configuration; it applies to a variant when
+//! the variant's pattern has that field. Values are checked against the setting's range
+//! or words before a run, so nothing half-valid reaches the world.
+
+use std::fmt;
+
+use crate::cdc::CdcApply;
+use crate::consumer::{CommitPoint, ConsumerConfig};
+use crate::outbox::RelaySource;
+use crate::queue::PublishPoint;
+use crate::retry_queue::RetryPolicy;
+use crate::systems::broker::{ProducerConfig, FETCH_WAIT_MAX_MS};
+use crate::systems::target::ApplyRule;
+use crate::variants::{PatternConfig, VARIANTS};
+
+/// The values a setting takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Values {
+    /// `true` or `false`.
+    Bool,
+    /// A duration in milliseconds within bounds (also written `2s`, `500ms`, `1m`).
+    Millis {
+        /// The least.
+        min: u64,
+        /// The most.
+        max: u64,
+    },
+    /// `off`, or a duration in milliseconds within bounds.
+    MillisOrOff {
+        /// The least.
+        min: u64,
+        /// The most.
+        max: u64,
+    },
+    /// A whole number within bounds.
+    Count {
+        /// The least.
+        min: u64,
+        /// The most.
+        max: u64,
+    },
+    /// One of these words.
+    Choice(&'static [&'static str]),
+}
+
+impl fmt::Display for Values {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Values::Bool => f.write_str("true or false"),
+            Values::Millis { min, max } => write!(f, "milliseconds, {min} to {max}"),
+            Values::MillisOrOff { min, max } => write!(f, "off, or milliseconds, {min} to {max}"),
+            Values::Count { min, max } => write!(f, "a whole number, {min} to {max}"),
+            Values::Choice(words) => write!(f, "one of {}", words.join(", ")),
+        }
+    }
+}
+
+/// A setting's value, in canonical form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// A switch.
+    Bool(bool),
+    /// Milliseconds or a count.
+    Number(u64),
+    /// Switched off (for [`Values::MillisOrOff`]).
+    Off,
+    /// One of the setting's words.
+    Word(&'static str),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Number(n) => write!(f, "{n}"),
+            Value::Off => f.write_str("off"),
+            Value::Word(w) => f.write_str(w),
+        }
+    }
+}
+
+/// One setting changed from a preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Override {
+    /// The setting's key.
+    pub key: &'static str,
+    /// Its new value.
+    pub value: Value,
+}
+
+impl fmt::Display for Override {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// Where a setting lives in a configuration: an accessor that finds the field in the
+/// patterns that have it and `None` in the others.
+#[derive(Clone, Copy)]
+enum Field {
+    Bool(fn(&mut PatternConfig) -> Option<&mut bool>),
+    U64(fn(&mut PatternConfig) -> Option<&mut u64>),
+    U32(fn(&mut PatternConfig) -> Option<&mut u32>),
+    Usize(fn(&mut PatternConfig) -> Option<&mut usize>),
+    OptionalU64(fn(&mut PatternConfig) -> Option<&mut Option<u64>>),
+    Word {
+        get: fn(&PatternConfig) -> Option<&'static str>,
+        set: fn(&mut PatternConfig, &str) -> Option<()>,
+    },
+}
+
+/// A design choice with its real-world name, valid values and the field it sets.
+#[derive(Clone, Copy)]
+pub struct Setting {
+    /// The key, as `--set` and suites write it.
+    pub key: &'static str,
+    /// What it decides.
+    pub about: &'static str,
+    /// The real system's name for it, where there is one.
+    pub mirrors: &'static str,
+    /// Its valid values.
+    pub values: Values,
+    field: Field,
+}
+
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Setting")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Setting {
+    /// The setting called `key`.
+    pub fn by_key(key: &str) -> Option<&'static Setting> {
+        SETTINGS.iter().find(|s| s.key == key)
+    }
+
+    /// Its value in `config`, or `None` when the pattern has no such choice.
+    pub fn get(&self, config: &PatternConfig) -> Option<Value> {
+        let mut copy = *config;
+        let c = &mut copy;
+        Some(match self.field {
+            Field::Bool(at) => Value::Bool(*at(c)?),
+            Field::U64(at) => Value::Number(*at(c)?),
+            Field::U32(at) => Value::Number(u64::from(*at(c)?)),
+            Field::Usize(at) => Value::Number(*at(c)? as u64),
+            Field::OptionalU64(at) => at(c)?.map_or(Value::Off, Value::Number),
+            Field::Word { get, .. } => Value::Word(get(config)?),
+        })
+    }
+
+    /// Whether `config`'s pattern has this choice.
+    pub fn applies_to(&self, config: &PatternConfig) -> bool {
+        self.get(config).is_some()
+    }
+
+    /// The built-in presets it applies to, in registry order.
+    pub fn presets(&self) -> Vec<&'static str> {
+        VARIANTS
+            .iter()
+            .filter(|v| self.applies_to(&v.config))
+            .map(|v| v.name)
+            .collect()
+    }
+
+    /// Reads a value as a user writes it, or says what the setting takes.
+    pub fn parse(&self, text: &str) -> Result<Value, SettingError> {
+        let text = text.trim();
+        let bad = || SettingError::BadValue {
+            key: self.key.to_string(),
+            value: text.to_string(),
+            expected: self.values.to_string(),
+        };
+        let within = |n: u64, min: u64, max: u64| (min..=max).contains(&n).then_some(Value::Number(n));
+        match self.values {
+            Values::Bool => match text {
+                "true" => Ok(Value::Bool(true)),
+                "false" => Ok(Value::Bool(false)),
+                _ => Err(bad()),
+            },
+            Values::Millis { min, max } => millis(text).and_then(|n| within(n, min, max)).ok_or_else(bad),
+            Values::MillisOrOff { .. } if text == "off" => Ok(Value::Off),
+            Values::MillisOrOff { min, max } => {
+                millis(text).and_then(|n| within(n, min, max)).ok_or_else(bad)
+            }
+            Values::Count { min, max } => text
+                .replace('_', "")
+                .parse()
+                .ok()
+                .and_then(|n| within(n, min, max))
+                .ok_or_else(bad),
+            Values::Choice(words) => words
+                .iter()
+                .find(|w| **w == text)
+                .map(|w| Value::Word(w))
+                .ok_or_else(bad),
+        }
+    }
+
+    /// Sets `value` (parsed by [`Setting::parse`]) in `config`; false when the pattern
+    /// has no such choice.
+    pub fn set(&self, config: &mut PatternConfig, value: Value) -> bool {
+        let number = |v: Value| match v {
+            Value::Number(n) => n,
+            other => unreachable!("{}: {other:?} is not a number; parse checks", self.key),
+        };
+        match self.field {
+            Field::Bool(at) => match (at(config), value) {
+                (Some(field), Value::Bool(b)) => *field = b,
+                (None, _) => return false,
+                (_, other) => unreachable!("{}: {other:?} is not a switch; parse checks", self.key),
+            },
+            Field::U64(at) => match at(config) {
+                Some(field) => *field = number(value),
+                None => return false,
+            },
+            Field::U32(at) => match at(config) {
+                Some(field) => *field = u32::try_from(number(value)).expect("bounds fit u32"),
+                None => return false,
+            },
+            Field::Usize(at) => match at(config) {
+                Some(field) => *field = usize::try_from(number(value)).expect("bounds fit usize"),
+                None => return false,
+            },
+            Field::OptionalU64(at) => match at(config) {
+                Some(field) => *field = (value != Value::Off).then(|| number(value)),
+                None => return false,
+            },
+            Field::Word { set, .. } => {
+                let Value::Word(word) = value else {
+                    unreachable!("{}: {value:?} is not a word; parse checks", self.key)
+                };
+                return set(config, word).is_some();
+            }
+        }
+        true
+    }
+}
+
+/// `250`, `250ms`, `2s` or `1m`, in milliseconds.
+fn millis(text: &str) -> Option<u64> {
+    let text = text.replace('_', "");
+    let (digits, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (text.as_str(), 1)
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// Why a definition of a variant cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// No preset has this name.
+    #[error("unknown preset {name:?}")]
+    UnknownPreset {
+        /// What was written.
+        name: String,
+    },
+    /// No setting has this key.
+    #[error("unknown setting {key:?}")]
+    UnknownSetting {
+        /// What was written.
+        key: String,
+        /// The preset it was meant for.
+        preset: &'static str,
+    },
+    /// The value is not one the setting takes.
+    #[error("{key} = {value:?} is not valid: it takes {expected}")]
+    BadValue {
+        /// The setting.
+        key: String,
+        /// What was written.
+        value: String,
+        /// What it takes.
+        expected: String,
+    },
+    /// The preset's pattern has no such choice.
+    #[error("{key} does not apply to {preset}")]
+    NotApplicable {
+        /// The setting.
+        key: &'static str,
+        /// The preset.
+        preset: &'static str,
+    },
+    /// The same setting is given twice.
+    #[error("{key} is set twice")]
+    SetTwice {
+        /// The setting.
+        key: &'static str,
+    },
+    /// Two values that cannot go together.
+    #[error("{message}")]
+    Conflict {
+        /// What clashes.
+        message: String,
+        /// How to make them fit.
+        fix: String,
+    },
+    /// A `+` part of a variant's name that is not `key=value`.
+    #[error("{part:?} in {name:?} is not a setting: write key=value")]
+    Malformed {
+        /// The part.
+        part: String,
+        /// The whole name.
+        name: String,
+    },
+    /// A defined variant's name must be its own and plain.
+    #[error("{name:?} cannot name a variant: {why}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+impl SettingError {
+    /// How to fix it.
+    pub fn hint(&self) -> String {
+        match self {
+            SettingError::UnknownPreset { .. } => {
+                format!("presets are: {}", crate::Variant::names().join(", "))
+            }
+            SettingError::UnknownSetting { key, preset } => {
+                let config = crate::Variant::by_name(preset).map(|v| v.config);
+                let keys: Vec<&str> = SETTINGS
+                    .iter()
+                    .filter(|s| config.is_none_or(|c| s.applies_to(&c)))
+                    .map(|s| s.key)
+                    .collect();
+                let near = SETTINGS
+                    .iter()
+                    .filter(|s| similar(key, s.key))
+                    .map(|s| format!("did you mean {}? ", s.key))
+                    .next()
+                    .unwrap_or_default();
+                format!(
+                    "{near}{preset}'s settings are: {} (see `faultline list --settings`)",
+                    keys.join(", ")
+                )
+            }
+            SettingError::BadValue { key, .. } => {
+                let example = Setting::by_key(key)
+                    .and_then(|s| VARIANTS.iter().find_map(|v| s.get(&v.config)))
+                    .map(|v| format!("e.g. {key} = {v}"))
+                    .unwrap_or_default();
+                example
+            }
+            SettingError::NotApplicable { key, .. } => {
+                let presets = Setting::by_key(key).map(|s| s.presets()).unwrap_or_default();
+                format!("it applies to: {}", presets.join(", "))
+            }
+            SettingError::SetTwice { .. } => "give each setting once".to_string(),
+            SettingError::Conflict { fix, .. } => fix.clone(),
+            SettingError::Malformed { .. } => {
+                "write PATTERN+key=value, e.g. outbox-inbox+producer.linger.ms=0".to_string()
+            }
+            SettingError::BadName { .. } => {
+                "give the variant its own name, e.g. the preset's name and what changes".to_string()
+            }
+        }
+    }
+}
+
+/// Whether `a` is probably a misspelling of `b`: the same words in another separator,
+/// or one edit apart.
+fn similar(a: &str, b: &str) -> bool {
+    let words = |s: &str| s.replace(['_', '-'], ".");
+    if words(a) == words(b) {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()] <= 1
+}
+
+/// Checks what single settings cannot: values that must go together.
+pub fn check(config: &PatternConfig) -> Result<(), SettingError> {
+    let mut c = *config;
+    if let Some(p) = producer(&mut c) {
+        if p.retry_backoff_max_ms < p.retry_backoff_ms {
+            return Err(SettingError::Conflict {
+                message: format!(
+                    "producer.retry.backoff.max.ms ({}) is below producer.retry.backoff.ms ({})",
+                    p.retry_backoff_max_ms, p.retry_backoff_ms
+                ),
+                fix: "the wait doubles from the first to the longest: raise the longest or lower the first"
+                    .to_string(),
+            });
+        }
+    }
+    if let Some(r) = retry(&mut c) {
+        if r.backoff_max_ms < r.backoff_initial_ms {
+            return Err(SettingError::Conflict {
+                message: format!(
+                    "push.retry.backoff.max.ms ({}) is below push.retry.backoff.ms ({})",
+                    r.backoff_max_ms, r.backoff_initial_ms
+                ),
+                fix: "the wait doubles from the first to the longest: raise the longest or lower the first"
+                    .to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn producer(c: &mut PatternConfig) -> Option<&mut ProducerConfig> {
+    match c {
+        PatternConfig::NotifyPull(n) => Some(&mut n.producer),
+        PatternConfig::Queue(q) => Some(&mut q.producer),
+        PatternConfig::Outbox(o) => Some(&mut o.producer),
+        PatternConfig::Cdc(d) => Some(&mut d.producer),
+        PatternConfig::FullCopy(_) | PatternConfig::Push(_) => None,
+    }
+}
+
+fn consumer(c: &mut PatternConfig) -> Option<&mut ConsumerConfig> {
+    match c {
+        PatternConfig::NotifyPull(n) => Some(&mut n.consumer),
+        PatternConfig::Queue(q) => Some(&mut q.consumer),
+        PatternConfig::Outbox(o) => Some(&mut o.consumer),
+        PatternConfig::Cdc(d) => Some(&mut d.consumer),
+        PatternConfig::FullCopy(_) | PatternConfig::Push(_) => None,
+    }
+}
+
+fn retry(c: &mut PatternConfig) -> Option<&mut RetryPolicy> {
+    match c {
+        PatternConfig::Push(p) => Some(&mut p.retry),
+        _ => None,
+    }
+}
+
+fn apply_rule(c: &mut PatternConfig) -> Option<&mut ApplyRule> {
+    match c {
+        PatternConfig::Push(p) => Some(&mut p.rule),
+        PatternConfig::NotifyPull(n) => Some(&mut n.rule),
+        PatternConfig::Queue(q) => Some(&mut q.rule),
+        PatternConfig::Outbox(o) => Some(&mut o.rule),
+        PatternConfig::Cdc(d) => Some(&mut d.rule),
+        PatternConfig::FullCopy(_) => None,
+    }
+}
+
+/// A setting whose field is an enum: the words and the values they stand for.
+macro_rules! words {
+    ($place:expr, { $($word:literal => $value:expr),+ $(,)? }) => {
+        Field::Word {
+            get: |c| {
+                let mut copy = *c;
+                let current = *$place(&mut copy)?;
+                $(if current == $value { return Some($word); })+
+                None
+            },
+            set: |c, word| {
+                let field = $place(c)?;
+                *field = match word {
+                    $($word => $value,)+
+                    _ => return None,
+                };
+                Some(())
+            },
+        }
+    };
+}
+
+const MINUTE_MS: u64 = 60_000;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
+
+/// Every setting, grouped by the part it belongs to, in the order `faultline list
+/// --settings` shows them.
+pub const SETTINGS: &[Setting] = &[
+    // The Kafka producer (every broker-based pattern).
+    Setting {
+        key: "producer.enable.idempotence",
+        about: "stamp records with a producer id and per-partition sequence, so the broker drops a retry whose first attempt it stored",
+        mirrors: "Kafka producer enable.idempotence (true since 3.0; Kafka Connect's source tasks set false)",
+        values: Values::Bool,
+        field: Field::Bool(|c| producer(c).map(|p| &mut p.idempotent)),
+    },
+    Setting {
+        key: "producer.linger.ms",
+        about: "how long a record handed to the producer waits for others to join its batch",
+        mirrors: "Kafka producer linger.ms (5 since 4.0, KIP-1030)",
+        values: Values::Millis { min: 0, max: MINUTE_MS },
+        field: Field::U64(|c| producer(c).map(|p| &mut p.linger_ms)),
+    },
+    Setting {
+        key: "producer.batch.size",
+        about: "bytes of keys and payloads one produce request carries at most",
+        mirrors: "Kafka producer batch.size (16384)",
+        values: Values::Count { min: 1, max: 1 << 20 },
+        field: Field::Usize(|c| producer(c).map(|p| &mut p.batch_size)),
+    },
+    Setting {
+        key: "producer.retry.backoff.ms",
+        about: "the first wait before a failed produce is sent again; it doubles",
+        mirrors: "Kafka producer retry.backoff.ms (100)",
+        values: Values::Millis { min: 1, max: MINUTE_MS },
+        field: Field::U64(|c| producer(c).map(|p| &mut p.retry_backoff_ms)),
+    },
+    Setting {
+        key: "producer.retry.backoff.max.ms",
+        about: "the longest wait between produce retries",
+        mirrors: "Kafka producer retry.backoff.max.ms (1000)",
+        values: Values::Millis { min: 1, max: 10 * MINUTE_MS },
+        field: Field::U64(|c| producer(c).map(|p| &mut p.retry_backoff_max_ms)),
+    },
+    Setting {
+        key: "producer.delivery.timeout.ms",
+        about: "a record not acknowledged by then fails to the caller (and is lost unless the caller keeps it)",
+        mirrors: "Kafka producer delivery.timeout.ms (120000; Kafka Connect's source tasks: Integer.MAX_VALUE)",
+        values: Values::Millis { min: 1, max: i32::MAX as u64 },
+        field: Field::U64(|c| producer(c).map(|p| &mut p.delivery_timeout_ms)),
+    },
+    // The target's consumer (every broker-based pattern).
+    Setting {
+        key: "consumer.offset.commit",
+        about: "when the target's consumer commits a record's offset: after its effects are stored (at-least-once) or before handling it (at-most-once)",
+        mirrors: "the application's commitSync placement (enable.auto.commit=false)",
+        values: Values::Choice(&["after-processing", "before-processing"]),
+        field: words!(consumer_commit, {
+            "after-processing" => CommitPoint::AfterProcessing,
+            "before-processing" => CommitPoint::BeforeProcessing,
+        }),
+    },
+    Setting {
+        key: "consumer.fetch.max.wait.ms",
+        about: "how long an empty fetch waits at the broker for records (a long poll)",
+        mirrors: "Kafka consumer fetch.max.wait.ms (500; 200 here)",
+        values: Values::Millis { min: 0, max: FETCH_WAIT_MAX_MS },
+        field: Field::U64(|c| consumer(c).map(|k| &mut k.fetch_wait_ms)),
+    },
+    Setting {
+        key: "consumer.retry.backoff.ms",
+        about: "the wait after a failed fetch, apply or commit before the consumer tries again from its committed offset",
+        mirrors: "Kafka consumer retry.backoff.ms (100; 50 here)",
+        values: Values::Millis { min: 1, max: MINUTE_MS },
+        field: Field::U64(|c| consumer(c).map(|k| &mut k.retry_ms)),
+    },
+    Setting {
+        key: "topic.partitions",
+        about: "partitions of the pattern's topic, one consumer task each; a key always goes to the same partition",
+        mirrors: "Kafka topic num.partitions",
+        values: Values::Count { min: 1, max: 32 },
+        field: Field::U32(|c| consumer(c).map(|k| &mut k.partitions)),
+    },
+    // Kafka Connect (the log-tailing relay, the CDC connector).
+    Setting {
+        key: "connect.offset.flush.interval.ms",
+        about: "how often a source task's position is flushed; a restart replays from the last flush (outbox: with relay.source = tail-log)",
+        mirrors: "Kafka Connect offset.flush.interval.ms (60000)",
+        values: Values::Millis { min: 1, max: HOUR_MS },
+        field: Field::U64(|c| match c {
+            PatternConfig::Outbox(o) => Some(&mut o.offset_flush_interval_ms),
+            PatternConfig::Cdc(d) => Some(&mut d.offset_flush_interval_ms),
+            _ => None,
+        }),
+    },
+    // The outbox relay.
+    Setting {
+        key: "relay.source",
+        about: "where the outbox relay finds messages: polling the outbox table (marking each sent) or tailing the commit log",
+        mirrors: "a polling publisher (Spring Modulith, MassTransit) or Debezium's outbox event router",
+        values: Values::Choice(&["poll-table", "tail-log"]),
+        field: words!(relay_source, {
+            "poll-table" => RelaySource::PollTable,
+            "tail-log" => RelaySource::TailLog,
+        }),
+    },
+    Setting {
+        key: "relay.poll.interval.ms",
+        about: "how often the relay polls the outbox table or the log when it found nothing",
+        mirrors: "a polling publisher's interval; Debezium poll.interval.ms",
+        values: Values::Millis { min: 1, max: MINUTE_MS },
+        field: Field::U64(|c| match c {
+            PatternConfig::Outbox(o) => Some(&mut o.relay_poll_ms),
+            _ => None,
+        }),
+    },
+    Setting {
+        key: "relay.batch.size",
+        about: "outbox messages the relay reads and publishes per round",
+        mirrors: "a polling publisher's batch size; Debezium max.batch.size",
+        values: Values::Count { min: 1, max: 10_000 },
+        field: Field::Usize(|c| match c {
+            PatternConfig::Outbox(o) => Some(&mut o.relay_batch_max),
+            _ => None,
+        }),
+    },
+    // The CDC connector and sink.
+    Setting {
+        key: "connector.poll.interval.ms",
+        about: "how often the CDC connector reads the source's log when it found nothing",
+        mirrors: "Debezium poll.interval.ms (500; 20 here)",
+        values: Values::Millis { min: 1, max: MINUTE_MS },
+        field: Field::U64(|c| match c {
+            PatternConfig::Cdc(d) => Some(&mut d.connector_poll_ms),
+            _ => None,
+        }),
+    },
+    Setting {
+        key: "cdc.apply",
+        about: "how the sink applies row events: each as it comes, or whole transactions reassembled from their row events (ids in an inbox)",
+        mirrors: "a JDBC sink per record, or one that buffers by Debezium's transaction metadata",
+        values: Values::Choice(&["row-by-row", "transaction"]),
+        field: words!(cdc_apply, {
+            "row-by-row" => CdcApply::RowByRow,
+            "transaction" => CdcApply::Transaction,
+        }),
+    },
+    // The target.
+    Setting {
+        key: "target.apply.rule",
+        about: "which incoming images the target takes: every one in arrival order, only newer versions, or the later writer's wall-clock stamp",
+        mirrors: "a blind upsert, a versioned upsert (WHERE version < :v), last-writer-wins",
+        values: Values::Choice(&["blind", "newer-version", "later-wall-clock"]),
+        field: words!(apply_rule, {
+            "blind" => ApplyRule::Blind,
+            "newer-version" => ApplyRule::NewerVersion,
+            "later-wall-clock" => ApplyRule::LaterWallClock,
+        }),
+    },
+    Setting {
+        key: "target.inbox",
+        about: "the target keeps processed message ids in the apply's transaction and skips repeats; welcomes go out keyed from the same transaction",
+        mirrors: "the inbox (idempotent consumer) pattern",
+        values: Values::Bool,
+        field: Field::Bool(|c| match c {
+            PatternConfig::Outbox(o) => Some(&mut o.inbox),
+            _ => None,
+        }),
+    },
+    // The push sender.
+    Setting {
+        key: "push.concurrency",
+        about: "calls to the target in flight at once",
+        mirrors: "an HTTP client's connection pool size",
+        values: Values::Count { min: 1, max: 64 },
+        field: Field::Usize(|c| retry(c).map(|r| &mut r.concurrency)),
+    },
+    Setting {
+        key: "push.per.key.order",
+        about: "a customer's calls go one at a time, in commit order",
+        mirrors: "a webhook sender that orders per endpoint and entity",
+        values: Values::Bool,
+        field: Field::Bool(|c| retry(c).map(|r| &mut r.per_key_order)),
+    },
+    Setting {
+        key: "push.retry.attempts",
+        about: "attempts per call before it is given up (and the change lost)",
+        mirrors: "a retry policy's max attempts (Polly, resilience4j)",
+        values: Values::Count { min: 1, max: 1_000 },
+        field: Field::U32(|c| retry(c).map(|r| &mut r.attempts_max)),
+    },
+    Setting {
+        key: "push.retry.backoff.ms",
+        about: "the first wait before a failed call is retried; it doubles",
+        mirrors: "a retry policy's initial backoff",
+        values: Values::Millis { min: 1, max: MINUTE_MS },
+        field: Field::U64(|c| retry(c).map(|r| &mut r.backoff_initial_ms)),
+    },
+    Setting {
+        key: "push.retry.backoff.max.ms",
+        about: "the longest wait between retries of a call",
+        mirrors: "a retry policy's maximum backoff",
+        values: Values::Millis { min: 1, max: 10 * MINUTE_MS },
+        field: Field::U64(|c| retry(c).map(|r| &mut r.backoff_max_ms)),
+    },
+    Setting {
+        key: "push.queue.max",
+        about: "calls the in-memory queue holds; more are dropped",
+        mirrors: "a bounded in-process queue (a channel, an executor's queue)",
+        values: Values::Count { min: 1, max: 1_000_000 },
+        field: Field::Usize(|c| retry(c).map(|r| &mut r.queue_max)),
+    },
+    // Notification plus pull.
+    Setting {
+        key: "notify.dedup.window.ms",
+        about: "collapse each fetched batch's notifications per key and wait this long before pulling; off pulls once per notification",
+        mirrors: "a debounce before the fetch",
+        values: Values::MillisOrOff { min: 1, max: MINUTE_MS },
+        field: Field::OptionalU64(|c| match c {
+            PatternConfig::NotifyPull(n) => Some(&mut n.dedup_window_ms),
+            _ => None,
+        }),
+    },
+    // Entities in queues.
+    Setting {
+        key: "queue.publish",
+        about: "where the entity's message is published: after the commit, handed to the producer, or inside the operation (a failed publish rolls the action back)",
+        mirrors: "a dual write after commit, or a synchronous send in the request handler",
+        values: Values::Choice(&["after-commit", "in-operation"]),
+        field: words!(publish_point, {
+            "after-commit" => PublishPoint::AfterCommit,
+            "in-operation" => PublishPoint::InOperation,
+        }),
+    },
+    // Full copy.
+    Setting {
+        key: "full-copy.atomic.swap",
+        about: "copy into staging and swap it in at once, or overwrite the target row by row",
+        mirrors: "a load into a staging table and a rename, or a direct upsert job",
+        values: Values::Bool,
+        field: Field::Bool(|c| match c {
+            PatternConfig::FullCopy(f) => Some(&mut f.atomic_swap),
+            _ => None,
+        }),
+    },
+    Setting {
+        key: "full-copy.period.ms",
+        about: "time from the end of one copy to the start of the next",
+        mirrors: "the batch job's schedule",
+        values: Values::Millis { min: 10, max: HOUR_MS },
+        field: Field::U64(|c| match c {
+            PatternConfig::FullCopy(f) => Some(&mut f.period_ms),
+            _ => None,
+        }),
+    },
+    Setting {
+        key: "full-copy.row.write.ms",
+        about: "time the in-place copy takes per row written (how long the half-loaded state is visible)",
+        mirrors: "the load's throughput",
+        values: Values::Millis { min: 0, max: 1_000 },
+        field: Field::U64(|c| match c {
+            PatternConfig::FullCopy(f) => Some(&mut f.row_write_ms),
+            _ => None,
+        }),
+    },
+    Setting {
+        key: "full-copy.snapshot.timeout.ms",
+        about: "how long the copy waits for the source's snapshot before it gives the round up",
+        mirrors: "the extract query's timeout",
+        values: Values::Millis { min: 1, max: MINUTE_MS },
+        field: Field::U64(|c| match c {
+            PatternConfig::FullCopy(f) => Some(&mut f.snapshot_timeout_ms),
+            _ => None,
+        }),
+    },
+];
+
+fn consumer_commit(c: &mut PatternConfig) -> Option<&mut CommitPoint> {
+    consumer(c).map(|k| &mut k.commit)
+}
+
+fn relay_source(c: &mut PatternConfig) -> Option<&mut RelaySource> {
+    match c {
+        PatternConfig::Outbox(o) => Some(&mut o.relay),
+        _ => None,
+    }
+}
+
+fn cdc_apply(c: &mut PatternConfig) -> Option<&mut CdcApply> {
+    match c {
+        PatternConfig::Cdc(d) => Some(&mut d.apply),
+        _ => None,
+    }
+}
+
+fn publish_point(c: &mut PatternConfig) -> Option<&mut PublishPoint> {
+    match c {
+        PatternConfig::Queue(q) => Some(&mut q.publish),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Variant;
+
+    #[test]
+    fn every_setting_applies_to_a_preset_and_reads_back_what_it_sets() {
+        for setting in SETTINGS {
+            let presets = setting.presets();
+            assert!(!presets.is_empty(), "{} applies to no preset", setting.key);
+            let config = Variant::by_name(presets[0]).unwrap().config;
+            let current = setting.get(&config).unwrap();
+            // Each setting takes its current value, and a second valid value it reads back.
+            let other = match setting.values {
+                Values::Bool => Value::Bool(current != Value::Bool(true)),
+                Values::Millis { min, max } | Values::Count { min, max } => {
+                    Value::Number(if current == Value::Number(min) { max } else { min })
+                }
+                Values::MillisOrOff { min, .. } => {
+                    if current == Value::Off {
+                        Value::Number(min)
+                    } else {
+                        Value::Off
+                    }
+                }
+                Values::Choice(words) => {
+                    Value::Word(words.iter().find(|w| Value::Word(w) != current).unwrap())
+                }
+            };
+            assert_eq!(
+                setting.parse(&current.to_string()),
+                Ok(current),
+                "{}",
+                setting.key
+            );
+            let mut changed = config;
+            assert!(setting.set(&mut changed, other), "{}", setting.key);
+            assert_eq!(setting.get(&changed), Some(other), "{}", setting.key);
+            assert_ne!(changed, config, "{} changed nothing", setting.key);
+        }
+    }
+
+    #[test]
+    fn keys_are_unique() {
+        let mut keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), SETTINGS.len());
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let linger = Setting::by_key("producer.linger.ms").unwrap();
+        assert_eq!(linger.parse("2s"), Ok(Value::Number(2_000)));
+        assert_eq!(linger.parse("250ms"), Ok(Value::Number(250)));
+        assert_eq!(linger.parse("1m"), Ok(Value::Number(60_000)));
+        assert!(linger.parse("2m").is_err(), "above the bound");
+        assert!(linger.parse("soon").is_err());
+        let dedup = Setting::by_key("notify.dedup.window.ms").unwrap();
+        assert_eq!(dedup.parse("off"), Ok(Value::Off));
+        assert!(dedup.parse("0").is_err(), "off is written off");
+        let rule = Setting::by_key("target.apply.rule").unwrap();
+        assert_eq!(rule.parse("newer-version"), Ok(Value::Word("newer-version")));
+        assert!(rule.parse("newest").is_err());
+    }
+
+    #[test]
+    fn a_variant_from_settings_differs_only_in_them() {
+        let base = Variant::by_name("outbox-inbox").unwrap();
+        let v = base
+            .with_settings(&[
+                ("connect.offset.flush.interval.ms", "5s"),
+                ("producer.linger.ms", "0"),
+            ])
+            .unwrap();
+        assert_eq!(
+            v.name,
+            "outbox-inbox+connect.offset.flush.interval.ms=5000+producer.linger.ms=0"
+        );
+        assert_eq!(v.preset, "outbox-inbox");
+        let PatternConfig::Outbox(changed) = v.config else {
+            panic!()
+        };
+        let PatternConfig::Outbox(preset) = base.config else {
+            panic!()
+        };
+        assert_eq!(changed.offset_flush_interval_ms, 5_000);
+        assert_eq!(changed.producer.linger_ms, 0);
+        assert_eq!(
+            crate::outbox::OutboxConfig {
+                offset_flush_interval_ms: preset.offset_flush_interval_ms,
+                producer: preset.producer,
+                ..changed
+            },
+            preset
+        );
+        // The name reads back as the same variant, and defining it again gives the same one.
+        assert!(std::ptr::eq(Variant::resolve(v.name, &[]).unwrap(), v));
+        let again = base
+            .with_settings(&[
+                ("connect.offset.flush.interval.ms", "5000"),
+                ("producer.linger.ms", "0"),
+            ])
+            .unwrap();
+        assert!(std::ptr::eq(again, v));
+    }
+
+    #[test]
+    fn a_defined_variant_extends_and_keeps_its_preset() {
+        let ours = Variant::define("our-outbox", "outbox", &[("target.inbox", "true")], None).unwrap();
+        assert_eq!(ours.description, "outbox with target.inbox=true");
+        assert_eq!(ours.config, Variant::by_name("outbox-inbox").unwrap().config);
+        let more = Variant::resolve("our-outbox+topic.partitions=1", &[ours]).unwrap();
+        assert_eq!(more.preset, "outbox");
+        assert_eq!(more.overrides.len(), 2);
+        assert!(Variant::resolve("our-outbox", &[]).is_err(), "not a preset");
+    }
+
+    #[test]
+    fn bad_definitions_say_why() {
+        let push = Variant::by_name("push").unwrap();
+        let message = |e: SettingError| format!("{e}\n  hint: {}", e.hint());
+        insta::assert_snapshot!(message(push.with_settings(&[("producer.linger.ms", "0")]).unwrap_err()), @r"
+            producer.linger.ms does not apply to push
+              hint: it applies to: notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
+            ");
+        insta::assert_snapshot!(message(Variant::define("my push", "push", &[], None).unwrap_err()), @r#"
+            "my push" cannot name a variant: a name is letters, digits, `-`, `_` and `.`
+              hint: give the variant its own name, e.g. the preset's name and what changes
+            "#);
+        insta::assert_snapshot!(message(push.with_settings(&[("push.concurency", "2")]).unwrap_err()), @r#"
+            unknown setting "push.concurency"
+              hint: did you mean push.concurrency? push's settings are: target.apply.rule, push.concurrency, push.per.key.order, push.retry.attempts, push.retry.backoff.ms, push.retry.backoff.max.ms, push.queue.max (see `faultline list --settings`)
+            "#);
+        insta::assert_snapshot!(message(push.with_settings(&[("push.concurrency", "0")]).unwrap_err()), @r#"
+            push.concurrency = "0" is not valid: it takes a whole number, 1 to 64
+              hint: e.g. push.concurrency = 4
+            "#);
+        insta::assert_snapshot!(message(push.with_settings(&[("push.per.key.order", "yes")]).unwrap_err()), @r#"
+            push.per.key.order = "yes" is not valid: it takes true or false
+              hint: e.g. push.per.key.order = false
+            "#);
+        insta::assert_snapshot!(message(
+            push.with_settings(&[("push.concurrency", "2"), ("push.concurrency", "3")]).unwrap_err()
+        ), @r"
+            push.concurrency is set twice
+              hint: give each setting once
+            ");
+        insta::assert_snapshot!(message(
+            push.with_settings(&[("push.retry.backoff.max.ms", "10"), ("push.retry.backoff.ms", "20")]).unwrap_err()
+        ), @r"
+            push.retry.backoff.max.ms (10) is below push.retry.backoff.ms (20)
+              hint: the wait doubles from the first to the longest: raise the longest or lower the first
+            ");
+        insta::assert_snapshot!(message(Variant::define("push", "push", &[], None).unwrap_err()), @r#"
+            "push" cannot name a variant: it is a preset's name
+              hint: give the variant its own name, e.g. the preset's name and what changes
+            "#);
+        insta::assert_snapshot!(message(Variant::define("mine", "pushy", &[], None).unwrap_err()), @r#"
+            unknown preset "pushy"
+              hint: presets are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
+            "#);
+        insta::assert_snapshot!(message(Variant::resolve("push+push.concurrency", &[]).unwrap_err()), @r#"
+            "push.concurrency" in "push+push.concurrency" is not a setting: write key=value
+              hint: write PATTERN+key=value, e.g. outbox-inbox+producer.linger.ms=0
+            "#);
+    }
+}
