@@ -345,8 +345,12 @@ impl SettingError {
                     .map(|s| format!("did you mean {}? ", s.key))
                     .next()
                     .unwrap_or_default();
+                let whose = match config {
+                    Some(_) => format!("{preset}'s settings"),
+                    None => "settings".to_string(),
+                };
                 format!(
-                    "{near}{preset}'s settings are: {} (see `faultline list --settings`)",
+                    "{near}{whose} are: {} (see `faultline list --settings`)",
                     keys.join(", ")
                 )
             }
@@ -374,10 +378,10 @@ impl SettingError {
 }
 
 /// Whether `a` is probably a misspelling of `b`: the same words in another separator,
-/// or one edit apart.
+/// the start of it, or one edit apart.
 fn similar(a: &str, b: &str) -> bool {
     let words = |s: &str| s.replace(['_', '-'], ".");
-    if words(a) == words(b) {
+    if words(a) == words(b) || (a.len() >= 8 && b.starts_with(a)) {
         return true;
     }
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());

@@ -327,6 +327,16 @@ impl Variant {
         base.with_settings(&settings)
     }
 
+    /// A name that resolves to this variant without its suite: the preset and every
+    /// override (`outbox-inbox+producer.linger.ms=0`), for repro commands and shrunk
+    /// suites.
+    pub fn portable_name(&self) -> String {
+        std::iter::once(self.preset.to_string())
+            .chain(self.overrides.iter().map(|o| o.to_string()))
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
     /// The configuration with `settings` applied after this variant's own overrides,
     /// and all the overrides in canonical form.
     fn overridden(&self, settings: &[(&str, &str)]) -> Result<(PatternConfig, Vec<Override>), SettingError> {

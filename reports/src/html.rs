@@ -50,6 +50,7 @@ pub fn render(c: &Comparison) -> String {
         );
     }
     heat_map(&mut out, c);
+    changed_settings(&mut out, c);
     requirements_section(&mut out, c);
     let _ = writeln!(
         out,
@@ -116,6 +117,28 @@ fn coverage_section(out: &mut String, c: &Comparison) {
         "</table><p>{}</p>",
         escape_xml(&crate::markdown::coverage_verdict(&table))
     );
+}
+
+/// The rows that are presets with settings changed, and what changed.
+fn changed_settings(out: &mut String, c: &Comparison) {
+    let changed: Vec<_> = c.variants.iter().filter(|v| !v.settings.is_empty()).collect();
+    if changed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<h2>Variants with changed settings</h2><table><tr><th>pattern</th><th>preset</th><th>settings changed</th></tr>"
+    );
+    for v in changed {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape_xml(&v.name),
+            escape_xml(&v.preset),
+            escape_xml(&v.settings.join(", "))
+        );
+    }
+    let _ = writeln!(out, "</table>");
 }
 
 fn requirements_section(out: &mut String, c: &Comparison) {

@@ -342,6 +342,15 @@ pub fn render(c: &Comparison) -> String {
         out.push('\n');
     }
 
+    let changed: Vec<_> = c.variants.iter().filter(|v| !v.settings.is_empty()).collect();
+    if !changed.is_empty() {
+        let _ = writeln!(out, "\n## Variants with changed settings\n");
+        let _ = writeln!(out, "| pattern | preset | settings changed |\n|---|---|---|");
+        for v in changed {
+            let _ = writeln!(out, "| {} | {} | {} |", v.name, v.preset, v.settings.join(", "));
+        }
+    }
+
     if !c.requirements.is_empty() {
         let _ = writeln!(out, "\n## Requirements: {}\n", c.requirements.join(", "));
         let _ = writeln!(

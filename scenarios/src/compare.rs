@@ -27,7 +27,7 @@ use crate::suite::Suite;
 use crate::sweep::sweep_fold;
 
 /// The version of the comparison's JSON form; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 /// Failed runs a cell lists (its lowest seeds); `runs_failed` counts them all.
 pub const FAILED_RUNS_KEPT_MAX: usize = 10;
 /// How far a story runs past the violation's last evidence.
@@ -644,6 +644,9 @@ pub struct Comparison {
     pub columns: Vec<ColumnInfo>,
     /// Rows, in order.
     pub patterns: Vec<String>,
+    /// What each row is: its preset and the settings changed from it, in row order.
+    #[serde(default)]
+    pub variants: Vec<VariantInfo>,
     /// Invariant names, in report order.
     pub invariants: Vec<String>,
     /// Staleness bucket bounds (ms); the last is open.
@@ -664,6 +667,30 @@ pub struct Comparison {
     /// empty when none were given.
     #[serde(default)]
     pub requirements: Vec<String>,
+}
+
+/// A row's variant: the preset it starts from and the settings it changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariantInfo {
+    /// The row's name.
+    pub name: String,
+    /// The built-in preset.
+    pub preset: String,
+    /// One line on what it does.
+    pub description: String,
+    /// The settings changed from the preset, `key=value`, in the order given.
+    pub settings: Vec<String>,
+}
+
+impl VariantInfo {
+    fn of(v: &Variant) -> VariantInfo {
+        VariantInfo {
+            name: v.name.to_string(),
+            preset: v.preset.to_string(),
+            description: v.description.to_string(),
+            settings: v.overrides.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 impl Comparison {
@@ -733,6 +760,7 @@ pub fn empty(plan: &ComparePlan) -> Comparison {
             })
             .collect(),
         patterns: plan.patterns.iter().map(|v| v.name.to_string()).collect(),
+        variants: plan.patterns.iter().map(|v| VariantInfo::of(v)).collect(),
         invariants: INVARIANTS.iter().map(|i| i.name.to_string()).collect(),
         staleness_buckets_ms: STALENESS_BUCKETS_MS.to_vec(),
         cells,
@@ -836,11 +864,12 @@ pub fn merge(reports: Vec<(String, Comparison)>) -> Result<Comparison, MergeErro
         let same_grid = report.suite == merged.suite
             && report.columns == merged.columns
             && report.patterns == merged.patterns
+            && report.variants == merged.variants
             && report.invariants == merged.invariants
             && report.staleness_buckets_ms == merged.staleness_buckets_ms;
         if !same_grid {
             return Err(MergeError(format!(
-                "{name} is from a different sweep than {first_name} (suite {:?} vs {:?}, or other columns, patterns or seeds): merge only shards of one sweep",
+                "{name} is from a different sweep than {first_name} (suite {:?} vs {:?}, or other columns, patterns, settings or seeds): merge only shards of one sweep",
                 report.suite, merged.suite
             )));
         }

@@ -92,7 +92,7 @@ impl RunSpec {
                 };
                 format!(
                     "faultline repro --pattern {} --profile {}{scenario}",
-                    self.variant.name,
+                    self.variant.portable_name(),
                     self.faults.name()
                 )
             }

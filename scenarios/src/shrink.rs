@@ -312,7 +312,7 @@ struct SuiteHeader {
 #[derive(serde::Serialize)]
 struct ScenarioFile<'a> {
     name: &'static str,
-    patterns: Vec<&'static str>,
+    patterns: Vec<String>,
     seeds: String,
     customers: u64,
     latency_min_ms: u64,
@@ -325,7 +325,7 @@ struct ScenarioFile<'a> {
     bugs: Vec<&'static str>,
     faults: &'a [FaultEvent],
     schedule: &'a [ScheduledAction],
-    expect: std::collections::BTreeMap<&'static str, Expect>,
+    expect: std::collections::BTreeMap<String, Expect>,
 }
 
 #[derive(serde::Serialize)]
@@ -360,6 +360,9 @@ impl Shrunk {
                 ),
             ),
         };
+        // The preset and its overrides: the shrunk suite replays without the suite that
+        // defined the variant.
+        let pattern = self.spec.variant.portable_name();
         let file = SuiteFile {
             suite: SuiteHeader {
                 name: "shrunk".to_string(),
@@ -367,7 +370,7 @@ impl Shrunk {
             },
             scenario: vec![ScenarioFile {
                 name: "shrunk",
-                patterns: vec![self.spec.variant.name],
+                patterns: vec![pattern.clone()],
                 seeds: self.spec.seed.0.to_string(),
                 customers: scenario.customers,
                 latency_min_ms: scenario.latency_min_ms,
@@ -379,7 +382,7 @@ impl Shrunk {
                 bugs: self.spec.bugs.bugs().into_iter().map(|b| b.name()).collect(),
                 faults: &plan.events,
                 schedule: scenario.schedule.as_deref().unwrap_or_default(),
-                expect: [(self.spec.variant.name, expect)].into_iter().collect(),
+                expect: [(pattern, expect)].into_iter().collect(),
             }],
         };
         let file_text = toml::to_string(&file).expect("suite files serialise");

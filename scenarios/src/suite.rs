@@ -18,7 +18,17 @@
 //! outbox-inbox = "pass"
 //! push = ["convergence", "liveness"]    # the invariants it is known to break
 //! queue-after-commit = ["convergence/missing"]   # or just one kind of an invariant
+//!
+//! [[variant]]                           # a variant of your own: a preset and settings
+//! name = "outbox-inbox-slow-flush"
+//! preset = "outbox-inbox"
+//! description = "..."                   # optional
+//! settings = { "connect.offset.flush.interval.ms" = 60000, "producer.linger.ms" = 0 }
 //! ```
+//!
+//! A scenario's patterns are presets, the suite's own variants, or either with settings
+//! appended (`"outbox-inbox+producer.linger.ms=0"`); `"all"` is every preset and every
+//! variant the suite defines.
 //!
 //! Loading checks everything a run would trip over later (names, ranges, fault plans
 //! against each pattern's hosts) and reports the first problem with the file, line,
@@ -29,6 +39,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use faultline_patterns::bugs::{Bug, BugSet};
+use faultline_patterns::settings::SettingError;
 use faultline_patterns::Variant;
 use faultline_sim::{FaultEvent, FaultPlan, Profile};
 use serde::Deserialize;
@@ -120,6 +131,8 @@ pub struct Suite {
     pub description: String,
     /// Where it was loaded from.
     pub path: PathBuf,
+    /// The variants it defines (`[[variant]]`), in file order.
+    pub variants: Vec<&'static Variant>,
     /// Its scenarios, in file order.
     pub scenarios: Vec<SuiteScenario>,
 }
@@ -128,8 +141,34 @@ pub struct Suite {
 #[serde(deny_unknown_fields)]
 struct RawSuite {
     suite: RawHeader,
+    #[serde(rename = "variant", default)]
+    variants: Vec<RawVariant>,
     #[serde(rename = "scenario", default)]
     scenarios: Vec<RawScenario>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    name: Spanned<String>,
+    preset: Spanned<String>,
+    description: Option<String>,
+    // Values are not spanned: toml gives a table made by dotted keys no span.
+    settings: Option<Spanned<BTreeMap<Spanned<String>, RawSetting>>>,
+}
+
+/// A setting's value as written; a table is what unquoted dotted keys make.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a setting takes a whole number, true or false, or a word in quotes"
+)]
+enum RawSetting {
+    Bool(bool),
+    Whole(i64),
+    Fraction(f64),
+    Text(String),
+    Table(BTreeMap<String, RawSetting>),
 }
 
 #[derive(Deserialize)]
@@ -185,6 +224,10 @@ fn plain(message: &str) -> String {
             "expected a [suite] table with name and description",
         )
         .replace("expected struct RawScenario", "expected a [[scenario]] table")
+        .replace(
+            "expected struct RawVariant",
+            "expected a [[variant]] table with name, preset and settings",
+        )
         .replace("expected struct RawSuite", "expected a suite file")
         .replace(
             "expected a sequence",
@@ -365,6 +408,17 @@ impl Suite {
                 Some("add at least one [[scenario]] table".into()),
             ));
         }
+        let mut variants: Vec<&'static Variant> = Vec::new();
+        for v in &raw.variants {
+            if variants.iter().any(|d| d.name == v.name.get_ref()) {
+                return Err(loc.error(
+                    v.name.span(),
+                    format!("variant {:?} is defined twice", v.name.get_ref()),
+                    Some("give each [[variant]] its own name".into()),
+                ));
+            }
+            variants.push(define_variant(&loc, v)?);
+        }
         let mut names = BTreeSet::new();
         let mut scenarios = Vec::new();
         for s in &raw.scenarios {
@@ -375,14 +429,26 @@ impl Suite {
                     Some("give each scenario its own name".into()),
                 ));
             }
-            scenarios.push(validate_scenario(&loc, s)?);
+            scenarios.push(validate_scenario(&loc, s, &variants)?);
         }
         Ok(Suite {
             name: raw.suite.name,
             description: raw.suite.description,
             path: path.to_path_buf(),
+            variants,
             scenarios,
         })
+    }
+
+    /// The variant `name` stands for in this suite: a preset, one of the suite's own,
+    /// or either with `+key=value` settings.
+    pub fn variant(&self, name: &str) -> Result<&'static Variant, SettingError> {
+        Variant::resolve(name, &self.variants)
+    }
+
+    /// Every name a scenario's `patterns` may use without settings.
+    pub fn variant_names(&self) -> Vec<&'static str> {
+        variant_names(&self.variants)
     }
 
     /// The scenario called `name`.
@@ -391,7 +457,85 @@ impl Suite {
     }
 }
 
-fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, SuiteError> {
+fn variant_names(defined: &[&'static Variant]) -> Vec<&'static str> {
+    let mut names = Variant::names();
+    names.extend(defined.iter().map(|v| v.name));
+    names
+}
+
+/// A `[[variant]]` table as a variant, or the error at the key or value at fault.
+fn define_variant(loc: &Locator, raw: &RawVariant) -> Result<&'static Variant, SuiteError> {
+    let mut settings: Vec<(String, Range<usize>, String)> = Vec::new();
+    for (key, value) in raw.settings.iter().flat_map(|table| table.get_ref()) {
+        flatten(loc, key.get_ref(), key.span(), value, &mut settings)?;
+    }
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, _, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Variant::define(
+        raw.name.get_ref(),
+        raw.preset.get_ref(),
+        &pairs,
+        raw.description.as_deref(),
+    )
+    .map_err(|e| {
+        let key_span = |key: &str| settings.iter().find(|s| s.0 == key).map(|s| s.1.clone());
+        let span = match &e {
+            SettingError::UnknownPreset { .. } => Some(raw.preset.span()),
+            SettingError::BadName { .. } => Some(raw.name.span()),
+            SettingError::BadValue { key, .. } | SettingError::UnknownSetting { key, .. } => key_span(key),
+            SettingError::NotApplicable { key, .. } | SettingError::SetTwice { key } => key_span(key),
+            SettingError::Conflict { .. } | SettingError::Malformed { .. } => None,
+        };
+        let span = span
+            .or_else(|| raw.settings.as_ref().map(Spanned::span))
+            .unwrap_or_else(|| raw.name.span());
+        loc.error(
+            span,
+            format!("variant {:?}: {e}", raw.name.get_ref()),
+            Some(e.hint()),
+        )
+    })
+}
+
+/// A setting as text with the span of its key; a nested table (`producer.linger.ms = 0`
+/// unquoted) is read as the dotted key it stands for.
+fn flatten(
+    loc: &Locator,
+    key: &str,
+    key_span: Range<usize>,
+    value: &RawSetting,
+    out: &mut Vec<(String, Range<usize>, String)>,
+) -> Result<(), SuiteError> {
+    let text = match value {
+        RawSetting::Table(table) => {
+            for (inner, value) in table {
+                let dotted = format!("{key}.{inner}");
+                flatten(loc, &dotted, key_span.clone(), value, out)?;
+            }
+            return Ok(());
+        }
+        RawSetting::Whole(n) => n.to_string(),
+        RawSetting::Bool(b) => b.to_string(),
+        RawSetting::Text(s) => s.clone(),
+        RawSetting::Fraction(x) => {
+            return Err(loc.error(
+                key_span,
+                format!("{key} = {x}: a setting takes a whole number, true or false, or a word in quotes"),
+                Some("see `faultline list --settings` for each setting's values".into()),
+            ))
+        }
+    };
+    out.push((key.to_string(), key_span, text));
+    Ok(())
+}
+
+fn validate_scenario(
+    loc: &Locator,
+    s: &RawScenario,
+    defined: &[&'static Variant],
+) -> Result<SuiteScenario, SuiteError> {
     let mut scenario = match &s.base {
         Some(base) => Scenario::by_name(base.get_ref())
             .ok_or_else(|| loc.unknown("scenario", base, &Scenario::names()))?,
@@ -429,7 +573,10 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
     }
 
     let patterns: Vec<&'static Variant> = match s.patterns.get_ref() {
-        WordOrList::Word(word) if word == "all" => faultline_patterns::VARIANTS.iter().collect(),
+        WordOrList::Word(word) if word == "all" => faultline_patterns::VARIANTS
+            .iter()
+            .chain(defined.iter().copied())
+            .collect(),
         WordOrList::Word(word) => {
             let hint = Some("write a list of variant names, or \"all\"".to_string());
             return Err(loc.error(s.patterns.span(), format!("patterns = {word:?}"), hint));
@@ -441,8 +588,12 @@ fn validate_scenario(loc: &Locator, s: &RawScenario) -> Result<SuiteScenario, Su
         WordOrList::List(list) => list
             .iter()
             .map(|p| {
-                Variant::by_name(p)
-                    .ok_or_else(|| loc.unknown_at(s.patterns.span(), "pattern", p, &Variant::names()))
+                Variant::resolve(p, defined).map_err(|e| match e {
+                    SettingError::UnknownPreset { name } => {
+                        loc.unknown_at(s.patterns.span(), "pattern", &name, &variant_names(defined))
+                    }
+                    e => loc.error(s.patterns.span(), format!("pattern {p:?}: {e}"), Some(e.hint())),
+                })
             })
             .collect::<Result<_, _>>()?,
     };
@@ -593,6 +744,83 @@ mod tests {
         let suite = Suite::parse(Path::new("suite.toml"), &scenario(OK_BODY)).unwrap();
         assert_eq!(suite.scenarios[0].seeds, 0..3);
         assert_eq!(suite.scenarios[0].expect["push"], Expectation::Pass);
+    }
+
+    const VARIANT: &str = "[[variant]]\nname = \"slow-flush\"\npreset = \"outbox-logtail\"\n";
+
+    fn with_variant(settings: &str, patterns: &str) -> String {
+        format!(
+            "{HEADER}\n{VARIANT}settings = {settings}\n\n[[scenario]]\nname = \"s\"\npatterns = {patterns}\nprofile = \"none\"\nseeds = \"0..3\"\n[scenario.expect]\n\"slow-flush\" = \"pass\"\n"
+        )
+    }
+
+    #[test]
+    fn a_suite_defines_variants_as_presets_with_settings() {
+        // Quoted keys and unquoted dotted keys are the same setting.
+        for settings in [
+            r#"{ "connect.offset.flush.interval.ms" = 5000, "producer.linger.ms" = "0" }"#,
+            r#"{ connect.offset.flush.interval.ms = "5s", producer.linger.ms = 0 }"#,
+        ] {
+            let suite = Suite::parse(
+                Path::new("suite.toml"),
+                &with_variant(settings, r#"["slow-flush"]"#),
+            )
+            .unwrap();
+            let v = suite.scenarios[0].patterns[0];
+            assert_eq!(v.name, "slow-flush");
+            assert_eq!(v.preset, "outbox-logtail");
+            let overrides: Vec<String> = v.overrides.iter().map(|o| o.to_string()).collect();
+            assert_eq!(
+                overrides,
+                ["connect.offset.flush.interval.ms=5000", "producer.linger.ms=0"]
+            );
+        }
+        // "all" takes the suite's own variants too, and a name may carry settings.
+        let text = with_variant(
+            r#"{ "producer.linger.ms" = 0 }"#,
+            r#"["slow-flush", "slow-flush+topic.partitions=2"]"#,
+        )
+        .replace(
+            "[scenario.expect]\n",
+            "[scenario.expect]\n\"slow-flush+topic.partitions=2\" = \"pass\"\n",
+        );
+        let suite = Suite::parse(Path::new("suite.toml"), &text).unwrap();
+        assert_eq!(suite.scenarios[0].patterns[1].overrides.len(), 2);
+        let all = with_variant(r#"{ "producer.linger.ms" = 0 }"#, r#""all""#);
+        let missing = error(&all);
+        assert!(missing.contains("no expectation for full-copy"), "{missing}");
+    }
+
+    #[test]
+    fn bad_variants_point_at_the_setting() {
+        insta::assert_snapshot!(error(&with_variant(r#"{ "producer.linger" = 0 }"#, r#"["slow-flush"]"#)), @r#"
+            suite.toml:7:14: variant "slow-flush": unknown setting "producer.linger"
+              hint: did you mean producer.linger.ms? outbox-logtail's settings are: producer.enable.idempotence, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.poll.interval.ms, relay.batch.size, target.apply.rule, target.inbox (see `faultline list --settings`)
+            "#);
+        insta::assert_snapshot!(error(&with_variant(r#"{ "producer.linger.ms" = -1 }"#, r#"["slow-flush"]"#)), @r#"
+            suite.toml:7:14: variant "slow-flush": producer.linger.ms = "-1" is not valid: it takes milliseconds, 0 to 60000
+              hint: e.g. producer.linger.ms = 5
+            "#);
+        insta::assert_snapshot!(error(&with_variant(r#"{ "push.concurrency" = 2 }"#, r#"["slow-flush"]"#)), @r#"
+            suite.toml:7:14: variant "slow-flush": push.concurrency does not apply to outbox-logtail
+              hint: it applies to: push, push-versioned, push-ordered, push-ordered-versioned, push-lww
+            "#);
+        insta::assert_snapshot!(error(&with_variant(r#"{ "target.inbox" = 1.5 }"#, r#"["slow-flush"]"#)), @r"
+            suite.toml:7:14: target.inbox = 1.5: a setting takes a whole number, true or false, or a word in quotes
+              hint: see `faultline list --settings` for each setting's values
+            ");
+        insta::assert_snapshot!(error(&with_variant(r#"{ "target.inbox" = true }"#, r#"["slow-flush+relay.source=kafka"]"#)), @r#"
+            suite.toml:11:12: pattern "slow-flush+relay.source=kafka": relay.source = "kafka" is not valid: it takes one of poll-table, tail-log
+              hint: e.g. relay.source = poll-table
+            "#);
+        insta::assert_snapshot!(error(&with_variant(r#"{ "target.inbox" = true }"#, r#"["slow-flsh"]"#)), @r#"
+            suite.toml:11:12: unknown pattern "slow-flsh"
+              hint: valid patterns are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx, slow-flush
+            "#);
+        insta::assert_snapshot!(error(&with_variant(r#"{ "target.inbox" = true }"#, r#"["slow-flush"]"#).replace("outbox-logtail", "outbox-logtale")), @r#"
+            suite.toml:6:10: variant "slow-flush": unknown preset "outbox-logtale"
+              hint: presets are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
+            "#);
     }
 
     #[test]

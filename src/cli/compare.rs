@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use faultline::patterns::bugs::{Bug, BugSet};
+use faultline::patterns::settings::{Setting, SettingError};
 use faultline::patterns::Variant;
 use faultline::scenarios::compare::{compare_shard, ComparePlan, Comparison};
 use faultline::scenarios::requirements;
@@ -18,7 +19,7 @@ use faultline::sim::Profile;
 
 use super::progress::Progress;
 use super::shard::ShardArgs;
-use super::{exit, unknown};
+use super::{exit, parse_settings, setting_error, unknown};
 
 /// The review suite, built in so that `compare` works from any directory.
 const REVIEW_SUITE: &str = include_str!("../../scenarios/suites/review.toml");
@@ -29,9 +30,15 @@ pub struct CompareArgs {
     /// The suite whose scenarios are the columns (default: the built-in review suite).
     #[arg(long)]
     suite: Option<PathBuf>,
-    /// Patterns to compare: comma-separated names, or `all`.
+    /// Patterns to compare: comma-separated names, or `all`. A name is a preset, a
+    /// variant the suite defines, or either with settings: `outbox-inbox+producer.linger.ms=0`.
     #[arg(long, default_value = "all")]
     patterns: String,
+    /// Change a setting in every compared pattern (repeatable; `faultline list
+    /// --settings`). With `--patterns all`, only the patterns that have every setting
+    /// given are compared.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
     /// Instead of the suite's columns, one standard-scenario column per profile:
     /// comma-separated names, or `all`.
     #[arg(long)]
@@ -78,6 +85,59 @@ pub fn parse_seeds(text: &str) -> Result<std::ops::Range<u64>, String> {
     Ok(a..b)
 }
 
+/// `--patterns` and `--set` as the variants to compare.
+fn resolve_patterns(
+    suite: &Suite,
+    text: &str,
+    settings: &[String],
+) -> Result<Vec<&'static Variant>, ExitCode> {
+    let settings = parse_settings(settings)?;
+    for (key, _) in &settings {
+        if Setting::by_key(key).is_none() {
+            let e = SettingError::UnknownSetting {
+                key: key.to_string(),
+                preset: "",
+            };
+            return Err(setting_error("--set", &e));
+        }
+    }
+    if text == "all" {
+        let all = faultline::patterns::VARIANTS
+            .iter()
+            .chain(suite.variants.iter().copied());
+        // Every pattern that has the settings: `--set producer.linger.ms=0` compares the
+        // broker-based ones.
+        let mut chosen = Vec::new();
+        for variant in all {
+            match variant.with_settings(&settings) {
+                Ok(v) => chosen.push(v),
+                Err(SettingError::NotApplicable { .. }) => {}
+                Err(e) => return Err(setting_error("--set", &e)),
+            }
+        }
+        if chosen.is_empty() {
+            let keys: Vec<&str> = settings.iter().map(|s| s.0).collect();
+            return Err(bad(format!(
+                "--set: no pattern has all of {} (see `faultline list --settings`)",
+                keys.join(", ")
+            )));
+        }
+        return Ok(chosen);
+    }
+    text.split(',')
+        .map(str::trim)
+        .map(|name| {
+            suite
+                .variant(name)
+                .and_then(|v| v.with_settings(&settings))
+                .map_err(|e| match e {
+                    SettingError::UnknownPreset { name } => unknown("pattern", &name, &suite.variant_names()),
+                    e => setting_error(&format!("--patterns {name}"), &e),
+                })
+        })
+        .collect()
+}
+
 fn names<T>(
     text: &str,
     all: impl Fn() -> Vec<T>,
@@ -103,15 +163,7 @@ pub fn compare_command(args: CompareArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return bad(e.to_string()),
     };
-    let variant_names = Variant::names();
-    let all_variants = || faultline::patterns::VARIANTS.iter().collect();
-    let patterns = match names(
-        &args.patterns,
-        all_variants,
-        Variant::by_name,
-        "pattern",
-        &variant_names,
-    ) {
+    let patterns = match resolve_patterns(&suite, &args.patterns, &args.settings) {
         Ok(p) => p,
         Err(code) => return code,
     };

@@ -3,14 +3,15 @@
 use std::process::ExitCode;
 
 use faultline::patterns::bugs::BUGS;
-use faultline::patterns::VARIANTS;
+use faultline::patterns::settings::{Setting, Value, Values, SETTINGS};
+use faultline::patterns::{Variant, VARIANTS};
 use faultline::scenarios::detection::detect;
 use faultline::scenarios::sweep::default_jobs;
 use faultline::scenarios::INVARIANTS;
 use faultline::sim::PROFILES;
 use serde::Serialize;
 
-use super::{exit, Format};
+use super::{exit, resolve_variant, Format};
 
 /// Where each variant's real-world counterpart, settings and weaknesses are described.
 const VARIANTS_DOC: &str = "docs/VARIANTS.md";
@@ -91,6 +92,143 @@ pub fn list(format: Format, detection_seeds: u64) -> ExitCode {
                     );
                 }
                 println!();
+            }
+        }
+    }
+    ExitCode::from(exit::OK)
+}
+
+/// A setting's values as JSON: the kind and its bounds or words.
+fn values_json(values: Values) -> serde_json::Value {
+    match values {
+        Values::Bool => serde_json::json!({ "kind": "bool" }),
+        Values::Millis { min, max } => serde_json::json!({ "kind": "millis", "min": min, "max": max }),
+        Values::MillisOrOff { min, max } => {
+            serde_json::json!({ "kind": "millis-or-off", "min": min, "max": max })
+        }
+        Values::Count { min, max } => serde_json::json!({ "kind": "count", "min": min, "max": max }),
+        Values::Choice(words) => serde_json::json!({ "kind": "choice", "choices": words }),
+    }
+}
+
+/// The presets' values of a setting, the most common first, each with its presets.
+fn defaults(setting: &Setting) -> Vec<(Value, Vec<&'static str>)> {
+    let mut groups: Vec<(Value, Vec<&'static str>)> = Vec::new();
+    for v in VARIANTS {
+        if let Some(value) = setting.get(&v.config) {
+            match groups.iter_mut().find(|g| g.0 == value) {
+                Some(group) => group.1.push(v.name),
+                None => groups.push((value, vec![v.name])),
+            }
+        }
+    }
+    // Stable: ties keep registry order.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
+    groups
+}
+
+/// `faultline list --settings [--pattern P]`: every setting with its values and defaults,
+/// or one variant's settings with its values.
+pub fn list_settings(format: Format, pattern: Option<&str>, settings: &[String]) -> ExitCode {
+    let variant: Option<&'static Variant> = match pattern {
+        None if !settings.is_empty() => {
+            eprintln!("error: --set goes with --pattern: whose settings should change?");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+        None => None,
+        Some(name) => match resolve_variant(name, settings, &[]) {
+            Ok(v) => Some(v),
+            Err(code) => return code,
+        },
+    };
+    match (format, variant) {
+        (Format::Json, None) => {
+            let all: Vec<serde_json::Value> = SETTINGS
+                .iter()
+                .map(|s| {
+                    let defaults: serde_json::Map<String, serde_json::Value> = VARIANTS
+                        .iter()
+                        .filter_map(|v| {
+                            s.get(&v.config)
+                                .map(|value| (v.name.to_string(), value.to_string().into()))
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "key": s.key,
+                        "about": s.about,
+                        "mirrors": s.mirrors,
+                        "values": values_json(s.values),
+                        "applies_to": s.presets(),
+                        "defaults": defaults,
+                    })
+                })
+                .collect();
+            let json = serde_json::json!({ "settings": all });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("plain data serialises")
+            );
+        }
+        (Format::Json, Some(v)) => {
+            let all: Vec<serde_json::Value> = v
+                .settings()
+                .into_iter()
+                .map(|(s, value)| {
+                    let preset = Variant::by_name(v.preset).and_then(|p| s.get(&p.config));
+                    serde_json::json!({
+                        "key": s.key,
+                        "value": value.to_string(),
+                        "preset_value": preset.map(|p| p.to_string()),
+                        "about": s.about,
+                        "mirrors": s.mirrors,
+                        "values": values_json(s.values),
+                    })
+                })
+                .collect();
+            let json = serde_json::json!({
+                "pattern": v.name,
+                "preset": v.preset,
+                "description": v.description,
+                "settings": all,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("plain data serialises")
+            );
+        }
+        (Format::Text, None) => {
+            println!("settings (change one with --set KEY=VALUE, or in a suite's [[variant]]; one pattern's: --pattern NAME):\n");
+            for s in SETTINGS {
+                println!("{}  ({})", s.key, s.values);
+                println!("  {}", s.about);
+                println!("  mirrors: {}", s.mirrors);
+                let groups = defaults(s);
+                let mut line = format!("  default: {}", groups[0].0);
+                if groups.len() > 1 {
+                    let others: Vec<String> = groups[1..]
+                        .iter()
+                        .map(|(value, presets)| format!("{value} in {}", presets.join(", ")))
+                        .collect();
+                    line.push_str(&format!("; {}", others.join("; ")));
+                }
+                println!("{line}");
+                println!("  applies to: {}\n", s.presets().join(", "));
+            }
+        }
+        (Format::Text, Some(v)) => {
+            println!("{}: {}", v.name, v.description);
+            if v.preset != v.name {
+                println!("preset: {}", v.preset);
+            }
+            println!();
+            let preset = Variant::by_name(v.preset).map(|p| p.config);
+            for (s, value) in v.settings() {
+                let was = preset.and_then(|p| s.get(&p)).filter(|p| *p != value);
+                let value = match was {
+                    Some(was) => format!("{value} (preset: {was})"),
+                    None => value.to_string(),
+                };
+                println!("  {:<34} {:<24} {}", s.key, value, s.values);
             }
         }
     }

@@ -51,7 +51,8 @@ pub enum Format {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Lists the pattern variants, fault profiles, invariants and planted bugs.
+    /// Lists the pattern variants, fault profiles, invariants and planted bugs; with
+    /// --settings, every setting a variant can change.
     List {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -59,6 +60,17 @@ enum Command {
         /// is measured (0 skips the measurement).
         #[arg(long, default_value_t = 20)]
         detection_seeds: u64,
+        /// List the settings instead: every design choice, its valid values and each
+        /// preset's default.
+        #[arg(long)]
+        settings: bool,
+        /// With --settings: one pattern's settings and values (a preset, or one with
+        /// settings, `outbox-inbox+producer.linger.ms=0`).
+        #[arg(long, requires = "settings")]
+        pattern: Option<String>,
+        /// With --settings --pattern: change a setting first (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", requires = "pattern")]
+        set: Vec<String>,
     },
     /// Replays one run and tells its story.
     Repro(repro::ReproArgs),
@@ -98,7 +110,15 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::List {
             format,
+            settings: true,
+            pattern,
+            set,
+            ..
+        } => list::list_settings(format, pattern.as_deref(), &set),
+        Command::List {
+            format,
             detection_seeds,
+            ..
         } => list::list(format, detection_seeds),
         Command::Repro(args) => repro::repro(args),
         Command::Compare(args) => compare::compare_command(args),
@@ -115,6 +135,48 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 /// Reports a name that is not in its registry, with the valid ones.
+/// A variant that cannot be made from the given names and settings: exit 2.
+pub fn setting_error(context: &str, e: &faultline::patterns::settings::SettingError) -> ExitCode {
+    eprintln!("error: {context}: {e}\n  hint: {}", e.hint());
+    ExitCode::from(exit::BAD_INPUT)
+}
+
+/// The variant `--pattern NAME` and `--set` flags stand for: a preset, `defined` (a
+/// suite's), or either with settings; exit 2 with the reason otherwise.
+pub fn resolve_variant(
+    name: &str,
+    settings: &[String],
+    defined: &[&'static faultline::patterns::Variant],
+) -> Result<&'static faultline::patterns::Variant, ExitCode> {
+    use faultline::patterns::settings::SettingError;
+    let settings = parse_settings(settings)?;
+    faultline::patterns::Variant::resolve(name, defined)
+        .and_then(|v| v.with_settings(&settings))
+        .map_err(|e| match e {
+            SettingError::UnknownPreset { name } => {
+                let mut valid = faultline::patterns::Variant::names();
+                valid.extend(defined.iter().map(|v| v.name));
+                unknown("pattern", &name, &valid)
+            }
+            e => setting_error(&format!("--pattern {name}"), &e),
+        })
+}
+
+/// `--set key=value` flags as pairs, or exit 2.
+pub fn parse_settings(flags: &[String]) -> Result<Vec<(&str, &str)>, ExitCode> {
+    flags
+        .iter()
+        .map(|flag| {
+            flag.split_once('=').ok_or_else(|| {
+                eprintln!(
+                    "error: --set {flag:?} is not key=value\n  hint: e.g. --set producer.linger.ms=0 (see `faultline list --settings`)"
+                );
+                ExitCode::from(exit::BAD_INPUT)
+            })
+        })
+        .collect()
+}
+
 pub fn unknown(what: &str, given: &str, valid: &[&str]) -> ExitCode {
     eprintln!(
         "error: unknown {what} {given:?}; valid {what}s are: {}",

@@ -6,19 +6,22 @@ use std::process::ExitCode;
 
 use clap::Args;
 use faultline::patterns::bugs::{Bug, BugSet};
-use faultline::patterns::Variant;
 use faultline::scenarios::runner::RunFailure;
 use faultline::scenarios::suite::Suite;
 use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
 use faultline::sim::{Profile, Seed, TraceEvent};
 
-use super::{exit, unknown, Format};
+use super::{exit, resolve_variant, unknown, Format};
 
 #[derive(Args)]
 pub struct ReproArgs {
-    /// The pattern variant (see `faultline list`).
+    /// The pattern variant (see `faultline list`): a preset, a variant of --suite, or
+    /// either with settings (`outbox-inbox+producer.linger.ms=0`).
     #[arg(long)]
     pattern: String,
+    /// Change a setting of the pattern (repeatable; see `faultline list --settings`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
     /// The fault profile (see `faultline list`); not with --suite, whose scenario says.
     #[arg(long)]
     profile: Option<String>,
@@ -49,8 +52,6 @@ pub struct ReproArgs {
 
 /// Resolves the flags into a run, or says what is wrong.
 fn resolve(args: &ReproArgs) -> Result<RunSpec, ExitCode> {
-    let variant = Variant::by_name(&args.pattern)
-        .ok_or_else(|| unknown("pattern", &args.pattern, &Variant::names()))?;
     let mut bugs = Vec::new();
     for name in &args.bugs {
         bugs.push(Bug::from_name(name).ok_or_else(|| unknown("bug", name, &Bug::names()))?);
@@ -61,6 +62,7 @@ fn resolve(args: &ReproArgs) -> Result<RunSpec, ExitCode> {
                 eprintln!("error: {e}");
                 ExitCode::from(exit::BAD_INPUT)
             })?;
+            let variant = resolve_variant(&args.pattern, &args.settings, &suite.variants)?;
             let names: Vec<&str> = suite.scenarios.iter().map(|s| s.name.as_str()).collect();
             let s = suite
                 .scenario(&args.scenario)
@@ -91,6 +93,7 @@ fn resolve(args: &ReproArgs) -> Result<RunSpec, ExitCode> {
                 Profile::from_name(profile).ok_or_else(|| unknown("profile", profile, &Profile::names()))?;
             let scenario = Scenario::by_name(&args.scenario)
                 .ok_or_else(|| unknown("scenario", &args.scenario, &Scenario::names()))?;
+            let variant = resolve_variant(&args.pattern, &args.settings, &[])?;
             RunSpec {
                 faults: Faults::Profile(profile),
                 ..RunSpec::new(variant, scenario, profile, Seed(args.seed))

@@ -6,19 +6,22 @@ use std::process::ExitCode;
 
 use clap::Args;
 use faultline::patterns::bugs::{Bug, BugSet};
-use faultline::patterns::Variant;
 use faultline::scenarios::compare::{counterexample, FirstFailure};
 use faultline::scenarios::shrink::{shrink, ShrinkError};
 use faultline::scenarios::{RunSpec, Scenario, INVARIANTS};
 use faultline::sim::{Profile, Seed};
 
-use super::{exit, unknown};
+use super::{exit, resolve_variant, unknown};
 
 #[derive(Args)]
 pub struct ShrinkArgs {
-    /// The pattern variant.
+    /// The pattern variant: a preset, or one with settings
+    /// (`outbox-inbox+producer.linger.ms=0`).
     #[arg(long)]
     pattern: String,
+    /// Change a setting of the pattern (repeatable; see `faultline list --settings`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
     /// The fault profile.
     #[arg(long)]
     profile: String,
@@ -37,8 +40,9 @@ pub struct ShrinkArgs {
 }
 
 pub fn shrink_command(args: ShrinkArgs) -> ExitCode {
-    let Some(variant) = Variant::by_name(&args.pattern) else {
-        return unknown("pattern", &args.pattern, &Variant::names());
+    let variant = match resolve_variant(&args.pattern, &args.settings, &[]) {
+        Ok(v) => v,
+        Err(code) => return code,
     };
     let Some(profile) = Profile::from_name(&args.profile) else {
         return unknown("profile", &args.profile, &Profile::names());
