@@ -378,10 +378,11 @@ impl SettingError {
 }
 
 /// Whether `a` is probably a misspelling of `b`: the same words in another separator,
-/// the start of it, or one edit apart.
+/// its start or its last words, or one edit apart.
 fn similar(a: &str, b: &str) -> bool {
     let words = |s: &str| s.replace(['_', '-'], ".");
-    if words(a) == words(b) || (a.len() >= 8 && b.starts_with(a)) {
+    let part = a.len() >= 6 && (b.starts_with(a) || b.ends_with(&format!(".{a}")));
+    if words(a) == words(b) || part {
         return true;
     }
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());

@@ -283,3 +283,124 @@ fn compare_require_answers_which_patterns_met_every_requirement_per_column() {
     assert_eq!(bad.status.code(), Some(2));
     insta::assert_snapshot!(String::from_utf8(bad.stderr).unwrap(), @r#"error: --require: requirement "fast" is not known; requirements are: no-loss, no-duplicates, no-duplicate-effects, atomic, converges, an invariant's name (convergence, monotonic, atomic-actions, referential, exactly-once-effects, bounded-staleness, liveness), staleness-p50<=D, staleness-p99<=D, staleness-max<=D, recovery-max<=D (D like 500ms or 2s), availability>=P% (P like 99.9)"#);
 }
+
+#[test]
+fn settings_are_listed_documented_and_make_variants_that_compare_and_replay_by_name() {
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&faultline(&["list", "--settings", "--format", "json"]))).unwrap();
+    let settings = json["settings"].as_array().unwrap();
+    assert!(settings.len() >= 20, "{} settings", settings.len());
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/VARIANTS.md")).unwrap();
+    for s in settings {
+        let key = s["key"].as_str().unwrap();
+        assert!(
+            docs.contains(&format!("`{key}`")),
+            "docs/VARIANTS.md does not list {key}"
+        );
+        assert!(
+            s["values"]["kind"].is_string() && !s["applies_to"].as_array().unwrap().is_empty(),
+            "{s}"
+        );
+        assert!(!s["defaults"].as_object().unwrap().is_empty(), "{s}");
+    }
+
+    // Committing offsets before processing (at-most-once) loses what a crashed target
+    // was handling; the preset commits after and holds.
+    let dir = std::env::temp_dir().join(format!("faultline-settings-{}", std::process::id()));
+    let out = faultline(&[
+        "compare",
+        "--patterns",
+        "outbox-inbox,outbox-inbox+consumer.offset.commit=before-processing",
+        "--profiles",
+        "crashes",
+        "--seeds",
+        "0..2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let name = "outbox-inbox+consumer.offset.commit=before-processing";
+    assert_eq!(report["variants"][1]["preset"], "outbox-inbox");
+    assert_eq!(
+        report["variants"][1]["settings"],
+        serde_json::json!(["consumer.offset.commit=before-processing"])
+    );
+    assert!(
+        md.contains(&format!(
+            "| {name} | outbox-inbox | consumer.offset.commit=before-processing |"
+        )),
+        "{md}"
+    );
+    let cell = |pattern: &str| {
+        report["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["pattern"] == pattern)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(cell("outbox-inbox")["seeds_failing"], 0);
+    assert!(
+        cell(name)["seeds_by_invariant"]["convergence"].as_u64().unwrap() > 0,
+        "{}",
+        cell(name)
+    );
+
+    // Its counterexample's repro command replays it from the name alone.
+    let example = report["counterexamples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["pattern"] == name)
+        .unwrap();
+    let repro = example["repro"].as_str().unwrap();
+    let args: Vec<&str> = repro.split_whitespace().skip(1).collect();
+    let replay = stdout(&faultline(&args));
+    let hash = example["trace_hash"].as_str().unwrap();
+    assert!(
+        replay.ends_with(&format!("trace_hash={hash}\n")),
+        "{repro}: {replay}"
+    );
+
+    // Bad settings: exit 2, the reason and the valid values.
+    let bad = faultline(&[
+        "repro",
+        "--pattern",
+        "push",
+        "--set",
+        "push.concurrency=0",
+        "--profile",
+        "none",
+        "--seed",
+        "0",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    insta::assert_snapshot!(String::from_utf8(bad.stderr).unwrap(), @r#"
+        error: --pattern push: push.concurrency = "0" is not valid: it takes a whole number, 1 to 64
+          hint: e.g. push.concurrency = 4
+        "#);
+    let bad = faultline(&[
+        "compare",
+        "--set",
+        "linger.ms=0",
+        "--profiles",
+        "none",
+        "--seeds",
+        "0..1",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    insta::assert_snapshot!(String::from_utf8(bad.stderr).unwrap(), @r#"
+        error: --set: unknown setting "linger.ms"
+          hint: did you mean producer.linger.ms? settings are: producer.enable.idempotence, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.poll.interval.ms, relay.batch.size, connector.poll.interval.ms, cdc.apply, target.apply.rule, target.inbox, push.concurrency, push.per.key.order, push.retry.attempts, push.retry.backoff.ms, push.retry.backoff.max.ms, push.queue.max, notify.dedup.window.ms, queue.publish, full-copy.atomic.swap, full-copy.period.ms, full-copy.row.write.ms, full-copy.snapshot.timeout.ms (see `faultline list --settings`)
+        "#);
+}

@@ -14,12 +14,14 @@ use faultline::sim::{Profile, Seed};
 
 #[test]
 fn a_push_lost_update_under_crashes_shrinks_to_a_few_actions_and_faults_and_replays() {
-    let spec = RunSpec::new(
-        Variant::by_name("push").unwrap(),
-        Scenario::standard(),
-        Profile::Crashes,
-        Seed(0),
-    );
+    // Named with a setting (at the preset's own value, so the run is push's): the shrunk
+    // file must name the variant so that it replays without the command line.
+    let variant = Variant::by_name("push")
+        .unwrap()
+        .with_settings(&[("push.concurrency", "4")])
+        .unwrap();
+    assert_eq!(variant.config, Variant::by_name("push").unwrap().config);
+    let spec = RunSpec::new(variant, Scenario::standard(), Profile::Crashes, Seed(0));
     let shrunk = shrink(&spec, Some("convergence")).unwrap();
     let actions = shrunk.spec.scenario.schedule.as_ref().unwrap().len();
     let faults = shrunk.spec.plan().events.len();
@@ -35,6 +37,10 @@ fn a_push_lost_update_under_crashes_shrinks_to_a_few_actions_and_faults_and_repl
     assert_eq!(shrunk.violation.as_ref().unwrap().invariant, "convergence");
 
     let text = shrunk.to_suite_toml("push under crashes, seed 0");
+    assert!(
+        text.contains("patterns = [\"push+push.concurrency=4\"]"),
+        "{text}"
+    );
     let suite = Suite::parse(Path::new("shrunk.toml"), &text).unwrap();
     let result = judge(&suite, 1, |_, _| {}, &AtomicBool::new(false));
     assert_eq!(result.surprises().count(), 0, "{:#?}", result.cells);
