@@ -49,6 +49,8 @@ pub struct CdcConfig {
     pub rule: ApplyRule,
     /// How the target applies.
     pub apply: CdcApply,
+    /// When the transaction inbox's entries are cleaned up (`None`: kept for the run).
+    pub inbox_cleanup_after_ms: Option<u64>,
     /// How often the connector reads the log.
     pub connector_poll_ms: u64,
     /// The connector's producer (Kafka Connect's source-task overrides, made idempotent).
@@ -223,7 +225,7 @@ impl Handler for ApplyEvents {
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultline_sim::HostResult {
     // The transaction-aware apply keeps applied transaction ids in its inbox.
-    let inbox = config.apply == CdcApply::Transaction;
+    let inbox = (config.apply == CdcApply::Transaction).then_some(config.inbox_cleanup_after_ms);
     let target = setup
         .open_target(&ctx, config.rule, inbox, EffectTrigger::CreateMessage)
         .await;

@@ -31,6 +31,11 @@ pub enum CommitPoint {
     AfterProcessing,
     /// Before handling it: at-most-once.
     BeforeProcessing,
+    /// Kafka's `enable.auto.commit=true`: at a poll, once `auto.commit.interval.ms` has
+    /// passed since the last, the position after everything handed to the handler. A
+    /// crash redelivers what was handled since (duplicates); a handler that buffers has
+    /// records committed before it applied them (lost on a crash).
+    Auto,
 }
 
 /// How a consumer fetches and commits.
@@ -49,6 +54,8 @@ pub struct ConsumerConfig {
     pub exit_on_fetch_error: bool,
     /// When offsets are committed.
     pub commit: CommitPoint,
+    /// `auto.commit.interval.ms`: how often [`CommitPoint::Auto`] commits.
+    pub auto_commit_interval_ms: u64,
 }
 
 impl ConsumerConfig {
@@ -76,6 +83,7 @@ pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     retry_at_once: false,
     exit_on_fetch_error: false,
     commit: CommitPoint::AfterProcessing,
+    auto_commit_interval_ms: 5_000,
 };
 
 /// What a handler did with a record.
@@ -137,7 +145,27 @@ async fn consume<H: Handler>(
         }
     };
     let mut position = committed;
+    // Auto-commit: when the last one was, and the window open from the first record
+    // handled after it until the next.
+    let mut auto_committed_at = tokio::time::Instant::now();
+    let mut auto_uncommitted = None;
     loop {
+        if config.commit == CommitPoint::Auto {
+            let interval = Duration::from_millis(config.auto_commit_interval_ms);
+            if position > committed && auto_committed_at.elapsed() >= interval {
+                // Kafka commits asynchronously in poll and goes on: a failed commit is
+                // only tried again at the next interval.
+                if broker
+                    .commit_offset(GROUP, topic, partition, position)
+                    .await
+                    .is_ok()
+                {
+                    committed = position;
+                    auto_uncommitted = None;
+                }
+                auto_committed_at = tokio::time::Instant::now();
+            }
+        }
         let records = match broker
             .fetch(topic, partition, position, config.fetch_wait_ms)
             .await
@@ -174,7 +202,12 @@ async fn consume<H: Handler>(
             handler.reset();
         };
         match handled {
-            Ok(next) => position = next,
+            Ok(next) => {
+                position = next;
+                if config.commit == CommitPoint::Auto && auto_uncommitted.is_none() {
+                    auto_uncommitted = Some(ctx.window(windows::AFTER_APPLY_BEFORE_OFFSET_COMMIT));
+                }
+            }
             Err(()) => {
                 handler.reset();
                 position = committed;

@@ -64,7 +64,7 @@ fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target)
 /// The target side: the replica and the copy job beside it.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, ApplyRule::Blind, false, EffectTrigger::NewRow)
+        .open_target(&ctx, ApplyRule::Blind, None, EffectTrigger::NewRow)
         .await;
     let timeout = Duration::from_millis(config.snapshot_timeout_ms);
     let source: RpcClient<SourceRequest, SourceResponse> =

@@ -86,16 +86,19 @@ impl Setup {
     }
 
     /// Opens the target on this host (replaying its log) with the run's planted bugs.
+    /// `inbox` is `None` without one, or its cleanup window (`Some(None)`: kept for the
+    /// whole run).
     pub async fn open_target(
         &self,
         ctx: &HostCtx,
         rule: ApplyRule,
-        inbox: bool,
+        inbox: Option<Option<u64>>,
         effects: EffectTrigger,
     ) -> Target {
         let config = TargetConfig {
             rule,
-            inbox,
+            inbox: inbox.is_some(),
+            inbox_cleanup_after_ms: inbox.flatten(),
             effects,
             bugs: self.bugs,
         };

@@ -141,7 +141,7 @@ impl Handler for Pull {
 /// The target side: one pulling consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, config.rule, false, EffectTrigger::NewRow)
+        .open_target(&ctx, config.rule, None, EffectTrigger::NewRow)
         .await;
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);

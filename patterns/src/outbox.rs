@@ -46,6 +46,8 @@ pub struct OutboxConfig {
     pub rule: ApplyRule,
     /// The target keeps an inbox of processed message ids.
     pub inbox: bool,
+    /// When the inbox's entries are cleaned up (`None`: kept for the run).
+    pub inbox_cleanup_after_ms: Option<u64>,
     /// Where the relay reads.
     pub relay: RelaySource,
     /// The relay's producer: a Kafka application producer for the table-polling relay,
@@ -174,8 +176,9 @@ impl Handler for ApplyMessage {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
+    let inbox = config.inbox.then_some(config.inbox_cleanup_after_ms);
     let target = setup
-        .open_target(&ctx, config.rule, config.inbox, EffectTrigger::CreateMessage)
+        .open_target(&ctx, config.rule, inbox, EffectTrigger::CreateMessage)
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyMessage {

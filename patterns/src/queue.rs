@@ -137,7 +137,7 @@ impl Handler for ApplyRow {
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, config.rule, false, EffectTrigger::CreateMessage)
+        .open_target(&ctx, config.rule, None, EffectTrigger::CreateMessage)
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),

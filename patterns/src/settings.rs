@@ -544,13 +544,21 @@ pub const SETTINGS: &[Setting] = &[
     // The target's consumer (every broker-based pattern).
     Setting {
         key: "consumer.offset.commit",
-        about: "when the target's consumer commits a record's offset: after its effects are stored (at-least-once) or before handling it (at-most-once)",
-        mirrors: "the application's commitSync placement (enable.auto.commit=false)",
-        values: Values::Choice(&["after-processing", "before-processing"]),
+        about: "when the target's consumer commits a record's offset: after its effects are stored (at-least-once), before handling it (at-most-once), or automatically every consumer.auto.commit.interval.ms at a poll",
+        mirrors: "the application's commitSync placement (enable.auto.commit=false), or enable.auto.commit=true (Kafka's default)",
+        values: Values::Choice(&["after-processing", "before-processing", "auto"]),
         field: words!(consumer_commit, {
             "after-processing" => CommitPoint::AfterProcessing,
             "before-processing" => CommitPoint::BeforeProcessing,
+            "auto" => CommitPoint::Auto,
         }),
+    },
+    Setting {
+        key: "consumer.auto.commit.interval.ms",
+        about: "with consumer.offset.commit = auto: how often the position is committed; a crash redelivers up to this much",
+        mirrors: "Kafka consumer auto.commit.interval.ms (5000)",
+        values: Values::Millis { min: 1, max: HOUR_MS },
+        field: Field::U64(|c| consumer(c).map(|k| &mut k.auto_commit_interval_ms)),
     },
     Setting {
         key: "consumer.fetch.max.wait.ms",
@@ -656,6 +664,17 @@ pub const SETTINGS: &[Setting] = &[
         values: Values::Bool,
         field: Field::Bool(|c| match c {
             PatternConfig::Outbox(o) => Some(&mut o.inbox),
+            _ => None,
+        }),
+    },
+    Setting {
+        key: "target.inbox.cleanup.after.ms",
+        about: "with an inbox (outbox: target.inbox; cdc: cdc.apply = transaction): entries older than this are deleted by a cleanup job, so a copy delivered later is applied again; off keeps them for the run",
+        mirrors: "NServiceBus outbox TimeToKeepDeduplicationData (7 days), MassTransit DuplicateDetectionWindow (30 min)",
+        values: Values::MillisOrOff { min: 1, max: HOUR_MS },
+        field: Field::OptionalU64(|c| match c {
+            PatternConfig::Outbox(o) => Some(&mut o.inbox_cleanup_after_ms),
+            PatternConfig::Cdc(d) => Some(&mut d.inbox_cleanup_after_ms),
             _ => None,
         }),
     },

@@ -112,6 +112,7 @@ const IN_REQUEST_PRODUCER: ProducerConfig = ProducerConfig {
     ..KAFKA_PRODUCER
 };
 const OUTBOX: OutboxConfig = OutboxConfig {
+    inbox_cleanup_after_ms: None,
     rule: ApplyRule::Blind,
     inbox: false,
     relay: RelaySource::PollTable,
@@ -122,6 +123,7 @@ const OUTBOX: OutboxConfig = OutboxConfig {
     consumer: DEFAULT_CONSUMER,
 };
 const CDC: CdcConfig = CdcConfig {
+    inbox_cleanup_after_ms: None,
     rule: ApplyRule::Blind,
     apply: CdcApply::RowByRow,
     connector_poll_ms: 20,

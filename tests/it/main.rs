@@ -16,9 +16,10 @@ use faultline::patterns::Variant;
 use faultline::scenarios::{run, Outcome, RunOptions, RunSpec, Scenario};
 use faultline::sim::{Profile, Seed};
 
-/// One run of a built-in variant in the standard scenario, through the public runner.
+/// One run of a built-in variant (or one with settings, `PRESET+key=value`) in the
+/// standard scenario, through the public runner.
 pub fn run_seed(pattern: &str, profile: Profile, seed: u64) -> Outcome {
-    let variant = Variant::by_name(pattern).expect("registered variant");
+    let variant = Variant::resolve(pattern, &[]).expect("registered variant");
     run(
         &RunSpec::new(variant, Scenario::standard(), profile, Seed(seed)),
         RunOptions::default(),

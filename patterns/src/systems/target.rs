@@ -16,10 +16,11 @@
 //! consuming side that NServiceBus and MassTransit keep, so it is performed once.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::Duration;
 
-use faultline_sim::{Disk, DiskError, HostCtx, LogFile, WallTime};
+use faultline_sim::{Disk, DiskError, HostCtx, LogFile, SimTime, WallTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
@@ -79,6 +80,10 @@ pub struct TargetConfig {
     /// Remember processed message ids in the apply's transaction and skip repeats; store
     /// welcomes in the same transaction, keyed for the notification service.
     pub inbox: bool,
+    /// With an inbox: entries older than this are deleted by a cleanup job (run
+    /// continuously here), so a copy delivered later is applied again; `None` keeps
+    /// them for the whole run.
+    pub inbox_cleanup_after_ms: Option<u64>,
     /// What triggers a welcome.
     pub effects: EffectTrigger,
     /// Planted bugs.
@@ -96,6 +101,10 @@ struct StoredWelcome {
 struct TargetTx {
     rows: Vec<RowImage>,
     message: Option<String>,
+    /// When the transaction committed (simulated µs), kept only where an inbox cleanup
+    /// needs an entry's age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at_us: Option<u64>,
     /// Welcomes to dispatch (with an inbox only).
     welcomes: Vec<StoredWelcome>,
     /// Keys of stored welcomes the notification service acknowledged.
@@ -122,7 +131,8 @@ struct State {
     rows: Rows,
     /// The writer's wall-clock stamp of each row, where images carried one.
     stamps: BTreeMap<EntityKey, WallTime>,
-    inbox: BTreeSet<String>,
+    /// Applied message ids and when they were applied.
+    inbox: BTreeMap<String, SimTime>,
     /// Stored welcomes not yet acknowledged, by key.
     undispatched: BTreeMap<String, CustomerId>,
     welcomer: Welcomer,
@@ -143,7 +153,7 @@ pub struct Target {
 struct Replayed {
     rows: Rows,
     stamps: BTreeMap<EntityKey, WallTime>,
-    inbox: BTreeSet<String>,
+    inbox: BTreeMap<String, SimTime>,
     undispatched: BTreeMap<String, CustomerId>,
 }
 
@@ -151,7 +161,7 @@ fn replay(records: Vec<faultline_sim::LogRecord>, base: Rows) -> Replayed {
     let mut out = Replayed {
         rows: base,
         stamps: BTreeMap::new(),
-        inbox: BTreeSet::new(),
+        inbox: BTreeMap::new(),
         undispatched: BTreeMap::new(),
     };
     for record in records {
@@ -169,7 +179,8 @@ fn replay(records: Vec<faultline_sim::LogRecord>, base: Rows) -> Replayed {
                 },
             );
         }
-        out.inbox.extend(tx.message);
+        let at = SimTime::from_micros(tx.at_us.unwrap_or(0));
+        out.inbox.extend(tx.message.map(|id| (id, at)));
         out.undispatched
             .extend(tx.welcomes.into_iter().map(|w| (w.key, w.customer)));
         for key in tx.dispatched {
@@ -276,9 +287,10 @@ impl Target {
         });
     }
 
-    /// Whether the inbox holds message `id` (it was applied, durably).
+    /// Whether the inbox holds message `id` (it was applied, durably, and its entry is
+    /// not cleaned up yet).
     pub fn inbox_contains(&self, id: &str) -> bool {
-        self.state.borrow().inbox.contains(id)
+        self.state.borrow().inbox_holds(id)
     }
 
     /// Records that a copy of an applied message was dropped before its apply.
@@ -298,7 +310,7 @@ impl Target {
         let inbox = self.state.borrow().config.inbox;
         match message {
             Some(id) if inbox && bugs.has(Bug::InboxSeparateTx) => {
-                if self.state.borrow().inbox.contains(id) {
+                if self.state.borrow().inbox_holds(id) {
                     self.note_duplicate(id);
                     return Ok(Applied::Duplicate);
                 }
@@ -347,7 +359,7 @@ impl Target {
             let state = self.state.borrow();
             let bugs = state.config.bugs;
             let message = message.filter(|_| state.config.inbox).map(str::to_string);
-            if let Some(id) = message.as_ref().filter(|m| state.inbox.contains(*m)) {
+            if let Some(id) = message.as_ref().filter(|m| state.inbox_holds(m)) {
                 state.ctx.record(INBOX_DUPLICATE, id.clone());
                 return Ok(Applied::Duplicate);
             }
@@ -388,9 +400,12 @@ impl Target {
                     .collect(),
                 None => Vec::new(),
             };
+            let at_us = (message.is_some() && state.config.inbox_cleanup_after_ms.is_some())
+                .then(|| state.ctx.now().as_micros());
             let tx = TargetTx {
                 rows: accepted,
                 message,
+                at_us,
                 welcomes,
                 dispatched: Vec::new(),
             };
@@ -443,6 +458,15 @@ impl Target {
 }
 
 impl State {
+    /// Whether message `id` is in the inbox and not yet old enough to be cleaned up.
+    fn inbox_holds(&self, id: &str) -> bool {
+        self.inbox.get(id).is_some_and(|at| {
+            self.config
+                .inbox_cleanup_after_ms
+                .is_none_or(|after| self.ctx.now().saturating_since(*at) < Duration::from_millis(after))
+        })
+    }
+
     /// The images this apply takes: all of them, or with the version check only those
     /// newer than what is held.
     fn accept(&self, images: &[RowImage]) -> Vec<RowImage> {
@@ -479,7 +503,8 @@ impl State {
                 },
             );
         }
-        self.inbox.extend(tx.message.clone());
+        let at = tx.at_us.map_or_else(|| self.ctx.now(), SimTime::from_micros);
+        self.inbox.extend(tx.message.clone().map(|id| (id, at)));
         self.undispatched
             .extend(tx.welcomes.iter().map(|w| (w.key.clone(), w.customer)));
         self.expose(&tx.rows);
