@@ -349,6 +349,9 @@ impl SettingError {
                     Some(_) => format!("{preset}'s settings"),
                     None => "settings".to_string(),
                 };
+                if keys.is_empty() {
+                    return format!("{preset} has no settings: it is a pattern of its own");
+                }
                 format!(
                     "{near}{whose} are: {} (see `faultline list --settings`)",
                     keys.join(", ")
@@ -438,7 +441,7 @@ fn producer(c: &mut PatternConfig) -> Option<&mut ProducerConfig> {
         PatternConfig::Queue(q) => Some(&mut q.producer),
         PatternConfig::Outbox(o) => Some(&mut o.producer),
         PatternConfig::Cdc(d) => Some(&mut d.producer),
-        PatternConfig::FullCopy(_) | PatternConfig::Push(_) => None,
+        PatternConfig::FullCopy(_) | PatternConfig::Push(_) | PatternConfig::Custom(_) => None,
     }
 }
 
@@ -448,7 +451,7 @@ fn consumer(c: &mut PatternConfig) -> Option<&mut ConsumerConfig> {
         PatternConfig::Queue(q) => Some(&mut q.consumer),
         PatternConfig::Outbox(o) => Some(&mut o.consumer),
         PatternConfig::Cdc(d) => Some(&mut d.consumer),
-        PatternConfig::FullCopy(_) | PatternConfig::Push(_) => None,
+        PatternConfig::FullCopy(_) | PatternConfig::Push(_) | PatternConfig::Custom(_) => None,
     }
 }
 
@@ -466,7 +469,7 @@ fn apply_rule(c: &mut PatternConfig) -> Option<&mut ApplyRule> {
         PatternConfig::Queue(q) => Some(&mut q.rule),
         PatternConfig::Outbox(o) => Some(&mut o.rule),
         PatternConfig::Cdc(d) => Some(&mut d.rule),
-        PatternConfig::FullCopy(_) => None,
+        PatternConfig::FullCopy(_) | PatternConfig::Custom(_) => None,
     }
 }
 

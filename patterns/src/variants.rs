@@ -41,6 +41,57 @@ pub enum PatternConfig {
     Outbox(OutboxConfig),
     /// Row-level change data capture through the broker.
     Cdc(CdcConfig),
+    /// A pattern written outside this crate ([`Pattern`], [`Variant::register`]).
+    Custom(Custom),
+}
+
+/// A pattern written outside this crate: how it starts its sides over the shared parts
+/// ([`Setup::open_source`], [`Setup::open_target`], the broker's `Producer` and
+/// `run_consumers`, the world's RPC). faultline adds what every pattern has: the
+/// notification service, the broker when listed, and the rows both sides start with.
+/// See `examples/outbox-webhook` for a complete one.
+pub trait Pattern: Send + Sync + 'static {
+    /// Hosts it runs on besides the source and the target: [`hosts::BROKER`] (which
+    /// faultline registers), or its own (which [`Pattern::install`] registers). Every
+    /// host is crashable and has a disk.
+    fn extra_hosts(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Whether the source writes an outbox message with each transaction (the outbox
+    /// table a relay polls: `Source::outbox_unsent`, `Source::mark_sent`).
+    fn source_outbox(&self) -> bool {
+        false
+    }
+
+    /// Registers the source, the target and its own hosts in `world`, each a start
+    /// function re-run on every restart.
+    fn install(&self, world: &mut World, setup: &Setup) -> Result<(), WorldError>;
+}
+
+/// A registered [`Pattern`]; two are equal when they are the same registration.
+#[derive(Clone, Copy)]
+pub struct Custom(&'static dyn Pattern);
+
+impl Custom {
+    /// The pattern.
+    pub fn pattern(&self) -> &'static dyn Pattern {
+        self.0
+    }
+}
+
+impl PartialEq for Custom {
+    fn eq(&self, other: &Custom) -> bool {
+        std::ptr::addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Custom {}
+
+impl std::fmt::Debug for Custom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Custom(..)")
+    }
 }
 
 /// A named, selectable variant: a built-in preset, or a preset with settings overridden.
@@ -234,8 +285,16 @@ impl PatternConfig {
             PatternConfig::Queue(c) => Some(c.rule),
             PatternConfig::Outbox(c) => Some(c.rule),
             PatternConfig::Cdc(c) => Some(c.rule),
+            PatternConfig::Custom(_) => None,
         }
     }
+}
+
+/// Variants registered by code outside this crate, in registration order.
+static REGISTERED: Mutex<Vec<&'static Variant>> = Mutex::new(Vec::new());
+
+fn registered() -> Vec<&'static Variant> {
+    REGISTERED.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Variants defined at run time, kept for the life of the process: a run names its
@@ -245,9 +304,55 @@ impl PatternConfig {
 static DEFINED: Mutex<Vec<&'static Variant>> = Mutex::new(Vec::new());
 
 impl Variant {
-    /// The built-in preset called `name`, if any.
+    /// The preset called `name` (built in or registered), if any.
     pub fn by_name(name: &str) -> Option<&'static Variant> {
-        VARIANTS.iter().find(|v| v.name == name)
+        VARIANTS
+            .iter()
+            .find(|v| v.name == name)
+            .or_else(|| registered().into_iter().find(|v| v.name == name))
+    }
+
+    /// Every preset: the built-in ones, then the registered ones.
+    pub fn all() -> Vec<&'static Variant> {
+        VARIANTS.iter().chain(registered()).collect()
+    }
+
+    /// Makes a pattern written outside this crate a preset called `name`: from then
+    /// on every command and suite of this process knows it (`examples/outbox-webhook`
+    /// registers its own before handing over to `faultline::cli::main`). Registering
+    /// the same pattern under the same name again is harmless.
+    pub fn register(
+        name: &str,
+        description: &str,
+        pattern: &'static dyn Pattern,
+    ) -> Result<&'static Variant, SettingError> {
+        let config = PatternConfig::Custom(Custom(pattern));
+        if let Some(existing) = Variant::by_name(name) {
+            if existing.config == config {
+                return Ok(existing);
+            }
+            return Err(SettingError::BadName {
+                name: name.to_string(),
+                why: "a preset has it",
+            });
+        }
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if name.is_empty() || !name.chars().all(plain) {
+            return Err(SettingError::BadName {
+                name: name.to_string(),
+                why: "a name is letters, digits, `-`, `_` and `.`",
+            });
+        }
+        let name: &'static str = Box::leak(name.into());
+        let variant: &'static Variant = Box::leak(Box::new(Variant {
+            name,
+            description: Box::leak(description.into()),
+            config,
+            preset: name,
+            overrides: &[],
+        }));
+        REGISTERED.lock().unwrap_or_else(|p| p.into_inner()).push(variant);
+        Ok(variant)
     }
 
     /// The preset called `preset` with `settings` (key, value as written) overridden,
@@ -376,9 +481,9 @@ impl Variant {
             .collect()
     }
 
-    /// Every variant name, for error messages.
+    /// Every preset's name, for error messages.
     pub fn names() -> Vec<&'static str> {
-        VARIANTS.iter().map(|v| v.name).collect()
+        Variant::all().iter().map(|v| v.name).collect()
     }
 
     /// The hosts the variant runs on, as fault targets: all crashable, all with disks.
@@ -390,6 +495,7 @@ impl Variant {
                 names.push(hosts::BROKER)
             }
             PatternConfig::Cdc(_) => names.extend([hosts::BROKER, hosts::CONNECTOR]),
+            PatternConfig::Custom(custom) => names.extend(custom.0.extra_hosts()),
         }
         names
             .into_iter()
@@ -418,13 +524,11 @@ impl Variant {
     /// The source configuration the variant needs, given the scenario's sync policy.
     pub fn source_config(&self, sync: SyncPolicy, bugs: BugSet) -> SourceConfig {
         // A log-tailing relay finds each message in its commit record: no table to poll.
-        let outbox = matches!(
-            self.config,
-            PatternConfig::Outbox(OutboxConfig {
-                relay: RelaySource::PollTable,
-                ..
-            })
-        );
+        let outbox = match self.config {
+            PatternConfig::Outbox(c) => c.relay == RelaySource::PollTable,
+            PatternConfig::Custom(custom) => custom.0.source_outbox(),
+            _ => false,
+        };
         // Last-writer-wins needs the writer's clock on every image.
         let stamp_writes = self.config.apply_rule() == Some(ApplyRule::LaterWallClock);
         SourceConfig {
@@ -477,6 +581,7 @@ impl Variant {
                 let bugs = setup.bugs;
                 world.host(hosts::CONNECTOR, move |ctx| cdc::run_connector(ctx, config, bugs))?;
             }
+            PatternConfig::Custom(custom) => custom.0.install(world, setup)?,
         }
         let recorder = setup.recorder.clone();
         world.host(hosts::NOTIFIER, move |ctx| {

@@ -45,6 +45,20 @@ impl Faults {
     }
 }
 
+/// The program repro commands name: `faultline`, or a binary that registers patterns of
+/// its own and runs the same command line ([`set_command_name`]).
+static COMMAND_NAME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Names the program in every repro command this process prints (once, at start-up).
+pub fn set_command_name(name: &'static str) {
+    let _ = COMMAND_NAME.set(name);
+}
+
+/// The program repro commands name.
+pub fn command_name() -> &'static str {
+    COMMAND_NAME.get().copied().unwrap_or("faultline")
+}
+
 /// Everything that fixes a run.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
@@ -79,7 +93,8 @@ impl RunSpec {
     pub fn repro_command(&self) -> String {
         let mut cmd = match &self.suite {
             Some(suite) => format!(
-                "faultline repro --suite {} --scenario {:?} --pattern {}",
+                "{} repro --suite {} --scenario {:?} --pattern {}",
+                command_name(),
                 suite.display(),
                 self.scenario.name,
                 self.variant.name
@@ -91,7 +106,8 @@ impl RunSpec {
                     format!(" --scenario {}", self.scenario.name)
                 };
                 format!(
-                    "faultline repro --pattern {} --profile {}{scenario}",
+                    "{} repro --pattern {} --profile {}{scenario}",
+                    command_name(),
                     self.variant.portable_name(),
                     self.faults.name()
                 )

@@ -355,8 +355,9 @@ impl Shrunk {
                 None,
                 Expect::Pass("pass"),
                 format!(
-                    "# Replaying it fails the run ({}): faultline run exits 3.\n",
-                    self.target
+                    "# Replaying it fails the run ({}): {} run exits 3.\n",
+                    self.target,
+                    crate::runner::command_name()
                 ),
             ),
         };
@@ -386,6 +387,7 @@ impl Shrunk {
             }],
         };
         let file_text = toml::to_string(&file).expect("suite files serialise");
-        format!("# Written by faultline shrink: {origin}.\n{note}{file_text}")
+        let command = crate::runner::command_name();
+        format!("# Written by {command} shrink: {origin}.\n{note}{file_text}")
     }
 }

@@ -27,8 +27,8 @@
 //! ```
 //!
 //! A scenario's patterns are presets, the suite's own variants, or either with settings
-//! appended (`"outbox-inbox+producer.linger.ms=0"`); `"all"` is every preset and every
-//! variant the suite defines.
+//! appended (`"outbox-inbox+producer.linger.ms=0"`); `"all"` is every built-in preset and
+//! every variant the suite defines (a pattern a binary registers is named explicitly).
 //!
 //! Loading checks everything a run would trip over later (names, ranges, fault plans
 //! against each pattern's hosts) and reports the first problem with the file, line,
@@ -573,6 +573,8 @@ fn validate_scenario(
     }
 
     let patterns: Vec<&'static Variant> = match s.patterns.get_ref() {
+        // The built-in presets and the suite's own: a suite's expectations cannot cover
+        // patterns a binary registers, which it names explicitly.
         WordOrList::Word(word) if word == "all" => faultline_patterns::VARIANTS
             .iter()
             .chain(defined.iter().copied())

@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use clap::Args;
-use faultline::patterns::{Variant, VARIANTS};
+use faultline::patterns::Variant;
 use faultline::scenarios::sweep::{default_jobs, sweep_fold};
 use faultline::scenarios::{RunSpec, Scenario};
 use faultline::sim::{Profile, Seed};
@@ -114,7 +114,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     };
     let mut one_core_secs = 0.0;
     let mut all_specs = Vec::new();
-    for variant in VARIANTS {
+    for variant in Variant::all() {
         let specs = specs_of(variant);
         let (t, secs) = sweep(&specs, 1);
         one_core_secs += secs;

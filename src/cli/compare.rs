@@ -102,9 +102,7 @@ fn resolve_patterns(
         }
     }
     if text == "all" {
-        let all = faultline::patterns::VARIANTS
-            .iter()
-            .chain(suite.variants.iter().copied());
+        let all = Variant::all().into_iter().chain(suite.variants.iter().copied());
         // Every pattern that has the settings: `--set producer.linger.ms=0` compares the
         // broker-based ones.
         let mut chosen = Vec::new();

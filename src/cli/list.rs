@@ -40,7 +40,10 @@ struct BugEntry {
 
 pub fn list(format: Format, detection_seeds: u64) -> ExitCode {
     let named = |name, description| Named { name, description };
-    let patterns: Vec<Named> = VARIANTS.iter().map(|v| named(v.name, v.description)).collect();
+    let patterns: Vec<Named> = Variant::all()
+        .iter()
+        .map(|v| named(v.name, v.description))
+        .collect();
     let profiles: Vec<Named> = PROFILES.iter().map(|p| named(p.name, p.description)).collect();
     let invariants: Vec<Named> = INVARIANTS.iter().map(|i| named(i.name, i.description)).collect();
     let bugs: Vec<Named> = BUGS.iter().map(|b| named(b.name, b.description)).collect();

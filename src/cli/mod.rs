@@ -1,4 +1,5 @@
-//! Command definitions and dispatch.
+//! The command line: command definitions and dispatch. Flags are parsed here, resolved
+//! against the registries, and handed to `scenarios` (to run) and `reports` (to render).
 
 mod bench;
 mod compare;
@@ -106,7 +107,44 @@ enum Command {
 }
 
 /// Runs the parsed command.
-pub fn main(cli: Cli) -> ExitCode {
+/// The `faultline` command line: parses the process's arguments and runs the command.
+/// A crate with patterns of its own registers them ([`crate::patterns::Variant::register`])
+/// and then calls [`main_as`] with its binary's name, so the binary takes every command
+/// and flag `faultline` does.
+pub fn main() -> ExitCode {
+    restore_default_sigpipe();
+    dispatch(Cli::parse())
+}
+
+/// [`main`] for a binary called `name`: its help and every repro command it prints
+/// name it, so what it prints replays with it (its registered patterns are not in
+/// `faultline`).
+pub fn main_as(name: &'static str) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    restore_default_sigpipe();
+    faultline::scenarios::runner::set_command_name(name);
+    let matches = Cli::command().name(name).bin_name(name).get_matches();
+    match Cli::from_arg_matches(&matches) {
+        Ok(cli) => dispatch(cli),
+        Err(e) => e.exit(),
+    }
+}
+
+/// A reader that closes the pipe early (`faultline list | head`) ends the process
+/// quietly, as Unix tools do; Rust ignores SIGPIPE by default, so the next print would
+/// panic instead. Reports are written before anything is printed about them.
+#[cfg(unix)]
+fn restore_default_sigpipe() {
+    // SAFETY: changes a signal's disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_default_sigpipe() {}
+
+fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::List {
             format,

@@ -116,8 +116,9 @@ pub fn shrink_command(args: ShrinkArgs) -> ExitCode {
         return ExitCode::from(exit::RUN_FAILED);
     }
     println!(
-        "\nshrunk suite written to {} (replay: faultline run {})",
+        "\nshrunk suite written to {} (replay: {} run {})",
         out.display(),
+        faultline::scenarios::runner::command_name(),
         out.display()
     );
     ExitCode::from(exit::OK)
