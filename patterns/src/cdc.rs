@@ -25,7 +25,7 @@ use crate::domain::{RowImage, TxId};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{ApplyRule, EffectTrigger, Target};
+use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic row events go to.
@@ -45,6 +45,8 @@ pub enum CdcApply {
 /// How the CDC integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CdcConfig {
+    /// The key the target's welcomes carry (`target.welcome.key`).
+    pub welcome_key: WelcomeKey,
     /// Which incoming images the target takes (`target.apply.rule`).
     pub rule: ApplyRule,
     /// How the target applies.
@@ -225,9 +227,18 @@ impl Handler for ApplyEvents {
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultline_sim::HostResult {
     // The transaction-aware apply keeps applied transaction ids in its inbox.
-    let inbox = (config.apply == CdcApply::Transaction).then_some(config.inbox_cleanup_after_ms);
+    let inbox = config.apply == CdcApply::Transaction;
     let target = setup
-        .open_target(&ctx, config.rule, inbox, EffectTrigger::CreateMessage)
+        .open_target(
+            &ctx,
+            TargetConfig {
+                rule: config.rule,
+                inbox,
+                inbox_cleanup_after_ms: config.inbox_cleanup_after_ms,
+                welcome_key: config.welcome_key,
+                ..TargetConfig::default()
+            },
+        )
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyEvents {

@@ -14,12 +14,14 @@ use faultline_sim::{HostCtx, RpcClient};
 use crate::domain::RowImage;
 use crate::history::RowState;
 use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{ApplyRule, EffectTrigger, Target};
+use crate::systems::target::{EffectTrigger, Target, TargetConfig, WelcomeKey};
 use crate::Setup;
 
 /// How the full copy behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FullCopyConfig {
+    /// The key the target's welcomes carry (`target.welcome.key`).
+    pub welcome_key: WelcomeKey,
     /// Swap a staged copy in atomically (`true`) or overwrite row by row.
     pub atomic_swap: bool,
     /// Time between the ends of two copies.
@@ -64,7 +66,14 @@ fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target)
 /// The target side: the replica and the copy job beside it.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, ApplyRule::Blind, None, EffectTrigger::NewRow)
+        .open_target(
+            &ctx,
+            TargetConfig {
+                effects: EffectTrigger::NewRow,
+                welcome_key: config.welcome_key,
+                ..TargetConfig::default()
+            },
+        )
         .await;
     let timeout = Duration::from_millis(config.snapshot_timeout_ms);
     let source: RpcClient<SourceRequest, SourceResponse> =

@@ -37,7 +37,7 @@ use bugs::BugSet;
 use domain::ActionRequest;
 use history::{Recorder, Rows};
 use systems::source::{Source, SourceConfig};
-use systems::target::{ApplyRule, EffectTrigger, Target, TargetConfig};
+use systems::target::{Target, TargetConfig};
 
 pub use variants::{PatternConfig, Variant, VARIANTS};
 
@@ -85,22 +85,12 @@ impl Setup {
         source
     }
 
-    /// Opens the target on this host (replaying its log) with the run's planted bugs.
-    /// `inbox` is `None` without one, or its cleanup window (`Some(None)`: kept for the
-    /// whole run).
-    pub async fn open_target(
-        &self,
-        ctx: &HostCtx,
-        rule: ApplyRule,
-        inbox: Option<Option<u64>>,
-        effects: EffectTrigger,
-    ) -> Target {
+    /// Opens the target on this host (replaying its log) configured as `config` says,
+    /// with the run's planted bugs.
+    pub async fn open_target(&self, ctx: &HostCtx, config: TargetConfig) -> Target {
         let config = TargetConfig {
-            rule,
-            inbox: inbox.is_some(),
-            inbox_cleanup_after_ms: inbox.flatten(),
-            effects,
             bugs: self.bugs,
+            ..config
         };
         Target::recover(ctx, config, self.recorder.clone()).await
     }

@@ -22,7 +22,7 @@ use crate::domain::{EntityKey, RowImage};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{self, SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{ApplyRule, EffectTrigger, Target};
+use crate::systems::target::{ApplyRule, EffectTrigger, Target, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic notifications go to.
@@ -31,6 +31,8 @@ pub const TOPIC: &str = "customer-notifications";
 /// How the notify-pull integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NotifyConfig {
+    /// The key the target's welcomes carry (`target.welcome.key`).
+    pub welcome_key: WelcomeKey,
     /// Which incoming images the target takes (`target.apply.rule`).
     pub rule: ApplyRule,
     /// Collapse each batch's notifications per key and wait this long before fetching;
@@ -141,7 +143,15 @@ impl Handler for Pull {
 /// The target side: one pulling consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, config.rule, None, EffectTrigger::NewRow)
+        .open_target(
+            &ctx,
+            TargetConfig {
+                rule: config.rule,
+                effects: EffectTrigger::NewRow,
+                welcome_key: config.welcome_key,
+                ..TargetConfig::default()
+            },
+        )
         .await;
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);

@@ -21,7 +21,7 @@ use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{CustomerId, TxId};
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{OutboxMessage, Source};
-use crate::systems::target::{ApplyRule, EffectTrigger, Target};
+use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::windows;
 use crate::{Setup, RPC_TIMEOUT};
 
@@ -42,6 +42,8 @@ pub enum RelaySource {
 /// How the outbox integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {
+    /// The key the target's welcomes carry (`target.welcome.key`).
+    pub welcome_key: WelcomeKey,
     /// Which incoming images the target takes (`target.apply.rule`).
     pub rule: ApplyRule,
     /// The target keeps an inbox of processed message ids.
@@ -176,9 +178,17 @@ impl Handler for ApplyMessage {
 
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
-    let inbox = config.inbox.then_some(config.inbox_cleanup_after_ms);
     let target = setup
-        .open_target(&ctx, config.rule, inbox, EffectTrigger::CreateMessage)
+        .open_target(
+            &ctx,
+            TargetConfig {
+                rule: config.rule,
+                inbox: config.inbox,
+                inbox_cleanup_after_ms: config.inbox_cleanup_after_ms,
+                welcome_key: config.welcome_key,
+                ..TargetConfig::default()
+            },
+        )
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyMessage {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::RowImage;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
-use crate::systems::target::{ApplyRule, EffectTrigger};
+use crate::systems::target::{ApplyRule, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The port of the target's REST API.
@@ -19,6 +19,8 @@ pub const TARGET_API_PORT: u16 = 8081;
 /// How the push integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PushConfig {
+    /// The key the target's welcomes carry (`target.welcome.key`).
+    pub welcome_key: WelcomeKey,
     /// Which images the target takes.
     pub rule: ApplyRule,
     /// How the source retries.
@@ -91,7 +93,14 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
 /// The target side: the REST API applying each entity call.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, config.rule, None, EffectTrigger::CreateMessage)
+        .open_target(
+            &ctx,
+            TargetConfig {
+                rule: config.rule,
+                welcome_key: config.welcome_key,
+                ..TargetConfig::default()
+            },
+        )
         .await;
     serve(ctx, TARGET_API_PORT, move |call: EntityCall| {
         let (EntityCall::Put(row) | EntityCall::Delete(row)) = call;

@@ -19,7 +19,7 @@ use crate::domain::{ActionId, RowImage};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::BeforeCommit;
-use crate::systems::target::{ApplyRule, EffectTrigger, Target};
+use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic entity messages go to.
@@ -37,6 +37,8 @@ pub enum PublishPoint {
 /// How the queue integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueConfig {
+    /// The key the target's welcomes carry (`target.welcome.key`).
+    pub welcome_key: WelcomeKey,
     /// Which incoming images the target takes (`target.apply.rule`).
     pub rule: ApplyRule,
     /// Where the publish happens.
@@ -137,7 +139,14 @@ impl Handler for ApplyRow {
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, config.rule, None, EffectTrigger::CreateMessage)
+        .open_target(
+            &ctx,
+            TargetConfig {
+                rule: config.rule,
+                welcome_key: config.welcome_key,
+                ..TargetConfig::default()
+            },
+        )
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),

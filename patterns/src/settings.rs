@@ -14,7 +14,7 @@ use crate::outbox::RelaySource;
 use crate::queue::PublishPoint;
 use crate::retry_queue::RetryPolicy;
 use crate::systems::broker::{ProducerConfig, FETCH_WAIT_MAX_MS};
-use crate::systems::target::ApplyRule;
+use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::variants::{PatternConfig, VARIANTS};
 
 /// The values a setting takes.
@@ -681,6 +681,16 @@ pub const SETTINGS: &[Setting] = &[
             _ => None,
         }),
     },
+    Setting {
+        key: "target.welcome.key",
+        about: "the idempotency key on the target's welcomes, which the notification service honours: the handled message's id where an inbox stores the welcome (none without one), or one key per customer",
+        mirrors: "an Idempotency-Key header (Stripe-style APIs), keyed by the message or by the business entity",
+        values: Values::Choice(&["message", "customer"]),
+        field: words!(welcome_key, {
+            "message" => WelcomeKey::Message,
+            "customer" => WelcomeKey::Customer,
+        }),
+    },
     // The push sender.
     Setting {
         key: "push.concurrency",
@@ -791,6 +801,18 @@ pub const SETTINGS: &[Setting] = &[
 
 fn consumer_commit(c: &mut PatternConfig) -> Option<&mut CommitPoint> {
     consumer(c).map(|k| &mut k.commit)
+}
+
+fn welcome_key(c: &mut PatternConfig) -> Option<&mut WelcomeKey> {
+    match c {
+        PatternConfig::FullCopy(f) => Some(&mut f.welcome_key),
+        PatternConfig::Push(p) => Some(&mut p.welcome_key),
+        PatternConfig::NotifyPull(n) => Some(&mut n.welcome_key),
+        PatternConfig::Queue(q) => Some(&mut q.welcome_key),
+        PatternConfig::Outbox(o) => Some(&mut o.welcome_key),
+        PatternConfig::Cdc(d) => Some(&mut d.welcome_key),
+        PatternConfig::Custom(_) => None,
+    }
 }
 
 fn relay_source(c: &mut PatternConfig) -> Option<&mut RelaySource> {
@@ -946,7 +968,7 @@ mod tests {
             "#);
         insta::assert_snapshot!(message(push.with_settings(&[("push.concurency", "2")]).unwrap_err()), @r#"
             unknown setting "push.concurency"
-              hint: did you mean push.concurrency? push's settings are: target.apply.rule, push.concurrency, push.per.key.order, push.retry.attempts, push.retry.backoff.ms, push.retry.backoff.max.ms, push.queue.max (see `faultline list --settings`)
+              hint: did you mean push.concurrency? push's settings are: target.apply.rule, target.welcome.key, push.concurrency, push.per.key.order, push.retry.attempts, push.retry.backoff.ms, push.retry.backoff.max.ms, push.queue.max (see `faultline list --settings`)
             "#);
         insta::assert_snapshot!(message(push.with_settings(&[("push.concurrency", "0")]).unwrap_err()), @r#"
             push.concurrency = "0" is not valid: it takes a whole number, 1 to 64

@@ -23,7 +23,7 @@ use crate::settings::{self, Override, Setting, SettingError, Value, SETTINGS};
 use crate::systems;
 use crate::systems::broker::{ProducerConfig, CONNECT_SOURCE_PRODUCER_IDEMPOTENT, KAFKA_PRODUCER};
 use crate::systems::source::{SourceConfig, SyncPolicy};
-use crate::systems::target::ApplyRule;
+use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::{hosts, run_source_with_api, Setup};
 
 /// A pattern with its variant's settings.
@@ -121,6 +121,7 @@ const fn preset(name: &'static str, description: &'static str, config: PatternCo
 }
 
 const FULL_COPY: FullCopyConfig = FullCopyConfig {
+    welcome_key: WelcomeKey::Message,
     atomic_swap: true,
     period_ms: 1_000,
     row_write_ms: 1,
@@ -128,6 +129,7 @@ const FULL_COPY: FullCopyConfig = FullCopyConfig {
 };
 /// Push calls go out from a pool of four concurrent calls, as an HTTP client's would.
 const PUSH: PushConfig = PushConfig {
+    welcome_key: WelcomeKey::Message,
     rule: ApplyRule::Blind,
     retry: RetryPolicy {
         concurrency: 4,
@@ -144,12 +146,14 @@ const PUSH_ORDERED: PushConfig = PushConfig {
     ..PUSH
 };
 const NOTIFY: NotifyConfig = NotifyConfig {
+    welcome_key: WelcomeKey::Message,
     rule: ApplyRule::Blind,
     dedup_window_ms: None,
     producer: KAFKA_PRODUCER,
     consumer: DEFAULT_CONSUMER,
 };
 const QUEUE: QueueConfig = QueueConfig {
+    welcome_key: WelcomeKey::Message,
     rule: ApplyRule::Blind,
     publish: PublishPoint::AfterCommit,
     producer: KAFKA_PRODUCER,
@@ -163,6 +167,7 @@ const IN_REQUEST_PRODUCER: ProducerConfig = ProducerConfig {
     ..KAFKA_PRODUCER
 };
 const OUTBOX: OutboxConfig = OutboxConfig {
+    welcome_key: WelcomeKey::Message,
     inbox_cleanup_after_ms: None,
     rule: ApplyRule::Blind,
     inbox: false,
@@ -174,6 +179,7 @@ const OUTBOX: OutboxConfig = OutboxConfig {
     consumer: DEFAULT_CONSUMER,
 };
 const CDC: CdcConfig = CdcConfig {
+    welcome_key: WelcomeKey::Message,
     inbox_cleanup_after_ms: None,
     rule: ApplyRule::Blind,
     apply: CdcApply::RowByRow,

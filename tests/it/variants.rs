@@ -379,3 +379,22 @@ fn auto_commit_redelivers_more_after_a_crash_and_the_inbox_absorbs_it() {
         "auto {auto}, after processing {after_processing}"
     );
 }
+
+/// A welcome keyed by its customer goes out once whatever is redelivered: under crashes
+/// `outbox` (no inbox) welcomes again after a redelivered create; keyed per customer
+/// (`target.welcome.key = customer`) it never does.
+#[test]
+fn a_welcome_keyed_by_customer_is_never_doubled_by_a_redelivery() {
+    let doubled = |pattern: &str| {
+        (0..10)
+            .filter(|seed| {
+                run_seed(pattern, Profile::Crashes, *seed)
+                    .violations
+                    .iter()
+                    .any(|v| v.invariant == "exactly-once-effects" && v.kind == "doubled")
+            })
+            .count()
+    };
+    assert!(doubled("outbox") > 0);
+    assert_eq!(doubled("outbox+target.welcome.key=customer"), 0);
+}

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use faultline::patterns::backoff::Backoff;
 use faultline::patterns::systems::source::{OutboxMessage, Source};
-use faultline::patterns::systems::target::{ApplyRule, EffectTrigger};
+use faultline::patterns::systems::target::TargetConfig;
 use faultline::patterns::variants::Pattern;
 use faultline::patterns::{hosts, windows, Setup, Variant, RPC_TIMEOUT};
 use faultline::sim::{serve, HostCtx, HostResult, RpcClient, RpcMessage, World, WorldError};
@@ -158,10 +158,11 @@ async fn relay(ctx: HostCtx, source: Source) {
 /// The target host: the webhook endpoint, applying each message in one local
 /// transaction (with the inbox entry when idempotent).
 async fn run_target(ctx: HostCtx, setup: Setup, idempotent: bool) -> HostResult {
-    let inbox = idempotent.then_some(None);
-    let target = setup
-        .open_target(&ctx, ApplyRule::Blind, inbox, EffectTrigger::CreateMessage)
-        .await;
+    let receiver = TargetConfig {
+        inbox: idempotent,
+        ..TargetConfig::default()
+    };
+    let target = setup.open_target(&ctx, receiver).await;
     serve(ctx, WEBHOOK_PORT, move |delivery: Delivery| {
         let target = target.clone();
         async move {

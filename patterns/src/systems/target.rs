@@ -72,6 +72,18 @@ pub enum EffectTrigger {
     NewRow,
 }
 
+/// The idempotency key a welcome carries to the notification service, which sends one
+/// welcome per key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WelcomeKey {
+    /// The handled message's id, where an inbox stores the welcome with it; none
+    /// otherwise (a handler has no other id to give).
+    #[default]
+    Message,
+    /// `welcome/<customer>`: one welcome per customer, whatever is redelivered.
+    Customer,
+}
+
 /// How the target applies changes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TargetConfig {
@@ -86,8 +98,15 @@ pub struct TargetConfig {
     pub inbox_cleanup_after_ms: Option<u64>,
     /// What triggers a welcome.
     pub effects: EffectTrigger,
+    /// The key a welcome carries.
+    pub welcome_key: WelcomeKey,
     /// Planted bugs.
     pub bugs: BugSet,
+}
+
+/// The per-customer idempotency key of a welcome.
+fn customer_key(customer: CustomerId) -> String {
+    format!("welcome/{}", customer.0)
 }
 
 /// A welcome stored in an apply's transaction, to be dispatched with its key.
@@ -277,13 +296,14 @@ impl Target {
         }
     }
 
-    /// Sends a welcome without a key in the background, with retries.
-    fn welcome_unkeyed(&self, customer: CustomerId) {
+    /// Sends a welcome not stored with the apply in the background, with retries: a
+    /// crash before it lands loses it.
+    fn welcome_after_commit(&self, customer: CustomerId, key: Option<String>) {
         let welcomer = self.state.borrow().welcomer.clone();
         let pending = self.effect_pending();
         tokio::task::spawn_local(async move {
             let _pending = pending;
-            welcomer.welcome(customer, None).await;
+            welcomer.welcome(customer, key).await;
         });
     }
 
@@ -390,12 +410,16 @@ impl Target {
             } else {
                 state.created(&accepted)
             };
+            let welcome_key = state.config.welcome_key;
             let welcomes: Vec<StoredWelcome> = match &message {
                 Some(id) => created
                     .iter()
                     .map(|c| StoredWelcome {
                         customer: *c,
-                        key: format!("{id}/welcome/{}", c.0),
+                        key: match welcome_key {
+                            WelcomeKey::Message => format!("{id}/welcome/{}", c.0),
+                            WelcomeKey::Customer => customer_key(*c),
+                        },
                     })
                     .collect(),
                 None => Vec::new(),
@@ -417,8 +441,9 @@ impl Target {
                 self.dispatch(w.customer, w.key);
             }
         } else {
+            let keyed = self.state.borrow().config.welcome_key == WelcomeKey::Customer;
             for customer in created {
-                self.welcome_unkeyed(customer);
+                self.welcome_after_commit(customer, keyed.then(|| customer_key(customer)));
             }
         }
         Ok(Applied::Rows {
