@@ -137,8 +137,20 @@ struct State {
     rows: Rows,
     next_tx: u64,
     outbox_unsent: BTreeMap<TxId, OutboxMessage>,
+    /// The log as replayed at its durable end by the last reload: a reload after a
+    /// failed fsync replays only what came after it. Durable records do not change
+    /// while the process lives, so this is the replay of that prefix, kept.
+    replayed: Option<(LogPos, Replayed)>,
     recorder: Recorder,
     config: SourceConfig,
+}
+
+/// What replaying a log gives: the rows, the next tx id and the unsent outbox.
+#[derive(Clone, Debug, PartialEq)]
+struct Replayed {
+    rows: Rows,
+    next_tx: u64,
+    outbox: BTreeMap<TxId, OutboxMessage>,
 }
 
 /// A handle to the running source. Clones share it; it dies with its host.
@@ -153,9 +165,26 @@ pub struct Source {
 /// Replays `log`'s records over the base rows, returning the rows, the next tx id and
 /// the unsent outbox.
 fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> (Rows, u64, BTreeMap<TxId, OutboxMessage>) {
-    let mut rows = base;
-    let mut next_tx = 1;
-    let mut outbox = BTreeMap::new();
+    let start = Replayed {
+        rows: base,
+        next_tx: 1,
+        outbox: BTreeMap::new(),
+    };
+    let Replayed {
+        rows,
+        next_tx,
+        outbox,
+    } = replay_onto(start, records);
+    (rows, next_tx, outbox)
+}
+
+/// Replays records over an earlier replay's result.
+fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Replayed {
+    let Replayed {
+        mut rows,
+        mut next_tx,
+        mut outbox,
+    } = start;
     for record in records {
         let entry: LogEntry =
             serde_json::from_slice(&record.payload).expect("source log records are written by this module");
@@ -192,7 +221,11 @@ fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> (Rows, u64, BTr
             }
         }
     }
-    (rows, next_tx, outbox)
+    Replayed {
+        rows,
+        next_tx,
+        outbox,
+    }
 }
 
 impl Source {
@@ -207,7 +240,18 @@ impl Source {
             LogFile::open_durably(ctx.disk(), SOURCE_LOG).await
         };
         let base = read_base(ctx.disk(), SOURCE_BASE);
+        let read_to = recovery.records.last().map_or(LogPos(0), |r| r.next);
         let (rows, next_tx, outbox_unsent) = replay(base, recovery.records);
+        // What recovery read is durable (open_durably synced it), so a later reload
+        // can start after it.
+        let replayed = (read_to <= log.durable_end()).then(|| {
+            let replayed = Replayed {
+                rows: rows.clone(),
+                next_tx,
+                outbox: outbox_unsent.clone(),
+            };
+            (read_to, replayed)
+        });
         if ctx.incarnation() > 0 {
             recorder.source_recovered(ctx.now(), &rows);
             ctx.record(
@@ -222,6 +266,7 @@ impl Source {
                 rows,
                 next_tx,
                 outbox_unsent,
+                replayed,
                 recorder,
                 config,
             })),
@@ -241,16 +286,47 @@ impl Source {
         }
     }
 
-    /// Rebuilds memory from the disk, as crash recovery would, without restarting.
+    /// Rebuilds memory from the disk, as crash recovery would, without restarting:
+    /// the base rows and the log, from where the last reload left off (replaying the
+    /// whole log on every failed fsync made long faulty runs quadratic).
     fn reload(&self) {
         let mut guard = self.state.borrow_mut();
         let state = &mut *guard;
-        let base = read_base(state.ctx.disk(), SOURCE_BASE);
-        let records = state.log.read_from(faultline_sim::LogPos(0), usize::MAX);
-        let (rows, next_tx, outbox) = replay(base, records);
-        state.rows = rows;
-        state.next_tx = next_tx;
-        state.outbox_unsent = outbox;
+        let end = state.log.end();
+        let (from, start) = match state.replayed.take() {
+            Some((pos, replayed)) if pos <= end => (pos, replayed),
+            _ => {
+                let base = read_base(state.ctx.disk(), SOURCE_BASE);
+                let start = Replayed {
+                    rows: base,
+                    next_tx: 1,
+                    outbox: BTreeMap::new(),
+                };
+                (LogPos(0), start)
+            }
+        };
+        let records = state.log.read_from(from, usize::MAX);
+        // Where replay stopped: past the last intact record (a torn frame stops it).
+        let read_to = records.last().map_or(from, |r| r.next);
+        let replayed = replay_onto(start, records);
+        if cfg!(debug_assertions) {
+            // The kept prefix is the replay of the disk's: check it against a full one.
+            let base = read_base(state.ctx.disk(), SOURCE_BASE);
+            let (rows, next_tx, outbox) = replay(base, state.log.read_from(LogPos(0), usize::MAX));
+            assert_eq!(
+                replayed,
+                Replayed {
+                    rows,
+                    next_tx,
+                    outbox
+                },
+                "incremental reload"
+            );
+        }
+        state.rows = replayed.rows.clone();
+        state.next_tx = replayed.next_tx;
+        state.outbox_unsent = replayed.outbox.clone();
+        state.replayed = Some((read_to, replayed));
         state.recorder.source_recovered(state.ctx.now(), &state.rows);
     }
 
