@@ -17,7 +17,7 @@ use std::time::Duration;
 use faultline_sim::HostCtx;
 
 use crate::bugs::{Bug, BugSet};
-use crate::systems::broker::{BrokerClient, BrokerRecord, FETCH_WAIT_MS};
+use crate::systems::broker::{BrokerClient, BrokerError, BrokerRecord, FETCH_WAIT_MS};
 use crate::windows;
 use crate::RPC_TIMEOUT;
 
@@ -38,6 +38,17 @@ pub enum CommitPoint {
     Auto,
 }
 
+/// Where a consumer goes when its position is not in the partition (deleted by
+/// retention, or past the end after the broker lost records): Kafka's
+/// `auto.offset.reset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// The earliest record the partition still holds.
+    Earliest,
+    /// The end: only records written from now on.
+    Latest,
+}
+
 /// How a consumer fetches and commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsumerConfig {
@@ -56,6 +67,11 @@ pub struct ConsumerConfig {
     pub commit: CommitPoint,
     /// `auto.commit.interval.ms`: how often [`CommitPoint::Auto`] commits.
     pub auto_commit_interval_ms: u64,
+    /// `auto.offset.reset`: where to go when the position is out of range.
+    pub auto_offset_reset: OffsetReset,
+    /// The topic's `retention.ms` (a topic setting, kept here beside `partitions`):
+    /// records older are deleted; `None` keeps them for the run.
+    pub topic_retention_ms: Option<u64>,
 }
 
 impl ConsumerConfig {
@@ -84,6 +100,8 @@ pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     exit_on_fetch_error: false,
     commit: CommitPoint::AfterProcessing,
     auto_commit_interval_ms: 5_000,
+    auto_offset_reset: OffsetReset::Earliest,
+    topic_retention_ms: None,
 };
 
 /// What a handler did with a record.
@@ -171,6 +189,21 @@ async fn consume<H: Handler>(
             .await
         {
             Ok(records) => records,
+            Err(BrokerError::OutOfRange { start, end }) => {
+                // Kafka's auto.offset.reset: what lay between the position and where it
+                // goes is never seen (earliest skips only what retention deleted).
+                let to = match config.auto_offset_reset {
+                    OffsetReset::Earliest => start,
+                    OffsetReset::Latest => end,
+                };
+                ctx.record(
+                    "offset-reset",
+                    format!("{topic}/{partition} from {position} to {to} (holds {start}..{end})"),
+                );
+                handler.reset();
+                position = to;
+                continue;
+            }
             Err(_) if config.exit_on_fetch_error => return,
             Err(_) => {
                 tokio::time::sleep(retry).await;

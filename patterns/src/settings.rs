@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::cdc::CdcApply;
-use crate::consumer::{CommitPoint, ConsumerConfig};
+use crate::consumer::{CommitPoint, ConsumerConfig, OffsetReset};
 use crate::outbox::RelaySource;
 use crate::queue::PublishPoint;
 use crate::retry_queue::RetryPolicy;
@@ -564,6 +564,23 @@ pub const SETTINGS: &[Setting] = &[
         field: Field::U64(|c| consumer(c).map(|k| &mut k.auto_commit_interval_ms)),
     },
     Setting {
+        key: "consumer.auto.offset.reset",
+        about: "where the consumer goes when its position is out of range (deleted by retention, or past the end): the earliest record the partition still holds, or its end",
+        mirrors: "Kafka consumer auto.offset.reset (latest by default; earliest here, the careful choice for an integration)",
+        values: Values::Choice(&["earliest", "latest"]),
+        field: words!(offset_reset, {
+            "earliest" => OffsetReset::Earliest,
+            "latest" => OffsetReset::Latest,
+        }),
+    },
+    Setting {
+        key: "topic.retention.ms",
+        about: "records older than this are deleted from the topic (checked every 250 ms); a consumer cut off longer loses them; off keeps them for the run",
+        mirrors: "Kafka topic retention.ms (604800000, 7 days: longer than any run here, so off)",
+        values: Values::MillisOrOff { min: 1, max: HOUR_MS },
+        field: Field::OptionalU64(|c| consumer(c).map(|k| &mut k.topic_retention_ms)),
+    },
+    Setting {
         key: "consumer.fetch.max.wait.ms",
         about: "how long an empty fetch waits at the broker for records (a long poll)",
         mirrors: "Kafka consumer fetch.max.wait.ms (500; 200 here)",
@@ -798,6 +815,10 @@ pub const SETTINGS: &[Setting] = &[
         }),
     },
 ];
+
+fn offset_reset(c: &mut PatternConfig) -> Option<&mut OffsetReset> {
+    consumer(c).map(|k| &mut k.auto_offset_reset)
+}
 
 fn consumer_commit(c: &mut PatternConfig) -> Option<&mut CommitPoint> {
     consumer(c).map(|k| &mut k.commit)

@@ -12,7 +12,7 @@ use faultline_sim::{FaultTarget, Profile, World, WorldError};
 use crate::bugs::BugSet;
 use crate::cdc::{self, CdcApply, CdcConfig};
 use crate::connect::OFFSET_FLUSH_INTERVAL_MS;
-use crate::consumer::DEFAULT_CONSUMER;
+use crate::consumer::{ConsumerConfig, DEFAULT_CONSUMER};
 use crate::full_copy::{self, FullCopyConfig};
 use crate::notify_pull::{self, NotifyConfig};
 use crate::outbox::{self, OutboxConfig, RelaySource};
@@ -282,6 +282,17 @@ pub const VARIANTS: &[Variant] = &[
 ];
 
 impl PatternConfig {
+    /// The target's consumer (and its topic's settings), for the broker-based patterns.
+    pub fn consumer(&self) -> Option<ConsumerConfig> {
+        match self {
+            PatternConfig::NotifyPull(c) => Some(c.consumer),
+            PatternConfig::Queue(c) => Some(c.consumer),
+            PatternConfig::Outbox(c) => Some(c.consumer),
+            PatternConfig::Cdc(c) => Some(c.consumer),
+            PatternConfig::FullCopy(_) | PatternConfig::Push(_) | PatternConfig::Custom(_) => None,
+        }
+    }
+
     /// How the target takes incoming images, for the patterns whose target has a rule.
     pub fn apply_rule(&self) -> Option<ApplyRule> {
         match self {
@@ -595,7 +606,10 @@ impl Variant {
         })?;
         if self.hosts().iter().any(|h| h.name == hosts::BROKER) {
             let bugs = setup.bugs;
-            world.host(hosts::BROKER, move |ctx| systems::broker::run_broker(ctx, bugs))?;
+            let retention_ms = self.config.consumer().and_then(|c| c.topic_retention_ms);
+            world.host(hosts::BROKER, move |ctx| {
+                systems::broker::run_broker(ctx, bugs, retention_ms)
+            })?;
         }
         // Both sides start from the same rows, restored onto their disks.
         let disk = |host| world.disk(host).expect("registered above");

@@ -9,7 +9,7 @@ use faultline_patterns::bugs::BugSet;
 use faultline_patterns::domain::{Action, ActionId, ActionRequest, CustomerId};
 use faultline_patterns::history::{Recorder, Rows};
 use faultline_patterns::systems::broker::{
-    run_broker, BrokerClient, Producer, ProducerConfig, CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
+    run_broker, BrokerClient, BrokerError, Producer, ProducerConfig, CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
 };
 use faultline_patterns::systems::source::{Source, SourceConfig, SyncPolicy, SOURCE_LOG};
 use faultline_patterns::{Setup, Variant};
@@ -172,7 +172,9 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
     type ReadBack = Option<(Vec<u64>, u64)>;
     let after: Rc<RefCell<ReadBack>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(4)));
-    world.host("broker", |ctx| run_broker(ctx, BugSet::NONE)).unwrap();
+    world
+        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
+        .unwrap();
     let (acked_in, after_in) = (Rc::clone(&acked), Rc::clone(&after));
     world
         .host("client", move |ctx| {
@@ -224,6 +226,84 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
     }
     assert!(acked.borrow().len() < 20, "produces during the outage fail");
     assert_eq!(committed, 3, "the committed offset survives");
+}
+
+/// Retention deletes records older than `retention.ms` from the head of a partition; a
+/// fetch below the log start is out of range, and the deletion survives a power loss:
+/// read back after the restart, before retention runs again, the log start is where it
+/// was (it is made durable before it takes effect).
+#[test]
+fn retention_deletes_old_records_for_good_and_a_fetch_below_the_log_start_is_out_of_range() {
+    use faultline_patterns::systems::broker::BrokerRecord;
+    type Offsets = Result<Vec<u64>, BrokerError>;
+    let after: Rc<RefCell<Option<(Offsets, Offsets)>>> = Rc::default();
+    let mut world = World::new(WorldConfig::new(Seed(4)));
+    world
+        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, Some(300)))
+        .unwrap();
+    let after_in = Rc::clone(&after);
+    world
+        .host("client", move |ctx| {
+            let after = Rc::clone(&after_in);
+            async move {
+                let broker = BrokerClient::new(&ctx, Duration::from_millis(100));
+                // Ten records about 100 ms apart.
+                for n in 0..10u64 {
+                    let _ = broker
+                        .produce("t", 0, vec![(n.to_string(), n.to_string())], None)
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                // After the broker's restart at 1.2 s, before its first retention check.
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let offsets = |r: Result<Vec<BrokerRecord>, BrokerError>| -> Offsets {
+                    r.map(|records| records.iter().map(|x| x.offset).collect())
+                };
+                // The first call after the restart may meet the connection it reset.
+                let mut from_zero = offsets(broker.fetch("t", 0, 0, 0).await);
+                if matches!(from_zero, Err(BrokerError::Call(_))) {
+                    from_zero = offsets(broker.fetch("t", 0, 0, 0).await);
+                }
+                let start = match &from_zero {
+                    Err(BrokerError::OutOfRange { start, .. }) => *start,
+                    _ => 0,
+                };
+                let from_start = offsets(broker.fetch("t", 0, start, 0).await);
+                *after.borrow_mut() = Some((from_zero, from_start));
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    world.set_plan(FaultPlan::from_events(vec![
+        at(
+            1_100,
+            Fault::PowerLoss {
+                host: "broker".into(),
+            },
+        ),
+        at(
+            1_200,
+            Fault::Restart {
+                host: "broker".into(),
+            },
+        ),
+    ]));
+    world.run_until(SimTime::from_millis(1_400), |_| false).unwrap();
+    let (from_zero, from_start) = after.borrow().clone().expect("client read back");
+    let Err(BrokerError::OutOfRange { start, end }) = from_zero else {
+        panic!("the oldest records were deleted before the power loss, yet: {from_zero:?}");
+    };
+    assert_eq!(end, 10, "every record was acknowledged and kept");
+    assert!(
+        (5..10).contains(&start),
+        "records older than 300 ms at 1 s went: start {start}"
+    );
+    assert_eq!(
+        from_start,
+        Ok((start..10).collect::<Vec<_>>()),
+        "the rest is readable"
+    );
 }
 
 #[test]
@@ -311,7 +391,9 @@ async fn read_back(ctx: &faultline_sim::HostCtx) -> Vec<u64> {
 fn produce_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
     let stored: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(9)));
-    world.host("broker", |ctx| run_broker(ctx, BugSet::NONE)).unwrap();
+    world
+        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
+        .unwrap();
     let stored_in = Rc::clone(&stored);
     world
         .host("client", move |ctx| {
@@ -378,7 +460,9 @@ fn send_async_batches_what_accumulates_and_delivers_every_record_in_order() {
     let acks: Acks = Rc::default();
     let stored: Rc<RefCell<Vec<u64>>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(4)));
-    world.host("broker", |ctx| run_broker(ctx, BugSet::NONE)).unwrap();
+    world
+        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
+        .unwrap();
     let (acks_in, stored_in) = (Rc::clone(&acks), Rc::clone(&stored));
     world
         .host("client", move |ctx| {

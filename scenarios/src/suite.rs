@@ -797,7 +797,7 @@ mod tests {
     fn bad_variants_point_at_the_setting() {
         insta::assert_snapshot!(error(&with_variant(r#"{ "producer.linger" = 0 }"#, r#"["slow-flush"]"#)), @r#"
             suite.toml:7:14: variant "slow-flush": unknown setting "producer.linger"
-              hint: did you mean producer.linger.ms? outbox-logtail's settings are: producer.enable.idempotence, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.auto.commit.interval.ms, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.poll.interval.ms, relay.batch.size, target.apply.rule, target.inbox, target.inbox.cleanup.after.ms, target.welcome.key (see `faultline list --settings`)
+              hint: did you mean producer.linger.ms? outbox-logtail's settings are: producer.enable.idempotence, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.auto.commit.interval.ms, consumer.auto.offset.reset, topic.retention.ms, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.poll.interval.ms, relay.batch.size, target.apply.rule, target.inbox, target.inbox.cleanup.after.ms, target.welcome.key (see `faultline list --settings`)
             "#);
         insta::assert_snapshot!(error(&with_variant(r#"{ "producer.linger.ms" = -1 }"#, r#"["slow-flush"]"#)), @r#"
             suite.toml:7:14: variant "slow-flush": producer.linger.ms = "-1" is not valid: it takes milliseconds, 0 to 60000

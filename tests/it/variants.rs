@@ -398,3 +398,60 @@ fn a_welcome_keyed_by_customer_is_never_doubled_by_a_redelivery() {
     assert!(doubled("outbox") > 0);
     assert_eq!(doubled("outbox+target.welcome.key=customer"), 0);
 }
+
+/// A topic's `retention.ms` deletes what a consumer cut off too long has not read, and
+/// `auto.offset.reset` says where it resumes: `earliest` loses only what was deleted,
+/// `latest` also skips what the topic still held. The target is down from 1 s to 4 s;
+/// retention is 1 s. Without retention (the preset) nothing is lost.
+#[test]
+fn retention_outrunning_a_cut_off_consumer_loses_changes_and_latest_skips_more() {
+    use faultline::patterns::Variant;
+    use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
+    use faultline::sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime};
+    let plan = FaultPlan::from_events(vec![
+        FaultEvent {
+            at: SimTime::from_millis(1_000),
+            fault: Fault::Crash {
+                host: "target".into(),
+            },
+        },
+        FaultEvent {
+            at: SimTime::from_millis(4_000),
+            fault: Fault::Restart {
+                host: "target".into(),
+            },
+        },
+    ]);
+    let lost = |pattern: &str| -> (usize, usize) {
+        let variant = Variant::resolve(pattern, &[]).unwrap();
+        let mut missing = 0;
+        let mut resets = 0;
+        for seed in 0..3 {
+            let spec = RunSpec {
+                faults: Faults::Plan(plan.clone()),
+                ..RunSpec::new(variant, Scenario::standard(), Profile::None, Seed(seed))
+            };
+            let outcome = run(&spec, RunOptions::default()).unwrap();
+            missing += outcome
+                .violations
+                .iter()
+                .filter(|v| v.invariant == "convergence" && v.kind == "missing")
+                .count();
+            resets += outcome.events_by_kind.get("offset-reset").copied().unwrap_or(0) as usize;
+        }
+        (missing, resets)
+    };
+    assert_eq!(lost("outbox-inbox"), (0, 0));
+    let (earliest, earliest_resets) = lost("outbox-inbox+topic.retention.ms=1000");
+    let (latest, latest_resets) =
+        lost("outbox-inbox+topic.retention.ms=1000+consumer.auto.offset.reset=latest");
+    assert!(
+        earliest_resets > 0 && latest_resets > 0,
+        "the consumers were reset"
+    );
+    assert!(
+        earliest > 0,
+        "retention deleted records the consumer had not read"
+    );
+    assert!(latest > earliest, "latest {latest}, earliest {earliest}");
+}

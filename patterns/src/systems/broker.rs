@@ -34,6 +34,12 @@ pub const BATCH_SIZE_BYTES: usize = 16_384;
 /// Records one fetch returns at most.
 pub const FETCH_MAX_RECORDS: u32 = 64;
 const OFFSETS_FILE: &str = "offsets.json";
+/// Each partition's log start offset (Kafka's `log-start-offset-checkpoint`): records
+/// below it were deleted by retention and never come back, not even after a restart.
+const LOG_STARTS_FILE: &str = "log-starts.json";
+/// How often retention runs (Kafka's `log.retention.check.interval.ms`, 300000,
+/// compressed to this simulation's seconds-long runs).
+const RETENTION_CHECK_MS: u64 = 250;
 /// How often a broker that acknowledges before syncing (a planted bug) catches up.
 const LAZY_SYNC_PERIOD: Duration = Duration::from_millis(200);
 
@@ -57,6 +63,9 @@ pub struct BrokerRecord {
     pub payload: String,
     /// The producer sequence, when the producer is idempotent.
     pub producer: Option<ProducerSeq>,
+    /// When the broker appended it (ms), kept only where retention needs its age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appended_at_ms: Option<u64>,
 }
 
 /// A request to the broker.
@@ -96,8 +105,16 @@ pub enum BrokerRequest {
 #[allow(missing_docs)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BrokerResponse {
-    Produced { offset: u64 },
+    Produced {
+        offset: u64,
+    },
     Records(Vec<BrokerRecord>),
+    /// The fetch offset is below the log start (deleted by retention) or past the end
+    /// (Kafka's OFFSET_OUT_OF_RANGE).
+    OutOfRange {
+        start: u64,
+        end: u64,
+    },
     Committed,
     Offset(u64),
     Error(String),
@@ -152,6 +169,7 @@ impl RpcMessage for BrokerResponse {
         match self {
             BrokerResponse::Produced { offset } => format!("produced @{offset}"),
             BrokerResponse::Records(r) => format!("records n={}", r.len()),
+            BrokerResponse::OutOfRange { start, end } => format!("offset out of range {start}..{end}"),
             BrokerResponse::Committed => "committed".to_string(),
             BrokerResponse::Offset(o) => format!("offset {o}"),
             BrokerResponse::Error(e) => format!("error {e}"),
@@ -162,6 +180,8 @@ impl RpcMessage for BrokerResponse {
 struct Partition {
     log: LogFile,
     records: Vec<BrokerRecord>,
+    /// The first offset retention has not deleted.
+    log_start: u64,
     /// Wakes long-polling fetches when a record arrives.
     arrived: Rc<Notify>,
     /// One batch appended at a time.
@@ -175,12 +195,21 @@ struct State {
     offsets: BTreeMap<String, u64>,
     /// Last (sequence, offset) per producer, topic and partition.
     sequences: BTreeMap<(u64, String, u32), (u64, u64)>,
+    /// `retention.ms` of every topic: records older are deleted; `None` keeps them.
+    retention_ms: Option<u64>,
+    /// The durable log start offsets, by `topic-partition`.
+    log_starts: BTreeMap<String, u64>,
 }
 
 impl State {
     fn partition(&mut self, topic: &str, partition: u32) -> &mut Partition {
         let ctx = &self.ctx;
         let sequences = &mut self.sequences;
+        let log_start = self
+            .log_starts
+            .get(&format!("{topic}-{partition}"))
+            .copied()
+            .unwrap_or(0);
         self.partitions
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
@@ -203,6 +232,7 @@ impl State {
                 Partition {
                     log,
                     records,
+                    log_start,
                     arrived: Rc::new(Notify::new()),
                     writer: Rc::default(),
                 }
@@ -221,6 +251,13 @@ impl State {
                 ..
             } => {
                 let part = self.partition(&topic, partition);
+                let end = part.records.len() as u64;
+                if offset < part.log_start || offset > end {
+                    return BrokerResponse::OutOfRange {
+                        start: part.log_start,
+                        end,
+                    };
+                }
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
                     .min(part.records.len());
@@ -268,6 +305,7 @@ async fn produce(
             }
         }
         let acks_before_sync = s.bugs.has(Bug::BrokerAcksBeforeSync);
+        let appended_at_ms = s.retention_ms.map(|_| s.ctx.now().as_millis());
         let part = s.partition(&topic, partition);
         let first = part.records.len() as u64;
         let batch: Vec<BrokerRecord> = records
@@ -281,6 +319,7 @@ async fn produce(
                     producer: p.producer,
                     seq: p.seq + i as u64,
                 }),
+                appended_at_ms,
             })
             .collect();
         (part.log.clone(), batch, acks_before_sync)
@@ -346,14 +385,60 @@ fn offset_key(group: &str, topic: &str, partition: u32) -> String {
     format!("{group}/{topic}/{partition}")
 }
 
-/// Runs the broker on this host until it stops.
-pub async fn run_broker(ctx: HostCtx, bugs: BugSet) -> faultline_sim::HostResult {
-    let offsets_bytes = ctx.disk().read_all(OFFSETS_FILE);
-    let offsets = if offsets_bytes.is_empty() {
-        BTreeMap::new()
-    } else {
-        serde_json::from_slice(&offsets_bytes).expect("offsets file is written by this module")
+/// Deletes, per partition, the records older than `retention.ms` from the head of the
+/// log (each batch its own segment: Kafka's `segment.ms` compressed away), advancing
+/// the log start; the new starts are made durable first, so nothing deleted returns
+/// after a restart.
+async fn enforce_retention(state: &Rc<RefCell<State>>, retention_ms: u64) {
+    let (disk, next) = {
+        let s = state.borrow();
+        let now = s.ctx.now().as_millis();
+        let mut next = s.log_starts.clone();
+        for ((topic, partition), part) in &s.partitions {
+            let expired = part.records[part.log_start as usize..]
+                .iter()
+                .take_while(|r| r.appended_at_ms.is_some_and(|at| at + retention_ms <= now))
+                .count() as u64;
+            if expired > 0 {
+                next.insert(format!("{topic}-{partition}"), part.log_start + expired);
+            }
+        }
+        if next == s.log_starts {
+            return;
+        }
+        (s.ctx.disk().clone(), next)
     };
+    let bytes = serde_json::to_vec(&next).expect("log starts serialise");
+    if disk.replace(LOG_STARTS_FILE, &bytes).await.is_err() {
+        return;
+    }
+    let mut guard = state.borrow_mut();
+    let s = &mut *guard;
+    for ((topic, partition), part) in s.partitions.iter_mut() {
+        if let Some(&start) = next.get(&format!("{topic}-{partition}")) {
+            if start > part.log_start {
+                s.ctx
+                    .record("retention-deleted", format!("{topic}/{partition} below {start}"));
+                part.log_start = start;
+            }
+        }
+    }
+    s.log_starts = next;
+}
+
+/// Runs the broker on this host until it stops; every topic keeps its records for
+/// `retention_ms` (`None`: for the whole run).
+pub async fn run_broker(ctx: HostCtx, bugs: BugSet, retention_ms: Option<u64>) -> faultline_sim::HostResult {
+    let read_map = |file: &str| -> BTreeMap<String, u64> {
+        let bytes = ctx.disk().read_all(file);
+        if bytes.is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_json::from_slice(&bytes).expect("the broker's maps are written by this module")
+        }
+    };
+    let offsets = read_map(OFFSETS_FILE);
+    let log_starts = read_map(LOG_STARTS_FILE);
     // Log recovery: every partition's log made durable before it serves a fetch (what a
     // crash left in the page cache was never acknowledged; a later power loss would
     // take it back from consumers that saw it).
@@ -366,7 +451,18 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet) -> faultline_sim::HostResult
         partitions: BTreeMap::new(),
         offsets,
         sequences: BTreeMap::new(),
+        retention_ms,
+        log_starts,
     }));
+    if let Some(retention_ms) = retention_ms {
+        let retaining = Rc::clone(&state);
+        tokio::task::spawn_local(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(RETENTION_CHECK_MS)).await;
+                enforce_retention(&retaining, retention_ms).await;
+            }
+        });
+    }
     if bugs.has(Bug::BrokerAcksBeforeSync) {
         let syncing = Rc::clone(&state);
         tokio::task::spawn_local(async move {
@@ -401,7 +497,7 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet) -> faultline_sim::HostResult
                 let (empty, arrived) = {
                     let mut s = state.borrow_mut();
                     let part = s.partition(topic, *partition);
-                    (part.records.len() as u64 <= *offset, Rc::clone(&part.arrived))
+                    (part.records.len() as u64 == *offset, Rc::clone(&part.arrived))
                 };
                 if empty && *wait_ms > 0 {
                     let wait = Duration::from_millis((*wait_ms).min(FETCH_WAIT_MAX_MS));
@@ -455,6 +551,15 @@ pub enum BrokerError {
     /// The broker answered with an error.
     #[error("broker refused: {0}")]
     Refused(String),
+    /// The offset asked for is not in the partition: deleted by retention (below
+    /// `start`) or not written (past `end`).
+    #[error("offset out of range: the partition holds {start}..{end}")]
+    OutOfRange {
+        /// The log start offset.
+        start: u64,
+        /// The log end offset.
+        end: u64,
+    },
     /// The broker answered with something else than asked for.
     #[error("unexpected broker response")]
     Unexpected,
@@ -513,6 +618,7 @@ impl BrokerClient {
         };
         match self.call(request).await? {
             BrokerResponse::Records(records) => Ok(records),
+            BrokerResponse::OutOfRange { start, end } => Err(BrokerError::OutOfRange { start, end }),
             _ => Err(BrokerError::Unexpected),
         }
     }
