@@ -232,11 +232,9 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultl
         .open_target(
             &ctx,
             TargetConfig {
-                rule: config.rule,
                 inbox,
                 inbox_cleanup_after_ms: config.inbox_cleanup_after_ms,
-                welcome_key: config.welcome_key,
-                ..TargetConfig::default()
+                ..TargetConfig::new(config.rule, config.welcome_key)
             },
         )
         .await;

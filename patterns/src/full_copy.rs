@@ -14,7 +14,7 @@ use faultline_sim::{HostCtx, RpcClient};
 use crate::domain::RowImage;
 use crate::history::RowState;
 use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{EffectTrigger, Target, TargetConfig, WelcomeKey};
+use crate::systems::target::{ApplyRule, EffectTrigger, Target, TargetConfig, WelcomeKey};
 use crate::Setup;
 
 /// How the full copy behaves.
@@ -70,8 +70,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> f
             &ctx,
             TargetConfig {
                 effects: EffectTrigger::NewRow,
-                welcome_key: config.welcome_key,
-                ..TargetConfig::default()
+                ..TargetConfig::new(ApplyRule::Blind, config.welcome_key)
             },
         )
         .await;

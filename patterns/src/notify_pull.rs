@@ -146,10 +146,8 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
         .open_target(
             &ctx,
             TargetConfig {
-                rule: config.rule,
                 effects: EffectTrigger::NewRow,
-                welcome_key: config.welcome_key,
-                ..TargetConfig::default()
+                ..TargetConfig::new(config.rule, config.welcome_key)
             },
         )
         .await;

@@ -182,11 +182,9 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
         .open_target(
             &ctx,
             TargetConfig {
-                rule: config.rule,
                 inbox: config.inbox,
                 inbox_cleanup_after_ms: config.inbox_cleanup_after_ms,
-                welcome_key: config.welcome_key,
-                ..TargetConfig::default()
+                ..TargetConfig::new(config.rule, config.welcome_key)
             },
         )
         .await;

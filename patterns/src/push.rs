@@ -93,14 +93,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
 /// The target side: the REST API applying each entity call.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(
-            &ctx,
-            TargetConfig {
-                rule: config.rule,
-                welcome_key: config.welcome_key,
-                ..TargetConfig::default()
-            },
-        )
+        .open_target(&ctx, TargetConfig::new(config.rule, config.welcome_key))
         .await;
     serve(ctx, TARGET_API_PORT, move |call: EntityCall| {
         let (EntityCall::Put(row) | EntityCall::Delete(row)) = call;

@@ -139,14 +139,7 @@ impl Handler for ApplyRow {
 /// The target side: one consumer per partition.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(
-            &ctx,
-            TargetConfig {
-                rule: config.rule,
-                welcome_key: config.welcome_key,
-                ..TargetConfig::default()
-            },
-        )
+        .open_target(&ctx, TargetConfig::new(config.rule, config.welcome_key))
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),

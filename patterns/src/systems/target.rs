@@ -104,6 +104,18 @@ pub struct TargetConfig {
     pub bugs: BugSet,
 }
 
+impl TargetConfig {
+    /// A target that takes images by `rule` and keys welcomes by `welcome_key`, with
+    /// no inbox, welcoming on a create message.
+    pub fn new(rule: ApplyRule, welcome_key: WelcomeKey) -> TargetConfig {
+        TargetConfig {
+            rule,
+            welcome_key,
+            ..TargetConfig::default()
+        }
+    }
+}
+
 /// The per-customer idempotency key of a welcome.
 fn customer_key(customer: CustomerId) -> String {
     format!("welcome/{}", customer.0)
