@@ -165,12 +165,12 @@ async fn consume<H: Handler>(
     let mut position = committed;
     // Auto-commit: when the last one was, and the window open from the first record
     // handled after it until the next.
-    let mut auto_committed_at = tokio::time::Instant::now();
+    let mut auto_committed_at = ctx.now();
     let mut auto_uncommitted = None;
     loop {
         if config.commit == CommitPoint::Auto {
             let interval = Duration::from_millis(config.auto_commit_interval_ms);
-            if position > committed && auto_committed_at.elapsed() >= interval {
+            if position > committed && ctx.now().saturating_since(auto_committed_at) >= interval {
                 // Kafka commits asynchronously in poll and goes on: a failed commit is
                 // only tried again at the next interval.
                 if broker
@@ -181,7 +181,7 @@ async fn consume<H: Handler>(
                     committed = position;
                     auto_uncommitted = None;
                 }
-                auto_committed_at = tokio::time::Instant::now();
+                auto_committed_at = ctx.now();
             }
         }
         let records = match broker
