@@ -251,11 +251,14 @@ impl State {
                 ..
             } => {
                 let part = self.partition(&topic, partition);
-                let end = part.records.len() as u64;
-                if offset < part.log_start || offset > end {
+                let log_end = part.records.len() as u64;
+                // A start past the end (records lost after their deletion was recorded)
+                // means an empty partition: the consumer resets to the end.
+                let log_start = part.log_start.min(log_end);
+                if offset < log_start || offset > log_end {
                     return BrokerResponse::OutOfRange {
-                        start: part.log_start,
-                        end,
+                        start: log_start,
+                        end: log_end,
                     };
                 }
                 let start = usize::try_from(offset)
@@ -395,7 +398,10 @@ async fn enforce_retention(state: &Rc<RefCell<State>>, retention_ms: u64) {
         let now = s.ctx.now().as_millis();
         let mut next = s.log_starts.clone();
         for ((topic, partition), part) in &s.partitions {
-            let expired = part.records[part.log_start as usize..]
+            let expired = part
+                .records
+                .get(part.log_start as usize..)
+                .unwrap_or_default()
                 .iter()
                 .take_while(|r| r.appended_at_ms.is_some_and(|at| at + retention_ms <= now))
                 .count() as u64;
