@@ -344,22 +344,10 @@ impl Variant {
         pattern: &'static dyn Pattern,
     ) -> Result<&'static Variant, SettingError> {
         let config = PatternConfig::Custom(Custom(pattern));
-        if let Some(existing) = Variant::by_name(name) {
-            if existing.config == config {
-                return Ok(existing);
-            }
-            return Err(SettingError::BadName {
-                name: name.to_string(),
-                why: "a preset has it",
-            });
+        if let Some(existing) = Variant::by_name(name).filter(|v| v.config == config) {
+            return Ok(existing);
         }
-        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        if name.is_empty() || !name.chars().all(plain) {
-            return Err(SettingError::BadName {
-                name: name.to_string(),
-                why: "a name is letters, digits, `-`, `_` and `.`",
-            });
-        }
+        check_new_name(name)?;
         let name: &'static str = Box::leak(name.into());
         let variant: &'static Variant = Box::leak(Box::new(Variant {
             name,
@@ -380,20 +368,7 @@ impl Variant {
         settings: &[(&str, &str)],
         description: Option<&str>,
     ) -> Result<&'static Variant, SettingError> {
-        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-        let why = if Variant::by_name(name).is_some() {
-            Some("it is a preset's name")
-        } else if name.is_empty() || !name.chars().all(plain) {
-            Some("a name is letters, digits, `-`, `_` and `.`")
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            return Err(SettingError::BadName {
-                name: name.to_string(),
-                why,
-            });
-        }
+        check_new_name(name)?;
         let base = Variant::by_name(preset).ok_or_else(|| SettingError::UnknownPreset {
             name: preset.to_string(),
         })?;
@@ -415,10 +390,7 @@ impl Variant {
         }
         let (config, overrides) = self.overridden(settings)?;
         let added = &overrides[self.overrides.len()..];
-        let name: String = std::iter::once(self.name.to_string())
-            .chain(added.iter().map(|o| o.to_string()))
-            .collect::<Vec<_>>()
-            .join("+");
+        let name = with_overrides(self.name, added);
         let description = if self.overrides.is_empty() {
             described(self.name, added)
         } else {
@@ -455,10 +427,7 @@ impl Variant {
     /// override (`outbox-inbox+producer.linger.ms=0`), for repro commands and shrunk
     /// suites.
     pub fn portable_name(&self) -> String {
-        std::iter::once(self.preset.to_string())
-            .chain(self.overrides.iter().map(|o| o.to_string()))
-            .collect::<Vec<_>>()
-            .join("+")
+        with_overrides(self.preset, self.overrides)
     }
 
     /// The configuration with `settings` applied after this variant's own overrides,
@@ -617,6 +586,31 @@ impl Variant {
         systems::target::install_base(disk(hosts::TARGET), &setup.initial);
         Ok(())
     }
+}
+
+/// `NAME+key=value+...`: a name [`Variant::resolve`] reads back.
+fn with_overrides(name: &str, overrides: &[Override]) -> String {
+    std::iter::once(name.to_string())
+        .chain(overrides.iter().map(|o| o.to_string()))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// Refuses a name a new variant cannot take: a preset's, or one that is not plain
+/// (`+`, `=` and `,` would not read back from a command line or a suite).
+fn check_new_name(name: &str) -> Result<(), SettingError> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let why = if Variant::by_name(name).is_some() {
+        "it is a preset's name"
+    } else if name.is_empty() || !name.chars().all(plain) {
+        "a name is letters, digits, `-`, `_` and `.`"
+    } else {
+        return Ok(());
+    };
+    Err(SettingError::BadName {
+        name: name.to_string(),
+        why,
+    })
 }
 
 /// "PRESET with KEY=VALUE, ...".
