@@ -210,6 +210,15 @@ pub struct ActionRequest {
     pub id: ActionId,
     /// What it does.
     pub action: Action,
+    /// How long the transaction stays open after its first insert (further statements,
+    /// application work) before it commits: meanwhile later transactions can take later
+    /// ids and commit first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hold_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Builds a field map from pairs.

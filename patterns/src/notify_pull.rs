@@ -64,7 +64,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
     let publisher = AfterCommitPublisher::new(&ctx, Producer::new(&ctx, RPC_TIMEOUT, config.producer));
     let partitions = config.consumer.partitions;
     source
-        .run_workload(setup.schedule.clone(), None, |commit| {
+        .run_workload(setup.schedule.clone(), None, move |commit| {
             for row in &commit.rows {
                 let n = Notification { key: row.key };
                 let payload = serde_json::to_string(&n).expect("notifications serialise");

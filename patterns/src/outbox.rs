@@ -39,6 +39,21 @@ pub enum RelaySource {
     TailLog,
 }
 
+/// How the table-polling relay knows what it has published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayCursor {
+    /// Each message is marked sent after its publish; the relay polls the unsent ones.
+    Unsent,
+    /// The relay remembers the last id it published and polls the ids above it. Ids are
+    /// taken at insert and commits land in another order, so a message whose
+    /// transaction commits after a later id was published is never read (the bug
+    /// watermill-sql, Eventuous and SQLStreamStore fixed).
+    LastId,
+    /// As `LastId`, reading only ids below every open transaction's (PostgreSQL's
+    /// `pg_snapshot_xmin`, watermill-sql's fix): nothing can commit behind the cursor.
+    VisibleId,
+}
+
 /// How the outbox integration behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxConfig {
@@ -52,6 +67,8 @@ pub struct OutboxConfig {
     pub inbox_cleanup_after_ms: Option<u64>,
     /// Where the relay reads.
     pub relay: RelaySource,
+    /// How the table-polling relay keeps its place.
+    pub cursor: RelayCursor,
     /// The relay's producer: a Kafka application producer for the table-polling relay,
     /// Kafka Connect's source-task producer for the log-tailing one.
     pub producer: ProducerConfig,
@@ -74,6 +91,9 @@ pub fn partition_of(customer: CustomerId, partitions: u32) -> u32 {
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
     let relay = match config.relay {
+        RelaySource::PollTable if config.cursor != RelayCursor::Unsent => {
+            tokio::task::spawn_local(relay_table_cursor(ctx.clone(), source.clone(), config))
+        }
         RelaySource::PollTable => {
             tokio::task::spawn_local(relay_table(ctx.clone(), source.clone(), config, setup.bugs))
         }
@@ -138,6 +158,27 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
         let published: Vec<TxId> = unsent.iter().map(|m| m.tx).collect();
         if let Err(e) = source.mark_sent(&published).await {
             ctx.record("relay-mark-failed", format!("{} messages {e}", published.len()));
+        }
+    }
+}
+
+/// The table-polling relay that keeps a cursor: the ids above the last one published,
+/// the cursor saved in the source's database after each published batch.
+async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig) {
+    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let below_open = config.cursor == RelayCursor::VisibleId;
+    loop {
+        tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
+        let batch = source.outbox_after(source.relay_cursor(), config.relay_batch_max, below_open);
+        let Some(last) = batch.last().map(|m| m.tx) else {
+            continue;
+        };
+        if !publish(&producer, &batch, config).await {
+            continue;
+        }
+        let _unsaved = ctx.window(windows::AFTER_PUBLISH_BEFORE_MARK_SENT);
+        if let Err(e) = source.save_relay_cursor(last).await {
+            ctx.record("relay-cursor-save-failed", format!("{last} {e}"));
         }
     }
 }

@@ -82,7 +82,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
         }
     });
     source
-        .run_workload(setup.schedule.clone(), None, |commit| {
+        .run_workload(setup.schedule.clone(), None, move |commit| {
             commit.rows.iter().for_each(|r| queue.push(r.clone()))
         })
         .await;

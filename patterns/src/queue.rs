@@ -85,7 +85,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
         PublishPoint::AfterCommit => {
             let publisher = AfterCommitPublisher::new(&ctx, producer);
             source
-                .run_workload(setup.schedule.clone(), None, |commit| {
+                .run_workload(setup.schedule.clone(), None, move |commit| {
                     for row in &commit.rows {
                         let m = message(commit.action, row.clone());
                         let customer = m.row.key.customer;

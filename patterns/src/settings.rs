@@ -10,7 +10,7 @@ use std::fmt;
 
 use crate::cdc::CdcApply;
 use crate::consumer::{CommitPoint, ConsumerConfig, OffsetReset};
-use crate::outbox::RelaySource;
+use crate::outbox::{RelayCursor, RelaySource};
 use crate::queue::PublishPoint;
 use crate::retry_queue::RetryPolicy;
 use crate::systems::broker::{ProducerConfig, FETCH_WAIT_MAX_MS};
@@ -420,6 +420,16 @@ pub fn check(config: &PatternConfig) -> Result<(), SettingError> {
             });
         }
     }
+    if let PatternConfig::Outbox(o) = c {
+        if o.relay == RelaySource::TailLog && o.cursor != RelayCursor::Unsent {
+            return Err(SettingError::Conflict {
+                message:
+                    "relay.cursor is the table-polling relay's; relay.source = tail-log keeps a log position"
+                        .to_string(),
+                fix: "set relay.source = poll-table, or leave relay.cursor unset".to_string(),
+            });
+        }
+    }
     if let Some(r) = retry(&mut c) {
         if r.backoff_max_ms < r.backoff_initial_ms {
             return Err(SettingError::Conflict {
@@ -622,6 +632,17 @@ pub const SETTINGS: &[Setting] = &[
         field: words!(relay_source, {
             "poll-table" => RelaySource::PollTable,
             "tail-log" => RelaySource::TailLog,
+        }),
+    },
+    Setting {
+        key: "relay.cursor",
+        about: "how the table-polling relay keeps its place: marking each message sent, the last id published, or the last id published below every open transaction's",
+        mirrors: "unsent: Spring Modulith's completion date; last-id: watermill-sql before its fix; visible-id: watermill-sql's pg_snapshot_xmin",
+        values: Values::Choice(&["unsent", "last-id", "visible-id"]),
+        field: words!(relay_cursor, {
+            "unsent" => RelayCursor::Unsent,
+            "last-id" => RelayCursor::LastId,
+            "visible-id" => RelayCursor::VisibleId,
         }),
     },
     Setting {
@@ -839,6 +860,13 @@ fn welcome_key(c: &mut PatternConfig) -> Option<&mut WelcomeKey> {
 fn relay_source(c: &mut PatternConfig) -> Option<&mut RelaySource> {
     match c {
         PatternConfig::Outbox(o) => Some(&mut o.relay),
+        _ => None,
+    }
+}
+
+fn relay_cursor(c: &mut PatternConfig) -> Option<&mut RelayCursor> {
+    match c {
+        PatternConfig::Outbox(o) => Some(&mut o.cursor),
         _ => None,
     }
 }

@@ -15,7 +15,7 @@ use crate::connect::OFFSET_FLUSH_INTERVAL_MS;
 use crate::consumer::{ConsumerConfig, DEFAULT_CONSUMER};
 use crate::full_copy::{self, FullCopyConfig};
 use crate::notify_pull::{self, NotifyConfig};
-use crate::outbox::{self, OutboxConfig, RelaySource};
+use crate::outbox::{self, OutboxConfig, RelayCursor, RelaySource};
 use crate::push::{self, PushConfig};
 use crate::queue::{self, PublishPoint, QueueConfig};
 use crate::retry_queue::{RetryPolicy, DEFAULT_RETRY};
@@ -172,6 +172,7 @@ const OUTBOX: OutboxConfig = OutboxConfig {
     rule: ApplyRule::Blind,
     inbox: false,
     relay: RelaySource::PollTable,
+    cursor: RelayCursor::Unsent,
     producer: KAFKA_PRODUCER,
     offset_flush_interval_ms: OFFSET_FLUSH_INTERVAL_MS,
     relay_poll_ms: 20,
@@ -259,6 +260,15 @@ pub const VARIANTS: &[Variant] = &[
         "outbox-inbox",
         "outbox, and the target keeps an inbox of processed ids in the apply's transaction (idempotent)",
         PatternConfig::Outbox(OutboxConfig { inbox: true, ..OUTBOX }),
+    ),
+        preset(
+        "outbox-last-id",
+        "outbox-inbox whose relay polls the ids above the last one it published; a transaction that took its id earlier and commits later is never published",
+        PatternConfig::Outbox(OutboxConfig {
+        inbox: true,
+        cursor: RelayCursor::LastId,
+        ..OUTBOX
+    }),
     ),
         preset(
         "outbox-logtail",
@@ -497,7 +507,7 @@ impl Variant {
     /// compared across hosts). Timers and periods run on each host's monotonic clock,
     /// which skew does not move; a variant that reads no wall clock cannot feel skew.
     pub fn reads_wall_clock(&self) -> bool {
-        self.source_config(SyncPolicy::OnCommit, BugSet::NONE)
+        self.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE)
             .stamp_writes
     }
 
@@ -507,8 +517,9 @@ impl Variant {
         profile != Profile::ClockSkew || self.reads_wall_clock()
     }
 
-    /// The source configuration the variant needs, given the scenario's sync policy.
-    pub fn source_config(&self, sync: SyncPolicy, bugs: BugSet) -> SourceConfig {
+    /// The source configuration the variant needs, given the scenario's sync policy and
+    /// concurrent transactions.
+    pub fn source_config(&self, sync: SyncPolicy, workers: usize, bugs: BugSet) -> SourceConfig {
         // A log-tailing relay finds each message in its commit record: no table to poll.
         let outbox = match self.config {
             PatternConfig::Outbox(c) => c.relay == RelaySource::PollTable,
@@ -521,6 +532,7 @@ impl Variant {
             sync,
             outbox,
             stamp_writes,
+            workers,
             bugs,
         }
     }

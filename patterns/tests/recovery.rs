@@ -86,6 +86,7 @@ fn source_through_power_loss(sync: SyncPolicy) -> (Recorder, World) {
                         sync,
                         outbox: false,
                         stamp_writes: false,
+                        workers: 1,
                         bugs: BugSet::NONE,
                     },
                     recorder,
@@ -315,7 +316,7 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
         recorder: recorder.clone(),
         initial: Rc::new(initial),
         schedule: creates(60, 10),
-        source: variant.source_config(SyncPolicy::OnCommit, BugSet::NONE),
+        source: variant.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE),
         bugs: BugSet::NONE,
     };
     let mut world = World::new(WorldConfig::new(Seed(5)));

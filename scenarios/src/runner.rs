@@ -366,7 +366,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
     let initial = Rc::new(workload::initial_rows(scenario.customers));
     let schedule = Rc::new(match &scenario.schedule {
         Some(list) => list.iter().map(ScheduledAction::to_request).collect(),
-        None => workload::schedule(scenario, &mut streams.stream("workload")),
+        None => workload::schedule(scenario, &streams),
     });
     let recorder = Recorder::new((*initial).clone());
     recorder.set_actions_scheduled(schedule.len() as u64);
@@ -374,7 +374,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         recorder: recorder.clone(),
         initial: Rc::clone(&initial),
         schedule,
-        source: variant.source_config(scenario.source_sync, spec.bugs),
+        source: variant.source_config(scenario.source_sync, scenario.source_workers as usize, spec.bugs),
         bugs: spec.bugs,
     };
     // The run's identity opens its trace, so the fingerprint tells variants apart even

@@ -33,6 +33,17 @@ pub struct Scenario {
     pub settle_ms: u64,
     /// The source's durability.
     pub source_sync: SyncPolicy,
+    /// Transactions the source runs at once (its connection pool).
+    #[serde(default = "one")]
+    pub source_workers: u64,
+    /// The share of transactions, in percent, that stay open long after their first
+    /// insert (a slow statement, a call out, a user's think time).
+    #[serde(default)]
+    pub long_transaction_pct: u64,
+    /// How long a long transaction stays open at most (at least a tenth of it); the
+    /// others stay open up to 2 ms.
+    #[serde(default)]
+    pub long_transaction_ms: u64,
     /// Every commit must be visible at the target within this long (`bounded-staleness`).
     pub staleness_bound_ms: u64,
     /// Only these invariants are checked; `None` checks all.
@@ -60,6 +71,17 @@ pub struct ScheduledAction {
     /// What it does.
     #[serde(flatten)]
     pub action: Action,
+    /// How long its transaction stays open after its first insert.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hold_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl ScheduledAction {
@@ -69,6 +91,7 @@ impl ScheduledAction {
             at_ms: at.as_millis(),
             id: request.id.0,
             action: request.action.clone(),
+            hold_ms: request.hold_ms,
         }
     }
 
@@ -79,15 +102,17 @@ impl ScheduledAction {
             ActionRequest {
                 id: ActionId(self.id),
                 action: self.action.clone(),
+                hold_ms: self.hold_ms,
             },
         )
     }
 }
 
 impl Scenario {
-    /// The `standard` scenario: 200 customers, 500 actions at 100 per second,
-    /// 1–10 ms latency, faults until one second after the workload, ten seconds to
-    /// converge, every commit visible within five seconds.
+    /// The `standard` scenario: 200 customers, 500 actions at 100 per second on 4
+    /// source connections, one transaction in twenty open for 25–250 ms, 1–10 ms
+    /// latency, faults until one second after the workload, ten seconds to converge,
+    /// every commit visible within five seconds.
     pub fn standard() -> Scenario {
         Scenario {
             name: "standard".to_string(),
@@ -101,6 +126,9 @@ impl Scenario {
             quiesce_ms: 10_000,
             settle_ms: 500,
             source_sync: SyncPolicy::OnCommit,
+            source_workers: 4,
+            long_transaction_pct: 5,
+            long_transaction_ms: 250,
             staleness_bound_ms: 5_000,
             invariants: None,
             schedule: None,

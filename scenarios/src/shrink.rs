@@ -197,7 +197,7 @@ pub fn shrink(spec: &RunSpec, invariant: Option<&str>) -> Result<Shrunk, ShrinkE
         Some(list) => list.clone(),
         None => {
             let streams = faultline_sim::RngStreams::new(spec.seed);
-            workload::schedule(&spec.scenario, &mut streams.stream("workload"))
+            workload::schedule(&spec.scenario, &streams)
                 .iter()
                 .map(|(at, r)| ScheduledAction::from_request(*at, r))
                 .collect()

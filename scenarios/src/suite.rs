@@ -10,8 +10,9 @@
 //! patterns = ["outbox-inbox", "push"]   # or "all"
 //! profile = "chaos"                     # or faults = [{ at_ms = 500, fault = "crash", host = "source" }, ...]
 //! seeds = "0..20"
-//! # optional: base = "standard", customers, actions, actions_per_sec, latency_min_ms,
-//! # latency_max_ms, quiesce_ms, staleness_bound_ms, trace_events_max (the run's budget),
+//! # optional: base = "standard", customers, actions, actions_per_sec, source_workers,
+//! # long_transaction_pct, long_transaction_ms, latency_min_ms, latency_max_ms,
+//! # quiesce_ms, staleness_bound_ms, trace_events_max (the run's budget),
 //! # invariants = [...], bugs = [...]
 //!
 //! [scenario.expect]
@@ -247,6 +248,9 @@ struct RawScenario {
     customers: Option<u64>,
     actions: Option<u64>,
     actions_per_sec: Option<u64>,
+    source_workers: Option<u64>,
+    long_transaction_pct: Option<u64>,
+    long_transaction_ms: Option<u64>,
     latency_min_ms: Option<u64>,
     latency_max_ms: Option<u64>,
     quiesce_ms: Option<u64>,
@@ -546,6 +550,9 @@ fn validate_scenario(
         (&mut scenario.customers, s.customers),
         (&mut scenario.actions, s.actions),
         (&mut scenario.actions_per_sec, s.actions_per_sec),
+        (&mut scenario.source_workers, s.source_workers),
+        (&mut scenario.long_transaction_pct, s.long_transaction_pct),
+        (&mut scenario.long_transaction_ms, s.long_transaction_ms),
         (&mut scenario.latency_min_ms, s.latency_min_ms),
         (&mut scenario.latency_max_ms, s.latency_max_ms),
         (&mut scenario.quiesce_ms, s.quiesce_ms),
@@ -561,6 +568,13 @@ fn validate_scenario(
         return Err(loc.error(
             s.name.span(),
             "trace_events_max is the run's budget and must be positive (the default is 1000000)",
+            None,
+        ));
+    }
+    if !(1..=64).contains(&scenario.source_workers) || scenario.long_transaction_pct > 100 {
+        return Err(loc.error(
+            s.name.span(),
+            "source_workers must be 1 to 64 and long_transaction_pct at most 100",
             None,
         ));
     }
@@ -828,7 +842,7 @@ mod tests {
     #[test]
     fn unknown_key() {
         insta::assert_snapshot!(error(&scenario(&format!("colour = \"red\"\n{OK_BODY}"))), @r#"
-        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `trace_events_max`, `invariants`, `schedule`, `bugs`, `expect`
+        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `source_workers`, `long_transaction_pct`, `long_transaction_ms`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `trace_events_max`, `invariants`, `schedule`, `bugs`, `expect`
           hint: see the format in scenarios/suites/ci.toml
         "#);
     }

@@ -11,10 +11,13 @@ use faultline_patterns::domain::{
     fields, Action, ActionId, ActionRequest, CustomerId, EntityKey, Table, Version,
 };
 use faultline_patterns::history::{RowState, Rows};
-use faultline_sim::{SimRng, SimTime};
+use faultline_sim::{RngStreams, SimRng, SimTime};
 use rand::Rng;
 
 use crate::scenario::Scenario;
+
+/// How long a short transaction stays open at most after its first insert.
+const SHORT_TRANSACTION_MS: u64 = 2;
 
 /// The rows both sides start with: every customer with its address and contact, at v1.
 pub fn initial_rows(customers: u64) -> Rows {
@@ -43,8 +46,12 @@ pub fn initial_rows(customers: u64) -> Rows {
     rows
 }
 
-/// The schedule of actions, each at its instant, in time order.
-pub fn schedule(scenario: &Scenario, rng: &mut SimRng) -> Vec<(SimTime, ActionRequest)> {
+/// The schedule of actions, each at its instant, in time order: the actions from the
+/// seed's `workload` stream, how long each transaction stays open from its own
+/// `transactions` stream (so the mix does not depend on the durations).
+pub fn schedule(scenario: &Scenario, streams: &RngStreams) -> Vec<(SimTime, ActionRequest)> {
+    let rng = &mut streams.stream("workload");
+    let durations = &mut streams.stream("transactions");
     let mut existing: Vec<u64> = (0..scenario.customers).collect();
     let mut next_customer = scenario.customers;
     let interval_us = 1_000_000 / scenario.actions_per_sec.max(1);
@@ -83,7 +90,12 @@ pub fn schedule(scenario: &Scenario, rng: &mut SimRng) -> Vec<(SimTime, ActionRe
                 }
             }
         };
-        out.push((at, ActionRequest { id, action }));
+        let hold_ms = if durations.gen_range(0..100) < scenario.long_transaction_pct {
+            durations.gen_range(scenario.long_transaction_ms / 10..=scenario.long_transaction_ms)
+        } else {
+            durations.gen_range(0..=SHORT_TRANSACTION_MS)
+        };
+        out.push((at, ActionRequest { id, action, hold_ms }));
     }
     out
 }

@@ -740,6 +740,10 @@ pub struct Producer {
     /// Records handed to [`Producer::send_async`] and not yet in a sent batch, per
     /// topic and partition: the record accumulator (a crash loses it).
     accumulator: Rc<RefCell<BTreeMap<(String, u32), Accumulated>>>,
+    /// One batch in flight per topic and partition, whoever sends it: concurrent
+    /// callers (the transactions of a connection pool) queue here in call order, so
+    /// sequences reach the broker in the order they were taken.
+    in_flight: Rc<RefCell<BTreeMap<(String, u32), Rc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// What a delivery future resolves to: the record's offset, or why it failed.
@@ -766,6 +770,7 @@ impl Producer {
             ctx: ctx.clone(),
             sequences: Rc::default(),
             accumulator: Rc::default(),
+            in_flight: Rc::default(),
         }
     }
 
@@ -901,6 +906,13 @@ impl Producer {
         partition: u32,
         records: Vec<(String, String)>,
     ) -> Result<u64, BrokerError> {
+        let partition_lock = Rc::clone(
+            self.in_flight
+                .borrow_mut()
+                .entry((topic.to_string(), partition))
+                .or_default(),
+        );
+        let _in_flight = partition_lock.lock().await;
         let producer = self.id.map(|producer| {
             let mut sequences = self.sequences.borrow_mut();
             let next = sequences.entry((topic.to_string(), partition)).or_insert(0);

@@ -12,13 +12,16 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use faultline_sim::{serve, Disk, DiskError, HostCtx, LogFile, LogPos, RpcMessage, SimTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
-use crate::domain::{fields, Action, ActionId, ActionRequest, EntityKey, RowImage, Table, TxId, Version};
+use crate::domain::{
+    fields, Action, ActionId, ActionRequest, CustomerId, EntityKey, RowImage, Table, TxId, Version,
+};
 use crate::history::{Failure, Recorder, RowState, Rows};
 use crate::windows;
 
@@ -88,6 +91,8 @@ enum LogEntry {
     },
     /// Outbox messages the relay published, marked in one transaction.
     OutboxSent { txs: Vec<TxId> },
+    /// The id of the last outbox message a cursor-reading relay published.
+    RelayCursor { last: TxId },
 }
 
 /// A committed transaction, as handed to post-commit hooks.
@@ -127,6 +132,9 @@ pub struct SourceConfig {
     pub outbox: bool,
     /// Stamp every row image with the source's wall clock (for last-writer-wins).
     pub stamp_writes: bool,
+    /// Transactions that run at once (the application's connection pool); an action
+    /// due while all are busy waits for one.
+    pub workers: usize,
     /// Planted bugs.
     pub bugs: BugSet,
 }
@@ -137,6 +145,15 @@ struct State {
     rows: Rows,
     next_tx: u64,
     outbox_unsent: BTreeMap<TxId, OutboxMessage>,
+    /// The last outbox id a cursor-reading relay published (a row of the source's own
+    /// database, written by the relay).
+    relay_cursor: TxId,
+    /// Transactions holding an id and not yet committed or aborted, with the epoch they
+    /// began in.
+    open: BTreeMap<TxId, u64>,
+    /// Bumped by every reload: a transaction begun before it is aborted at its commit,
+    /// as PostgreSQL's restart after an fsync error ends every session.
+    epoch: u64,
     /// The log as replayed at its durable end by the last reload: a reload after a
     /// failed fsync replays only what came after it. Durable records do not change
     /// while the process lives, so this is the replay of that prefix, kept.
@@ -145,12 +162,26 @@ struct State {
     config: SourceConfig,
 }
 
-/// What replaying a log gives: the rows, the next tx id and the unsent outbox.
+/// What replaying a log gives: the rows, the next tx id, the unsent outbox and the
+/// relay's cursor.
 #[derive(Clone, Debug, PartialEq)]
 struct Replayed {
     rows: Rows,
     next_tx: u64,
     outbox: BTreeMap<TxId, OutboxMessage>,
+    cursor: TxId,
+}
+
+impl Replayed {
+    /// Before any record: the base rows.
+    fn base(rows: Rows) -> Replayed {
+        Replayed {
+            rows,
+            next_tx: 1,
+            outbox: BTreeMap::new(),
+            cursor: TxId(0),
+        }
+    }
 }
 
 /// A handle to the running source. Clones share it; it dies with its host.
@@ -160,22 +191,14 @@ pub struct Source {
     /// One writer of the log at a time (the log writer of a database): a failed fsync
     /// then cuts back exactly the record it was syncing.
     writer: Rc<tokio::sync::Mutex<()>>,
+    /// Row locks, one per customer (every action writes one customer's rows): held from
+    /// a transaction's first read to its end, granted in request order.
+    locks: Rc<RefCell<BTreeMap<CustomerId, Rc<tokio::sync::Mutex<()>>>>>,
 }
 
-/// Replays `log`'s records over the base rows, returning the rows, the next tx id and
-/// the unsent outbox.
-fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> (Rows, u64, BTreeMap<TxId, OutboxMessage>) {
-    let start = Replayed {
-        rows: base,
-        next_tx: 1,
-        outbox: BTreeMap::new(),
-    };
-    let Replayed {
-        rows,
-        next_tx,
-        outbox,
-    } = replay_onto(start, records);
-    (rows, next_tx, outbox)
+/// Replays `log`'s records over the base rows.
+fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> Replayed {
+    replay_onto(Replayed::base(base), records)
 }
 
 /// Replays records over an earlier replay's result.
@@ -184,6 +207,7 @@ fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Repla
         mut rows,
         mut next_tx,
         mut outbox,
+        mut cursor,
     } = start;
     for record in records {
         let entry: LogEntry =
@@ -212,19 +236,23 @@ fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Repla
                     };
                     outbox.insert(tx, commit.to_outbox_message());
                 }
-                next_tx = tx.0 + 1;
+                // Ids are taken at insert and commits land in another order: the
+                // sequence resumes after the highest committed.
+                next_tx = next_tx.max(tx.0 + 1);
             }
             LogEntry::OutboxSent { txs } => {
                 for tx in txs {
                     outbox.remove(&tx);
                 }
             }
+            LogEntry::RelayCursor { last } => cursor = last,
         }
     }
     Replayed {
         rows,
         next_tx,
         outbox,
+        cursor,
     }
 }
 
@@ -241,17 +269,16 @@ impl Source {
         };
         let base = read_base(ctx.disk(), SOURCE_BASE);
         let read_to = recovery.records.last().map_or(LogPos(0), |r| r.next);
-        let (rows, next_tx, outbox_unsent) = replay(base, recovery.records);
+        let recovered = replay(base, recovery.records);
         // What recovery read is durable (open_durably synced it), so a later reload
         // can start after it.
-        let replayed = (read_to <= log.durable_end()).then(|| {
-            let replayed = Replayed {
-                rows: rows.clone(),
-                next_tx,
-                outbox: outbox_unsent.clone(),
-            };
-            (read_to, replayed)
-        });
+        let replayed = (read_to <= log.durable_end()).then(|| (read_to, recovered.clone()));
+        let Replayed {
+            rows,
+            next_tx,
+            outbox: outbox_unsent,
+            cursor: relay_cursor,
+        } = recovered;
         if ctx.incarnation() > 0 {
             recorder.source_recovered(ctx.now(), &rows);
             ctx.record(
@@ -266,11 +293,15 @@ impl Source {
                 rows,
                 next_tx,
                 outbox_unsent,
+                relay_cursor,
+                open: BTreeMap::new(),
+                epoch: 0,
                 replayed,
                 recorder,
                 config,
             })),
             writer: Rc::default(),
+            locks: Rc::default(),
         }
     }
 
@@ -295,15 +326,10 @@ impl Source {
         let end = state.log.end();
         let (from, start) = match state.replayed.take() {
             Some((pos, replayed)) if pos <= end => (pos, replayed),
-            _ => {
-                let base = read_base(state.ctx.disk(), SOURCE_BASE);
-                let start = Replayed {
-                    rows: base,
-                    next_tx: 1,
-                    outbox: BTreeMap::new(),
-                };
-                (LogPos(0), start)
-            }
+            _ => (
+                LogPos(0),
+                Replayed::base(read_base(state.ctx.disk(), SOURCE_BASE)),
+            ),
         };
         let records = state.log.read_from(from, usize::MAX);
         // Where replay stopped: past the last intact record (a torn frame stops it).
@@ -312,21 +338,18 @@ impl Source {
         if cfg!(debug_assertions) {
             // The kept prefix is the replay of the disk's: check it against a full one.
             let base = read_base(state.ctx.disk(), SOURCE_BASE);
-            let (rows, next_tx, outbox) = replay(base, state.log.read_from(LogPos(0), usize::MAX));
-            assert_eq!(
-                replayed,
-                Replayed {
-                    rows,
-                    next_tx,
-                    outbox
-                },
-                "incremental reload"
-            );
+            let full = replay(base, state.log.read_from(LogPos(0), usize::MAX));
+            assert_eq!(replayed, full, "incremental reload");
         }
         state.rows = replayed.rows.clone();
         state.next_tx = replayed.next_tx;
         state.outbox_unsent = replayed.outbox.clone();
+        state.relay_cursor = replayed.cursor;
         state.replayed = Some((read_to, replayed));
+        // Every open transaction planned on memory that is gone: each fails at its
+        // commit.
+        state.epoch += 1;
+        state.open.clear();
         state.recorder.source_recovered(state.ctx.now(), &state.rows);
     }
 
@@ -397,21 +420,20 @@ impl Source {
         }
     }
 
-    /// Executes one action as one local transaction and records its outcome. The hook
-    /// runs inside the operation, after the rows are known and before the commit: when
-    /// it fails, the action fails and nothing is committed.
+    /// Executes one action as one local transaction and records its outcome. The
+    /// transaction locks its customer's rows, reads them, takes its id with its first
+    /// insert, stays open for the request's `hold_ms`, runs the hook and commits. The
+    /// hook runs inside the operation, after the rows are known and before the commit:
+    /// when it fails, the action fails and nothing is committed.
     pub async fn execute(
         &self,
         request: &ActionRequest,
         before_commit: Option<&BeforeCommit>,
     ) -> Result<Commit, Failure> {
-        let result = match (self.plan(&request.action), before_commit) {
-            (Err(failure), _) => Err(failure),
-            (Ok(rows), None) => self.commit(request, rows).await,
-            (Ok(rows), Some(hook)) => match hook(request.id, rows.clone()).await {
-                Ok(()) => self.commit(request, rows).await,
-                Err(reason) => Err(Failure::Integration(reason)),
-            },
+        let lock = self.lock_of(request.action.customer());
+        let result = {
+            let _locked = lock.lock().await;
+            self.transact(request, before_commit).await
         };
         let state = self.state.borrow();
         let at = state.ctx.now();
@@ -423,18 +445,78 @@ impl Source {
         result
     }
 
+    /// The lock of one customer's rows.
+    fn lock_of(&self, customer: CustomerId) -> Rc<tokio::sync::Mutex<()>> {
+        Rc::clone(self.locks.borrow_mut().entry(customer).or_default())
+    }
+
+    /// The transaction of one action, its rows locked by the caller.
+    async fn transact(
+        &self,
+        request: &ActionRequest,
+        before_commit: Option<&BeforeCommit>,
+    ) -> Result<Commit, Failure> {
+        let rows = self.plan(&request.action)?;
+        let (tx, epoch) = self.begin();
+        let result = async {
+            if request.hold_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(request.hold_ms)).await;
+            }
+            if let Some(hook) = before_commit {
+                hook(request.id, rows.clone())
+                    .await
+                    .map_err(Failure::Integration)?;
+            }
+            self.commit(request, tx, epoch, rows).await
+        }
+        .await;
+        // No await since the commit made its rows visible: the transaction leaves the
+        // open set in the same instant.
+        self.end(tx, epoch);
+        result
+    }
+
+    /// Takes the next id (a sequence value taken by the transaction's first insert).
+    fn begin(&self) -> (TxId, u64) {
+        let mut state = self.state.borrow_mut();
+        let tx = TxId(state.next_tx);
+        state.next_tx += 1;
+        let epoch = state.epoch;
+        state.open.insert(tx, epoch);
+        (tx, epoch)
+    }
+
+    /// The transaction is over (committed or not).
+    fn end(&self, tx: TxId, epoch: u64) {
+        let mut state = self.state.borrow_mut();
+        if state.open.get(&tx) == Some(&epoch) {
+            state.open.remove(&tx);
+        }
+    }
+
     /// Writes the commit record and, with [`SyncPolicy::OnCommit`], waits for it to be
     /// durable before the rows become visible and the action is acknowledged. The
     /// history learns of the commit once its record is written: from then on a process
     /// crash keeps it (the operating system has it) and only a power loss before the
     /// sync can take it, which the final durable state then shows.
-    async fn commit(&self, request: &ActionRequest, rows: Vec<RowImage>) -> Result<Commit, Failure> {
+    async fn commit(
+        &self,
+        request: &ActionRequest,
+        tx: TxId,
+        epoch: u64,
+        rows: Vec<RowImage>,
+    ) -> Result<Commit, Failure> {
         let storage = |e: DiskError| Failure::Storage(e.to_string());
         let _writing = self.writer.lock().await;
+        if self.state.borrow().epoch != epoch {
+            return Err(Failure::Storage(
+                "transaction aborted: the source reloaded after a failed fsync".to_string(),
+            ));
+        }
         let (commit, log, bytes, sync_now) = {
             let state = self.state.borrow();
             let commit = Commit {
-                tx: TxId(state.next_tx),
+                tx,
                 action: request.id,
                 rows,
             };
@@ -453,8 +535,7 @@ impl Source {
         log.append(&bytes).await.map_err(storage)?;
         let _unsynced = sync_now.then(|| self.state.borrow().ctx.window(windows::COMMIT_NOT_SYNCED));
         {
-            let mut state = self.state.borrow_mut();
-            state.next_tx += 1;
+            let state = self.state.borrow();
             let detail = format!(
                 "{} action={} {}",
                 commit.tx,
@@ -504,6 +585,44 @@ impl Source {
             .take(max)
             .cloned()
             .collect()
+    }
+
+    /// Up to `max` outbox messages with ids above `after`, by id: the query of a relay
+    /// that remembers the last id it published. With `below_open`, only ids below every
+    /// open transaction's (no transaction can still commit one of them): the query made
+    /// safe against commits that land out of id order.
+    pub fn outbox_after(&self, after: TxId, max: usize, below_open: bool) -> Vec<OutboxMessage> {
+        let state = self.state.borrow();
+        let from = TxId(after.0.saturating_add(1));
+        let horizon = match state.open.keys().next() {
+            Some(oldest) if below_open => *oldest,
+            _ => TxId(u64::MAX),
+        };
+        if horizon <= from {
+            return Vec::new();
+        }
+        state
+            .outbox_unsent
+            .range(from..horizon)
+            .take(max)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// The last outbox id the cursor-reading relay published.
+    pub fn relay_cursor(&self) -> TxId {
+        self.state.borrow().relay_cursor
+    }
+
+    /// Saves the relay's cursor, durably, in one transaction.
+    pub async fn save_relay_cursor(&self, last: TxId) -> Result<(), DiskError> {
+        let bytes = serde_json::to_vec(&LogEntry::RelayCursor { last }).expect("log entries serialise");
+        let _writing = self.writer.lock().await;
+        let log = self.state.borrow().log.clone();
+        log.append(&bytes).await?;
+        self.sync_or_reload().await?;
+        self.state.borrow_mut().relay_cursor = last;
+        Ok(())
     }
 
     /// Marks outbox messages sent, durably, in one transaction. On failure they stay
@@ -562,24 +681,42 @@ impl Source {
         result
     }
 
-    /// Runs the workload's actions that are still due, each at its instant, calling
-    /// `after_commit` for each commit. Actions whose instant passed while the host was
-    /// down are skipped (the runner records them as failed: source down).
+    /// Runs the workload's actions that are still due, each from its instant on one of
+    /// `workers` connections (waiting for a free one), calling `after_commit` for each
+    /// commit, and returns when all are over. Actions whose instant passed while the
+    /// host was down are skipped (the runner records them as failed: source down).
     pub async fn run_workload(
         &self,
         schedule: Rc<Vec<(SimTime, ActionRequest)>>,
         before_commit: Option<BeforeCommit>,
-        after_commit: impl Fn(&Commit),
+        after_commit: impl Fn(&Commit) + 'static,
     ) {
+        let workers = self.state.borrow().config.workers.max(1);
+        let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(workers));
+        let after_commit = Rc::new(after_commit);
         let now = self.state.borrow().ctx.now();
         let start = schedule.partition_point(|(at, _)| *at < now);
-        for (at, request) in &schedule[start..] {
-            let wait = at.saturating_since(self.state.borrow().ctx.now());
+        for index in start..schedule.len() {
+            let wait = schedule[index].0.saturating_since(self.state.borrow().ctx.now());
             tokio::time::sleep(wait).await;
-            if let Ok(commit) = self.execute(request, before_commit.as_ref()).await {
-                after_commit(&commit);
-            }
+            let connection = Arc::clone(&connections)
+                .acquire_owned()
+                .await
+                .expect("the pool is never closed");
+            let (source, schedule) = (self.clone(), Rc::clone(&schedule));
+            let (before_commit, after_commit) = (before_commit.clone(), Rc::clone(&after_commit));
+            tokio::task::spawn_local(async move {
+                let request = &schedule[index].1;
+                if let Ok(commit) = source.execute(request, before_commit.as_ref()).await {
+                    after_commit(&commit);
+                }
+                drop(connection);
+            });
         }
+        let _all = connections
+            .acquire_many(workers as u32)
+            .await
+            .expect("the pool is never closed");
     }
 
     /// Every row the source holds now: a consistent snapshot (one instant, no
