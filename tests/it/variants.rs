@@ -19,20 +19,32 @@ fn any_of(found: &BTreeSet<String>, invariant: &str) -> bool {
     found.iter().any(|k| k.starts_with(&format!("{invariant}/")))
 }
 
-/// Without faults nothing is lost, regressed, stuck or late, for every variant.
-/// (Fractured actions, orphans and missed welcomes can be a pattern's design, and are
-/// checked per variant below.)
+/// Variants that lose changes without any fault, by design: the relay polling by "last
+/// id seen" skips transactions that commit out of id order.
+const LOSES_WITHOUT_FAULTS: &[&str] = &["outbox-last-id"];
+/// Variants that regress without any fault, by design: concurrent calls with no order
+/// per key, to a target that applies whatever arrives.
+const REGRESSES_WITHOUT_FAULTS: &[&str] = &["push"];
+
+/// Without faults nothing is lost, regressed, stuck or late, for every variant but the
+/// ones whose design does so (checked to really do so below). Fractured actions,
+/// orphans and missed welcomes can be a pattern's design, and are checked per variant.
 #[test]
 fn no_false_alarms_in_a_fault_free_world_for_every_variant() {
     for variant in VARIANTS {
+        if LOSES_WITHOUT_FAULTS.contains(&variant.name) {
+            continue;
+        }
+        let mut alarms_checked = vec!["convergence", "liveness", "bounded-staleness"];
+        if !REGRESSES_WITHOUT_FAULTS.contains(&variant.name) {
+            alarms_checked.push("monotonic");
+        }
         for seed in 0..20 {
             let outcome = run_seed(variant.name, Profile::None, seed);
             let alarms: Vec<_> = outcome
                 .violations
                 .iter()
-                .filter(|v| {
-                    ["convergence", "monotonic", "liveness", "bounded-staleness"].contains(&v.invariant)
-                })
+                .filter(|v| alarms_checked.contains(&v.invariant))
                 .collect();
             assert!(alarms.is_empty(), "{} seed {seed}: {alarms:#?}", variant.name);
             assert!(
@@ -41,6 +53,22 @@ fn no_false_alarms_in_a_fault_free_world_for_every_variant() {
                 variant.name
             );
         }
+    }
+    for name in REGRESSES_WITHOUT_FAULTS {
+        assert!(any_of(&found(name, Profile::None, 0..20), "monotonic"), "{name}");
+    }
+}
+
+/// Ids are taken at insert and long transactions commit late: a relay that remembers
+/// the last id it published never reads an id committed behind it; reading only below
+/// the oldest open transaction, or marking each message sent, loses nothing.
+#[test]
+fn a_relay_polling_by_last_id_seen_skips_commits_that_land_out_of_id_order() {
+    let naive = found("outbox-last-id", Profile::None, 0..40);
+    assert!(naive.contains("convergence/missing"), "{naive:?}");
+    for safe in ["outbox-last-id+relay.cursor=visible-id", "outbox-inbox"] {
+        let found = found(safe, Profile::None, 0..40);
+        assert!(found.is_empty(), "{safe}: {found:?}");
     }
 }
 
@@ -234,17 +262,20 @@ fn cdc_row_splits_actions_and_cdc_tx_applies_them_whole_and_once() {
 }
 
 #[test]
-fn push_ordered_serialises_a_customer_s_calls_so_nothing_orphans_and_only_late_arrivals_regress() {
+fn push_ordered_serialises_a_customer_s_calls_so_only_late_arrivals_regress_or_orphan() {
     let blind = found("push", Profile::FlakyNet, 0..10);
     assert!(blind.contains("monotonic/regressed"), "{blind:?}");
     assert!(any_of(&blind, "referential"), "{blind:?}");
-    let ordered = found("push-ordered", Profile::FlakyNet, 0..10);
-    assert!(!any_of(&ordered, "referential"), "{ordered:?}");
-    // Without message delays, a customer's calls never overtake each other...
+    // Without message delays, a customer's calls never overtake each other: nothing
+    // regresses, no child arrives after its customer's delete...
     let partitioned = found("push-ordered", Profile::Partitions, 0..10);
-    assert!(!any_of(&partitioned, "monotonic"), "{partitioned:?}");
+    assert!(
+        !any_of(&partitioned, "monotonic") && !any_of(&partitioned, "referential"),
+        "{partitioned:?}"
+    );
     // ...but a PUT the wire held past its timeout lands after its retry and the next
-    // version: only the version check stops that.
+    // version, or after the delete: only the version check stops that.
+    let ordered = found("push-ordered", Profile::FlakyNet, 0..10);
     assert!(ordered.contains("monotonic/regressed"), "{ordered:?}");
     let versioned = found("push-ordered-versioned", Profile::FlakyNet, 0..10);
     assert!(
