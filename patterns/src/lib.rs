@@ -18,6 +18,7 @@ pub mod consumer;
 pub mod domain;
 pub mod full_copy;
 pub mod history;
+pub mod keyed_locks;
 pub mod notify_pull;
 pub mod outbox;
 pub mod push;

@@ -1009,7 +1009,7 @@ mod tests {
         let message = |e: SettingError| format!("{e}\n  hint: {}", e.hint());
         insta::assert_snapshot!(message(push.with_settings(&[("producer.linger.ms", "0")]).unwrap_err()), @r"
             producer.linger.ms does not apply to push
-              hint: it applies to: notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
+              hint: it applies to: notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-last-id, outbox-logtail, cdc-row, cdc-tx
             ");
         insta::assert_snapshot!(message(Variant::define("my push", "push", &[], None).unwrap_err()), @r#"
             "my push" cannot name a variant: a name is letters, digits, `-`, `_` and `.`
@@ -1045,7 +1045,7 @@ mod tests {
             "#);
         insta::assert_snapshot!(message(Variant::define("mine", "pushy", &[], None).unwrap_err()), @r#"
             unknown preset "pushy"
-              hint: presets are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
+              hint: presets are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-last-id, outbox-logtail, cdc-row, cdc-tx
             "#);
         insta::assert_snapshot!(message(Variant::resolve("push+push.concurrency", &[]).unwrap_err()), @r#"
             "push.concurrency" in "push+push.concurrency" is not a setting: write key=value

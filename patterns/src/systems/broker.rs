@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use crate::backoff::Backoff;
 use crate::bugs::{Bug, BugSet};
+use crate::keyed_locks::KeyedLocks;
 use faultline_sim::{serve, HostCtx, LogFile, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
 
@@ -743,7 +744,7 @@ pub struct Producer {
     /// One batch in flight per topic and partition, whoever sends it: concurrent
     /// callers (the transactions of a connection pool) queue here in call order, so
     /// sequences reach the broker in the order they were taken.
-    in_flight: Rc<RefCell<BTreeMap<(String, u32), Rc<tokio::sync::Mutex<()>>>>>,
+    in_flight: KeyedLocks<(String, u32)>,
 }
 
 /// What a delivery future resolves to: the record's offset, or why it failed.
@@ -770,7 +771,7 @@ impl Producer {
             ctx: ctx.clone(),
             sequences: Rc::default(),
             accumulator: Rc::default(),
-            in_flight: Rc::default(),
+            in_flight: KeyedLocks::default(),
         }
     }
 
@@ -906,12 +907,7 @@ impl Producer {
         partition: u32,
         records: Vec<(String, String)>,
     ) -> Result<u64, BrokerError> {
-        let partition_lock = Rc::clone(
-            self.in_flight
-                .borrow_mut()
-                .entry((topic.to_string(), partition))
-                .or_default(),
-        );
+        let partition_lock = self.in_flight.of((topic.to_string(), partition));
         let _in_flight = partition_lock.lock().await;
         let producer = self.id.map(|producer| {
             let mut sequences = self.sequences.borrow_mut();

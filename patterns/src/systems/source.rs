@@ -23,6 +23,7 @@ use crate::domain::{
     fields, Action, ActionId, ActionRequest, CustomerId, EntityKey, RowImage, Table, TxId, Version,
 };
 use crate::history::{Failure, Recorder, RowState, Rows};
+use crate::keyed_locks::KeyedLocks;
 use crate::windows;
 
 /// How long the planted fsync-retrying source waits between attempts.
@@ -193,7 +194,7 @@ pub struct Source {
     writer: Rc<tokio::sync::Mutex<()>>,
     /// Row locks, one per customer (every action writes one customer's rows): held from
     /// a transaction's first read to its end, granted in request order.
-    locks: Rc<RefCell<BTreeMap<CustomerId, Rc<tokio::sync::Mutex<()>>>>>,
+    locks: KeyedLocks<CustomerId>,
 }
 
 /// Replays `log`'s records over the base rows.
@@ -301,7 +302,7 @@ impl Source {
                 config,
             })),
             writer: Rc::default(),
-            locks: Rc::default(),
+            locks: KeyedLocks::default(),
         }
     }
 
@@ -430,7 +431,7 @@ impl Source {
         request: &ActionRequest,
         before_commit: Option<&BeforeCommit>,
     ) -> Result<Commit, Failure> {
-        let lock = self.lock_of(request.action.customer());
+        let lock = self.locks.of(request.action.customer());
         let result = {
             let _locked = lock.lock().await;
             self.transact(request, before_commit).await
@@ -443,11 +444,6 @@ impl Source {
             result.as_ref().map(|c| c.tx).map_err(Clone::clone),
         );
         result
-    }
-
-    /// The lock of one customer's rows.
-    fn lock_of(&self, customer: CustomerId) -> Rc<tokio::sync::Mutex<()>> {
-        Rc::clone(self.locks.borrow_mut().entry(customer).or_default())
     }
 
     /// The transaction of one action, its rows locked by the caller.
