@@ -1039,6 +1039,11 @@ mod tests {
             push.retry.backoff.max.ms (10) is below push.retry.backoff.ms (20)
               hint: the wait doubles from the first to the longest: raise the longest or lower the first
             ");
+        let logtail = Variant::by_name("outbox-logtail").unwrap();
+        insta::assert_snapshot!(message(logtail.with_settings(&[("relay.cursor", "last-id")]).unwrap_err()), @r"
+            relay.cursor is the table-polling relay's; relay.source = tail-log keeps a log position
+              hint: set relay.source = poll-table, or leave relay.cursor unset
+            ");
         insta::assert_snapshot!(message(Variant::define("push", "push", &[], None).unwrap_err()), @r#"
             "push" cannot name a variant: it is a preset's name
               hint: give the variant its own name, e.g. the preset's name and what changes
