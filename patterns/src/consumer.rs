@@ -11,6 +11,13 @@
 //! [`CommitPoint::BeforeProcessing`] commits each offset before handling the record: a
 //! crash in between loses the record (at-most-once). It exists because real consumers
 //! are configured that way (auto-commit), and faultline shows what it costs.
+//!
+//! A record that keeps failing (a poison record: the host runs a deployed defect, see
+//! [`faultline_sim::Fault::Defect`]) meets the [`ErrorPolicy`]: retried for ever, the
+//! partition stuck behind it; skipped after `error_attempts`; or sent to a dead-letter
+//! topic after them and replayed from there later, behind the records that followed it.
+
+use std::collections::BTreeSet;
 
 use std::time::Duration;
 
@@ -49,6 +56,31 @@ pub enum OffsetReset {
     Latest,
 }
 
+/// What a consumer does with a record whose handling keeps failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Retry it for ever: the partition waits behind it (Kafka Connect's
+    /// `errors.tolerance=none` restarted by hand, or a listener with unbounded retries).
+    Block,
+    /// Log it and go on after `error_attempts` (Spring Kafka's `DefaultErrorHandler`
+    /// default: ten attempts, then the record is logged and skipped).
+    Skip,
+    /// Publish it to the dead-letter topic `<topic>.DLT` after `error_attempts` and go
+    /// on; a re-drive consumes that topic every `dead_letter_replay_ms` and applies what
+    /// now succeeds (Spring's `DeadLetterPublishingRecoverer` or retry topics, Connect's
+    /// `errors.deadletterqueue.topic.name`).
+    DeadLetter,
+}
+
+/// The consumer group of the dead-letter re-drive.
+pub const DEAD_LETTER_GROUP: &str = "target-dlt";
+
+/// Whether the host's deployed defect fails this record: one key in eight, on every
+/// attempt while the defect is live (the data shape a bad release cannot handle).
+pub fn poisoned(ctx: &HostCtx, record: &BrokerRecord) -> bool {
+    ctx.defective() && faultline_sim::trace::fnv1a64(record.key.as_bytes()) % 8 == 0
+}
+
 /// How a consumer fetches and commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsumerConfig {
@@ -72,6 +104,12 @@ pub struct ConsumerConfig {
     /// The topic's `retention.ms` (a topic setting, kept here beside `partitions`):
     /// records older are deleted; `None` keeps them for the run.
     pub topic_retention_ms: Option<u64>,
+    /// What happens to a record whose handling keeps failing.
+    pub error_policy: ErrorPolicy,
+    /// Attempts at a failing record before `Skip` or `DeadLetter` gives up on it.
+    pub error_attempts: u32,
+    /// How often the dead-letter re-drive consumes the dead-letter topic.
+    pub dead_letter_replay_ms: u64,
 }
 
 impl ConsumerConfig {
@@ -102,6 +140,9 @@ pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     auto_commit_interval_ms: 5_000,
     auto_offset_reset: OffsetReset::Earliest,
     topic_retention_ms: None,
+    error_policy: ErrorPolicy::Block,
+    error_attempts: 10,
+    dead_letter_replay_ms: 1_000,
 };
 
 /// What a handler did with a record.
@@ -136,12 +177,22 @@ where
     F: Fn(u32) -> H,
 {
     let broker = BrokerClient::new(ctx, RPC_TIMEOUT);
-    let tasks: Vec<_> = (0..config.partitions)
+    let mut tasks: Vec<_> = (0..config.partitions)
         .map(|p| {
             let task = consume(ctx.clone(), broker.clone(), topic, p, config, make_handler(p));
             tokio::task::spawn_local(task)
         })
         .collect();
+    if config.error_policy == ErrorPolicy::DeadLetter {
+        let redrive = replay_dead_letters(
+            ctx.clone(),
+            broker.clone(),
+            topic,
+            config,
+            make_handler(config.partitions),
+        );
+        tasks.push(tokio::task::spawn_local(redrive));
+    }
     for task in tasks {
         let _ = task.await;
     }
@@ -156,13 +207,20 @@ async fn consume<H: Handler>(
     mut handler: H,
 ) {
     let retry = Duration::from_millis(config.retry_ms);
-    let mut committed = loop {
+    let committed = loop {
         match broker.committed_offset(GROUP, topic, partition).await {
             Ok(offset) => break offset,
             Err(_) => tokio::time::sleep(retry).await,
         }
     };
     let mut position = committed;
+    let mut at = Positions {
+        committed,
+        stored: committed,
+    };
+    // The record failing now and its attempts so far; the records given up on.
+    let mut failing: Option<(u64, u32)> = None;
+    let mut given_up: BTreeSet<u64> = BTreeSet::new();
     // Auto-commit: when the last one was, and the window open from the first record
     // handled after it until the next.
     let mut auto_committed_at = ctx.now();
@@ -170,7 +228,7 @@ async fn consume<H: Handler>(
     loop {
         if config.commit == CommitPoint::Auto {
             let interval = Duration::from_millis(config.auto_commit_interval_ms);
-            if position > committed && ctx.now().saturating_since(auto_committed_at) >= interval {
+            if position > at.committed && ctx.now().saturating_since(auto_committed_at) >= interval {
                 // Kafka commits asynchronously in poll and goes on: a failed commit is
                 // only tried again at the next interval.
                 if broker
@@ -178,7 +236,7 @@ async fn consume<H: Handler>(
                     .await
                     .is_ok()
                 {
-                    committed = position;
+                    at.committed = position;
                     auto_uncommitted = None;
                 }
                 auto_committed_at = ctx.now();
@@ -202,6 +260,7 @@ async fn consume<H: Handler>(
                 );
                 handler.reset();
                 position = to;
+                at.stored = to;
                 continue;
             }
             Err(_) if config.exit_on_fetch_error => return,
@@ -225,7 +284,8 @@ async fn consume<H: Handler>(
                 config,
                 &mut handler,
                 &records,
-                &mut committed,
+                &given_up,
+                &mut at,
             )
             .await;
             if handled.is_ok() || !config.retry_at_once {
@@ -241,16 +301,119 @@ async fn consume<H: Handler>(
                     auto_uncommitted = Some(ctx.window(windows::AFTER_APPLY_BEFORE_OFFSET_COMMIT));
                 }
             }
-            Err(()) => {
+            Err(failed) => {
                 handler.reset();
-                position = committed;
+                position = failed.resume.max(at.committed);
+                at.stored = position;
+                // What was stored before the failure is committed, as Spring Kafka's
+                // container commits the records acknowledged before a listener error.
+                if config.commit == CommitPoint::AfterProcessing
+                    && position > at.committed
+                    && broker
+                        .commit_offset(GROUP, topic, partition, position)
+                        .await
+                        .is_ok()
+                {
+                    at.committed = position;
+                }
+                if let Some(record) = failed
+                    .record
+                    .and_then(|offset| records.iter().find(|r| r.offset == offset))
+                {
+                    let attempts = match failing {
+                        Some((offset, n)) if offset == record.offset => n + 1,
+                        _ => 1,
+                    };
+                    failing = Some((record.offset, attempts));
+                    if config.error_policy != ErrorPolicy::Block
+                        && attempts >= config.error_attempts
+                        && give_up(&ctx, &broker, topic, config.error_policy, record).await
+                    {
+                        given_up.insert(record.offset);
+                        failing = None;
+                        continue;
+                    }
+                }
                 tokio::time::sleep(retry).await;
             }
         }
+        // What the committed offset passed cannot come again.
+        given_up = given_up.split_off(&at.committed);
     }
 }
 
-/// Handles one fetched batch; returns the next position to fetch from.
+/// Gives up on a record that keeps failing: logs it, or publishes it to the dead-letter
+/// topic first (answers false when that publish failed: the record is tried again).
+async fn give_up(
+    ctx: &HostCtx,
+    broker: &BrokerClient,
+    topic: &str,
+    policy: ErrorPolicy,
+    record: &BrokerRecord,
+) -> bool {
+    if policy == ErrorPolicy::DeadLetter {
+        let dead_letters = format!("{topic}.DLT");
+        let copy = vec![(record.key.clone(), record.payload.clone())];
+        if broker.produce(&dead_letters, 0, copy, None).await.is_err() {
+            return false;
+        }
+        ctx.record(
+            "dead-lettered",
+            format!("{topic}@{} key={}", record.offset, record.key),
+        );
+    } else {
+        ctx.record(
+            "record-skipped",
+            format!("{topic}@{} key={}", record.offset, record.key),
+        );
+    }
+    true
+}
+
+/// The dead-letter re-drive: every `dead_letter_replay_ms`, the dead letters from its
+/// committed offset on, in order, each handled and committed; the first that still fails
+/// ends the round (it waits for the next).
+async fn replay_dead_letters<H: Handler>(
+    ctx: HostCtx,
+    broker: BrokerClient,
+    topic: &'static str,
+    config: ConsumerConfig,
+    mut handler: H,
+) {
+    let dead_letters = format!("{topic}.DLT");
+    let every = Duration::from_millis(config.dead_letter_replay_ms);
+    loop {
+        tokio::time::sleep(every).await;
+        let Ok(mut committed) = broker.committed_offset(DEAD_LETTER_GROUP, &dead_letters, 0).await else {
+            continue;
+        };
+        let Ok(records) = broker.fetch(&dead_letters, 0, committed, 0).await else {
+            continue;
+        };
+        for record in &records {
+            if poisoned(&ctx, record) || handler.handle(record).await.is_err() {
+                break;
+            }
+            if !matches!(handler.flush().await, Ok(false)) {
+                break;
+            }
+            ctx.record(
+                "dead-letter-replayed",
+                format!("{dead_letters}@{} key={}", record.offset, record.key),
+            );
+            committed = record.offset + 1;
+            if broker
+                .commit_offset(DEAD_LETTER_GROUP, &dead_letters, 0, committed)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        handler.reset();
+    }
+}
+
 /// The partition a consumer task owns, and what it talks through.
 struct Assignment<'a> {
     ctx: &'a HostCtx,
@@ -259,13 +422,37 @@ struct Assignment<'a> {
     partition: u32,
 }
 
+/// Where a partition's consumer stands.
+struct Positions {
+    /// The group's committed offset, as far as this consumer knows.
+    committed: u64,
+    /// Everything before it is handled and stored, nothing buffered (at least
+    /// `committed`).
+    stored: u64,
+}
+
+/// A batch whose handling failed.
+struct BatchFailed {
+    /// The record that failed (`None` when the flush failed).
+    record: Option<u64>,
+    /// Where to resume: after the last record whose effects, and those of everything
+    /// before it, are stored. Retrying from there, not from the committed offset, hands
+    /// the records handled before the failure to the handler only once (Spring Kafka's
+    /// error handler seeks to the failed record).
+    resume: u64,
+}
+
+/// Handles one fetched batch; returns the next position to fetch from.
 async fn handle_batch<H: Handler>(
     assignment: &Assignment<'_>,
     config: ConsumerConfig,
     handler: &mut H,
     records: &[BrokerRecord],
-    committed: &mut u64,
-) -> Result<u64, ()> {
+    given_up: &BTreeSet<u64>,
+    positions: &mut Positions,
+) -> Result<u64, BatchFailed> {
+    let Positions { committed, stored } = positions;
+    let stored_before = *stored;
     let Assignment {
         ctx,
         broker,
@@ -284,7 +471,20 @@ async fn handle_batch<H: Handler>(
         {
             *committed = record.offset + 1;
         }
-        match handler.handle(record).await? {
+        if given_up.contains(&record.offset) {
+            // Skipped or dead-lettered: nothing of it is stored here.
+            continue;
+        }
+        let handled = if poisoned(ctx, record) {
+            Err(())
+        } else {
+            handler.handle(record).await
+        };
+        let failed = |record| BatchFailed {
+            record,
+            resume: safe_to_commit.unwrap_or(stored_before),
+        };
+        match handled.map_err(|()| failed(Some(record.offset)))? {
             Handled::Done => safe_to_commit = Some(record.offset + 1),
             Handled::Buffered => {}
         }
@@ -292,13 +492,19 @@ async fn handle_batch<H: Handler>(
             uncommitted = Some(ctx.window(windows::AFTER_APPLY_BEFORE_OFFSET_COMMIT));
         }
     }
-    let still_buffered = handler.flush().await?;
+    let still_buffered = handler.flush().await.map_err(|()| BatchFailed {
+        record: None,
+        resume: safe_to_commit.unwrap_or(stored_before),
+    })?;
     let next = records.last().map_or(*committed, |r| r.offset + 1);
     let commit_to = if still_buffered {
         safe_to_commit
     } else {
         Some(next)
     };
+    if let Some(offset) = commit_to {
+        *stored = offset;
+    }
     if let (CommitPoint::AfterProcessing, Some(offset)) = (config.commit, commit_to) {
         // A lost commit only means a redelivery later.
         if broker

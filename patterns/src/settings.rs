@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::cdc::CdcApply;
-use crate::consumer::{CommitPoint, ConsumerConfig, OffsetReset};
+use crate::consumer::{CommitPoint, ConsumerConfig, ErrorPolicy, OffsetReset};
 use crate::outbox::{RelayCursor, RelaySource};
 use crate::queue::PublishPoint;
 use crate::retry_queue::RetryPolicy;
@@ -605,6 +605,31 @@ pub const SETTINGS: &[Setting] = &[
         field: Field::U64(|c| consumer(c).map(|k| &mut k.retry_ms)),
     },
     Setting {
+        key: "consumer.error.policy",
+        about: "what the consumer does with a record whose handling keeps failing (a poison record): retry it for ever, skip it, or send it to a dead-letter topic that is replayed later",
+        mirrors: "block: Kafka Connect errors.tolerance=none; skip: Spring Kafka DefaultErrorHandler's default; dead-letter: DeadLetterPublishingRecoverer, Connect errors.deadletterqueue.topic.name",
+        values: Values::Choice(&["block", "skip", "dead-letter"]),
+        field: words!(error_policy, {
+            "block" => ErrorPolicy::Block,
+            "skip" => ErrorPolicy::Skip,
+            "dead-letter" => ErrorPolicy::DeadLetter,
+        }),
+    },
+    Setting {
+        key: "consumer.error.attempts",
+        about: "attempts at a failing record before skip or dead-letter gives up on it",
+        mirrors: "Spring Kafka DefaultErrorHandler FixedBackOff(0, 9): 10 attempts",
+        values: Values::Count { min: 1, max: 1_000 },
+        field: Field::U32(|c| consumer(c).map(|k| &mut k.error_attempts)),
+    },
+    Setting {
+        key: "consumer.dead.letter.replay.ms",
+        about: "how often the dead-letter topic is re-driven: each round applies, in order, the dead letters that now succeed",
+        mirrors: "a scheduled DLT re-drive; Spring Kafka retry topics' delay",
+        values: Values::Millis { min: 1, max: HOUR_MS },
+        field: Field::U64(|c| consumer(c).map(|k| &mut k.dead_letter_replay_ms)),
+    },
+    Setting {
         key: "topic.partitions",
         about: "partitions of the pattern's topic, one consumer task each; a key always goes to the same partition",
         mirrors: "Kafka topic num.partitions",
@@ -839,6 +864,10 @@ pub const SETTINGS: &[Setting] = &[
 
 fn offset_reset(c: &mut PatternConfig) -> Option<&mut OffsetReset> {
     consumer(c).map(|k| &mut k.auto_offset_reset)
+}
+
+fn error_policy(c: &mut PatternConfig) -> Option<&mut ErrorPolicy> {
+    consumer(c).map(|k| &mut k.error_policy)
 }
 
 fn consumer_commit(c: &mut PatternConfig) -> Option<&mut CommitPoint> {

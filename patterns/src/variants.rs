@@ -499,6 +499,7 @@ impl Variant {
                 name: name.to_string(),
                 crashable: true,
                 has_disk: true,
+                handles_inputs: name == hosts::TARGET,
             })
             .collect()
     }

@@ -104,6 +104,12 @@ pub enum Fault {
     DiskFault { host: String, kind: DiskFaultKind },
     /// Switch a disk fault off again.
     DiskHeal { host: String, kind: DiskFaultKind },
+    /// Deploy a defect to the host's software: from now on the inputs its code finds
+    /// poison fail on every attempt (a handler bug that no retry fixes), until a fix is
+    /// deployed. Which inputs is the software's choice, made from the input alone.
+    Defect { host: String },
+    /// Deploy the fix: the defect's inputs are handled again.
+    DefectFixed { host: String },
     /// Set a host's clock offset and drift (zero both to heal).
     ClockSkew {
         host: String,
@@ -143,6 +149,8 @@ impl Fault {
             Fault::Resume { .. } => "resume",
             Fault::DiskFault { .. } => "disk-fault",
             Fault::DiskHeal { .. } => "disk-heal",
+            Fault::Defect { .. } => "defect",
+            Fault::DefectFixed { .. } => "defect-fixed",
             Fault::ClockSkew { .. } => "clock-skew",
             Fault::MessageFaults { .. } => "message-faults",
             Fault::LinkMessageFaults { .. } => "link-message-faults",
@@ -166,6 +174,8 @@ impl Fault {
             | Fault::Resume { host }
             | Fault::DiskFault { host, .. }
             | Fault::DiskHeal { host, .. }
+            | Fault::Defect { host }
+            | Fault::DefectFixed { host }
             | Fault::ClockSkew { host, .. } => vec![host],
             Fault::MessageFaults { .. } => vec![],
         }
@@ -187,6 +197,8 @@ impl fmt::Display for Fault {
             Fault::Resume { host } => write!(f, "resume {host}"),
             Fault::DiskFault { host, kind } => write!(f, "disk {} on {host}", kind.name()),
             Fault::DiskHeal { host, kind } => write!(f, "disk {} off {host}", kind.name()),
+            Fault::Defect { host } => write!(f, "defect deployed to {host}"),
+            Fault::DefectFixed { host } => write!(f, "defect fixed on {host}"),
             Fault::ClockSkew {
                 host,
                 skew_ms,
@@ -247,6 +259,7 @@ struct PlanState {
     partitioned: BTreeSet<(String, String)>,
     held: BTreeSet<(String, String)>,
     disk_faults: BTreeSet<(String, DiskFaultKind)>,
+    defective: BTreeSet<String>,
     skewed: BTreeMap<String, (i64, i64)>,
     message_faults: bool,
     link_message_faults: BTreeSet<(String, String)>,
@@ -309,6 +322,12 @@ impl PlanState {
             Fault::DiskHeal { host, kind } => {
                 self.disk_faults.remove(&(host.clone(), *kind));
             }
+            Fault::Defect { host } => {
+                self.defective.insert(host.clone());
+            }
+            Fault::DefectFixed { host } => {
+                self.defective.remove(host);
+            }
             Fault::ClockSkew {
                 host,
                 skew_ms,
@@ -352,6 +371,7 @@ impl PlanState {
                 .iter()
                 .map(|(h, k)| format!("{h} has disk fault {}", k.name())),
         );
+        open.extend(self.defective.iter().map(|h| format!("{h} runs a defect")));
         open.extend(self.skewed.keys().map(|h| format!("{h} has a skewed clock")));
         if self.message_faults {
             open.push("message faults are on".to_string());

@@ -9,6 +9,8 @@
 //! Draws use integer arithmetic only; floating-point functions such as `ln` come from
 //! the platform's libm and could differ between machines.
 
+use std::time::Duration;
+
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +35,9 @@ pub enum Profile {
     Storage,
     /// Clock skew and drift steps.
     ClockSkew,
+    /// Deploys of the hosts that handle inputs, one in two shipping a defect that the
+    /// next deploy fixes: poison inputs, and the restarts deploys are.
+    Ops,
     /// Every kind at once, at moderate rates.
     Chaos,
     /// Swarm testing: the seed draws which kinds are on and how hard.
@@ -80,6 +85,11 @@ pub const PROFILES: &[ProfileInfo] = &[
         profile: Profile::ClockSkew,
         name: "clock-skew",
         description: "per-host clock skew and drift steps",
+    },
+    ProfileInfo {
+        profile: Profile::Ops,
+        name: "ops",
+        description: "deploys of the sink, each a restart; one in two ships a handler defect (poison records) that the next fixes",
     },
     ProfileInfo {
         profile: Profile::Chaos,
@@ -138,6 +148,9 @@ pub struct FaultTarget {
     pub crashable: bool,
     /// Whether it keeps data on its disk (disk faults and power losses matter).
     pub has_disk: bool,
+    /// Whether it handles inputs a deployed defect can fail (the sink of an
+    /// integration): the `ops` profile deploys to it.
+    pub handles_inputs: bool,
 }
 
 /// The part of a run in which faults may be active; all heal by `end`.
@@ -210,6 +223,8 @@ struct FaultMix {
     crash_disk_hosts_only: bool,
     disk: Option<Intensity>,
     clock: Option<Intensity>,
+    /// Deploys: each episode is a defective release, live until the next deploy.
+    deploys: Option<Intensity>,
 }
 
 const MESSAGE: Intensity = Intensity::new(1_000, 200, 1_200);
@@ -221,6 +236,11 @@ const PAUSES: Intensity = Intensity::new(4_000, 50, 600);
 const CRASHES: Intensity = Intensity::new(2_000, 50, 800);
 const DISK: Intensity = Intensity::new(2_000, 100, 800);
 const CLOCK: Intensity = Intensity::new(2_000, 300, 2_000);
+/// A defective release stays live 300 ms to 2 s (until the fix is out); one starts
+/// every 3 s or so.
+const DEPLOYS: Intensity = Intensity::new(3_000, 300, 2_000);
+/// How long a deploy's restart keeps the process down.
+const DEPLOY_DOWNTIME_MS: std::ops::RangeInclusive<u64> = 20..=100;
 
 /// Message-fault rates for one episode: loss and lost responses in `loss_pct`,
 /// duplicates in 0..=10%, delays in `delay_pct`, each delay up to a bound drawn from
@@ -275,6 +295,10 @@ impl FaultMix {
                 clock: Some(CLOCK),
                 ..none
             },
+            Profile::Ops => FaultMix {
+                deploys: Some(DEPLOYS),
+                ..none
+            },
             Profile::Chaos => FaultMix {
                 message: Some(MESSAGE.rate_pct(50)),
                 links: Some(LINKS.rate_pct(50)),
@@ -284,6 +308,7 @@ impl FaultMix {
                 disk: Some(DISK.rate_pct(50)),
                 clock: Some(CLOCK.rate_pct(50)),
                 crash_disk_hosts_only: false,
+                deploys: None,
             },
             Profile::Swarm => unreachable!("swarm mixes are drawn, not fixed"),
         }
@@ -304,6 +329,7 @@ impl FaultMix {
                 crash_disk_hosts_only: false,
                 disk: pick(DISK),
                 clock: pick(CLOCK),
+                deploys: None,
             };
             let on = [
                 mix.message,
@@ -440,6 +466,25 @@ impl FaultMix {
                     push(end, Fault::DiskHeal { host: host(), kind });
                 }
             }
+            if let (Some(intensity), true) = (self.deploys, target.handles_inputs) {
+                // A deploy is a restart with the new release: the defective one at the
+                // episode's start, the fix at its end (both done by the window's end).
+                let mut rng = streams.stream(&format!("faults/deploy/{}", target.name));
+                let window = FaultWindow {
+                    end: window.end - Duration::from_millis(*DEPLOY_DOWNTIME_MS.end()),
+                    ..window
+                };
+                for (start, end) in intensity.episodes(&mut rng, window) {
+                    let mut deploy = |at: SimTime, release: Fault| {
+                        let downtime = Duration::from_millis(rng.gen_range(DEPLOY_DOWNTIME_MS));
+                        push(at, Fault::Crash { host: host() });
+                        push(at, release);
+                        push(at + downtime, Fault::Restart { host: host() });
+                    };
+                    deploy(start, Fault::Defect { host: host() });
+                    deploy(end, Fault::DefectFixed { host: host() });
+                }
+            }
             if let Some(intensity) = self.clock {
                 let mut rng = streams.stream(&format!("faults/clock/{}", target.name));
                 for (start, end) in intensity.episodes(&mut rng, window) {
@@ -480,16 +525,19 @@ mod tests {
                 name: "a".into(),
                 crashable: true,
                 has_disk: true,
+                handles_inputs: true,
             },
             FaultTarget {
                 name: "b".into(),
                 crashable: true,
                 has_disk: false,
+                handles_inputs: false,
             },
             FaultTarget {
                 name: "c".into(),
                 crashable: false,
                 has_disk: true,
+                handles_inputs: false,
             },
         ]
     }

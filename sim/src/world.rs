@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) trace: Trace,
     pub(crate) streams: RngStreams,
     clocks: RefCell<BTreeMap<String, HostClock>>,
+    /// Hosts running a deployed defect.
+    defective: RefCell<BTreeSet<String>>,
     message_faults: Cell<MessageFaultRates>,
     /// Per-link rates (caller, server), over `message_faults`.
     link_message_faults: RefCell<BTreeMap<(String, String), MessageFaultRates>>,
@@ -173,6 +175,12 @@ impl HostCtx {
             .copied()
             .unwrap_or_default();
         clock.read(self.now())
+    }
+
+    /// Whether the host runs a deployed defect ([`crate::Fault::Defect`]): its code then
+    /// fails the inputs it finds poison.
+    pub fn defective(&self) -> bool {
+        self.shared.defective.borrow().contains(&*self.name)
     }
 
     /// A random stream for `purpose`, private to this host and incarnation.
@@ -368,6 +376,7 @@ impl World {
             trace,
             streams,
             clocks: RefCell::new(BTreeMap::new()),
+            defective: RefCell::new(BTreeSet::new()),
             message_faults: Cell::new(MessageFaultRates::default()),
             link_message_faults: RefCell::default(),
         });
@@ -620,6 +629,12 @@ impl World {
                 self.hosts[host]
                     .disk
                     .set_fault(*kind, matches!(fault, Fault::DiskFault { .. }));
+            }
+            Fault::Defect { host } => {
+                self.shared.defective.borrow_mut().insert(host.clone());
+            }
+            Fault::DefectFixed { host } => {
+                self.shared.defective.borrow_mut().remove(host);
             }
             Fault::ClockSkew {
                 host,

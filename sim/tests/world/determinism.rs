@@ -69,6 +69,7 @@ pub fn chaos_run(seed: u64) -> TraceHash {
             name: h.to_string(),
             crashable: *h != "client",
             has_disk: true,
+            handles_inputs: false,
         })
         .collect();
     let window = FaultWindow {
