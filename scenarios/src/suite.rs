@@ -811,7 +811,7 @@ mod tests {
     fn bad_variants_point_at_the_setting() {
         insta::assert_snapshot!(error(&with_variant(r#"{ "producer.linger" = 0 }"#, r#"["slow-flush"]"#)), @r#"
             suite.toml:7:14: variant "slow-flush": unknown setting "producer.linger"
-              hint: did you mean producer.linger.ms? outbox-logtail's settings are: producer.enable.idempotence, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.auto.commit.interval.ms, consumer.auto.offset.reset, topic.retention.ms, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.poll.interval.ms, relay.batch.size, target.apply.rule, target.inbox, target.inbox.cleanup.after.ms, target.welcome.key (see `faultline list --settings`)
+              hint: did you mean producer.linger.ms? outbox-logtail's settings are: producer.enable.idempotence, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.auto.commit.interval.ms, consumer.auto.offset.reset, topic.retention.ms, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, consumer.error.policy, consumer.error.attempts, consumer.dead.letter.replay.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.cursor, relay.poll.interval.ms, relay.batch.size, target.apply.rule, target.inbox, target.inbox.cleanup.after.ms, target.welcome.key (see `faultline list --settings`)
             "#);
         insta::assert_snapshot!(error(&with_variant(r#"{ "producer.linger.ms" = -1 }"#, r#"["slow-flush"]"#)), @r#"
             suite.toml:7:14: variant "slow-flush": producer.linger.ms = "-1" is not valid: it takes milliseconds, 0 to 60000
@@ -831,11 +831,11 @@ mod tests {
             "#);
         insta::assert_snapshot!(error(&with_variant(r#"{ "target.inbox" = true }"#, r#"["slow-flsh"]"#)), @r#"
             suite.toml:11:12: unknown pattern "slow-flsh"
-              hint: valid patterns are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx, slow-flush
+              hint: valid patterns are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-last-id, outbox-logtail, cdc-row, cdc-tx, slow-flush
             "#);
         insta::assert_snapshot!(error(&with_variant(r#"{ "target.inbox" = true }"#, r#"["slow-flush"]"#).replace("outbox-logtail", "outbox-logtale")), @r#"
             suite.toml:6:10: variant "slow-flush": unknown preset "outbox-logtale"
-              hint: presets are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
+              hint: presets are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-last-id, outbox-logtail, cdc-row, cdc-tx
             "#);
     }
 
@@ -869,18 +869,18 @@ mod tests {
     fn unknown_pattern_lists_the_valid_ones() {
         let text = scenario(&OK_BODY.replace("[\"push\"]", "[\"push\", \"carrier-pigeon\"]"));
         insta::assert_snapshot!(error(&text), @r#"
-        suite.toml:6:12: unknown pattern "carrier-pigeon"
-          hint: valid patterns are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-logtail, cdc-row, cdc-tx
-        "#);
+            suite.toml:6:12: unknown pattern "carrier-pigeon"
+              hint: valid patterns are: full-copy, full-copy-inplace, push, push-versioned, push-ordered, push-ordered-versioned, push-lww, notify-pull, notify-pull-dedup, queue-after-commit, queue-fail-op, outbox, outbox-inbox, outbox-last-id, outbox-logtail, cdc-row, cdc-tx
+            "#);
     }
 
     #[test]
     fn unknown_profile() {
         let text = scenario(&OK_BODY.replace("\"none\"", "\"storms\""));
         insta::assert_snapshot!(error(&text), @r#"
-        suite.toml:7:11: unknown profile "storms"
-          hint: valid profiles are: none, flaky-net, partitions, crashes, storage, clock-skew, chaos, swarm
-        "#);
+            suite.toml:7:11: unknown profile "storms"
+              hint: valid profiles are: none, flaky-net, partitions, crashes, storage, clock-skew, ops, chaos, swarm
+            "#);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub enum Profile {
     /// Deploys of the hosts that handle inputs, one in two shipping a defect that the
     /// next deploy fixes: poison inputs, and the restarts deploys are.
     Ops,
-    /// Every kind at once, at moderate rates.
+    /// Network, process, disk and clock faults at once, at moderate rates.
     Chaos,
     /// Swarm testing: the seed draws which kinds are on and how hard.
     Swarm,
@@ -94,7 +94,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     ProfileInfo {
         profile: Profile::Chaos,
         name: "chaos",
-        description: "every fault kind at once, at moderate rates",
+        description: "network, process, disk and clock faults at once, at moderate rates (deploys: ops)",
     },
     ProfileInfo {
         profile: Profile::Swarm,

@@ -486,3 +486,35 @@ fn retention_outrunning_a_cut_off_consumer_loses_changes_and_latest_skips_more()
     );
     assert!(latest > earliest, "latest {latest}, earliest {earliest}");
 }
+
+/// A deployed defect fails one key in eight on every attempt until the fix: blocking
+/// holds (late, nothing lost), skipping loses the change, and re-driving dead letters
+/// after the fix applies them behind the versions that followed them.
+#[test]
+fn poison_records_block_a_partition_or_are_lost_when_skipped_or_reordered_when_dead_lettered() {
+    let seeds = 0..10;
+    let block = found("outbox-inbox", Profile::Ops, seeds.clone());
+    assert!(block.is_empty(), "{block:?}");
+    let events = |pattern: &str, kind: &str| -> u64 {
+        seeds
+            .clone()
+            .map(|s| {
+                run_seed(pattern, Profile::Ops, s)
+                    .events_by_kind
+                    .get(kind)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let skip = "outbox-inbox+consumer.error.policy=skip";
+    assert!(events(skip, "record-skipped") > 0);
+    let skipped = found(skip, Profile::Ops, seeds.clone());
+    assert!(any_of(&skipped, "convergence"), "{skipped:?}");
+    assert!(!any_of(&skipped, "monotonic"), "{skipped:?}");
+    let dead_letter = "outbox-inbox+consumer.error.policy=dead-letter";
+    assert!(events(dead_letter, "dead-lettered") > 0);
+    assert!(events(dead_letter, "dead-letter-replayed") > 0);
+    let redriven = found(dead_letter, Profile::Ops, seeds);
+    assert!(redriven.contains("monotonic/regressed"), "{redriven:?}");
+}
