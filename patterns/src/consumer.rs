@@ -78,7 +78,7 @@ pub const DEAD_LETTER_GROUP: &str = "target-dlt";
 /// Whether the host's deployed defect fails this record: one key in eight, on every
 /// attempt while the defect is live (the data shape a bad release cannot handle).
 pub fn poisoned(ctx: &HostCtx, record: &BrokerRecord) -> bool {
-    ctx.defective() && faultline_sim::trace::fnv1a64(record.key.as_bytes()) % 8 == 0
+    ctx.defective() && faultline_sim::trace::fnv1a64(record.key.as_bytes()).is_multiple_of(8)
 }
 
 /// How a consumer fetches and commits.
