@@ -52,6 +52,9 @@ pub mod hosts {
     pub const BROKER: &str = "broker";
     /// The CDC connector.
     pub const CONNECTOR: &str = "connector";
+    /// The outbox relay's further instances (the first runs on the source's host):
+    /// other application instances, reaching the source's database over the network.
+    pub const RELAYS: [&str; 3] = ["relay-2", "relay-3", "relay-4"];
     /// The notification service the target's welcomes go to (outside the system under
     /// test: not a fault target).
     pub const NOTIFIER: &str = "notifier";

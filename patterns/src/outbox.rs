@@ -13,17 +13,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use faultline_sim::HostCtx;
+use faultline_sim::{HostCtx, RpcClient};
 
 use crate::bugs::{Bug, BugSet};
 use crate::connect::SourceOffsets;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{CustomerId, TxId};
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
-use crate::systems::source::{OutboxMessage, Source};
+use crate::systems::source::{OutboxMessage, Source, SourceRequest, SourceResponse, SOURCE_API_PORT};
 use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::windows;
-use crate::{Setup, RPC_TIMEOUT};
+use crate::{hosts, Setup, RPC_TIMEOUT};
 
 /// The topic outbox messages go to.
 pub const TOPIC: &str = "customer-changes";
@@ -69,6 +69,13 @@ pub struct OutboxConfig {
     pub relay: RelaySource,
     /// How the table-polling relay keeps its place.
     pub cursor: RelayCursor,
+    /// Application instances each running the table-polling relay (1 to 4): the first
+    /// on the source's host, the others on hosts of their own.
+    pub relay_instances: u32,
+    /// A lease the relays take in the source's database before each poll, so that one
+    /// publishes at a time (ShedLock's `lockAtMostFor`); `None`: every instance
+    /// publishes what it finds.
+    pub relay_lease_ms: Option<u64>,
     /// The relay's producer: a Kafka application producer for the table-polling relay,
     /// Kafka Connect's source-task producer for the log-tailing one.
     pub producer: ProducerConfig,
@@ -90,12 +97,17 @@ pub fn partition_of(customer: CustomerId, partitions: u32) -> u32 {
 /// The source side: run the workload, and the relay beside it.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
+    if config.relay_instances > 1 {
+        // The other instances' relays reach the outbox table through the source's API.
+        tokio::task::spawn_local(crate::systems::source::serve_api(ctx.clone(), source.clone()));
+    }
     let relay = match config.relay {
         RelaySource::PollTable if config.cursor != RelayCursor::Unsent => {
             tokio::task::spawn_local(relay_table_cursor(ctx.clone(), source.clone(), config))
         }
         RelaySource::PollTable => {
-            tokio::task::spawn_local(relay_table(ctx.clone(), source.clone(), config, setup.bugs))
+            let table = OutboxTable::Local(source.clone());
+            tokio::task::spawn_local(relay_table(ctx.clone(), table, config, setup.bugs))
         }
         RelaySource::TailLog => tokio::task::spawn_local(relay_log(ctx.clone(), source.clone(), config)),
     };
@@ -124,15 +136,108 @@ async fn publish(producer: &Producer, messages: &[OutboxMessage], config: Outbox
     true
 }
 
-async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: BugSet) {
+/// Another application instance: only its relay matters here.
+pub async fn run_relay_instance(
+    ctx: HostCtx,
+    config: OutboxConfig,
+    bugs: BugSet,
+) -> faultline_sim::HostResult {
+    let table = OutboxTable::Remote(RpcClient::new(&ctx, hosts::SOURCE, SOURCE_API_PORT, RPC_TIMEOUT));
+    relay_table(ctx, table, config, bugs).await;
+    Ok(())
+}
+
+/// The outbox table as a relay instance reaches it: in the source's process, or over
+/// the network from another application instance (a failed call reads as nothing
+/// found, or a write not made).
+enum OutboxTable {
+    Local(Source),
+    Remote(RpcClient<SourceRequest, SourceResponse>),
+}
+
+impl OutboxTable {
+    async fn unsent(&self, max: usize) -> Vec<OutboxMessage> {
+        match self {
+            OutboxTable::Local(source) => source.outbox_unsent(max),
+            OutboxTable::Remote(api) => match api.call(&SourceRequest::OutboxUnsent { max }).await {
+                Ok(SourceResponse::Outbox(messages)) => messages,
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    async fn mark_sent(&self, txs: &[TxId]) -> Result<(), String> {
+        match self {
+            OutboxTable::Local(source) => source.mark_sent(txs).await.map_err(|e| e.to_string()),
+            OutboxTable::Remote(api) => {
+                match api.call(&SourceRequest::MarkSent { txs: txs.to_vec() }).await {
+                    Ok(SourceResponse::Done(true)) => Ok(()),
+                    Ok(_) => Err("the source could not write the mark".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    }
+
+    async fn acquire_lease(&self, holder: &str, now_us: i64, lease_us: i64) -> bool {
+        match self {
+            OutboxTable::Local(source) => matches!(
+                source.acquire_relay_lease(holder, now_us, lease_us).await,
+                Ok(true)
+            ),
+            OutboxTable::Remote(api) => {
+                let request = SourceRequest::AcquireLease {
+                    holder: holder.to_string(),
+                    now_us,
+                    lease_us,
+                };
+                matches!(api.call(&request).await, Ok(SourceResponse::Done(true)))
+            }
+        }
+    }
+}
+
+/// The relay's hold on the lease, by its own clock: renewed when half of it is left, so
+/// a poll does not write to the database every time.
+struct Lease {
+    lease_us: i64,
+    held_until_us: Option<i64>,
+}
+
+impl Lease {
+    /// Whether this instance may publish now (taking or renewing the lease if needed).
+    async fn hold(&mut self, ctx: &HostCtx, table: &OutboxTable) -> bool {
+        let now = ctx.wall_clock().as_unix_micros();
+        if self
+            .held_until_us
+            .is_some_and(|until| until - now > self.lease_us / 2)
+        {
+            return true;
+        }
+        let held = table.acquire_lease(ctx.name(), now, self.lease_us).await;
+        self.held_until_us = held.then_some(now + self.lease_us);
+        held
+    }
+}
+
+async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bugs: BugSet) {
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let mut lease = config.relay_lease_ms.map(|ms| Lease {
+        lease_us: i64::try_from(ms * 1_000).unwrap_or(i64::MAX),
+        held_until_us: None,
+    });
     loop {
         tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
-        let unsent = source.outbox_unsent(config.relay_batch_max);
+        if let Some(lease) = &mut lease {
+            if !lease.hold(&ctx, &table).await {
+                continue;
+            }
+        }
+        let unsent = table.unsent(config.relay_batch_max).await;
         if bugs.has(Bug::RelayMarksBeforePublish) {
             // Planted: the bookkeeping first; a failed publish is never retried.
             for message in unsent {
-                if source.mark_sent(&[message.tx]).await.is_err()
+                if table.mark_sent(&[message.tx]).await.is_err()
                     || !publish(&producer, std::slice::from_ref(&message), config).await
                 {
                     break;
@@ -144,7 +249,7 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
             // Planted: one message, then the whole poll interval again.
             for message in unsent.iter().take(1) {
                 if publish(&producer, std::slice::from_ref(message), config).await
-                    && source.mark_sent(&[message.tx]).await.is_err()
+                    && table.mark_sent(&[message.tx]).await.is_err()
                 {
                     break;
                 }
@@ -156,7 +261,7 @@ async fn relay_table(ctx: HostCtx, source: Source, config: OutboxConfig, bugs: B
         }
         let _unmarked = ctx.window(windows::AFTER_PUBLISH_BEFORE_MARK_SENT);
         let published: Vec<TxId> = unsent.iter().map(|m| m.tx).collect();
-        if let Err(e) = source.mark_sent(&published).await {
+        if let Err(e) = table.mark_sent(&published).await {
             ctx.record("relay-mark-failed", format!("{} messages {e}", published.len()));
         }
     }

@@ -421,6 +421,13 @@ pub fn check(config: &PatternConfig) -> Result<(), SettingError> {
         }
     }
     if let PatternConfig::Outbox(o) = c {
+        if o.relay_instances > 1 && (o.relay != RelaySource::PollTable || o.cursor != RelayCursor::Unsent) {
+            return Err(SettingError::Conflict {
+                message: "relay.instances > 1 runs several table-polling relays that mark what they sent; this relay is not one"
+                    .to_string(),
+                fix: "set relay.source = poll-table and relay.cursor = unsent, or one instance".to_string(),
+            });
+        }
         if o.relay == RelaySource::TailLog && o.cursor != RelayCursor::Unsent {
             return Err(SettingError::Conflict {
                 message:
@@ -668,6 +675,26 @@ pub const SETTINGS: &[Setting] = &[
             "unsent" => RelayCursor::Unsent,
             "last-id" => RelayCursor::LastId,
             "visible-id" => RelayCursor::VisibleId,
+        }),
+    },
+    Setting {
+        key: "relay.instances",
+        about: "application instances each running the table-polling relay: the first beside the source's database, the others on hosts of their own (high availability)",
+        mirrors: "replicas of a service with a polling publisher (Spring Modulith republishing, a hand-written relay)",
+        values: Values::Count { min: 1, max: 4 },
+        field: Field::U32(|c| match c {
+            PatternConfig::Outbox(o) => Some(&mut o.relay_instances),
+            _ => None,
+        }),
+    },
+    Setting {
+        key: "relay.lease.ms",
+        about: "a lease in the source's database that a relay instance takes (and renews at half time) before it publishes, judged by its own clock; off: every instance publishes what it finds",
+        mirrors: "ShedLock's lockAtMostFor (by the application's clock unless usingDbTime)",
+        values: Values::MillisOrOff { min: 1, max: HOUR_MS },
+        field: Field::OptionalU64(|c| match c {
+            PatternConfig::Outbox(o) => Some(&mut o.relay_lease_ms),
+            _ => None,
         }),
     },
     Setting {

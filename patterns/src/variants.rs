@@ -173,6 +173,8 @@ const OUTBOX: OutboxConfig = OutboxConfig {
     inbox: false,
     relay: RelaySource::PollTable,
     cursor: RelayCursor::Unsent,
+    relay_instances: 1,
+    relay_lease_ms: None,
     producer: KAFKA_PRODUCER,
     offset_flush_interval_ms: OFFSET_FLUSH_INTERVAL_MS,
     relay_poll_ms: 20,
@@ -487,8 +489,10 @@ impl Variant {
         let mut names = vec![hosts::SOURCE, hosts::TARGET];
         match self.config {
             PatternConfig::FullCopy(_) | PatternConfig::Push(_) => {}
-            PatternConfig::NotifyPull(_) | PatternConfig::Queue(_) | PatternConfig::Outbox(_) => {
-                names.push(hosts::BROKER)
+            PatternConfig::NotifyPull(_) | PatternConfig::Queue(_) => names.push(hosts::BROKER),
+            PatternConfig::Outbox(o) => {
+                names.push(hosts::BROKER);
+                names.extend(hosts::RELAYS.iter().take(o.relay_instances as usize - 1));
             }
             PatternConfig::Cdc(_) => names.extend([hosts::BROKER, hosts::CONNECTOR]),
             PatternConfig::Custom(custom) => names.extend(custom.0.extra_hosts()),
@@ -508,8 +512,11 @@ impl Variant {
     /// compared across hosts). Timers and periods run on each host's monotonic clock,
     /// which skew does not move; a variant that reads no wall clock cannot feel skew.
     pub fn reads_wall_clock(&self) -> bool {
-        self.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE)
-            .stamp_writes
+        let relay_lease = matches!(self.config, PatternConfig::Outbox(o) if o.relay_lease_ms.is_some());
+        relay_lease
+            || self
+                .source_config(SyncPolicy::OnCommit, 1, BugSet::NONE)
+                .stamp_writes
     }
 
     /// Whether the variant can feel the faults of `profile`: every profile but one made
@@ -570,6 +577,10 @@ impl Variant {
             PatternConfig::Outbox(config) => {
                 host!(hosts::SOURCE, outbox::run_source, config);
                 host!(hosts::TARGET, outbox::run_target, config);
+                for name in hosts::RELAYS.iter().take(config.relay_instances as usize - 1) {
+                    let bugs = setup.bugs;
+                    world.host(name, move |ctx| outbox::run_relay_instance(ctx, config, bugs))?;
+                }
             }
             PatternConfig::Cdc(config) => {
                 world.host(hosts::SOURCE, {

@@ -518,3 +518,21 @@ fn poison_records_block_a_partition_or_are_lost_when_skipped_or_reordered_when_d
     let redriven = found(dead_letter, Profile::Ops, seeds);
     assert!(redriven.contains("monotonic/regressed"), "{redriven:?}");
 }
+
+/// Two application instances each running the relay: without a lease both publish what
+/// they find, so a consumer without an inbox applies copies (old versions again, welcomes
+/// again); with a lease one publishes at a time, until clocks disagree about its expiry.
+#[test]
+fn two_relays_publish_twice_without_a_lease_and_a_lease_holds_until_clocks_disagree() {
+    let unleased = found("outbox+relay.instances=2", Profile::None, 0..5);
+    assert!(unleased.contains("monotonic/regressed"), "{unleased:?}");
+    assert!(unleased.contains("exactly-once-effects/doubled"), "{unleased:?}");
+    let leased = "outbox+relay.instances=2+relay.lease.ms=2000";
+    let quiet = found(leased, Profile::None, 0..5);
+    assert!(quiet.is_empty(), "{quiet:?}");
+    let inbox = found("outbox-inbox+relay.instances=2", Profile::None, 0..5);
+    assert!(inbox.is_empty(), "{inbox:?}");
+    // A clock running ahead sees the holder's lease expired and takes it too.
+    let skewed = found(leased, Profile::ClockSkew, 0..10);
+    assert!(any_of(&skewed, "exactly-once-effects"), "{skewed:?}");
+}

@@ -94,6 +94,8 @@ enum LogEntry {
     OutboxSent { txs: Vec<TxId> },
     /// The id of the last outbox message a cursor-reading relay published.
     RelayCursor { last: TxId },
+    /// The relays' lease: who holds it, until when by its own clock (a ShedLock row).
+    RelayLease { holder: String, until_us: i64 },
 }
 
 /// A committed transaction, as handed to post-commit hooks.
@@ -149,6 +151,8 @@ struct State {
     /// The last outbox id a cursor-reading relay published (a row of the source's own
     /// database, written by the relay).
     relay_cursor: TxId,
+    /// The relays' lease row: holder and expiry (microseconds of the holder's clock).
+    relay_lease: Option<(String, i64)>,
     /// Transactions holding an id and not yet committed or aborted, with the epoch they
     /// began in.
     open: BTreeMap<TxId, u64>,
@@ -171,6 +175,7 @@ struct Replayed {
     next_tx: u64,
     outbox: BTreeMap<TxId, OutboxMessage>,
     cursor: TxId,
+    lease: Option<(String, i64)>,
 }
 
 impl Replayed {
@@ -181,6 +186,7 @@ impl Replayed {
             next_tx: 1,
             outbox: BTreeMap::new(),
             cursor: TxId(0),
+            lease: None,
         }
     }
 }
@@ -209,6 +215,7 @@ fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Repla
         mut next_tx,
         mut outbox,
         mut cursor,
+        mut lease,
     } = start;
     for record in records {
         let entry: LogEntry =
@@ -247,6 +254,7 @@ fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Repla
                 }
             }
             LogEntry::RelayCursor { last } => cursor = last,
+            LogEntry::RelayLease { holder, until_us } => lease = Some((holder, until_us)),
         }
     }
     Replayed {
@@ -254,6 +262,7 @@ fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Repla
         next_tx,
         outbox,
         cursor,
+        lease,
     }
 }
 
@@ -279,6 +288,7 @@ impl Source {
             next_tx,
             outbox: outbox_unsent,
             cursor: relay_cursor,
+            lease: relay_lease,
         } = recovered;
         if ctx.incarnation() > 0 {
             recorder.source_recovered(ctx.now(), &rows);
@@ -295,6 +305,7 @@ impl Source {
                 next_tx,
                 outbox_unsent,
                 relay_cursor,
+                relay_lease,
                 open: BTreeMap::new(),
                 epoch: 0,
                 replayed,
@@ -346,6 +357,7 @@ impl Source {
         state.next_tx = replayed.next_tx;
         state.outbox_unsent = replayed.outbox.clone();
         state.relay_cursor = replayed.cursor;
+        state.relay_lease = replayed.lease.clone();
         state.replayed = Some((read_to, replayed));
         // Every open transaction planned on memory that is gone: each fails at its
         // commit.
@@ -621,6 +633,37 @@ impl Source {
         Ok(())
     }
 
+    /// Takes or renews the relays' lease for `holder` until `now_us + lease_us` when it
+    /// is free, expired or already `holder`'s, durably; answers whether `holder` holds
+    /// it. Expiry is judged by the caller's clock, as a lock row compared with the
+    /// application's time is (ShedLock without `usingDbTime`): skew moves it.
+    pub async fn acquire_relay_lease(
+        &self,
+        holder: &str,
+        now_us: i64,
+        lease_us: i64,
+    ) -> Result<bool, DiskError> {
+        let _writing = self.writer.lock().await;
+        let free = match &self.state.borrow().relay_lease {
+            None => true,
+            Some((current, until)) => current == holder || *until <= now_us,
+        };
+        if !free {
+            return Ok(false);
+        }
+        let until_us = now_us + lease_us;
+        let entry = LogEntry::RelayLease {
+            holder: holder.to_string(),
+            until_us,
+        };
+        let bytes = serde_json::to_vec(&entry).expect("log entries serialise");
+        let log = self.state.borrow().log.clone();
+        log.append(&bytes).await?;
+        self.sync_or_reload().await?;
+        self.state.borrow_mut().relay_lease = Some((holder.to_string(), until_us));
+        Ok(true)
+    }
+
     /// Marks outbox messages sent, durably, in one transaction. On failure they stay
     /// unsent.
     pub async fn mark_sent(&self, txs: &[TxId]) -> Result<(), DiskError> {
@@ -766,6 +809,25 @@ pub enum SourceRequest {
         /// Where to start.
         from: LogPos,
     },
+    /// Up to `max` unsent outbox messages (a relay's poll).
+    OutboxUnsent {
+        /// At most this many.
+        max: usize,
+    },
+    /// Mark outbox messages sent.
+    MarkSent {
+        /// The messages' transactions.
+        txs: Vec<TxId>,
+    },
+    /// Take or renew the relays' lease.
+    AcquireLease {
+        /// Who asks.
+        holder: String,
+        /// The asker's clock, in microseconds since the Unix epoch.
+        now_us: i64,
+        /// For how long.
+        lease_us: i64,
+    },
 }
 
 /// The source's answer.
@@ -782,6 +844,11 @@ pub enum SourceResponse {
         /// Where the next read starts.
         next: LogPos,
     },
+    /// Unsent outbox messages.
+    Outbox(Vec<OutboxMessage>),
+    /// Whether the write (a mark, a lease) was made: `Done(false)` for a lease held by
+    /// another or a failed write.
+    Done(bool),
 }
 
 impl RpcMessage for SourceRequest {
@@ -790,6 +857,9 @@ impl RpcMessage for SourceRequest {
             SourceRequest::Read(key) => format!("GET {key}"),
             SourceRequest::Snapshot => "GET snapshot".to_string(),
             SourceRequest::ReadLog { from } => format!("read log @{}", from.0),
+            SourceRequest::OutboxUnsent { max } => format!("outbox unsent max={max}"),
+            SourceRequest::MarkSent { txs } => format!("mark sent n={}", txs.len()),
+            SourceRequest::AcquireLease { holder, .. } => format!("lease for {holder}"),
         }
     }
 }
@@ -805,6 +875,8 @@ impl RpcMessage for SourceResponse {
             SourceResponse::Row(None) => "404".to_string(),
             SourceResponse::Snapshot(rows) => format!("snapshot rows={}", rows.len()),
             SourceResponse::Log { commits, next } => format!("log commits={} next={}", commits.len(), next.0),
+            SourceResponse::Outbox(messages) => format!("outbox n={}", messages.len()),
+            SourceResponse::Done(done) => format!("done={done}"),
         }
     }
 }
@@ -812,15 +884,27 @@ impl RpcMessage for SourceResponse {
 /// Serves the source's API on this host until it stops.
 pub async fn serve_api(ctx: HostCtx, source: Source) -> std::io::Result<()> {
     serve(ctx, SOURCE_API_PORT, move |request: SourceRequest| {
-        let response = match request {
-            SourceRequest::Read(key) => SourceResponse::Row(source.read(key)),
-            SourceRequest::Snapshot => SourceResponse::Snapshot(source.snapshot()),
-            SourceRequest::ReadLog { from } => {
-                let (commits, next) = source.read_log(from, LOG_READ_MAX_RECORDS);
-                SourceResponse::Log { commits, next }
+        let source = source.clone();
+        async move {
+            match request {
+                SourceRequest::Read(key) => SourceResponse::Row(source.read(key)),
+                SourceRequest::Snapshot => SourceResponse::Snapshot(source.snapshot()),
+                SourceRequest::ReadLog { from } => {
+                    let (commits, next) = source.read_log(from, LOG_READ_MAX_RECORDS);
+                    SourceResponse::Log { commits, next }
+                }
+                SourceRequest::OutboxUnsent { max } => SourceResponse::Outbox(source.outbox_unsent(max)),
+                SourceRequest::MarkSent { txs } => SourceResponse::Done(source.mark_sent(&txs).await.is_ok()),
+                SourceRequest::AcquireLease {
+                    holder,
+                    now_us,
+                    lease_us,
+                } => SourceResponse::Done(matches!(
+                    source.acquire_relay_lease(&holder, now_us, lease_us).await,
+                    Ok(true)
+                )),
             }
-        };
-        async move { response }
+        }
     })
     .await
 }
