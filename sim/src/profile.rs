@@ -38,7 +38,7 @@ pub enum Profile {
     /// Deploys of the hosts that handle inputs, one in two shipping a defect that the
     /// next deploy fixes: poison inputs, and the restarts deploys are.
     Ops,
-    /// Network, process, disk and clock faults at once, at moderate rates.
+    /// Every kind at once, at moderate rates.
     Chaos,
     /// Swarm testing: the seed draws which kinds are on and how hard.
     Swarm,
@@ -94,7 +94,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     ProfileInfo {
         profile: Profile::Chaos,
         name: "chaos",
-        description: "network, process, disk and clock faults at once, at moderate rates (deploys: ops)",
+        description: "every fault kind at once, at moderate rates",
     },
     ProfileInfo {
         profile: Profile::Swarm,
@@ -308,7 +308,7 @@ impl FaultMix {
                 disk: Some(DISK.rate_pct(50)),
                 clock: Some(CLOCK.rate_pct(50)),
                 crash_disk_hosts_only: false,
-                deploys: None,
+                deploys: Some(DEPLOYS.rate_pct(50)),
             },
             Profile::Swarm => unreachable!("swarm mixes are drawn, not fixed"),
         }
@@ -329,7 +329,7 @@ impl FaultMix {
                 crash_disk_hosts_only: false,
                 disk: pick(DISK),
                 clock: pick(CLOCK),
-                deploys: None,
+                deploys: pick(DEPLOYS),
             };
             let on = [
                 mix.message,
@@ -338,6 +338,7 @@ impl FaultMix {
                 mix.crashes,
                 mix.disk,
                 mix.clock,
+                mix.deploys,
             ];
             if on.iter().any(Option::is_some) {
                 return FaultMix {
@@ -438,9 +439,12 @@ impl FaultMix {
                 }
             }
             let crashable = target.crashable && (target.has_disk || !self.crash_disk_hosts_only);
+            // When the host is down for a crash episode: deploys keep out of them.
+            let mut down: Vec<(SimTime, SimTime)> = Vec::new();
             if let (Some(intensity), true) = (self.crashes, crashable) {
                 let mut rng = streams.stream(&format!("faults/crash/{}", target.name));
                 for (start, end) in intensity.episodes(&mut rng, window) {
+                    down.push((start, end));
                     let power_loss = target.has_disk && rng.gen_range(0..100) < self.power_loss_pct;
                     push(
                         start,
@@ -475,14 +479,27 @@ impl FaultMix {
                     ..window
                 };
                 for (start, end) in intensity.episodes(&mut rng, window) {
-                    let mut deploy = |at: SimTime, release: Fault| {
+                    let deploys = [
+                        (start, Fault::Defect { host: host() }),
+                        (end, Fault::DefectFixed { host: host() }),
+                    ]
+                    .map(|(at, release)| {
                         let downtime = Duration::from_millis(rng.gen_range(DEPLOY_DOWNTIME_MS));
+                        (at, at + downtime, release)
+                    });
+                    // A deploy needs the host up: an episode meeting a crash is dropped
+                    // whole, so no defect stays unfixed.
+                    let meets_a_crash = deploys
+                        .iter()
+                        .any(|(from, to, _)| down.iter().any(|(d0, d1)| from <= d1 && d0 <= to));
+                    if meets_a_crash {
+                        continue;
+                    }
+                    for (at, restart_at, release) in deploys {
                         push(at, Fault::Crash { host: host() });
                         push(at, release);
-                        push(at + downtime, Fault::Restart { host: host() });
-                    };
-                    deploy(start, Fault::Defect { host: host() });
-                    deploy(end, Fault::DefectFixed { host: host() });
+                        push(restart_at, Fault::Restart { host: host() });
+                    }
                 }
             }
             if let Some(intensity) = self.clock {
@@ -595,8 +612,12 @@ mod tests {
         for k in ["partition", "partition-oneway", "hold", "pause"] {
             assert!(partitions.contains(k), "partitions lacks {k}");
         }
+        assert_eq!(
+            kinds(Profile::Ops).into_iter().collect::<Vec<_>>(),
+            ["crash", "defect", "defect-fixed", "restart"]
+        );
         let chaos = kinds(Profile::Chaos);
-        assert_eq!(chaos.len(), 15, "chaos uses every kind, got {chaos:?}");
+        assert_eq!(chaos.len(), 17, "chaos uses every kind, got {chaos:?}");
     }
 
     #[test]
