@@ -75,10 +75,10 @@ pub enum ErrorPolicy {
 /// The consumer group of the dead-letter re-drive.
 pub const DEAD_LETTER_GROUP: &str = "target-dlt";
 
-/// Whether the host's deployed defect fails this record: one key in eight, on every
-/// attempt while the defect is live (the data shape a bad release cannot handle).
+/// Whether the host's deployed defect fails this record (see
+/// [`crate::systems::target::defect_rejects`]).
 pub fn poisoned(ctx: &HostCtx, record: &BrokerRecord) -> bool {
-    ctx.defective() && faultline_sim::trace::fnv1a64(record.key.as_bytes()).is_multiple_of(8)
+    crate::systems::target::defect_rejects(ctx, &record.key)
 }
 
 /// How a consumer fetches and commits.

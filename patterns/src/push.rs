@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::RowImage;
 use crate::retry_queue::{RetryPolicy, RetryQueue};
-use crate::systems::target::{ApplyRule, TargetConfig, WelcomeKey};
+use crate::systems::target::{defect_rejects, ApplyRule, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The port of the target's REST API.
@@ -95,10 +95,15 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: PushConfig) -> fault
     let target = setup
         .open_target(&ctx, TargetConfig::new(config.rule, config.welcome_key))
         .await;
+    let host = ctx.clone();
     serve(ctx, TARGET_API_PORT, move |call: EntityCall| {
         let (EntityCall::Put(row) | EntityCall::Delete(row)) = call;
         let target = target.clone();
+        let rejected = defect_rejects(&host, &row.key.to_string());
         async move {
+            if rejected {
+                return EntityReply::Failed("the handler failed on this row (a deployed defect)".to_string());
+            }
             match target.apply(&[row], None).await {
                 Ok(_) => EntityReply::Ok,
                 Err(e) => EntityReply::Failed(e.to_string()),

@@ -36,6 +36,13 @@ pub const INBOX_DUPLICATE: &str = "inbox-duplicate";
 /// How often the planted exposes-before-sync target flushes its log.
 const LAZY_SYNC_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Whether the host's deployed defect ([`faultline_sim::Fault::Defect`]) rejects input
+/// keyed `key`: one key in eight, on every attempt while the defect is live (the data
+/// shape a bad release cannot handle). Consumers and the push API ask it.
+pub fn defect_rejects(ctx: &HostCtx, key: &str) -> bool {
+    ctx.defective() && faultline_sim::trace::fnv1a64(key.as_bytes()).is_multiple_of(8)
+}
+
 /// The target's log file.
 pub const TARGET_LOG: &str = "target.log";
 /// The table data the target starts from (a restored backup), written before the run.
