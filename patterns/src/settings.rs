@@ -682,40 +682,28 @@ pub const SETTINGS: &[Setting] = &[
         about: "application instances each running the table-polling relay: the first beside the source's database, the others on hosts of their own (high availability)",
         mirrors: "replicas of a service with a polling publisher (Spring Modulith republishing, a hand-written relay)",
         values: Values::Count { min: 1, max: 4 },
-        field: Field::U32(|c| match c {
-            PatternConfig::Outbox(o) => Some(&mut o.relay_instances),
-            _ => None,
-        }),
+        field: Field::U32(|c| outbox(c).map(|o| &mut o.relay_instances)),
     },
     Setting {
         key: "relay.lease.ms",
         about: "a lease in the source's database that a relay instance takes (and renews at half time) before it publishes, judged by its own clock; off: every instance publishes what it finds",
         mirrors: "ShedLock's lockAtMostFor (by the application's clock unless usingDbTime)",
         values: Values::MillisOrOff { min: 1, max: HOUR_MS },
-        field: Field::OptionalU64(|c| match c {
-            PatternConfig::Outbox(o) => Some(&mut o.relay_lease_ms),
-            _ => None,
-        }),
+        field: Field::OptionalU64(|c| outbox(c).map(|o| &mut o.relay_lease_ms)),
     },
     Setting {
         key: "relay.poll.interval.ms",
         about: "how often the relay polls the outbox table or the log when it found nothing",
         mirrors: "a polling publisher's interval; Debezium poll.interval.ms",
         values: Values::Millis { min: 1, max: MINUTE_MS },
-        field: Field::U64(|c| match c {
-            PatternConfig::Outbox(o) => Some(&mut o.relay_poll_ms),
-            _ => None,
-        }),
+        field: Field::U64(|c| outbox(c).map(|o| &mut o.relay_poll_ms)),
     },
     Setting {
         key: "relay.batch.size",
         about: "outbox messages the relay reads and publishes per round",
         mirrors: "a polling publisher's batch size; Debezium max.batch.size",
         values: Values::Count { min: 1, max: 10_000 },
-        field: Field::Usize(|c| match c {
-            PatternConfig::Outbox(o) => Some(&mut o.relay_batch_max),
-            _ => None,
-        }),
+        field: Field::Usize(|c| outbox(c).map(|o| &mut o.relay_batch_max)),
     },
     // The CDC connector and sink.
     Setting {
@@ -755,10 +743,7 @@ pub const SETTINGS: &[Setting] = &[
         about: "the target keeps processed message ids in the apply's transaction and skips repeats; welcomes go out keyed from the same transaction",
         mirrors: "the inbox (idempotent consumer) pattern",
         values: Values::Bool,
-        field: Field::Bool(|c| match c {
-            PatternConfig::Outbox(o) => Some(&mut o.inbox),
-            _ => None,
-        }),
+        field: Field::Bool(|c| outbox(c).map(|o| &mut o.inbox)),
     },
     Setting {
         key: "target.inbox.cleanup.after.ms",
@@ -920,11 +905,15 @@ fn relay_source(c: &mut PatternConfig) -> Option<&mut RelaySource> {
     }
 }
 
-fn relay_cursor(c: &mut PatternConfig) -> Option<&mut RelayCursor> {
+fn outbox(c: &mut PatternConfig) -> Option<&mut crate::outbox::OutboxConfig> {
     match c {
-        PatternConfig::Outbox(o) => Some(&mut o.cursor),
+        PatternConfig::Outbox(o) => Some(o),
         _ => None,
     }
+}
+
+fn relay_cursor(c: &mut PatternConfig) -> Option<&mut RelayCursor> {
+    outbox(c).map(|o| &mut o.cursor)
 }
 
 fn cdc_apply(c: &mut PatternConfig) -> Option<&mut CdcApply> {
