@@ -4,9 +4,10 @@
 //! A handler either finishes a record (`Done`) or keeps it for later (`Buffered`, e.g.
 //! until a whole transaction or a dedup window is in); `flush` runs at the end of every
 //! fetched batch. The offset is committed only past records that are finished with
-//! nothing buffered before them. When handling fails, the buffers are dropped and the
-//! loop resumes from the last committed offset, so the records are delivered again,
-//! as after a restart.
+//! nothing buffered before them. When handling fails, the buffers are dropped, what was
+//! stored before the failed record is committed, and the loop resumes after it: the
+//! failed record and whatever was buffered are delivered again, the rest is not (Spring
+//! Kafka's error handler seeks to the failed record).
 //!
 //! [`CommitPoint::BeforeProcessing`] commits each offset before handling the record: a
 //! crash in between loses the record (at-most-once). It exists because real consumers
@@ -18,7 +19,6 @@
 //! topic after them and replayed from there later, behind the records that followed it.
 
 use std::collections::BTreeSet;
-
 use std::time::Duration;
 
 use faultline_sim::HostCtx;

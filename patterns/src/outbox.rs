@@ -9,6 +9,12 @@
 //! Either way a crash between publish and bookkeeping publishes messages again. `outbox` applies
 //! every message it receives; `outbox-inbox` keeps an inbox of processed message ids in
 //! the apply's own transaction (an idempotent consumer).
+//!
+//! The table-polling relay keeps its place by marking messages sent, or by a cursor:
+//! the last id published (`outbox-last-id`, which skips ids that commit late) or that id
+//! read only below the oldest open transaction's. Several application instances can
+//! each run it (`relay.instances`), the others reaching the table over the source's
+//! API, with or without a lease taken in the source's database.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
