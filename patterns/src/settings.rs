@@ -421,11 +421,12 @@ pub fn check(config: &PatternConfig) -> Result<(), SettingError> {
         }
     }
     if let PatternConfig::Outbox(o) = c {
-        if o.relay_instances > 1 && (o.relay != RelaySource::PollTable || o.cursor != RelayCursor::Unsent) {
+        let marking_relay = o.relay == RelaySource::PollTable && o.cursor == RelayCursor::Unsent;
+        if (o.relay_instances > 1 || o.relay_lease_ms.is_some()) && !marking_relay {
             return Err(SettingError::Conflict {
-                message: "relay.instances > 1 runs several table-polling relays that mark what they sent; this relay is not one"
+                message: "relay.instances and relay.lease.ms are for table-polling relays that mark what they sent; this relay is not one"
                     .to_string(),
-                fix: "set relay.source = poll-table and relay.cursor = unsent, or one instance".to_string(),
+                fix: "set relay.source = poll-table and relay.cursor = unsent, or leave relay.instances and relay.lease.ms unset".to_string(),
             });
         }
         if o.relay == RelaySource::TailLog && o.cursor != RelayCursor::Unsent {
@@ -1085,6 +1086,10 @@ mod tests {
               hint: the wait doubles from the first to the longest: raise the longest or lower the first
             ");
         let logtail = Variant::by_name("outbox-logtail").unwrap();
+        insta::assert_snapshot!(message(logtail.with_settings(&[("relay.lease.ms", "2s")]).unwrap_err()), @r"
+            relay.instances and relay.lease.ms are for table-polling relays that mark what they sent; this relay is not one
+              hint: set relay.source = poll-table and relay.cursor = unsent, or leave relay.instances and relay.lease.ms unset
+            ");
         insta::assert_snapshot!(message(logtail.with_settings(&[("relay.cursor", "last-id")]).unwrap_err()), @r"
             relay.cursor is the table-polling relay's; relay.source = tail-log keeps a log position
               hint: set relay.source = poll-table, or leave relay.cursor unset
