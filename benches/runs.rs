@@ -195,7 +195,7 @@ fn bare_equivalent(hosts: usize, sim: Duration, calls: u64) {
                 )
                 .await;
                 read_frame(&mut stream).await.unwrap();
-                tokio::time::sleep(gap.saturating_sub(Duration::from_millis(10))).await;
+                faultline_sim::timer::sleep(gap.saturating_sub(Duration::from_millis(10))).await;
             }
             flag.set(true);
             std::future::pending::<()>().await;
@@ -219,6 +219,14 @@ fn equal_work(c: &mut Criterion) {
     let hosts = variant.hosts().len();
     group.bench_function("faultline", |b| {
         b.iter(|| run(&spec(variant, Profile::None, 0), RunOptions::default()).unwrap())
+    });
+    // The same stepping as the bare run (every tick), for the overhead alone.
+    let every_tick = RunOptions {
+        step_every_tick: true,
+        ..RunOptions::default()
+    };
+    group.bench_function("faultline_every_tick", |b| {
+        b.iter(|| run(&spec(variant, Profile::None, 0), every_tick).unwrap())
     });
     group.bench_function("bare_turmoil", |b| b.iter(|| bare_equivalent(hosts, sim, calls)));
     group.finish();

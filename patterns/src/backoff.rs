@@ -27,7 +27,7 @@ impl Backoff {
 
     /// Waits, and doubles the next wait up to the ceiling.
     pub async fn wait(&mut self) {
-        tokio::time::sleep(self.next_delay()).await;
+        faultline_sim::timer::sleep(self.next_delay()).await;
         self.next_ms = (self.next_ms * 2).min(self.max_ms);
     }
 }

@@ -85,7 +85,7 @@ pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> fau
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let mut offsets = SourceOffsets::open(&ctx, POSITION_FILE, config.offset_flush_interval_ms);
     loop {
-        tokio::time::sleep(Duration::from_millis(config.connector_poll_ms)).await;
+        faultline_sim::timer::sleep(Duration::from_millis(config.connector_poll_ms)).await;
         offsets.tick().await;
         let position = offsets.position();
         let Ok(SourceResponse::Log { commits, next }) =

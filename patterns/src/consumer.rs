@@ -210,7 +210,7 @@ async fn consume<H: Handler>(
     let committed = loop {
         match broker.committed_offset(GROUP, topic, partition).await {
             Ok(offset) => break offset,
-            Err(_) => tokio::time::sleep(retry).await,
+            Err(_) => faultline_sim::timer::sleep(retry).await,
         }
     };
     let mut position = committed;
@@ -265,7 +265,7 @@ async fn consume<H: Handler>(
             }
             Err(_) if config.exit_on_fetch_error => return,
             Err(_) => {
-                tokio::time::sleep(retry).await;
+                faultline_sim::timer::sleep(retry).await;
                 continue;
             }
         };
@@ -334,7 +334,7 @@ async fn consume<H: Handler>(
                         continue;
                     }
                 }
-                tokio::time::sleep(retry).await;
+                faultline_sim::timer::sleep(retry).await;
             }
         }
         // What the committed offset passed cannot come again.
@@ -383,7 +383,7 @@ async fn replay_dead_letters<H: Handler>(
     let dead_letters = format!("{topic}.DLT");
     let every = Duration::from_millis(config.dead_letter_replay_ms);
     loop {
-        tokio::time::sleep(every).await;
+        faultline_sim::timer::sleep(every).await;
         let Ok(mut committed) = broker.committed_offset(DEAD_LETTER_GROUP, &dead_letters, 0).await else {
             continue;
         };

@@ -78,7 +78,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> f
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, timeout);
     loop {
-        tokio::time::sleep(Duration::from_millis(config.period_ms)).await;
+        faultline_sim::timer::sleep(Duration::from_millis(config.period_ms)).await;
         let Ok(SourceResponse::Snapshot(snapshot)) = source.call(&SourceRequest::Snapshot).await else {
             ctx.record("copy-failed", "snapshot read failed");
             continue;
@@ -94,7 +94,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> f
             continue;
         }
         for image in images {
-            tokio::time::sleep(Duration::from_millis(config.row_write_ms)).await;
+            faultline_sim::timer::sleep(Duration::from_millis(config.row_write_ms)).await;
             if let Err(e) = target.apply(&[image], None).await {
                 ctx.record("copy-failed", format!("row: {e}"));
                 break;

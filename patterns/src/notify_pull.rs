@@ -127,7 +127,7 @@ impl Handler for Pull {
         }
         // Duplicates in this batch have collapsed into one key each; the wait spaces out
         // fetches so that the next batch gathers more.
-        tokio::time::sleep(window).await;
+        faultline_sim::timer::sleep(window).await;
         while let Some(key) = self.pending.first().copied() {
             self.fetch_and_store(key).await?;
             self.pending.remove(&key);

@@ -233,7 +233,7 @@ async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bug
         held_until_us: None,
     });
     loop {
-        tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
+        faultline_sim::timer::sleep(Duration::from_millis(config.relay_poll_ms)).await;
         if let Some(lease) = &mut lease {
             if !lease.hold(&ctx, &table).await {
                 continue;
@@ -279,7 +279,7 @@ async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig) 
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let below_open = config.cursor == RelayCursor::VisibleId;
     loop {
-        tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
+        faultline_sim::timer::sleep(Duration::from_millis(config.relay_poll_ms)).await;
         let batch = source.outbox_after(source.relay_cursor(), config.relay_batch_max, below_open);
         let Some(last) = batch.last().map(|m| m.tx) else {
             continue;
@@ -300,7 +300,7 @@ async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig) {
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let mut offsets = SourceOffsets::open(&ctx, RELAY_POSITION_FILE, config.offset_flush_interval_ms);
     loop {
-        tokio::time::sleep(Duration::from_millis(config.relay_poll_ms)).await;
+        faultline_sim::timer::sleep(Duration::from_millis(config.relay_poll_ms)).await;
         offsets.tick().await;
         let (commits, next) = source.read_log(offsets.position(), config.relay_batch_max);
         let messages: Vec<OutboxMessage> = commits.iter().map(|c| c.to_outbox_message()).collect();

@@ -246,9 +246,9 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
                     if n == 5 {
                         broker.commit_offset("g", "t", 0, 3).await.unwrap();
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    faultline_sim::timer::sleep(Duration::from_millis(10)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                faultline_sim::timer::sleep(Duration::from_millis(300)).await;
                 let records = broker.fetch("t", 0, 0, 0).await.unwrap();
                 let committed = broker.committed_offset("g", "t", 0).await.unwrap();
                 *after.borrow_mut() = Some((records.iter().map(|r| r.offset).collect(), committed));
@@ -307,10 +307,10 @@ fn retention_deletes_old_records_for_good_and_a_fetch_below_the_log_start_is_out
                     let _ = broker
                         .produce("t", 0, vec![(n.to_string(), n.to_string())], None)
                         .await;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    faultline_sim::timer::sleep(Duration::from_millis(100)).await;
                 }
                 // After the broker's restart at 1.2 s, before its first retention check.
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                faultline_sim::timer::sleep(Duration::from_millis(250)).await;
                 let offsets = |r: Result<Vec<BrokerRecord>, BrokerError>| -> Offsets {
                     r.map(|records| records.iter().map(|x| x.offset).collect())
                 };
@@ -458,7 +458,7 @@ fn produce_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
                 for n in 0..40u64 {
                     producer.send("t", 0, "k".into(), n.to_string()).await.unwrap();
                 }
-                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                faultline_sim::timer::sleep(Duration::from_millis(1_500)).await;
                 *stored.borrow_mut() = Some(read_back(&ctx).await);
                 std::future::pending::<()>().await;
                 Ok(())
@@ -532,9 +532,9 @@ fn send_async_batches_what_accumulates_and_delivers_every_record_in_order() {
                         let offset = delivery.await.expect("delivered");
                         acks.borrow_mut().push(offset);
                     });
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    faultline_sim::timer::sleep(Duration::from_millis(1)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(1_000)).await;
+                faultline_sim::timer::sleep(Duration::from_millis(1_000)).await;
                 *stored.borrow_mut() = read_back(&ctx).await;
                 std::future::pending::<()>().await;
                 Ok(())

@@ -804,6 +804,7 @@ pub fn compare_shard(
     let done = sweep_fold(
         owned,
         jobs,
+        RunOptions::default(),
         |k| plan.run_at(first + k * stride),
         digest,
         |k, run| cells[plan.cell_of(first + k * stride)].add(&run),
@@ -931,7 +932,13 @@ pub fn counterexamples(plan: &ComparePlan, comparison: &Comparison) -> Vec<Count
                 seed: Seed(first.seed),
                 ..column.template.clone()
             };
-            if let Ok(outcome) = run(&spec, RunOptions { keep_trace: true }) {
+            if let Ok(outcome) = run(
+                &spec,
+                RunOptions {
+                    keep_trace: true,
+                    ..RunOptions::default()
+                },
+            ) {
                 out.push(counterexample(&column.name, &outcome, first));
             }
         }

@@ -187,6 +187,9 @@ impl Outcome {
 pub struct RunOptions {
     /// Keep every trace event in the outcome (for timelines and evidence).
     pub keep_trace: bool,
+    /// Step every tick, idle or not: the same run, only slower (to measure the skipping
+    /// of idle stretches, and to test that it changes nothing).
+    pub step_every_tick: bool,
 }
 
 /// Why a run gave no verdict.
@@ -354,6 +357,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         keep_trace_events: options.keep_trace,
         capture_tracing: false,
         trace_events_max: scenario.trace_events_max,
+        skip_idle: !options.step_every_tick,
         disk: if scenario.instant_io {
             faultline_sim::DiskConfig::instant()
         } else {

@@ -250,7 +250,13 @@ pub fn shrink(spec: &RunSpec, invariant: Option<&str>) -> Result<Shrunk, ShrinkE
         }
     }
     let spec = s.spec(&actions, &faults);
-    let result = run(&spec, RunOptions { keep_trace: true });
+    let result = run(
+        &spec,
+        RunOptions {
+            keep_trace: true,
+            ..RunOptions::default()
+        },
+    );
     if !target.hit(&result) {
         return Err(ShrinkError::NotFailing(
             "the shrunk run no longer fails (the shrink budget ran out mid-way)".into(),

@@ -21,9 +21,11 @@ pub fn default_jobs() -> usize {
 /// into a `T` on its worker, then handed to `fold` with its index, one at a time.
 /// `progress` is told how many are done. When `stop` is set, runs not yet started are
 /// skipped. Returns how many runs were done.
+#[allow(clippy::too_many_arguments)]
 pub fn sweep_fold<T, S, F, A, P>(
     count: usize,
     jobs: usize,
+    options: RunOptions,
     spec_at: S,
     summarise: F,
     fold: A,
@@ -51,7 +53,7 @@ where
                     return;
                 }
                 let spec = spec_at(i);
-                let summary = summarise(&spec, run(&spec, RunOptions::default()));
+                let summary = summarise(&spec, run(&spec, options));
                 (fold.lock().expect("no fold panics while holding the lock"))(i, summary);
                 progress(done.fetch_add(1, Ordering::Relaxed) + 1);
             });
@@ -78,6 +80,7 @@ where
     sweep_fold(
         specs.len(),
         jobs,
+        RunOptions::default(),
         |i| specs[i].clone(),
         summarise,
         |i, t| results[i] = Some(t),

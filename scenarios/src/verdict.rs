@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use serde::Serialize;
 
 use crate::invariants::Violation;
-use crate::runner::{FailedRun, RunFailure, RunSpec};
+use crate::runner::{FailedRun, RunFailure, RunOptions, RunSpec};
 use crate::shard::Shard;
 use crate::suite::{Expectation, Suite};
 use crate::sweep::sweep_fold;
@@ -150,6 +150,7 @@ pub fn judge_shard(
     let done = sweep_fold(
         total,
         jobs,
+        RunOptions::default(),
         |k| all[owned[k]].clone(),
         summarise,
         |k, run| tallies[cell_of[owned[k]]].add(run),

@@ -277,7 +277,7 @@ fn now() -> SimTime {
 
 async fn wait(latency: Duration) {
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        crate::timer::sleep(latency).await;
     }
 }
 

@@ -34,6 +34,7 @@ pub mod profile;
 pub mod rng;
 pub mod rpc;
 pub mod time;
+pub mod timer;
 pub mod trace;
 pub mod world;
 

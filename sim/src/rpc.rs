@@ -167,7 +167,7 @@ async fn serve_connection<Req: RpcMessage, Resp: RpcMessage>(
 ) {
     while let Ok(frame) = read_frame::<RequestFrame<Req>>(&mut stream).await {
         if frame.hold_us > 0 {
-            tokio::time::sleep(Duration::from_micros(frame.hold_us)).await;
+            crate::timer::sleep(Duration::from_micros(frame.hold_us)).await;
         }
         ctx.record(
             kind::DELIVER,
@@ -187,7 +187,7 @@ async fn serve_connection<Req: RpcMessage, Resp: RpcMessage>(
             continue;
         }
         if frame.response_hold_us > 0 {
-            tokio::time::sleep(Duration::from_micros(frame.response_hold_us)).await;
+            crate::timer::sleep(Duration::from_micros(frame.response_hold_us)).await;
         }
         if write_frame(
             &mut stream,
@@ -280,7 +280,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
         if faults.lose_request {
             s.ctx
                 .record(kind::DROP, format!("call={id_text} to={} {label}", s.target));
-            tokio::time::sleep(s.timeout).await;
+            crate::timer::sleep(s.timeout).await;
             s.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
             return Err(RpcError::Timeout(s.timeout));
         }
@@ -293,7 +293,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
             deadline_us: (s.ctx.now() + s.timeout).as_micros(),
             body: request,
         };
-        let outcome = tokio::time::timeout(s.timeout, self.exchange(&frame)).await;
+        let outcome = crate::timer::timeout(s.timeout, self.exchange(&frame)).await;
         if let Some(after) = faults.duplicate_after {
             // An intermediary's retry (a proxy or load balancer that timed out on the
             // upstream, a client library's own retry): the server handles the request a
@@ -304,8 +304,8 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
                 format!("call={id_text} after={}ms", after.as_millis()),
             );
             let copy = serde_json::to_value(&frame).map_err(|e| RpcError::Codec(e.to_string()))?;
-            tokio::time::sleep(after).await;
-            let _ = tokio::time::timeout(s.timeout, self.exchange_raw(&copy, id)).await;
+            crate::timer::sleep(after).await;
+            let _ = crate::timer::timeout(s.timeout, self.exchange_raw(&copy, id)).await;
         }
         match outcome {
             Ok(Ok(response)) => {

@@ -22,6 +22,7 @@ use crate::fault::{Fault, FaultPlan, MessageFaultRates, PlanError};
 use crate::panic::CaughtPanic;
 use crate::rng::{RngStreams, Seed, SimRng};
 use crate::time::SimTime;
+use crate::timer::{self, Timers};
 use crate::trace::{kind, EventId, Trace, TraceHash};
 
 /// What a host's start function returns; an `Err` stops the run with [`WorldError::Host`].
@@ -61,11 +62,14 @@ pub struct WorldConfig {
     /// The run's budget in trace events: a run that records more is stopped as a
     /// runaway ([`WorldError::Panicked`] with a budget).
     pub trace_events_max: u64,
+    /// Cross stretches in which nothing can happen in one step. The run is the same
+    /// either way (same trace, same hash); only the number of steps differs.
+    pub skip_idle: bool,
 }
 
 impl WorldConfig {
     /// Defaults: 1 ms tick, 1–10 ms latency, events kept, `tracing` captured, a budget
-    /// of [`TRACE_EVENTS_MAX_DEFAULT`] trace events.
+    /// of [`TRACE_EVENTS_MAX_DEFAULT`] trace events, idle stretches skipped.
     pub fn new(seed: Seed) -> Self {
         WorldConfig {
             seed,
@@ -76,6 +80,7 @@ impl WorldConfig {
             keep_trace_events: true,
             capture_tracing: true,
             trace_events_max: TRACE_EVENTS_MAX_DEFAULT,
+            skip_idle: true,
         }
     }
 }
@@ -346,6 +351,11 @@ pub struct World {
     links: Links,
     world_host: Arc<str>,
     steps: u64,
+    /// Deadlines of the timers host code waits on.
+    timers: Rc<Timers>,
+    /// Tasks were started that have not run yet (a host registered or restarted): the
+    /// next step must be an ordinary one.
+    tasks_started: bool,
 }
 
 impl World {
@@ -390,6 +400,8 @@ impl World {
             links: Links::default(),
             world_host: Arc::from(WORLD_HOST),
             steps: 0,
+            timers: Rc::default(),
+            tasks_started: false,
         }
     }
 
@@ -431,6 +443,7 @@ impl World {
                 powered_off: false,
             },
         );
+        self.tasks_started = true;
         let shared = Rc::clone(&self.shared);
         let incarnations = Cell::new(0u32);
         self.sim.host(name, move || {
@@ -487,6 +500,10 @@ impl World {
     /// applied, `settled` is asked after every step; when it answers true the run stops
     /// early. A panic inside the world (a host's task included) or a passed budget stops
     /// the run with [`WorldError::Panicked`].
+    ///
+    /// `settled` must depend only on the instant it is given and on what the run has
+    /// done so far: across a skipped idle stretch it is asked about instants the world
+    /// has not stepped through one by one.
     pub fn run_until(
         &mut self,
         deadline: SimTime,
@@ -522,16 +539,23 @@ impl World {
         deadline: SimTime,
         mut settled: impl FnMut(SimTime) -> bool,
     ) -> Result<bool, WorldError> {
+        let _timers = timer::install(Rc::clone(&self.timers));
         loop {
             let now = self.now();
-            self.apply_due_faults(now);
+            if self.apply_due_faults(now) {
+                // A restart spawned tasks that have not run; any other fault may have
+                // changed what hosts see: take an ordinary step.
+                self.tasks_started = true;
+            }
             if now >= deadline {
                 return Ok(false);
             }
             if self.next_fault == self.plan.events.len() && settled(now) {
                 return Ok(true);
             }
-            let stepped = self.sim.step();
+            let tick = self.next_tick(now, deadline, &mut settled);
+            self.tasks_started = false;
+            let stepped = self.sim.step_by(tick);
             // A task's panic that its runtime kept to itself still ends the run: a task
             // that died silently must not leave the run looking healthy.
             if let Some(panic) = crate::panic::take_unreported() {
@@ -545,7 +569,59 @@ impl World {
         }
     }
 
-    fn apply_due_faults(&mut self, now: SimTime) {
+    /// The length of the next step: one tick, or as many ticks as nothing can happen
+    /// in.
+    ///
+    /// A stretch is idle when no message is on the network, no host has a task that is
+    /// ready or due before its end (tasks become ready only through messages, timers and
+    /// starts), no fault falls inside it and `settled` would not stop the run inside it.
+    /// The step then ends on the tick grid at or before the earliest of them, so the
+    /// world lands exactly where ordinary steps would have taken it, having done
+    /// nothing on the way: the trace is the same either way.
+    fn next_tick(
+        &self,
+        now: SimTime,
+        deadline: SimTime,
+        settled: &mut impl FnMut(SimTime) -> bool,
+    ) -> Duration {
+        let tick = self.config.tick;
+        if !self.config.skip_idle || self.tasks_started || !self.sim.is_idle() {
+            return tick;
+        }
+        let tick_us = tick.as_micros().max(1) as u64;
+        let ticks_until = |at: SimTime, round_up: bool| {
+            let gap = at.as_micros().saturating_sub(now.as_micros());
+            if round_up {
+                gap.div_ceil(tick_us)
+            } else {
+                gap / tick_us
+            }
+        };
+        // A timer fires inside the step that ends at or after it: stop at or before it.
+        let mut ticks = self
+            .timers
+            .next_due()
+            .map_or(u64::MAX, |due| ticks_until(due, false));
+        // Faults apply at the first step boundary at or after their instant, and the run
+        // ends at the first one at or after its deadline.
+        if let Some(event) = self.plan.events.get(self.next_fault) {
+            ticks = ticks.min(ticks_until(event.at, true));
+        }
+        ticks = ticks.min(ticks_until(deadline, true));
+        if ticks <= 1 {
+            return tick;
+        }
+        if self.next_fault == self.plan.events.len() {
+            if let Some(first) = (1..ticks).find(|&n| settled(now + Duration::from_micros(tick_us * n))) {
+                ticks = first;
+            }
+        }
+        Duration::from_micros(tick_us.saturating_mul(ticks))
+    }
+
+    /// Applies the plan's events due by `now`; answers whether there were any.
+    fn apply_due_faults(&mut self, now: SimTime) -> bool {
+        let before = self.next_fault;
         while let Some(event) = self.plan.events.get(self.next_fault) {
             if event.at > now {
                 break;
@@ -554,6 +630,7 @@ impl World {
             self.next_fault += 1;
             self.apply(now, &fault);
         }
+        self.next_fault != before
     }
 
     fn apply(&mut self, now: SimTime, fault: &Fault) {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use clap::Args;
 use faultline::patterns::Variant;
 use faultline::scenarios::sweep::{default_jobs, sweep_fold};
-use faultline::scenarios::{RunSpec, Scenario};
+use faultline::scenarios::{RunOptions, RunSpec, Scenario};
 use faultline::sim::{Profile, Seed};
 
 use super::{exit, unknown};
@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// without to see what the I/O timing costs.
     #[arg(long)]
     instant_io: bool,
+    /// Step every tick instead of crossing idle stretches in one step: the same runs
+    /// (same traces), to see what the skipping saves.
+    #[arg(long)]
+    step_every_tick: bool,
 }
 
 /// Totals of a set of runs.
@@ -45,12 +49,13 @@ struct Totals {
     calls: u64,
 }
 
-fn sweep(specs: &[RunSpec], jobs: usize) -> (Totals, f64) {
+fn sweep(specs: &[RunSpec], jobs: usize, options: RunOptions) -> (Totals, f64) {
     let mut totals = Totals::default();
     let started = Instant::now();
     sweep_fold(
         specs.len(),
         jobs,
+        options,
         |i| specs[i].clone(),
         |_, outcome| {
             outcome
@@ -95,6 +100,10 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         scenario.actions = actions;
     }
     scenario.instant_io = args.instant_io;
+    let options = RunOptions {
+        step_every_tick: args.step_every_tick,
+        ..RunOptions::default()
+    };
     let jobs = args.jobs.unwrap_or_else(default_jobs);
     println!(
         "faultline bench: {} seeds per variant, profile {}, {} actions per run, {} core(s) available",
@@ -116,7 +125,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     let mut all_specs = Vec::new();
     for variant in Variant::all() {
         let specs = specs_of(variant);
-        let (t, secs) = sweep(&specs, 1);
+        let (t, secs) = sweep(&specs, 1, options);
         one_core_secs += secs;
         println!(
             "{:<20} {:>14.1} {:>16.0} {:>16.0}",
@@ -127,7 +136,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         );
         all_specs.extend(specs);
     }
-    let (t, parallel_secs) = sweep(&all_specs, jobs);
+    let (t, parallel_secs) = sweep(&all_specs, jobs, options);
     println!(
         "\nall variants: {} runs in {:.2} s on 1 core, {:.2} s on {jobs} threads: speed-up {:.2}x ({:.1} runs/s)",
         t.runs,

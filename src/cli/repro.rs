@@ -45,9 +45,14 @@ pub struct ReproArgs {
     /// Also write the trace here as Chrome trace-event JSON (opens in Perfetto's UI).
     #[arg(long)]
     perfetto: Option<PathBuf>,
-    /// Run twice and fail (exit 3) unless both runs leave the same trace hash.
+    /// Run twice, the second time stepping every tick, and fail (exit 3) unless both
+    /// runs leave the same trace hash.
     #[arg(long)]
     check_determinism: bool,
+    /// Step every tick instead of crossing idle stretches in one step (the same run,
+    /// slower).
+    #[arg(long)]
+    step_every_tick: bool,
 }
 
 /// Resolves the flags into a run, or says what is wrong.
@@ -120,14 +125,27 @@ pub fn repro(args: ReproArgs) -> ExitCode {
             spec.scenario.name
         );
     }
-    let outcome = match run(&spec, RunOptions { keep_trace: true }) {
+    let options = RunOptions {
+        keep_trace: true,
+        step_every_tick: args.step_every_tick,
+    };
+    let outcome = match run(&spec, options) {
         Ok(outcome) => outcome,
         Err(failure) => return report_failure(&args, &failure),
     };
     if args.check_determinism {
-        match run(&spec, RunOptions::default()) {
+        // The second run steps the other way, so the check covers the skipping of
+        // idle stretches as well.
+        let again = RunOptions {
+            step_every_tick: !args.step_every_tick,
+            ..RunOptions::default()
+        };
+        match run(&spec, again) {
             Ok(again) if again.trace_hash == outcome.trace_hash => {
-                eprintln!("determinism: two runs, same trace hash {}", outcome.trace_hash);
+                eprintln!(
+                    "determinism: two runs (one skipping idle stretches, one stepping every tick), same trace hash {}",
+                    outcome.trace_hash
+                );
             }
             Ok(again) => {
                 eprintln!(

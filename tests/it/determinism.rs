@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use faultline::patterns::VARIANTS;
 use faultline::scenarios::sweep::{default_jobs, sweep};
-use faultline::scenarios::{RunSpec, Scenario};
+use faultline::scenarios::{run, RunOptions, RunSpec, Scenario};
 use faultline::sim::{Profile, Seed, PROFILES};
 
 use crate::run_seed;
@@ -33,6 +33,38 @@ fn every_variant_replays_bit_for_bit_under_chaos_on_another_thread() {
             (there.trace_hash, &there.violations, there.metrics.applies),
             "{name} seed 3 under chaos is not deterministic"
         );
+    }
+}
+
+/// Crossing idle stretches in one step is only a way of stepping: a run that steps
+/// every tick must leave the same trace, for every variant, under faults (crashes
+/// leave messages for stopped hosts, restarts start tasks, partitions hold links) and
+/// without them.
+#[test]
+fn skipping_idle_stretches_leaves_every_variant_run_as_stepping_every_tick() {
+    let every_tick = RunOptions {
+        step_every_tick: true,
+        ..RunOptions::default()
+    };
+    for variant in VARIANTS {
+        for (profile, seed) in [(Profile::Chaos, 4), (Profile::None, 0)] {
+            let spec = RunSpec::new(variant, Scenario::standard(), profile, Seed(seed));
+            let skipping = run(&spec, RunOptions::default()).expect("the run completes");
+            let stepping = run(&spec, every_tick).expect("the run completes");
+            assert_eq!(
+                (skipping.trace_hash, &skipping.violations, skipping.summary.end),
+                (stepping.trace_hash, &stepping.violations, stepping.summary.end),
+                "{} seed {seed} under {}: skipping idle stretches changed the run",
+                variant.name,
+                profile.name()
+            );
+            assert!(
+                skipping.summary.steps < stepping.summary.steps,
+                "{} under {}: no stretch was skipped",
+                variant.name,
+                profile.name()
+            );
+        }
     }
 }
 

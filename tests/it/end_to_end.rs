@@ -60,7 +60,10 @@ fn violations_carry_evidence_from_the_trace() {
         .map(|seed| {
             run(
                 &RunSpec::new(variant, Scenario::standard(), Profile::Crashes, Seed(seed)),
-                RunOptions { keep_trace: true },
+                RunOptions {
+                    keep_trace: true,
+                    ..RunOptions::default()
+                },
             )
             .unwrap()
         })
@@ -91,7 +94,14 @@ fn power_losses_meet_torn_and_unsynced_tails_and_outbox_inbox_still_holds() {
         for profile in [Profile::Storage, Profile::Crashes] {
             for seed in 0..40 {
                 let spec = RunSpec::new(variant, Scenario::standard(), profile, Seed(seed));
-                let outcome = run(&spec, RunOptions { keep_trace: true }).expect("run completes");
+                let outcome = run(
+                    &spec,
+                    RunOptions {
+                        keep_trace: true,
+                        ..RunOptions::default()
+                    },
+                )
+                .expect("run completes");
                 let count = |kind: &str| outcome.trace.iter().filter(|e| e.kind == kind).count();
                 torn += count(faultline::sim::trace::kind::TORN);
                 unsynced_lost += count(faultline::sim::trace::kind::UNSYNCED_LOST);

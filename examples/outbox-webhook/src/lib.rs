@@ -135,7 +135,7 @@ async fn relay(ctx: HostCtx, source: Source) {
     let retry = || Backoff::new(50, 1_000);
     let mut backoff = retry();
     loop {
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        faultline::sim::timer::sleep(Duration::from_millis(POLL_MS)).await;
         let messages = source.outbox_unsent(BATCH_MAX);
         if messages.is_empty() {
             continue;

@@ -465,7 +465,7 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, retention_ms: Option<u64>) -
         let retaining = Rc::clone(&state);
         tokio::task::spawn_local(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(RETENTION_CHECK_MS)).await;
+                faultline_sim::timer::sleep(Duration::from_millis(RETENTION_CHECK_MS)).await;
                 enforce_retention(&retaining, retention_ms).await;
             }
         });
@@ -474,7 +474,7 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, retention_ms: Option<u64>) -
         let syncing = Rc::clone(&state);
         tokio::task::spawn_local(async move {
             loop {
-                tokio::time::sleep(LAZY_SYNC_PERIOD).await;
+                faultline_sim::timer::sleep(LAZY_SYNC_PERIOD).await;
                 let logs: Vec<LogFile> = syncing
                     .borrow()
                     .partitions
@@ -508,7 +508,7 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, retention_ms: Option<u64>) -
                 };
                 if empty && *wait_ms > 0 {
                     let wait = Duration::from_millis((*wait_ms).min(FETCH_WAIT_MAX_MS));
-                    let _ = tokio::time::timeout(wait, arrived.notified()).await;
+                    let _ = faultline_sim::timer::timeout(wait, arrived.notified()).await;
                 }
             }
             match request {
@@ -830,7 +830,7 @@ impl Producer {
                 continue;
             };
             if waiting < self.config.batch_size && self.config.linger_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(self.config.linger_ms)).await;
+                faultline_sim::timer::sleep(Duration::from_millis(self.config.linger_ms)).await;
             }
             let batch: Vec<(String, String, tokio::sync::oneshot::Sender<Delivery>)> = {
                 let mut accumulator = self.accumulator.borrow_mut();

@@ -323,7 +323,7 @@ impl Source {
             return;
         };
         loop {
-            tokio::time::sleep(Duration::from_millis(every_ms)).await;
+            faultline_sim::timer::sleep(Duration::from_millis(every_ms)).await;
             let _writing = self.writer.lock().await;
             let _ = self.sync_or_reload().await;
         }
@@ -468,7 +468,7 @@ impl Source {
         let (tx, epoch) = self.begin();
         let result = async {
             if request.hold_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(request.hold_ms)).await;
+                faultline_sim::timer::sleep(Duration::from_millis(request.hold_ms)).await;
             }
             if let Some(hook) = before_commit {
                 hook(request.id, rows.clone())
@@ -705,7 +705,7 @@ impl Source {
                 .ctx
                 .record("source-sync-retried", String::new());
             while log.sync().await.is_err() {
-                tokio::time::sleep(FSYNC_RETRY_WAIT).await;
+                faultline_sim::timer::sleep(FSYNC_RETRY_WAIT).await;
             }
             return Ok(());
         }
@@ -737,7 +737,7 @@ impl Source {
         let start = schedule.partition_point(|(at, _)| *at < now);
         for index in start..schedule.len() {
             let wait = schedule[index].0.saturating_since(self.state.borrow().ctx.now());
-            tokio::time::sleep(wait).await;
+            faultline_sim::timer::sleep(wait).await;
             let connection = Arc::clone(&connections)
                 .acquire_owned()
                 .await

@@ -266,7 +266,7 @@ impl Target {
             let log = target.state.borrow().log.clone();
             tokio::task::spawn_local(async move {
                 loop {
-                    tokio::time::sleep(LAZY_SYNC_PERIOD).await;
+                    faultline_sim::timer::sleep(LAZY_SYNC_PERIOD).await;
                     if log.sync().await.is_err() {
                         log.discard_unsynced();
                     }

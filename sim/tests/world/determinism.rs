@@ -25,7 +25,7 @@ async fn ticker(ctx: faultline_sim::HostCtx) -> faultline_sim::HostResult {
         let pause = Duration::from_millis(rng.gen_range(1..20));
         let bump = Bump { n };
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {
+            _ = faultline_sim::timer::sleep(pause) => {
                 let _ = log.append(&n.to_le_bytes()).await;
                 if rng.gen_bool(0.5) {
                     let _ = log.sync().await;
@@ -36,7 +36,7 @@ async fn ticker(ctx: faultline_sim::HostCtx) -> faultline_sim::HostResult {
                 if reply.is_err() {
                     // Back off: a refused connect fails at once, and a tight loop would
                     // spin at one instant.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    faultline_sim::timer::sleep(Duration::from_millis(5)).await;
                 }
             }
         }
@@ -45,9 +45,16 @@ async fn ticker(ctx: faultline_sim::HostCtx) -> faultline_sim::HostResult {
 
 /// One chaos run of the three-host workload; returns its trace hash.
 pub fn chaos_run(seed: u64) -> TraceHash {
+    chaos_run_stepping(seed, true).0
+}
+
+/// One chaos run, skipping idle stretches or stepping every tick; returns its trace
+/// hash and how many steps it took.
+fn chaos_run_stepping(seed: u64, skip_idle: bool) -> (TraceHash, u64) {
     let obs = fixture::Shared::default();
     let mut world = World::new(WorldConfig {
         keep_trace_events: false,
+        skip_idle,
         ..WorldConfig::new(Seed(seed))
     });
     let server_obs = obs.clone();
@@ -77,10 +84,28 @@ pub fn chaos_run(seed: u64) -> TraceHash {
         end: SimTime::from_millis(1_200),
     };
     world.set_plan(Profile::Chaos.generate(&world.streams(), &targets, window));
-    world
-        .run_until(SimTime::from_millis(1_500), |_| false)
-        .unwrap()
-        .trace_hash
+    let summary = world.run_until(SimTime::from_millis(1_500), |_| false).unwrap();
+    (summary.trace_hash, summary.steps)
+}
+
+#[test]
+fn skipping_idle_stretches_leaves_every_trace_as_stepping_every_tick_for_50_seeds() {
+    let (mut skipping, mut every_tick) = (0, 0);
+    for seed in 0..50 {
+        let (hash, steps) = chaos_run_stepping(seed, true);
+        let (hash_every_tick, steps_every_tick) = chaos_run_stepping(seed, false);
+        assert_eq!(
+            hash, hash_every_tick,
+            "seed {seed}: skipping idle stretches changed the run"
+        );
+        skipping += steps;
+        every_tick += steps_every_tick;
+    }
+    assert_eq!(every_tick, 50 * 1_500, "one step per millisecond");
+    assert!(
+        skipping < every_tick,
+        "the workload idles between calls, yet {skipping} steps of {every_tick} were taken"
+    );
 }
 
 #[test]

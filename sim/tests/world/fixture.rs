@@ -129,7 +129,7 @@ pub async fn client(ctx: HostCtx, obs: Shared, calls: u64, every: Duration) -> f
                 .read(ctx.now())
                 .as_unix_micros();
         obs.borrow_mut().wall_clock_skew_us.push((ctx.now(), skew));
-        tokio::time::sleep(every).await;
+        faultline_sim::timer::sleep(every).await;
     }
     // A host whose start function returns is no longer stepped: wait for the calls.
     for task in tasks {

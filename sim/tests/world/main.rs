@@ -602,7 +602,7 @@ fn tracing_events_from_host_code_are_captured_with_host_and_sim_time() {
     let mut world = World::new(WorldConfig::new(Seed(1)));
     world
         .host("logger", |_ctx| async {
-            tokio::time::sleep(std::time::Duration::from_millis(42)).await;
+            faultline_sim::timer::sleep(std::time::Duration::from_millis(42)).await;
             tracing::info!(target: "component", answer = 42, "something happened");
             std::future::pending::<()>().await;
             Ok(())
@@ -651,4 +651,45 @@ fn settled_predicate_stops_the_run_early_only_after_the_last_fault() {
     assert!(summary.settled);
     assert_eq!(summary.end, SimTime::from_millis(300));
     assert_eq!(summary.faults_applied, 2);
+}
+
+/// Three calls 400 ms apart, each on a new connection (the accept completes the
+/// client's connect without a message: the case that needs the hosts' woken flags).
+fn sparse_calls(skip_idle: bool) -> (Vec<(SimTime, SimTime)>, faultline_sim::RunSummary) {
+    let obs: fixture::Shared = Default::default();
+    let mut world = World::new(WorldConfig {
+        skip_idle,
+        ..WorldConfig::new(Seed(7))
+    });
+    let server_obs = obs.clone();
+    world
+        .host("server", move |ctx| {
+            fixture::server(ctx, server_obs.clone(), true)
+        })
+        .unwrap();
+    let client_obs = obs.clone();
+    world
+        .host("client", move |ctx| {
+            fixture::client(ctx, client_obs.clone(), 3, std::time::Duration::from_millis(400))
+        })
+        .unwrap();
+    let summary = world.run_until(SimTime::from_millis(1_500), |_| false).unwrap();
+    let calls = obs.borrow().seen.iter().map(|s| (s.sent, s.done)).collect();
+    (calls, summary)
+}
+
+#[test]
+fn idle_stretches_are_crossed_in_one_step_and_the_run_is_the_same() {
+    let (calls, skipping) = sparse_calls(true);
+    let (calls_every_tick, every_tick) = sparse_calls(false);
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls, calls_every_tick, "the same calls at the same instants");
+    assert_eq!(skipping.trace_hash, every_tick.trace_hash);
+    assert_eq!(skipping.end, every_tick.end);
+    assert_eq!(every_tick.steps, 1_500);
+    assert!(
+        skipping.steps < 150,
+        "three calls and their syncs need a few dozen steps, took {}",
+        skipping.steps
+    );
 }
