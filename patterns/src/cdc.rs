@@ -24,7 +24,7 @@ use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{RowImage, TxId};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
-use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
+use crate::systems::source::{SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT};
 use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
 
@@ -88,8 +88,12 @@ pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> fau
         faultline_sim::timer::sleep(Duration::from_millis(config.connector_poll_ms)).await;
         offsets.tick().await;
         let position = offsets.position();
-        let Ok(SourceResponse::Log { commits, next }) =
-            source.call(&SourceRequest::ReadLog { from: position }).await
+        let Ok(SourceResponse::Log { commits, next }) = source
+            .call(&SourceRequest::ReadLog {
+                from: position,
+                wait_ms: LOG_READ_WAIT_MS,
+            })
+            .await
         else {
             continue;
         };

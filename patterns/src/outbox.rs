@@ -26,7 +26,9 @@ use crate::connect::SourceOffsets;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{CustomerId, TxId};
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
-use crate::systems::source::{OutboxMessage, Source, SourceRequest, SourceResponse, SOURCE_API_PORT};
+use crate::systems::source::{
+    OutboxMessage, Source, SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT,
+};
 use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::windows;
 use crate::{hosts, Setup, RPC_TIMEOUT};
@@ -302,7 +304,10 @@ async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig) {
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.relay_poll_ms)).await;
         offsets.tick().await;
-        let (commits, next) = source.read_log(offsets.position(), config.relay_batch_max);
+        let wait = Duration::from_millis(LOG_READ_WAIT_MS);
+        let (commits, next) = source
+            .read_log_waiting(offsets.position(), config.relay_batch_max, wait)
+            .await;
         let messages: Vec<OutboxMessage> = commits.iter().map(|c| c.to_outbox_message()).collect();
         // Only a fully published poll moves the position; a partial one is read again.
         if publish(&producer, &messages, config).await {

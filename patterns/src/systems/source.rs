@@ -201,6 +201,9 @@ pub struct Source {
     /// Row locks, one per customer (every action writes one customer's rows): held from
     /// a transaction's first read to its end, granted in request order.
     locks: KeyedLocks<CustomerId>,
+    /// Told of every successful sync of the log: readers waiting for what follows the
+    /// durable end (a replication stream) read again.
+    log_synced: Rc<tokio::sync::Notify>,
 }
 
 /// Replays `log`'s records over the base rows.
@@ -314,6 +317,7 @@ impl Source {
             })),
             writer: Rc::default(),
             locks: KeyedLocks::default(),
+            log_synced: Rc::default(),
         }
     }
 
@@ -707,6 +711,7 @@ impl Source {
             while log.sync().await.is_err() {
                 faultline_sim::timer::sleep(FSYNC_RETRY_WAIT).await;
             }
+            self.log_synced.notify_waiters();
             return Ok(());
         }
         if let Err(e) = &result {
@@ -716,6 +721,8 @@ impl Source {
                 .record("source-sync-failed", e.to_string());
             log.discard_unsynced();
             self.reload();
+        } else {
+            self.log_synced.notify_waiters();
         }
         result
     }
@@ -769,6 +776,21 @@ impl Source {
             .collect()
     }
 
+    /// [`Source::read_log`]; when nothing durable follows `from`, waits up to `wait` for
+    /// the next sync of the log and reads again. A replication stream sends what is
+    /// flushed as it is flushed (PostgreSQL's walsender): a reader waiting here learns
+    /// of a commit when it becomes durable instead of at its next poll.
+    pub async fn read_log_waiting(&self, from: LogPos, max: usize, wait: Duration) -> (Vec<Commit>, LogPos) {
+        // Registered before the read, so a sync between the read and the wait counts.
+        let synced = self.log_synced.notified();
+        let read = self.read_log(from, max);
+        if read.1 != from || wait.is_zero() {
+            return read;
+        }
+        let _ = faultline_sim::timer::timeout(wait, synced).await;
+        self.read_log(from, max)
+    }
+
     /// Committed transactions from `from` on, up to `max` log records, and the position
     /// after the last record read. Only durable records are served, as a log-based
     /// reader (a replication slot) sees only flushed log.
@@ -796,6 +818,9 @@ impl Source {
 pub const SOURCE_API_PORT: u16 = 8080;
 /// Log records one log read returns at most.
 pub const LOG_READ_MAX_RECORDS: usize = 64;
+/// How long a log read with nothing new waits for the next sync (below the callers'
+/// RPC timeout, as the broker's long poll is).
+pub const LOG_READ_WAIT_MS: u64 = 200;
 
 /// A request to the source's API.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -808,6 +833,8 @@ pub enum SourceRequest {
     ReadLog {
         /// Where to start.
         from: LogPos,
+        /// How long to wait, when nothing durable follows `from`, for the next sync.
+        wait_ms: u64,
     },
     /// Up to `max` unsent outbox messages (a relay's poll).
     OutboxUnsent {
@@ -856,7 +883,7 @@ impl RpcMessage for SourceRequest {
         match self {
             SourceRequest::Read(key) => format!("GET {key}"),
             SourceRequest::Snapshot => "GET snapshot".to_string(),
-            SourceRequest::ReadLog { from } => format!("read log @{}", from.0),
+            SourceRequest::ReadLog { from, .. } => format!("read log @{}", from.0),
             SourceRequest::OutboxUnsent { max } => format!("outbox unsent max={max}"),
             SourceRequest::MarkSent { txs } => format!("mark sent n={}", txs.len()),
             SourceRequest::AcquireLease { holder, .. } => format!("lease for {holder}"),
@@ -889,8 +916,9 @@ pub async fn serve_api(ctx: HostCtx, source: Source) -> std::io::Result<()> {
             match request {
                 SourceRequest::Read(key) => SourceResponse::Row(source.read(key)),
                 SourceRequest::Snapshot => SourceResponse::Snapshot(source.snapshot()),
-                SourceRequest::ReadLog { from } => {
-                    let (commits, next) = source.read_log(from, LOG_READ_MAX_RECORDS);
+                SourceRequest::ReadLog { from, wait_ms } => {
+                    let wait = Duration::from_millis(wait_ms.min(LOG_READ_WAIT_MS));
+                    let (commits, next) = source.read_log_waiting(from, LOG_READ_MAX_RECORDS, wait).await;
                     SourceResponse::Log { commits, next }
                 }
                 SourceRequest::OutboxUnsent { max } => SourceResponse::Outbox(source.outbox_unsent(max)),
