@@ -9,11 +9,14 @@
 //!
 //! A registered deadline is never later than the instant tokio fires the timer (tokio
 //! rounds deadlines up to its millisecond wheel), so the world stops short of every
-//! timer, never past one.
+//! timer, never past one. Deadlines are kept per host too: a host with no message, no
+//! woken task and no timer due in a step is not ticked in it (turmoil catches it up
+//! before its next tick).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -21,10 +24,12 @@ use crate::time::SimTime;
 
 pub use tokio::time::error::Elapsed;
 
-/// The deadlines of the timers pending in one world, with how many are due at each.
+/// The deadlines of the timers pending in one world, with how many are due at each,
+/// over all hosts and per host (turmoil's address of the host that set them).
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     due: RefCell<BTreeMap<SimTime, u32>>,
+    by_host: RefCell<BTreeMap<(IpAddr, SimTime), u32>>,
 }
 
 impl Timers {
@@ -33,17 +38,39 @@ impl Timers {
         self.due.borrow().keys().next().copied()
     }
 
-    fn add(&self, at: SimTime) {
-        *self.due.borrow_mut().entry(at).or_default() += 1;
+    /// Whether a timer of host `host` is due by `at` (or passed, its task not yet run).
+    pub(crate) fn due_by(&self, host: IpAddr, at: SimTime) -> bool {
+        self.by_host
+            .borrow()
+            .range((host, SimTime::ZERO)..=(host, at))
+            .next()
+            .is_some()
     }
 
-    fn remove(&self, at: SimTime) {
-        let mut due = self.due.borrow_mut();
-        if let Some(count) = due.get_mut(&at) {
-            *count -= 1;
-            if *count == 0 {
-                due.remove(&at);
-            }
+    fn add(&self, host: Option<IpAddr>, at: SimTime) {
+        add_one(&mut self.due.borrow_mut(), at);
+        if let Some(host) = host {
+            add_one(&mut self.by_host.borrow_mut(), (host, at));
+        }
+    }
+
+    fn remove(&self, host: Option<IpAddr>, at: SimTime) {
+        remove_one(&mut self.due.borrow_mut(), at);
+        if let Some(host) = host {
+            remove_one(&mut self.by_host.borrow_mut(), (host, at));
+        }
+    }
+}
+
+fn add_one<K: Ord>(counts: &mut BTreeMap<K, u32>, key: K) {
+    *counts.entry(key).or_default() += 1;
+}
+
+fn remove_one<K: Ord>(counts: &mut BTreeMap<K, u32>, key: K) {
+    if let Some(count) = counts.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&key);
         }
     }
 }
@@ -74,18 +101,20 @@ impl Drop for Installed {
 
 /// A registered deadline, withdrawn when the wait ends or is dropped.
 struct Due {
-    registered: Option<(Rc<Timers>, SimTime)>,
+    registered: Option<(Rc<Timers>, Option<IpAddr>, SimTime)>,
 }
 
 impl Due {
     /// Registers `now + after` with the world stepping this thread, if any (outside a
-    /// world, as in a plain tokio test, there is nothing to tell).
+    /// world, as in a plain tokio test, there is nothing to tell), under the host
+    /// whose task waits.
     fn register(after: Duration) -> Due {
         let registered = CURRENT.with(|current| {
             current.borrow().as_ref().map(|timers| {
                 let at = SimTime::now() + after;
-                timers.add(at);
-                (Rc::clone(timers), at)
+                let host = turmoil::current_host();
+                timers.add(host, at);
+                (Rc::clone(timers), host, at)
             })
         });
         Due { registered }
@@ -94,8 +123,8 @@ impl Due {
 
 impl Drop for Due {
     fn drop(&mut self) {
-        if let Some((timers, at)) = self.registered.take() {
-            timers.remove(at);
+        if let Some((timers, host, at)) = self.registered.take() {
+            timers.remove(host, at);
         }
     }
 }

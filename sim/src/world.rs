@@ -555,7 +555,14 @@ impl World {
             }
             let tick = self.next_tick(now, deadline, &mut settled);
             self.tasks_started = false;
-            let stepped = self.sim.step_by(tick);
+            // A host with no message, wake or start in the step is ticked only if one of
+            // its timers is due by the step's end; stepping every tick ticks them all.
+            let timers = Rc::clone(&self.timers);
+            let end = now + tick;
+            let every_tick = !self.config.skip_idle;
+            let stepped = self
+                .sim
+                .step_by(tick, |host| every_tick || timers.due_by(host, end));
             // A task's panic that its runtime kept to itself still ends the run: a task
             // that died silently must not leave the run looking healthy.
             if let Some(panic) = crate::panic::take_unreported() {

@@ -48,6 +48,10 @@ pub(crate) struct Host {
 
     next_ephemeral_port: u16,
     ephemeral_ports: RangeInclusive<u16>,
+
+    /// `connect`s waiting for their SYN-ACK: the accepting host completes them
+    /// through a oneshot, waking this host's task from its own tick.
+    pub(crate) connecting: usize,
 }
 
 impl Host {
@@ -70,6 +74,7 @@ impl Host {
             timer,
             next_ephemeral_port: *ephemeral_ports.start(),
             ephemeral_ports,
+            connecting: 0,
         }
     }
 
@@ -90,6 +95,7 @@ impl Host {
             timer,
             next_ephemeral_port: *ephemeral_ports.start(),
             ephemeral_ports,
+            connecting: 0,
         }
     }
 

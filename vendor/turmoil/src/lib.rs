@@ -240,6 +240,11 @@ pub(crate) fn for_pairs(a: &Vec<IpAddr>, b: &Vec<IpAddr>, mut f: impl FnMut(IpAd
     }
 }
 
+/// The address of the host whose software is running now, if any.
+pub fn current_host() -> Option<std::net::IpAddr> {
+    World::try_current(|world| world.current).ok().flatten()
+}
+
 /// Returns whether the caller is in a simulation context.
 pub fn in_simulation() -> bool {
     World::try_current(|_| ()).is_ok()

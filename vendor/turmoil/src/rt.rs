@@ -72,6 +72,13 @@ pub struct Rt<'a> {
     /// Set when a task of this runtime is woken between ticks (by another host, as
     /// when a listener accepts a connection): the runtime has work for its next tick.
     woken: Arc<WokenFlag>,
+
+    /// Tasks were spawned (the software started) that have not been ticked yet.
+    started: bool,
+
+    /// Simulated time this runtime was not ticked for because it had nothing to do;
+    /// `Sim` catches it up before its next tick.
+    pub(crate) lag: Duration,
 }
 
 /// Pending once (asking to be polled again at once), then ready: polled through
@@ -124,6 +131,8 @@ impl<'a> Rt<'a> {
             handle: Some(handle),
             config,
             woken: Arc::default(),
+            started: true,
+            lag: Duration::ZERO,
         }
     }
 
@@ -145,6 +154,8 @@ impl<'a> Rt<'a> {
             handle: Some(handle),
             config,
             woken: Arc::default(),
+            started: true,
+            lag: Duration::ZERO,
         }
     }
 
@@ -160,6 +171,8 @@ impl<'a> Rt<'a> {
             handle: None,
             config,
             woken: Arc::default(),
+            started: true,
+            lag: Duration::ZERO,
         }
     }
 
@@ -204,6 +217,7 @@ impl<'a> Rt<'a> {
     // expected to fail the simulation.
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
         self.woken.0.store(false, Ordering::Relaxed);
+        self.started = false;
         self.tokio.block_on(async {
             self.local
                 .run_until(async {
@@ -246,6 +260,11 @@ impl<'a> Rt<'a> {
         }
     }
 
+    /// Whether the software was started (or restarted) and not ticked since.
+    pub(crate) fn is_started(&self) -> bool {
+        self.started
+    }
+
     /// Whether a task of this runtime was woken since its last tick.
     pub(crate) fn is_woken(&self) -> bool {
         self.woken.0.load(Ordering::Relaxed)
@@ -283,6 +302,7 @@ impl<'a> Rt<'a> {
                 tokio::task::spawn_local(software())
             });
             self.handle.replace(handle);
+            self.started = true;
         };
     }
 

@@ -162,6 +162,7 @@ impl<'a> Sim<'a> {
     /// `sync_all()` survives the crash.
     pub fn crash(&mut self, addrs: impl ToIpAddrs) {
         let hosts = self.world.borrow_mut().lookup_many(addrs);
+        self.catch_up_hosts(&hosts);
         for h in hosts {
             let rt = self.rts.get_mut(&h).expect("missing host");
 
@@ -169,6 +170,7 @@ impl<'a> Sim<'a> {
 
             World::enter(&self.world, || {
                 rt.crash();
+                World::current(|world| world.current_host_mut().connecting = 0);
 
                 // Discard pending filesystem operations
                 #[cfg(feature = "unstable-fs")]
@@ -198,6 +200,7 @@ impl<'a> Sim<'a> {
     /// Run `f` with the resolved hosts at `addrs` set on the world.
     fn run_with_hosts(&mut self, addrs: impl ToIpAddrs, mut f: impl FnMut(IpAddr, &mut Rt)) {
         let hosts = self.world.borrow_mut().lookup_many(addrs);
+        self.catch_up_hosts(&hosts);
         for h in hosts {
             let rt = self.rts.get_mut(&h).expect("missing host");
 
@@ -207,6 +210,46 @@ impl<'a> Sim<'a> {
         }
 
         self.world.borrow_mut().current = None;
+    }
+
+    /// Advances a lagging host's runtime through the stretch it was not ticked in (it
+    /// had nothing to do there), as the ordinary ticks it missed would have.
+    fn catch_up(world: &RefCell<World>, addr: IpAddr, rt: &mut Rt<'a>, nominal: Duration) -> Result<()> {
+        let lag = std::mem::take(&mut rt.lag);
+        if lag.is_zero() {
+            return Ok(());
+        }
+        // Catching up runs what is ready, early: a lagging host must have nothing ready.
+        debug_assert!(
+            !rt.is_woken(),
+            "a lagging host was woken from outside; catching it up would run the task early"
+        );
+        {
+            let mut world = world.borrow_mut();
+            world.current = Some(addr);
+            world.current_host_mut().timer.now(rt.now());
+        }
+        let ticks = lag.as_nanos() / nominal.as_nanos().max(1);
+        rt.skip_ticks(ticks.saturating_sub(1));
+        let result = World::enter(world, || rt.tick(lag));
+        let mut world = world.borrow_mut();
+        world.current = None;
+        world.tick(addr, lag);
+        result.map(|_| ())
+    }
+
+    /// Catches up every lagging host among `addrs` (before something from outside,
+    /// a crash or a bounce, touches it).
+    fn catch_up_hosts(&mut self, addrs: &[IpAddr]) {
+        let nominal = self.config.tick;
+        for &addr in addrs {
+            if let Some(rt) = self.rts.get_mut(&addr) {
+                if rt.is_software_running() {
+                    Self::catch_up(&self.world, addr, rt, nominal)
+                        .expect("a host catching up has nothing to do, so nothing to fail");
+                }
+            }
+        }
     }
 
     /// Check whether a host has software running.
@@ -424,17 +467,24 @@ impl<'a> Sim<'a> {
     ///
     /// Returns whether or not all clients have completed.
     pub fn step(&mut self) -> Result<bool> {
-        self.step_by(self.config.tick)
+        self.step_by(self.config.tick, |_| true)
     }
 
     /// Like [`Sim::step`], but advances the simulation by `tick` instead of the
-    /// configured tick duration.
+    /// configured tick duration, and ticks only the hosts with work in it.
     ///
     /// A driver that knows nothing can happen before some instant (no message in
     /// flight, no host timer due earlier) can use it to cross an idle stretch in one
     /// step: every host's runtime still advances by `tick`, and a timer due inside it
     /// still fires at its own instant.
-    pub fn step_by(&mut self, tick: Duration) -> Result<bool> {
+    ///
+    /// A running host has work in the step when a message for it has arrived, one of
+    /// its tasks was woken or started since its last tick, or `timer_due(addr)` says
+    /// one of its timers is due by the step's end (the driver must know them: tokio
+    /// does not say). A host without work is not ticked: it lags, and is caught up
+    /// (its runtime advanced through the stretch it missed, in which it had nothing to
+    /// do) before its next tick, before a crash and before a bounce.
+    pub fn step_by(&mut self, tick: Duration, mut timer_due: impl FnMut(IpAddr) -> bool) -> Result<bool> {
         tracing::trace!(target: TRACING_TARGET, "step {}", self.steps);
 
         let mut is_finished = true;
@@ -457,7 +507,19 @@ impl<'a> Sim<'a> {
         }
 
         for (&addr, rt) in running {
+            let (has_messages, connecting) = {
+                let world = self.world.borrow();
+                let connecting = world.hosts.get(&addr).is_some_and(|h| h.connecting > 0);
+                (world.topology.has_deliverable_for(addr), connecting)
+            };
+            // A host with a `connect` in progress may be woken by another host's tick
+            // (its accept) and must not lag: catching up would run the woken task early.
+            if !(has_messages || connecting || rt.is_woken() || rt.is_started() || timer_due(addr)) {
+                rt.lag += tick;
+                continue;
+            }
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
+            Self::catch_up(&self.world, addr, rt, self.config.tick)?;
             {
                 let mut world = self.world.borrow_mut();
                 // We need to move deliverable messages off the network and

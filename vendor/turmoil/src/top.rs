@@ -300,6 +300,13 @@ impl Topology {
         })
     }
 
+    /// Whether messages have arrived for `dst` and wait for it to take them.
+    pub(crate) fn has_deliverable_for(&self, dst: IpAddr) -> bool {
+        self.links.iter().any(|(pair, link)| {
+            (pair.0 == dst || pair.1 == dst) && link.deliverable.get(&dst).is_some_and(|q| !q.is_empty())
+        })
+    }
+
     pub(crate) fn tick_by(&mut self, duration: Duration) {
         let _ = self.rt.tick(duration);
         for link in self.links.values_mut() {

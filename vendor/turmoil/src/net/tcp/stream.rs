@@ -95,7 +95,10 @@ impl TcpStream {
             Ok::<_, Error>((pair, rx, bidi))
         })?;
 
-        syn_ack.await.map_err(|_| {
+        let connecting = Connecting::start();
+        let syn_ack = syn_ack.await;
+        drop(connecting);
+        syn_ack.map_err(|_| {
             io::Error::new(io::ErrorKind::ConnectionRefused, pair.remote.to_string())
         })?;
 
@@ -638,5 +641,27 @@ impl Drop for WriteHalf {
             }
             world.current_host_mut().tcp.close_stream_half(*self.pair);
         })
+    }
+}
+
+/// Counts a `connect` waiting for its SYN-ACK on the current host while it lives.
+struct Connecting;
+
+impl Connecting {
+    fn start() -> Connecting {
+        World::current(|world| world.current_host_mut().connecting += 1);
+        Connecting
+    }
+}
+
+impl Drop for Connecting {
+    fn drop(&mut self) {
+        // A crash drops the task outside the world; the crash resets the count.
+        World::current_if_set(|world| {
+            if let Some(addr) = world.current {
+                let host = world.hosts.get_mut(&addr).expect("host missing");
+                host.connecting = host.connecting.saturating_sub(1);
+            }
+        });
     }
 }
