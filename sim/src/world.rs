@@ -353,9 +353,6 @@ pub struct World {
     steps: u64,
     /// Deadlines of the timers host code waits on.
     timers: Rc<Timers>,
-    /// Tasks were started that have not run yet (a host registered or restarted): the
-    /// next step must be an ordinary one.
-    tasks_started: bool,
 }
 
 impl World {
@@ -401,7 +398,6 @@ impl World {
             world_host: Arc::from(WORLD_HOST),
             steps: 0,
             timers: Rc::default(),
-            tasks_started: false,
         }
     }
 
@@ -443,7 +439,6 @@ impl World {
                 powered_off: false,
             },
         );
-        self.tasks_started = true;
         let shared = Rc::clone(&self.shared);
         let incarnations = Cell::new(0u32);
         self.sim.host(name, move || {
@@ -542,19 +537,20 @@ impl World {
         let _timers = timer::install(Rc::clone(&self.timers));
         loop {
             let now = self.now();
-            if self.apply_due_faults(now) {
-                // A restart spawned tasks that have not run; any other fault may have
-                // changed what hosts see: take an ordinary step.
-                self.tasks_started = true;
-            }
+            // turmoil knows of tasks a restart started; whatever else a fault changed,
+            // the step after it is an ordinary one.
+            let faulted = self.apply_due_faults(now);
             if now >= deadline {
                 return Ok(false);
             }
             if self.next_fault == self.plan.events.len() && settled(now) {
                 return Ok(true);
             }
-            let tick = self.next_tick(now, deadline, &mut settled);
-            self.tasks_started = false;
+            let tick = if faulted {
+                self.config.tick
+            } else {
+                self.next_tick(now, deadline, &mut settled)
+            };
             // A host with no message, wake or start in the step is ticked only if one of
             // its timers is due by the step's end; stepping every tick ticks them all.
             let timers = Rc::clone(&self.timers);
@@ -579,9 +575,9 @@ impl World {
     /// The length of the next step: one tick, or as many ticks as nothing can happen
     /// in.
     ///
-    /// A stretch is idle when no message is on the network, no host has a task that is
-    /// ready or due before its end (tasks become ready only through messages, timers and
-    /// starts), no fault falls inside it and `settled` would not stop the run inside it.
+    /// A stretch is idle when turmoil says nothing is in motion (no message on the
+    /// network, no task woken or started), no timer is due before its end, no fault
+    /// falls inside it and `settled` would not stop the run inside it.
     /// The step then ends on the tick grid at or before the earliest of them, so the
     /// world lands exactly where ordinary steps would have taken it, having done
     /// nothing on the way: the trace is the same either way.
@@ -592,7 +588,7 @@ impl World {
         settled: &mut impl FnMut(SimTime) -> bool,
     ) -> Duration {
         let tick = self.config.tick;
-        if !self.config.skip_idle || self.tasks_started || !self.sim.is_idle() {
+        if !self.config.skip_idle || !self.sim.is_idle() {
             return tick;
         }
         let tick_us = tick.as_micros().max(1) as u64;

@@ -414,16 +414,16 @@ impl<'a> Sim<'a> {
     }
 
     /// Whether nothing is in motion: no message in flight, none arrived and not yet
-    /// taken by its running host, and no running host with a task woken since its last
-    /// tick. Only timers can then make anything happen, and a restart or a released
-    /// link (which a driver applies between steps, so it knows of them).
+    /// taken by its running host, and no running host with a task woken or started
+    /// since its last tick. Only timers can then make anything happen, and what a
+    /// driver does between steps (a crash, a released link), which it knows of.
     pub fn is_idle(&self) -> bool {
         let running = |addr: IpAddr| self.rts.get(&addr).is_some_and(|rt| rt.is_software_running());
         !self.world.borrow().topology.has_messages_moving(running)
             && !self
                 .rts
                 .values()
-                .any(|rt| rt.is_software_running() && rt.is_woken())
+                .any(|rt| rt.is_software_running() && (rt.is_woken() || rt.is_started()))
     }
 
     /// Access a [`LinksIter`] to introspect inflight messages between hosts.
