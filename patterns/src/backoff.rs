@@ -28,6 +28,12 @@ impl Backoff {
     /// Waits, and doubles the next wait up to the ceiling.
     pub async fn wait(&mut self) {
         faultline_sim::timer::sleep(self.next_delay()).await;
+        self.advance();
+    }
+
+    /// Doubles the next wait up to the ceiling, for a caller that schedules the wait
+    /// itself.
+    pub fn advance(&mut self) {
         self.next_ms = (self.next_ms * 2).min(self.max_ms);
     }
 }

@@ -13,7 +13,7 @@ use crate::consumer::{CommitPoint, ConsumerConfig, ErrorPolicy, OffsetReset};
 use crate::outbox::{RelayCursor, RelaySource};
 use crate::queue::PublishPoint;
 use crate::retry_queue::RetryPolicy;
-use crate::systems::broker::{ProducerConfig, FETCH_WAIT_MAX_MS};
+use crate::systems::broker::{ProducerConfig, FETCH_WAIT_MAX_MS, MAX_IN_FLIGHT_FOR_IDEMPOTENCE};
 use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::variants::{PatternConfig, VARIANTS};
 
@@ -419,6 +419,17 @@ pub fn check(config: &PatternConfig) -> Result<(), SettingError> {
                     .to_string(),
             });
         }
+        if p.idempotent && p.max_in_flight > MAX_IN_FLIGHT_FOR_IDEMPOTENCE {
+            return Err(SettingError::Conflict {
+                message: format!(
+                    "producer.max.in.flight.requests.per.connection ({}) is above {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} with producer.enable.idempotence = true",
+                    p.max_in_flight
+                ),
+                fix: format!(
+                    "the broker remembers a producer's last {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} batches (Kafka 4.x refuses this with a ConfigException): set it to {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} or less, or producer.enable.idempotence = false"
+                ),
+            });
+        }
     }
     if let PatternConfig::Outbox(o) = c {
         let marking_relay = o.relay == RelaySource::PollTable && o.cursor == RelayCursor::Unsent;
@@ -526,6 +537,13 @@ pub const SETTINGS: &[Setting] = &[
         mirrors: "Kafka producer enable.idempotence (true since 3.0; Kafka Connect's source tasks set false)",
         values: Values::Bool,
         field: Field::Bool(|c| producer(c).map(|p| &mut p.idempotent)),
+    },
+    Setting {
+        key: "producer.max.in.flight.requests.per.connection",
+        about: "produce requests awaiting their answer at once on the producer's connection; with more than one, a plain producer's retried batch lands after later ones",
+        mirrors: "Kafka producer max.in.flight.requests.per.connection (5; at most 5 with idempotence; Kafka Connect's source tasks set 1)",
+        values: Values::Count { min: 1, max: 100 },
+        field: Field::Usize(|c| producer(c).map(|p| &mut p.max_in_flight)),
     },
     Setting {
         key: "producer.linger.ms",
@@ -1085,6 +1103,19 @@ mod tests {
             push.retry.backoff.max.ms (10) is below push.retry.backoff.ms (20)
               hint: the wait doubles from the first to the longest: raise the longest or lower the first
             ");
+        let outbox = Variant::by_name("outbox").unwrap();
+        insta::assert_snapshot!(message(
+            outbox.with_settings(&[("producer.max.in.flight.requests.per.connection", "6")]).unwrap_err()
+        ), @r"
+            producer.max.in.flight.requests.per.connection (6) is above 5 with producer.enable.idempotence = true
+              hint: the broker remembers a producer's last 5 batches (Kafka 4.x refuses this with a ConfigException): set it to 5 or less, or producer.enable.idempotence = false
+            ");
+        assert!(outbox
+            .with_settings(&[
+                ("producer.max.in.flight.requests.per.connection", "6"),
+                ("producer.enable.idempotence", "false"),
+            ])
+            .is_ok());
         let logtail = Variant::by_name("outbox-logtail").unwrap();
         insta::assert_snapshot!(message(logtail.with_settings(&[("relay.lease.ms", "2s")]).unwrap_err()), @r"
             relay.instances and relay.lease.ms are for table-polling relays that mark what they sent; this relay is not one

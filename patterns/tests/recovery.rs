@@ -563,3 +563,174 @@ fn send_async_batches_what_accumulates_and_delivers_every_record_in_order() {
         .count();
     assert!(produces < 100, "{produces} produce requests for 300 records");
 }
+
+/// Hands 300 records to a producer 1 ms apart while the first 2 s lose a fifth of the
+/// broker's responses (each a connection broken after the broker stored the batch);
+/// returns the payloads the partition holds, in offset order.
+fn pipeline_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
+    let stored: Rc<RefCell<Vec<u64>>> = Rc::default();
+    let mut world = World::new(WorldConfig::new(Seed(5)));
+    world
+        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
+        .unwrap();
+    let stored_in = Rc::clone(&stored);
+    world
+        .host("client", move |ctx| {
+            let stored = Rc::clone(&stored_in);
+            async move {
+                let producer = Producer::new(&ctx, Duration::from_millis(100), config);
+                for n in 0..300u64 {
+                    drop(producer.send_async("t", 0, "k".into(), n.to_string()));
+                    faultline_sim::timer::sleep(Duration::from_millis(1)).await;
+                }
+                faultline_sim::timer::sleep(Duration::from_millis(3_000)).await;
+                *stored.borrow_mut() = read_back(&ctx).await;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    let lossy = faultline_sim::MessageFaultRates {
+        lost_response: 0.2,
+        ..Default::default()
+    };
+    world.set_plan(FaultPlan::from_events(vec![
+        at(0, Fault::MessageFaults { rates: lossy }),
+        at(
+            2_000,
+            Fault::MessageFaults {
+                rates: Default::default(),
+            },
+        ),
+    ]));
+    world.run_until(SimTime::from_secs(8), |_| false).unwrap();
+    let records = stored.borrow().clone();
+    records
+}
+
+#[test]
+fn five_requests_in_flight_keep_order_only_with_idempotence() {
+    let idempotent = pipeline_through_lost_responses(KAFKA_PRODUCER);
+    assert_eq!(
+        idempotent,
+        (0..300).collect::<Vec<u64>>(),
+        "idempotent, 5 in flight: each record once, in order"
+    );
+
+    let plain = pipeline_through_lost_responses(ProducerConfig {
+        idempotent: false,
+        ..KAFKA_PRODUCER
+    });
+    let first_copies = first_seen(&plain);
+    let mut all = first_copies.clone();
+    all.sort_unstable();
+    assert_eq!(all, (0..300).collect::<Vec<u64>>(), "nothing lost: {plain:?}");
+    assert_ne!(
+        first_copies, all,
+        "plain, 5 in flight: batches failed with their connection are sent again newest first, so older records first land after newer ones: {plain:?}"
+    );
+
+    let one_in_flight = pipeline_through_lost_responses(ProducerConfig {
+        idempotent: false,
+        max_in_flight: 1,
+        ..KAFKA_PRODUCER
+    });
+    assert!(
+        one_in_flight.len() > 300,
+        "lost acks store copies without idempotence"
+    );
+    assert_eq!(
+        first_seen(&one_in_flight),
+        (0..300).collect::<Vec<u64>>(),
+        "plain, 1 in flight: a batch's copy follows the batch, before any later one: {one_in_flight:?}"
+    );
+}
+
+/// The records in the order their first copy was stored.
+fn first_seen(records: &[u64]) -> Vec<u64> {
+    let mut seen = std::collections::BTreeSet::new();
+    records.iter().copied().filter(|r| seen.insert(*r)).collect()
+}
+
+#[test]
+fn the_broker_answers_a_retry_of_its_last_five_batches_as_stored_and_refuses_the_rest_even_after_a_restart() {
+    type Answers = Rc<RefCell<Vec<(&'static str, Result<u64, BrokerError>)>>>;
+    let answers: Answers = Rc::default();
+    let mut world = World::new(WorldConfig::new(Seed(2)));
+    world
+        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
+        .unwrap();
+    let answers_in = Rc::clone(&answers);
+    world
+        .host("client", move |ctx| {
+            let answers = Rc::clone(&answers_in);
+            async move {
+                let broker = BrokerClient::new(&ctx, Duration::from_millis(200));
+                // Sent until the broker answers (a connection from before its
+                // restart fails first).
+                let produce = |producer: u64, seq: u64| {
+                    let broker = broker.clone();
+                    async move {
+                        let batch = vec![("k".to_string(), seq.to_string())];
+                        let seq = faultline_patterns::systems::broker::ProducerSeq { producer, seq };
+                        loop {
+                            match broker.produce("t", 0, batch.clone(), Some(seq)).await {
+                                Err(BrokerError::Call(_)) => continue,
+                                answer => return answer,
+                            }
+                        }
+                    }
+                };
+                // Seven batches of one record, offsets 0..7: the broker keeps seq 2..=6.
+                for seq in 0..7 {
+                    produce(1, seq).await.unwrap();
+                }
+                answers.borrow_mut().push(("retry of seq 6", produce(1, 6).await));
+                answers.borrow_mut().push(("retry of seq 2", produce(1, 2).await));
+                answers.borrow_mut().push(("retry of seq 1", produce(1, 1).await));
+                answers.borrow_mut().push(("gap: seq 8", produce(1, 8).await));
+                answers
+                    .borrow_mut()
+                    .push(("new producer at seq 5", produce(2, 5).await));
+                // The broker restarts at 1 s and rebuilds the window from its log.
+                faultline_sim::timer::sleep(Duration::from_millis(2_000)).await;
+                answers
+                    .borrow_mut()
+                    .push(("after restart: retry of seq 3", produce(1, 3).await));
+                answers
+                    .borrow_mut()
+                    .push(("after restart: seq 7", produce(1, 7).await));
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    world.set_plan(FaultPlan::from_events(vec![
+        at(
+            1_000,
+            Fault::Crash {
+                host: "broker".into(),
+            },
+        ),
+        at(
+            1_100,
+            Fault::Restart {
+                host: "broker".into(),
+            },
+        ),
+    ]));
+    world.run_until(SimTime::from_secs(4), |_| false).unwrap();
+    let out_of_order = Err(BrokerError::OutOfOrderSequence { expected: 7 });
+    assert_eq!(
+        *answers.borrow(),
+        vec![
+            ("retry of seq 6", Ok(6)),
+            ("retry of seq 2", Ok(2)),
+            ("retry of seq 1", out_of_order.clone()),
+            ("gap: seq 8", out_of_order),
+            ("new producer at seq 5", Ok(7)),
+            ("after restart: retry of seq 3", Ok(3)),
+            ("after restart: seq 7", Ok(8)),
+        ]
+    );
+}

@@ -46,7 +46,7 @@ pub use fault::{Fault, FaultEvent, FaultPlan, MessageFaultRates, PlanError};
 pub use panic::{BudgetExceeded, CaughtPanic};
 pub use profile::{FaultTarget, FaultWindow, Profile, ProfileInfo, PROFILES};
 pub use rng::{RngStreams, Seed, SimRng};
-pub use rpc::{serve, RpcClient, RpcError, RpcMessage};
+pub use rpc::{serve, PipelinedClient, RpcClient, RpcError, RpcMessage};
 pub use time::SimTime;
 pub use trace::{EventId, Trace, TraceEvent, TraceHash};
 pub use world::{HostCtx, HostResult, RunSummary, World, WorldConfig, WorldError};

@@ -36,7 +36,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use turmoil::net::{TcpListener, TcpStream};
 
 use crate::coverage::windows;
@@ -107,7 +107,10 @@ struct ResponseFrame<T> {
     body: T,
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> Result<(), RpcError> {
+async fn write_frame<T: Serialize>(
+    stream: &mut (impl AsyncWrite + Unpin),
+    value: &T,
+) -> Result<(), RpcError> {
     let bytes = serde_json::to_vec(value).map_err(|e| RpcError::Codec(e.to_string()))?;
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(RpcError::Codec(format!(
@@ -121,7 +124,7 @@ async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> Result<
     stream.write_all(&buf).await.map_err(io_error)
 }
 
-async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> Result<T, RpcError> {
+async fn read_frame<T: DeserializeOwned>(stream: &mut (impl AsyncRead + Unpin)) -> Result<T, RpcError> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await.map_err(io_error)?;
     let len = u32::from_be_bytes(len) as usize;
@@ -184,7 +187,12 @@ async fn serve_connection<Req: RpcMessage, Resp: RpcMessage>(
                 format!("call={} to={peer} {}", call_id(frame.id), response.label()),
             );
             ctx.cover(windows::LOST_RESPONSE_AFTER_HANDLER);
-            continue;
+            // The connection broke after the handler ran: nothing more on it is read
+            // (a pipelining client's later requests are lost with it), and it is held
+            // until the client gives up and closes it.
+            let mut discard = [0u8; 1024];
+            while stream.read(&mut discard).await.is_ok_and(|n| n > 0) {}
+            return;
         }
         if frame.response_hold_us > 0 {
             crate::timer::sleep(Duration::from_micros(frame.response_hold_us)).await;
@@ -245,18 +253,8 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
     /// A client on this host for the server at `target:port`; every call gives up
     /// after `timeout`.
     pub fn new(ctx: &HostCtx, target: &str, port: u16, timeout: Duration) -> Self {
-        let rng = ctx.rng(&format!("rpc/{target}:{port}"));
         RpcClient {
-            state: Rc::new(ClientState {
-                ctx: ctx.clone(),
-                target: target.to_string(),
-                port,
-                timeout,
-                idle: RefCell::new(Vec::new()),
-                client: ctx.next_client_number(),
-                next_call: Cell::new(0),
-                rng: RefCell::new(rng),
-            }),
+            state: Rc::new(ClientState::new(ctx, target, port, timeout)),
             _types: PhantomData,
         }
     }
@@ -264,109 +262,29 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
     /// Sends `request` and waits for the response, the timeout, or a failure.
     pub async fn call(&self, request: &Req) -> Result<Resp, RpcError> {
         let s = &self.state;
-        let id = (u64::from(s.client) << 32) | s.next_call.get();
-        s.next_call.set(s.next_call.get() + 1);
-        let id_text = call_id(id);
-        let label = request.label();
-        let faults = self.decide();
-        s.ctx
-            .record(kind::SEND, format!("call={id_text} to={} {label}", s.target));
-        for (what, delay) in [("request", faults.delay), ("response", faults.response_delay)] {
-            if let Some(delay) = delay {
-                let detail = format!("call={id_text} {what} by={}ms", delay.as_millis());
-                s.ctx.record(kind::DELAY, detail);
-            }
-        }
+        let (id, id_text, faults) = s.begin(request);
         if faults.lose_request {
-            s.ctx
-                .record(kind::DROP, format!("call={id_text} to={} {label}", s.target));
+            s.ctx.record(
+                kind::DROP,
+                format!("call={id_text} to={} {}", s.target, request.label()),
+            );
             crate::timer::sleep(s.timeout).await;
             s.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
             return Err(RpcError::Timeout(s.timeout));
         }
-        let micros = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64);
-        let frame = RequestFrame {
-            id,
-            reply: !faults.lose_response,
-            hold_us: micros(faults.delay),
-            response_hold_us: micros(faults.response_delay),
-            deadline_us: (s.ctx.now() + s.timeout).as_micros(),
-            body: request,
-        };
+        let frame = s.frame(id, &faults, request);
         let outcome = crate::timer::timeout(s.timeout, self.exchange(&frame)).await;
         if let Some(after) = faults.duplicate_after {
-            // An intermediary's retry (a proxy or load balancer that timed out on the
-            // upstream, a client library's own retry): the server handles the request a
-            // second time before the caller's call completes, so the copy never lands
-            // after the caller's later requests, as TCP could not make it do.
-            s.ctx.record(
-                kind::DUPLICATE,
-                format!("call={id_text} after={}ms", after.as_millis()),
-            );
-            let copy = serde_json::to_value(&frame).map_err(|e| RpcError::Codec(e.to_string()))?;
-            crate::timer::sleep(after).await;
-            let _ = crate::timer::timeout(s.timeout, self.exchange_raw(&copy, id)).await;
+            s.duplicate(&frame, after).await?;
         }
-        match outcome {
-            Ok(Ok(response)) => {
-                s.ctx
-                    .record(kind::RESPONSE, format!("call={id_text} {}", response.label()));
-                Ok(response)
-            }
-            Ok(Err(error)) => {
-                s.ctx.record(kind::CALL_ERROR, format!("call={id_text} {error}"));
-                Err(error)
-            }
-            Err(_) => {
-                s.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
-                Err(RpcError::Timeout(s.timeout))
-            }
-        }
-    }
-
-    fn decide(&self) -> CallFaults {
-        let rates = self.state.ctx.message_faults(&self.state.target);
-        if !rates.any() {
-            return CallFaults::default();
-        }
-        let mut rng = self.state.rng.borrow_mut();
-        let mut draw = |p: f64| p > 0.0 && rng.gen_bool(p.min(1.0));
-        let lose_request = draw(rates.loss);
-        let lose_response = draw(rates.lost_response);
-        let duplicate = draw(rates.duplicate);
-        let delay = draw(rates.delay);
-        let response_delay = draw(rates.delay);
-        let timeout_ms = self.state.timeout.as_millis() as u64;
-        let mut hold = |delayed: bool| {
-            delayed.then(|| {
-                // Past the caller's deadline, or within the plan's bound.
-                let ms = if rng.gen_bool(LATE_SHARE) {
-                    timeout_ms + rng.gen_range(1..=timeout_ms.max(1))
-                } else {
-                    rng.gen_range(1..=rates.delay_max_ms.max(1))
-                };
-                Duration::from_millis(ms)
-            })
-        };
-        let delay = hold(delay);
-        let response_delay = hold(response_delay);
-        CallFaults {
-            lose_request,
-            lose_response,
-            duplicate_after: duplicate
-                .then(|| Duration::from_millis(rng.gen_range(1..=DUPLICATE_DELAY_MAX_MS))),
-            delay,
-            response_delay,
-        }
+        s.finish(&id_text, outcome.map_err(|_| ()))
     }
 
     async fn connection(&self) -> Result<TcpStream, RpcError> {
         if let Some(stream) = self.state.idle.borrow_mut().pop() {
             return Ok(stream);
         }
-        TcpStream::connect((self.state.target.as_str(), self.state.port))
-            .await
-            .map_err(io_error)
+        self.state.connect().await
     }
 
     fn give_back(&self, stream: TcpStream) {
@@ -393,15 +311,335 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
         self.give_back(stream);
         Ok(response.body)
     }
+}
+
+impl ClientState {
+    fn new(ctx: &HostCtx, target: &str, port: u16, timeout: Duration) -> Self {
+        ClientState {
+            ctx: ctx.clone(),
+            target: target.to_string(),
+            port,
+            timeout,
+            idle: RefCell::new(Vec::new()),
+            client: ctx.next_client_number(),
+            next_call: Cell::new(0),
+            rng: RefCell::new(ctx.rng(&format!("rpc/{target}:{port}"))),
+        }
+    }
+
+    /// The next call id, with the trace's send and delay records and the fault hook's
+    /// decision for it.
+    fn begin<Req: RpcMessage>(&self, request: &Req) -> (u64, String, CallFaults) {
+        let id = (u64::from(self.client) << 32) | self.next_call.get();
+        self.next_call.set(self.next_call.get() + 1);
+        let id_text = call_id(id);
+        let faults = self.decide();
+        self.ctx.record(
+            kind::SEND,
+            format!("call={id_text} to={} {}", self.target, request.label()),
+        );
+        for (what, delay) in [("request", faults.delay), ("response", faults.response_delay)] {
+            if let Some(delay) = delay {
+                let detail = format!("call={id_text} {what} by={}ms", delay.as_millis());
+                self.ctx.record(kind::DELAY, detail);
+            }
+        }
+        (id, id_text, faults)
+    }
+
+    fn frame<'a, Req>(&self, id: u64, faults: &CallFaults, body: &'a Req) -> RequestFrame<&'a Req> {
+        let micros = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64);
+        RequestFrame {
+            id,
+            reply: !faults.lose_response,
+            hold_us: micros(faults.delay),
+            response_hold_us: micros(faults.response_delay),
+            deadline_us: (self.ctx.now() + self.timeout).as_micros(),
+            body,
+        }
+    }
+
+    /// An intermediary's retry (a proxy or load balancer that timed out on the upstream,
+    /// a client library's own retry): the server handles the request a second time
+    /// before the caller's call completes, so the copy never lands after the caller's
+    /// later requests, as TCP could not make it do.
+    async fn duplicate<Req: Serialize>(
+        &self,
+        frame: &RequestFrame<&Req>,
+        after: Duration,
+    ) -> Result<(), RpcError> {
+        self.ctx.record(
+            kind::DUPLICATE,
+            format!("call={} after={}ms", call_id(frame.id), after.as_millis()),
+        );
+        let copy = serde_json::to_value(frame).map_err(|e| RpcError::Codec(e.to_string()))?;
+        crate::timer::sleep(after).await;
+        let _ = crate::timer::timeout(self.timeout, self.exchange_raw(&copy, frame.id)).await;
+        Ok(())
+    }
+
+    /// The trace's record of how a call ended, and its result.
+    fn finish<Resp: RpcMessage>(
+        &self,
+        id_text: &str,
+        outcome: Result<Result<Resp, RpcError>, ()>,
+    ) -> Result<Resp, RpcError> {
+        match outcome {
+            Ok(Ok(response)) => {
+                self.ctx
+                    .record(kind::RESPONSE, format!("call={id_text} {}", response.label()));
+                Ok(response)
+            }
+            Ok(Err(error)) => {
+                self.ctx
+                    .record(kind::CALL_ERROR, format!("call={id_text} {error}"));
+                Err(error)
+            }
+            Err(()) => {
+                self.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
+                Err(RpcError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<TcpStream, RpcError> {
+        TcpStream::connect((self.target.as_str(), self.port))
+            .await
+            .map_err(io_error)
+    }
+
+    fn decide(&self) -> CallFaults {
+        let rates = self.ctx.message_faults(&self.target);
+        if !rates.any() {
+            return CallFaults::default();
+        }
+        let mut rng = self.rng.borrow_mut();
+        let mut draw = |p: f64| p > 0.0 && rng.gen_bool(p.min(1.0));
+        let lose_request = draw(rates.loss);
+        let lose_response = draw(rates.lost_response);
+        let duplicate = draw(rates.duplicate);
+        let delay = draw(rates.delay);
+        let response_delay = draw(rates.delay);
+        let timeout_ms = self.timeout.as_millis() as u64;
+        let mut hold = |delayed: bool| {
+            delayed.then(|| {
+                // Past the caller's deadline, or within the plan's bound.
+                let ms = if rng.gen_bool(LATE_SHARE) {
+                    timeout_ms + rng.gen_range(1..=timeout_ms.max(1))
+                } else {
+                    rng.gen_range(1..=rates.delay_max_ms.max(1))
+                };
+                Duration::from_millis(ms)
+            })
+        };
+        let delay = hold(delay);
+        let response_delay = hold(response_delay);
+        CallFaults {
+            lose_request,
+            lose_response,
+            duplicate_after: duplicate
+                .then(|| Duration::from_millis(rng.gen_range(1..=DUPLICATE_DELAY_MAX_MS))),
+            delay,
+            response_delay,
+        }
+    }
 
     /// Sends an already-encoded duplicate on a fresh connection and discards the answer.
     async fn exchange_raw(&self, frame: &serde_json::Value, id: u64) -> Result<(), RpcError> {
-        let mut stream = TcpStream::connect((self.state.target.as_str(), self.state.port))
-            .await
-            .map_err(io_error)?;
+        let mut stream = self.connect().await?;
         write_frame(&mut stream, frame).await?;
         let response: ResponseFrame<serde_json::Value> = read_frame(&mut stream).await?;
         debug_assert_eq!(response.id, id);
         Ok(())
+    }
+}
+
+/// A client that carries every call on one connection with several in flight at once,
+/// as Kafka's `NetworkClient` does (`max.in.flight.requests.per.connection`; the
+/// caller bounds how many). The server reads one connection's requests in order and
+/// answers each before reading the next, as a Kafka broker mutes a connection while it
+/// handles a request, so requests are handled in the order they were sent.
+///
+/// The message faults act on the connection as TCP lets them: a delayed request holds
+/// back every later one on it; a lost request or a lost response is the connection
+/// dying there (nothing after it is handled or answered) without either side knowing.
+/// A call that times out closes the connection, which fails every other call still in
+/// flight on it, oldest first, with a connection error, as Kafka's client disconnects
+/// from a node whose request timed out; what the server had already read of them it
+/// may still handle. The next call connects again.
+pub struct PipelinedClient<Req, Resp> {
+    state: Rc<ClientState>,
+    pipe: Rc<RefCell<Option<Rc<Pipe<Resp>>>>>,
+    /// Taken by each call to connect and write: calls go out in the order made.
+    sending: Rc<tokio::sync::Mutex<()>>,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> Clone for PipelinedClient<Req, Resp> {
+    fn clone(&self) -> Self {
+        PipelinedClient {
+            state: Rc::clone(&self.state),
+            pipe: Rc::clone(&self.pipe),
+            sending: Rc::clone(&self.sending),
+            _types: PhantomData,
+        }
+    }
+}
+
+type Reply<Resp> = tokio::sync::oneshot::Sender<Result<Resp, RpcError>>;
+
+/// One open connection of a [`PipelinedClient`].
+struct Pipe<Resp> {
+    writer: tokio::sync::Mutex<turmoil::net::tcp::OwnedWriteHalf>,
+    /// Calls sent and not answered, by call id (ids grow, so oldest first).
+    waiting: RefCell<std::collections::BTreeMap<u64, Reply<Resp>>>,
+    /// A request was lost on the wire: nothing written after it arrives.
+    black_holed: Cell<bool>,
+    reader: RefCell<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl<Resp> Pipe<Resp> {
+    /// Fails every waiting call, oldest first, and stops reading.
+    fn close(&self, why: &str) {
+        if let Some(reader) = self.reader.borrow_mut().take() {
+            reader.abort();
+        }
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for (_, reply) in waiting {
+            let _ = reply.send(Err(RpcError::Connection(why.to_string())));
+        }
+    }
+}
+
+impl<Req: RpcMessage, Resp: RpcMessage> PipelinedClient<Req, Resp> {
+    /// A client on this host for the server at `target:port`; every call gives up
+    /// after `timeout`.
+    pub fn new(ctx: &HostCtx, target: &str, port: u16, timeout: Duration) -> Self {
+        PipelinedClient {
+            state: Rc::new(ClientState::new(ctx, target, port, timeout)),
+            pipe: Rc::default(),
+            sending: Rc::default(),
+            _types: PhantomData,
+        }
+    }
+
+    /// Sends `request` on the open connection (opening one if none is) and waits for
+    /// its response, the timeout, or the connection's failure.
+    pub async fn call(&self, request: &Req) -> Result<Resp, RpcError> {
+        let s = &self.state;
+        let (id, id_text, faults) = s.begin(request);
+        let frame = s.frame(id, &faults, request);
+        let used = RefCell::new(None);
+        let exchange = async {
+            let (pipe, answer) = self.send(&frame, &faults).await?;
+            *used.borrow_mut() = Some(pipe);
+            answer
+                .await
+                .unwrap_or_else(|_| Err(RpcError::Connection("closed".to_string())))
+        };
+        let outcome = crate::timer::timeout(s.timeout, exchange).await.map_err(|_| ());
+        if outcome.is_err() {
+            if let Some(pipe) = used.take() {
+                pipe.close("disconnected: a request on the connection timed out");
+                self.forget(&pipe);
+            }
+        }
+        if let Some(after) = faults.duplicate_after {
+            s.duplicate(&frame, after).await?;
+        }
+        s.finish(&id_text, outcome)
+    }
+
+    /// Writes the frame on the connection (opening one if none is open) and returns
+    /// where its answer will come. Calls write in the order they were made: one at a
+    /// time, through a fair lock, including the connect.
+    async fn send(
+        &self,
+        frame: &RequestFrame<&Req>,
+        faults: &CallFaults,
+    ) -> Result<
+        (
+            Rc<Pipe<Resp>>,
+            tokio::sync::oneshot::Receiver<Result<Resp, RpcError>>,
+        ),
+        RpcError,
+    > {
+        let _in_call_order = self.sending.lock().await;
+        let pipe = self.pipe().await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        pipe.waiting.borrow_mut().insert(frame.id, reply);
+        if faults.lose_request {
+            self.state.ctx.record(
+                kind::DROP,
+                format!(
+                    "call={} to={} {}",
+                    call_id(frame.id),
+                    self.state.target,
+                    frame.body.label()
+                ),
+            );
+            pipe.black_holed.set(true);
+        }
+        if !pipe.black_holed.get() {
+            let written = write_frame(&mut *pipe.writer.lock().await, frame).await;
+            if let Err(error) = written {
+                pipe.close(&error.to_string());
+                self.forget(&pipe);
+            }
+        }
+        Ok((pipe, answer))
+    }
+
+    /// The open connection, or a new one with its reader.
+    async fn pipe(&self) -> Result<Rc<Pipe<Resp>>, RpcError> {
+        if let Some(pipe) = self.pipe.borrow().as_ref() {
+            return Ok(Rc::clone(pipe));
+        }
+        let stream = self.state.connect().await?;
+        let (mut read, write) = stream.into_split();
+        let pipe = Rc::new(Pipe {
+            writer: tokio::sync::Mutex::new(write),
+            waiting: RefCell::default(),
+            black_holed: Cell::new(false),
+            reader: RefCell::new(None),
+        });
+        let reading = Rc::downgrade(&pipe);
+        let holder = Rc::downgrade(&self.pipe);
+        let reader = tokio::task::spawn_local(async move {
+            loop {
+                let frame = read_frame::<ResponseFrame<Resp>>(&mut read).await;
+                let Some(pipe) = reading.upgrade() else { return };
+                match frame {
+                    Ok(response) => {
+                        let reply = pipe.waiting.borrow_mut().remove(&response.id);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(response.body));
+                        }
+                    }
+                    Err(error) => {
+                        pipe.reader.borrow_mut().take();
+                        pipe.close(&error.to_string());
+                        if let Some(holder) = holder.upgrade() {
+                            let mut open = holder.borrow_mut();
+                            if open.as_ref().is_some_and(|p| Rc::ptr_eq(p, &pipe)) {
+                                *open = None;
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        *pipe.reader.borrow_mut() = Some(reader);
+        *self.pipe.borrow_mut() = Some(Rc::clone(&pipe));
+        Ok(pipe)
+    }
+
+    /// Drops `pipe` as the open connection, if it still is.
+    fn forget(&self, pipe: &Rc<Pipe<Resp>>) {
+        let mut open = self.pipe.borrow_mut();
+        if open.as_ref().is_some_and(|p| Rc::ptr_eq(p, pipe)) {
+            *open = None;
+        }
     }
 }

@@ -4,10 +4,13 @@
 //! A produce carries a batch of records for one partition; it is appended and synced
 //! before it is acknowledged (acks=all on a single replica). A retried produce whose
 //! first ack was lost appends a duplicate batch, unless the producer is idempotent: then
-//! the broker remembers the last sequence per producer and partition (rebuilt from the
-//! log on recovery) and answers a repeat as stored. Order holds within a partition only. Consumers fetch from an offset and commit
-//! offsets; after a restart they resume from the committed offset, so whatever they had
-//! processed but not committed is delivered again.
+//! the broker keeps the last [`PRODUCER_BATCHES_RETAINED`] batches' sequences per
+//! producer and partition (rebuilt from the log on recovery), answers a repeat of one of
+//! them as stored, and refuses a batch whose sequence does not follow the last one
+//! stored (Kafka's `OUT_OF_ORDER_SEQUENCE_NUMBER`). Order holds within a partition only.
+//! Consumers fetch from an offset and commit offsets; after a restart they resume from
+//! the committed offset, so whatever they had processed but not committed is delivered
+//! again.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -18,7 +21,6 @@ use tokio::sync::Notify;
 
 use crate::backoff::Backoff;
 use crate::bugs::{Bug, BugSet};
-use crate::keyed_locks::KeyedLocks;
 use faultline_sim::{serve, HostCtx, LogFile, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,13 @@ const LOG_STARTS_FILE: &str = "log-starts.json";
 /// How often retention runs (Kafka's `log.retention.check.interval.ms`, 300000,
 /// compressed to this simulation's seconds-long runs).
 const RETENTION_CHECK_MS: u64 = 250;
+/// How many of a producer's last batches per partition the broker remembers to answer a
+/// retry as stored (Kafka's `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`): the reason
+/// `max.in.flight.requests.per.connection` may not exceed 5 with idempotence.
+pub const PRODUCER_BATCHES_RETAINED: usize = 5;
+/// The most requests a producer may have in flight with idempotence (Kafka 4.x refuses
+/// a larger `max.in.flight.requests.per.connection` with a ConfigException).
+pub const MAX_IN_FLIGHT_FOR_IDEMPOTENCE: usize = PRODUCER_BATCHES_RETAINED;
 /// How often a broker that acknowledges before syncing (a planted bug) catches up.
 const LAZY_SYNC_PERIOD: Duration = Duration::from_millis(200);
 
@@ -109,6 +118,12 @@ pub enum BrokerResponse {
     Produced {
         offset: u64,
     },
+    /// An idempotent producer's batch does not follow the last one stored for it and
+    /// is not one of the last [`PRODUCER_BATCHES_RETAINED`] (Kafka's
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER): nothing was appended.
+    OutOfOrderSequence {
+        expected: u64,
+    },
     Records(Vec<BrokerRecord>),
     /// The fetch offset is below the log start (deleted by retention) or past the end
     /// (Kafka's OFFSET_OUT_OF_RANGE).
@@ -169,6 +184,9 @@ impl RpcMessage for BrokerResponse {
     fn label(&self) -> String {
         match self {
             BrokerResponse::Produced { offset } => format!("produced @{offset}"),
+            BrokerResponse::OutOfOrderSequence { expected } => {
+                format!("out of order sequence, expected seq={expected}")
+            }
             BrokerResponse::Records(r) => format!("records n={}", r.len()),
             BrokerResponse::OutOfRange { start, end } => format!("offset out of range {start}..{end}"),
             BrokerResponse::Committed => "committed".to_string(),
@@ -189,13 +207,51 @@ struct Partition {
     writer: Rc<tokio::sync::Mutex<()>>,
 }
 
+/// One stored batch of an idempotent producer: its sequences and first offset.
+#[derive(Clone, Copy)]
+struct StoredBatch {
+    first_seq: u64,
+    last_seq: u64,
+    first_offset: u64,
+}
+
+/// A producer's last [`PRODUCER_BATCHES_RETAINED`] batches in one partition.
+#[derive(Default)]
+struct ProducerBatches(std::collections::VecDeque<StoredBatch>);
+
+impl ProducerBatches {
+    fn push(&mut self, batch: StoredBatch) {
+        if self.0.len() == PRODUCER_BATCHES_RETAINED {
+            self.0.pop_front();
+        }
+        self.0.push_back(batch);
+    }
+
+    /// What a batch `first_seq..=last_seq` meets (Kafka's `checkSequence` and
+    /// `findDuplicateBatch`): `Some(answer)` when it is not to be appended.
+    fn check(&self, first_seq: u64, last_seq: u64) -> Option<BrokerResponse> {
+        if let Some(stored) = self
+            .0
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+        {
+            return Some(BrokerResponse::Produced {
+                offset: stored.first_offset,
+            });
+        }
+        // A producer the partition has no state of may start at any sequence.
+        let expected = self.0.back()?.last_seq + 1;
+        (first_seq != expected).then_some(BrokerResponse::OutOfOrderSequence { expected })
+    }
+}
+
 struct State {
     ctx: HostCtx,
     bugs: BugSet,
     partitions: BTreeMap<(String, u32), Partition>,
     offsets: BTreeMap<String, u64>,
-    /// Last (sequence, offset) per producer, topic and partition.
-    sequences: BTreeMap<(u64, String, u32), (u64, u64)>,
+    /// The last batches stored per producer, topic and partition, oldest first.
+    sequences: BTreeMap<(u64, String, u32), ProducerBatches>,
     /// `retention.ms` of every topic: records older are deleted; `None` keeps them.
     retention_ms: Option<u64>,
     /// The durable log start offsets, by `topic-partition`.
@@ -217,18 +273,23 @@ impl State {
                 let (log, recovery) = LogFile::open(ctx.disk(), &format!("{topic}-{partition}.log"));
                 // One frame per batch: a batch is stored whole or not at all, as Kafka
                 // writes a record batch with one CRC.
-                let records: Vec<BrokerRecord> = recovery
-                    .records
-                    .iter()
-                    .flat_map(|r| {
-                        serde_json::from_slice::<Vec<BrokerRecord>>(&r.payload)
-                            .expect("broker batches are written by this module")
-                    })
-                    .collect();
-                for r in &records {
-                    if let Some(p) = r.producer {
-                        sequences.insert((p.producer, topic.to_string(), partition), (p.seq, r.offset));
+                let mut records: Vec<BrokerRecord> = Vec::new();
+                for frame in &recovery.records {
+                    let batch: Vec<BrokerRecord> = serde_json::from_slice(&frame.payload)
+                        .expect("broker batches are written by this module");
+                    if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
+                        if let (Some(p), Some(q)) = (first.producer, last.producer) {
+                            sequences
+                                .entry((p.producer, topic.to_string(), partition))
+                                .or_default()
+                                .push(StoredBatch {
+                                    first_seq: p.seq,
+                                    last_seq: q.seq,
+                                    first_offset: first.offset,
+                                });
+                        }
                     }
+                    records.extend(batch);
                 }
                 Partition {
                     log,
@@ -301,11 +362,12 @@ async fn produce(
     let (log, batch, acks_before_sync) = {
         let mut s = state.borrow_mut();
         if let Some(p) = producer {
-            if let Some(&(seq, offset)) = s.sequences.get(&(p.producer, topic.clone(), partition)) {
-                // A retry of a batch already stored: answer as the first time.
-                if p.seq <= seq {
-                    return BrokerResponse::Produced { offset };
-                }
+            let last_seq = p.seq + records.len().saturating_sub(1) as u64;
+            let stored = s.sequences.get(&(p.producer, topic.clone(), partition));
+            // A retry of a batch already stored is answered as the first time; a
+            // sequence that does not follow is refused.
+            if let Some(answer) = stored.and_then(|b| b.check(p.seq, last_seq)) {
+                return answer;
             }
         }
         let acks_before_sync = s.bugs.has(Bug::BrokerAcksBeforeSync);
@@ -344,13 +406,19 @@ async fn produce(
     }
     let mut s = state.borrow_mut();
     let first = batch.first().map_or(0, |r| r.offset);
-    let last = batch.last().map(|r| (r.offset, r.producer));
+    let last_seq = batch.last().and_then(|r| r.producer).map(|p| p.seq);
     let part = s.partition(&topic, partition);
     part.records.extend(batch);
     part.arrived.notify_waiters();
-    if let Some((offset, Some(p))) = last {
+    if let (Some(p), Some(last_seq)) = (producer, last_seq) {
         s.sequences
-            .insert((p.producer, topic, partition), (p.seq, offset));
+            .entry((p.producer, topic, partition))
+            .or_default()
+            .push(StoredBatch {
+                first_seq: p.seq,
+                last_seq,
+                first_offset: first,
+            });
     }
     BrokerResponse::Produced { offset: first }
 }
@@ -543,6 +611,16 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, retention_ms: Option<u64>) -
     Ok(())
 }
 
+/// What a produce's answer means to its sender.
+fn produced(response: BrokerResponse) -> Result<u64, BrokerError> {
+    match response {
+        BrokerResponse::Produced { offset } => Ok(offset),
+        BrokerResponse::OutOfOrderSequence { expected } => Err(BrokerError::OutOfOrderSequence { expected }),
+        BrokerResponse::Error(e) => Err(BrokerError::Refused(e)),
+        _ => Err(BrokerError::Unexpected),
+    }
+}
+
 /// A client of the broker, for producers and consumers.
 #[derive(Clone)]
 pub struct BrokerClient {
@@ -566,6 +644,13 @@ pub enum BrokerError {
         start: u64,
         /// The log end offset.
         end: u64,
+    },
+    /// An idempotent producer's batch did not follow the last one the broker stored for
+    /// it (Kafka's OutOfOrderSequenceException): nothing was appended.
+    #[error("out of order sequence: the broker expected seq={expected}")]
+    OutOfOrderSequence {
+        /// The sequence the broker expected next.
+        expected: u64,
     },
     /// The broker answered with something else than asked for.
     #[error("unexpected broker response")]
@@ -602,10 +687,7 @@ impl BrokerClient {
             records,
             producer,
         };
-        match self.call(request).await? {
-            BrokerResponse::Produced { offset } => Ok(offset),
-            _ => Err(BrokerError::Unexpected),
-        }
+        produced(self.rpc.call(&request).await?)
     }
 
     /// Records from `offset` on; with none there, the broker waits up to `wait_ms`.
@@ -673,27 +755,32 @@ impl BrokerClient {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProducerConfig {
     /// `enable.idempotence`: stamp records with a producer id and a per-partition
-    /// sequence, so the broker drops a retry whose first attempt was stored.
+    /// sequence, so the broker drops a retry whose first attempt was stored and refuses
+    /// one that would land out of order.
     pub idempotent: bool,
+    /// `max.in.flight.requests.per.connection`: how many produce requests may await
+    /// their answer at once (at most [`MAX_IN_FLIGHT_FOR_IDEMPOTENCE`] with idempotence).
+    pub max_in_flight: usize,
     /// `retry.backoff.ms`: the first wait before a failed produce is sent again.
     pub retry_backoff_ms: u64,
     /// `retry.backoff.max.ms`: the longest wait; the wait doubles up to it.
     pub retry_backoff_max_ms: u64,
     /// `delivery.timeout.ms`: a record not acknowledged by then fails to the caller.
     pub delivery_timeout_ms: u64,
-    /// `linger.ms`: how long a record handed to [`Producer::send_async`] waits for
-    /// others to join its batch before the batch is sent (a full batch goes at once).
+    /// `linger.ms`: how long a batch waits for more records after its first before it
+    /// is sent (a full batch goes at once).
     pub linger_ms: u64,
     /// `batch.size`: bytes of keys and payloads one produce request carries at most.
     pub batch_size: usize,
 }
 
 /// A Kafka 4.x application producer's defaults: `enable.idempotence=true`,
-/// `acks=all`, `retries=2147483647` bounded by `delivery.timeout.ms=120000`,
-/// `retry.backoff.ms=100`, `retry.backoff.max.ms=1000`, `linger.ms=5` (KIP-1030; 0
-/// through 3.9).
+/// `acks=all`, `max.in.flight.requests.per.connection=5`, `retries=2147483647` bounded
+/// by `delivery.timeout.ms=120000`, `retry.backoff.ms=100`, `retry.backoff.max.ms=1000`,
+/// `linger.ms=5` (KIP-1030; 0 through 3.9).
 pub const KAFKA_PRODUCER: ProducerConfig = ProducerConfig {
     idempotent: true,
+    max_in_flight: 5,
     retry_backoff_ms: 100,
     retry_backoff_max_ms: 1_000,
     delivery_timeout_ms: 120_000,
@@ -707,6 +794,7 @@ pub const KAFKA_PRODUCER: ProducerConfig = ProducerConfig {
 /// retried in place and stored twice, next to each other.
 pub const CONNECT_SOURCE_PRODUCER: ProducerConfig = ProducerConfig {
     idempotent: false,
+    max_in_flight: 1,
     delivery_timeout_ms: i32::MAX as u64,
     ..KAFKA_PRODUCER
 };
@@ -720,68 +808,110 @@ pub const CONNECT_SOURCE_PRODUCER_IDEMPOTENT: ProducerConfig = ProducerConfig {
     ..CONNECT_SOURCE_PRODUCER
 };
 
-/// Publishes records one at a time (one request in flight), retrying each in place, as
-/// a Kafka producer does.
-///
-/// A failed produce is sent again with the same sequence after a backoff until it is
-/// acknowledged or `delivery.timeout.ms` passes, so records of a partition go out in
-/// the caller's order. An idempotent producer has an id per process life (a restart
-/// gets a new one, as a Kafka producer without a `transactional.id` does) and numbers
-/// each partition's records from 0: the broker drops a retry whose first attempt it
-/// stored. Nothing helps against a restarted producer sending again what its process
-/// sent before the crash: that is the caller's replay.
-#[derive(Clone)]
-pub struct Producer {
-    broker: BrokerClient,
-    id: Option<u64>,
-    config: ProducerConfig,
-    ctx: HostCtx,
-    /// The next sequence per topic and partition.
-    sequences: Rc<RefCell<BTreeMap<(String, u32), u64>>>,
-    /// Records handed to [`Producer::send_async`] and not yet in a sent batch, per
-    /// topic and partition: the record accumulator (a crash loses it).
-    accumulator: Rc<RefCell<BTreeMap<(String, u32), Accumulated>>>,
-    /// One batch in flight per topic and partition, whoever sends it: concurrent
-    /// callers (the transactions of a connection pool) queue here in call order, so
-    /// sequences reach the broker in the order they were taken.
-    in_flight: KeyedLocks<(String, u32)>,
-}
-
 /// What a delivery future resolves to: the record's offset, or why it failed.
 pub type Delivery = Result<u64, BrokerError>;
 
-/// One partition's records waiting for a batch, and the wake-up of its sender.
+/// A Kafka producer: a record accumulator per partition, a sender that forms batches
+/// from it, and one pipelined connection to the broker with up to
+/// `max.in.flight.requests.per.connection` requests awaiting their answer.
+///
+/// A failed batch is sent again after its backoff until it is acknowledged or
+/// `delivery.timeout.ms` passes, where Kafka's `RecordAccumulator.reenqueue` puts it:
+/// an idempotent producer keeps its batches in sequence order and sends a retried batch
+/// only once every earlier one is resolved, so order holds; a plain producer puts it at
+/// the head of the partition's queue (`Deque.addFirst`), so with several in flight a
+/// batch that failed goes out after later ones that did not, and when a timed-out
+/// request takes its connection's other requests down with it, they are re-queued
+/// oldest first and so sent newest first. A batch the broker refuses as out of order
+/// while an earlier one of its partition is unresolved is retried after it; refused
+/// when it is the earliest, or expired while its fate is unknown, the partition starts
+/// a new producer epoch (KIP-360): a new producer id, sequences from 0.
+///
+/// An idempotent producer's id belongs to its process life (a restart gets a new one,
+/// as a producer without `transactional.id` does): nothing helps against a restarted
+/// producer sending again what its process sent before the crash, that is the caller's
+/// replay. The accumulator dies with the process; its deliveries are dropped unresolved.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Rc<ProducerInner>,
+}
+
+struct ProducerInner {
+    broker: faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse>,
+    config: ProducerConfig,
+    ctx: HostCtx,
+    /// The producer id of epoch 0 on every partition (idempotent producers only).
+    base_id: Option<u64>,
+    partitions: RefCell<BTreeMap<(String, u32), PartitionQueue>>,
+}
+
+/// A record handed to the producer and not yet in a batch.
+struct Waiting {
+    key: String,
+    payload: String,
+    done: tokio::sync::oneshot::Sender<Delivery>,
+    /// Handed in by [`Producer::send_all`], which flushes: no lingering for it.
+    flush: bool,
+    at: faultline_sim::SimTime,
+}
+
+/// A batch sent or to be sent (again).
+struct Batch {
+    records: Vec<(String, String)>,
+    done: Vec<tokio::sync::oneshot::Sender<Delivery>>,
+    producer: Option<ProducerSeq>,
+    deadline: faultline_sim::SimTime,
+    backoff: Backoff,
+    /// Not to be sent again before this instant.
+    retry_at: faultline_sim::SimTime,
+}
+
+/// One partition's accumulator and sender state.
 #[derive(Default)]
-struct Accumulated {
-    records: std::collections::VecDeque<(String, String, tokio::sync::oneshot::Sender<Delivery>)>,
+struct PartitionQueue {
+    waiting: std::collections::VecDeque<Waiting>,
+    /// Batches to send again, in the order they go.
+    retries: std::collections::VecDeque<Batch>,
+    in_flight: usize,
+    /// First sequences of the batches sent and not yet resolved (idempotent only).
+    unresolved: std::collections::BTreeSet<u64>,
+    next_seq: u64,
+    epoch: u64,
+    /// A batch's fate became unknowable: start a new epoch once nothing is in flight.
+    bump_epoch: bool,
     wake: Rc<Notify>,
     sender_running: bool,
+}
+
+/// What a partition's sender does next.
+enum Next {
+    Send(Batch),
+    Sleep(Duration),
+    Wait,
 }
 
 impl Producer {
     /// A producer on this host; each request gives up after `request_timeout`.
     pub fn new(ctx: &HostCtx, request_timeout: Duration, config: ProducerConfig) -> Self {
-        let id = config
+        let base_id = config
             .idempotent
             .then(|| faultline_sim::trace::fnv1a64(ctx.name().as_bytes()) ^ u64::from(ctx.incarnation()));
         Producer {
-            broker: BrokerClient::new(ctx, request_timeout),
-            id,
-            config,
-            ctx: ctx.clone(),
-            sequences: Rc::default(),
-            accumulator: Rc::default(),
-            in_flight: KeyedLocks::default(),
+            inner: Rc::new(ProducerInner {
+                broker: faultline_sim::PipelinedClient::new(ctx, "broker", BROKER_PORT, request_timeout),
+                config,
+                ctx: ctx.clone(),
+                base_id,
+                partitions: RefCell::default(),
+            }),
         }
     }
 
     /// Hands a record to the producer and returns at once with its delivery, as
     /// `KafkaProducer.send` does: the record joins its partition's batch, which is sent
-    /// when full (`batch.size`) or after `linger.ms`, one batch in flight per partition,
-    /// each retried in place until acknowledged or `delivery.timeout.ms` passes. Records
-    /// handed in while a batch is in flight wait to form the next one, so a busy
-    /// partition sends many records per request. The delivery is dropped, unresolved,
-    /// if the process dies first.
+    /// when full (`batch.size`) or `linger.ms` after its first record, each retried
+    /// until acknowledged or `delivery.timeout.ms` passes. The delivery is dropped,
+    /// unresolved, if the process dies first.
     pub fn send_async(
         &self,
         topic: &str,
@@ -789,77 +919,40 @@ impl Producer {
         key: String,
         payload: String,
     ) -> impl std::future::Future<Output = Delivery> + 'static {
+        let delivery = self.hand(topic, partition, key, payload, false);
+        async move { delivery.await.unwrap_or_else(|_| Err(closed())) }
+    }
+
+    fn hand(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: String,
+        payload: String,
+        flush: bool,
+    ) -> tokio::sync::oneshot::Receiver<Delivery> {
         let (done, delivery) = tokio::sync::oneshot::channel();
         let start = {
-            let mut accumulator = self.accumulator.borrow_mut();
-            let queue = accumulator.entry((topic.to_string(), partition)).or_default();
-            queue.records.push_back((key, payload, done));
+            let mut partitions = self.inner.partitions.borrow_mut();
+            let queue = partitions.entry((topic.to_string(), partition)).or_default();
+            queue.waiting.push_back(Waiting {
+                key,
+                payload,
+                done,
+                flush,
+                at: self.inner.ctx.now(),
+            });
             queue.wake.notify_one();
             !std::mem::replace(&mut queue.sender_running, true)
         };
         if start {
-            tokio::task::spawn_local(self.clone().drain(topic.to_string(), partition));
+            tokio::task::spawn_local(self.clone().sender(topic.to_string(), partition));
         }
-        async move {
-            delivery
-                .await
-                .unwrap_or_else(|_| Err(BrokerError::Refused("the producer was closed".to_string())))
-        }
+        delivery
     }
 
-    /// One partition's sender: forms batches from the accumulator and sends them, one
-    /// in flight, for as long as the process lives.
-    async fn drain(self, topic: String, partition: u32) {
-        let wake = Rc::clone(
-            &self
-                .accumulator
-                .borrow_mut()
-                .entry((topic.clone(), partition))
-                .or_default()
-                .wake,
-        );
-        loop {
-            let bytes = |this: &Self| -> Option<usize> {
-                let accumulator = this.accumulator.borrow();
-                let queue = &accumulator[&(topic.clone(), partition)];
-                (!queue.records.is_empty())
-                    .then(|| queue.records.iter().map(|(k, p, _)| k.len() + p.len()).sum())
-            };
-            let Some(waiting) = bytes(&self) else {
-                wake.notified().await;
-                continue;
-            };
-            if waiting < self.config.batch_size && self.config.linger_ms > 0 {
-                faultline_sim::timer::sleep(Duration::from_millis(self.config.linger_ms)).await;
-            }
-            let batch: Vec<(String, String, tokio::sync::oneshot::Sender<Delivery>)> = {
-                let mut accumulator = self.accumulator.borrow_mut();
-                let queue = accumulator
-                    .get_mut(&(topic.clone(), partition))
-                    .expect("the sender's partition has a queue");
-                let mut taken = Vec::new();
-                let mut size = 0;
-                while let Some((k, p, _)) = queue.records.front() {
-                    if !taken.is_empty() && size + k.len() + p.len() > self.config.batch_size {
-                        break;
-                    }
-                    size += k.len() + p.len();
-                    taken.push(queue.records.pop_front().expect("checked"));
-                }
-                taken
-            };
-            let (records, done): (Vec<(String, String)>, Vec<_>) =
-                batch.into_iter().map(|(k, p, d)| ((k, p), d)).unzip();
-            let sent = self.send_batch(&topic, partition, records).await;
-            for (i, done) in done.into_iter().enumerate() {
-                // A caller that stopped waiting dropped its receiver: nothing to tell.
-                let _ = done.send(sent.clone().map(|first| first + i as u64));
-            }
-        }
-    }
-
-    /// Sends one record and waits for its acknowledgement, retrying in place; fails
-    /// only when `delivery.timeout.ms` passes.
+    /// Sends one record and waits for its acknowledgement; fails only when
+    /// `delivery.timeout.ms` passes.
     pub async fn send(
         &self,
         topic: &str,
@@ -870,70 +963,254 @@ impl Producer {
         self.send_all(topic, partition, vec![(key, payload)]).await
     }
 
-    /// Sends `(key, payload)` records of one partition in order, in batches of up to
-    /// `batch.size` bytes (16384 by default, Kafka's), one batch in flight, each retried
-    /// in place; returns the first record's offset. Fails only when a batch's
-    /// `delivery.timeout.ms` passes (the later batches are not sent).
+    /// Hands `(key, payload)` records of one partition to the producer and flushes
+    /// (`KafkaProducer.send` of each, then `flush()`: no lingering), in batches of up to
+    /// `batch.size` bytes; waits for every delivery and returns the first record's
+    /// offset, or the first failure.
     pub async fn send_all(
         &self,
         topic: &str,
         partition: u32,
         records: Vec<(String, String)>,
     ) -> Result<u64, BrokerError> {
-        let mut first_offset = None;
-        let mut batch: Vec<(String, String)> = Vec::new();
-        let mut batch_bytes = 0;
-        let mut records = records.into_iter().peekable();
-        while let Some(record) = records.next() {
-            batch_bytes += record.0.len() + record.1.len();
-            batch.push(record);
-            let full = records
-                .peek()
-                .is_none_or(|next| batch_bytes + next.0.len() + next.1.len() > self.config.batch_size);
-            if full {
-                let offset = self
-                    .send_batch(topic, partition, std::mem::take(&mut batch))
-                    .await?;
-                first_offset.get_or_insert(offset);
-                batch_bytes = 0;
-            }
+        let deliveries: Vec<_> = records
+            .into_iter()
+            .map(|(key, payload)| self.hand(topic, partition, key, payload, true))
+            .collect();
+        let mut first = None;
+        for delivery in deliveries {
+            let offset = delivery.await.unwrap_or_else(|_| Err(closed()))?;
+            first.get_or_insert(offset);
         }
-        Ok(first_offset.unwrap_or(0))
+        Ok(first.unwrap_or(0))
     }
 
-    async fn send_batch(
-        &self,
-        topic: &str,
-        partition: u32,
-        records: Vec<(String, String)>,
-    ) -> Result<u64, BrokerError> {
-        let partition_lock = self.in_flight.of((topic.to_string(), partition));
-        let _in_flight = partition_lock.lock().await;
-        let producer = self.id.map(|producer| {
-            let mut sequences = self.sequences.borrow_mut();
-            let next = sequences.entry((topic.to_string(), partition)).or_insert(0);
-            let seq = *next;
-            *next += records.len() as u64;
-            ProducerSeq { producer, seq }
-        });
-        let deadline = self.ctx.now() + Duration::from_millis(self.config.delivery_timeout_ms);
-        let mut backoff = Backoff::new(self.config.retry_backoff_ms, self.config.retry_backoff_max_ms);
+    /// One partition's sender, for as long as the process lives: sends what is due,
+    /// up to `max.in.flight.requests.per.connection` at once.
+    async fn sender(self, topic: String, partition: u32) {
+        let key = (topic, partition);
+        let wake = Rc::clone(
+            &self
+                .inner
+                .partitions
+                .borrow_mut()
+                .entry(key.clone())
+                .or_default()
+                .wake,
+        );
         loop {
-            let sent = self
-                .broker
-                .produce(topic, partition, records.clone(), producer)
-                .await;
-            match sent {
-                Ok(offset) => return Ok(offset),
-                Err(e) if self.ctx.now() + backoff.next_delay() >= deadline => {
-                    self.ctx.record(
-                        "produce-expired",
-                        format!("{topic}/{partition} n={}: {e}", records.len()),
-                    );
-                    return Err(e);
+            match self.next(&key) {
+                Next::Send(batch) => {
+                    tokio::task::spawn_local(self.clone().send_batch(key.clone(), batch));
                 }
-                Err(_) => backoff.wait().await,
+                Next::Sleep(wait) => {
+                    let _ = faultline_sim::timer::timeout(wait, wake.notified()).await;
+                }
+                Next::Wait => wake.notified().await,
             }
         }
     }
+
+    /// Chooses the partition's next batch to send, if one is due and a request may go.
+    fn next(&self, key: &(String, u32)) -> Next {
+        let inner = &self.inner;
+        let config = inner.config;
+        let now = inner.ctx.now();
+        let mut partitions = inner.partitions.borrow_mut();
+        let queue = partitions
+            .get_mut(key)
+            .expect("the sender's partition has a queue");
+        if queue.in_flight >= config.max_in_flight {
+            return Next::Wait;
+        }
+        if queue.bump_epoch {
+            if queue.in_flight > 0 {
+                return Next::Wait;
+            }
+            queue.start_epoch();
+            inner.ctx.record(
+                "producer-epoch",
+                format!(
+                    "{}/{} epoch={} pid={}",
+                    key.0,
+                    key.1,
+                    queue.epoch,
+                    inner.id(queue.epoch).unwrap_or(0)
+                ),
+            );
+        }
+        if let Some(front) = queue.retries.front() {
+            // A retried batch of an idempotent producer goes only once every earlier
+            // batch is resolved (Kafka's `shouldStopDrainBatchesForPartition`).
+            let earliest = front
+                .producer
+                .is_none_or(|p| queue.unresolved.first() == Some(&p.seq));
+            if !earliest {
+                return Next::Wait;
+            }
+            if front.retry_at > now {
+                return Next::Sleep(front.retry_at.saturating_since(now));
+            }
+            let mut batch = queue.retries.pop_front().expect("checked");
+            if batch.producer.is_some() {
+                // Renumbered batches (a new epoch) carry the partition's current id.
+                batch.producer = batch.producer.map(|p| ProducerSeq {
+                    producer: inner.id(queue.epoch).unwrap_or(p.producer),
+                    seq: p.seq,
+                });
+            }
+            queue.in_flight += 1;
+            return Next::Send(batch);
+        }
+        let Some(oldest) = queue.waiting.front() else {
+            return Next::Wait;
+        };
+        let bytes: usize = queue.waiting.iter().map(|w| w.key.len() + w.payload.len()).sum();
+        let flush = queue.waiting.iter().any(|w| w.flush);
+        let ready_at = oldest.at + Duration::from_millis(config.linger_ms);
+        if bytes < config.batch_size && !flush && ready_at > now {
+            return Next::Sleep(ready_at.saturating_since(now));
+        }
+        let mut records = Vec::new();
+        let mut done = Vec::new();
+        let mut size = 0;
+        while let Some(w) = queue.waiting.front() {
+            if !records.is_empty() && size + w.key.len() + w.payload.len() > config.batch_size {
+                break;
+            }
+            let w = queue.waiting.pop_front().expect("checked");
+            size += w.key.len() + w.payload.len();
+            records.push((w.key, w.payload));
+            done.push(w.done);
+        }
+        let producer = inner.id(queue.epoch).map(|producer| {
+            let seq = queue.next_seq;
+            queue.next_seq += records.len() as u64;
+            queue.unresolved.insert(seq);
+            ProducerSeq { producer, seq }
+        });
+        queue.in_flight += 1;
+        Next::Send(Batch {
+            records,
+            done,
+            producer,
+            deadline: now + Duration::from_millis(config.delivery_timeout_ms),
+            backoff: Backoff::new(config.retry_backoff_ms, config.retry_backoff_max_ms),
+            retry_at: now,
+        })
+    }
+
+    /// Sends one batch and settles it: acknowledged, queued again, or failed.
+    async fn send_batch(self, key: (String, u32), mut batch: Batch) {
+        let inner = &self.inner;
+        let request = BrokerRequest::Produce {
+            topic: key.0.clone(),
+            partition: key.1,
+            records: batch.records.clone(),
+            producer: batch.producer,
+        };
+        let sent = match inner.broker.call(&request).await {
+            Ok(response) => produced(response),
+            Err(e) => Err(BrokerError::Call(e)),
+        };
+        let now = inner.ctx.now();
+        let mut partitions = inner.partitions.borrow_mut();
+        let queue = partitions
+            .get_mut(&key)
+            .expect("a sent batch's partition has a queue");
+        queue.in_flight -= 1;
+        queue.wake.notify_one();
+        let seq = batch.producer.map(|p| p.seq);
+        let earliest = seq.is_none_or(|seq| queue.unresolved.first() == Some(&seq));
+        let error = match sent {
+            Ok(first) => {
+                if let Some(seq) = seq {
+                    queue.unresolved.remove(&seq);
+                }
+                for (i, done) in batch.done.into_iter().enumerate() {
+                    // A caller that stopped waiting dropped its receiver: nothing to tell.
+                    let _ = done.send(Ok(first + i as u64));
+                }
+                return;
+            }
+            // An earlier batch is unresolved: this one overtook it; retry after it.
+            Err(BrokerError::OutOfOrderSequence { .. }) if !earliest || queue.bump_epoch => {
+                batch.retry_at = now;
+                queue.requeue(batch);
+                return;
+            }
+            Err(e @ BrokerError::OutOfOrderSequence { .. }) => {
+                queue.bump_epoch = true;
+                e
+            }
+            Err(e) if now + batch.backoff.next_delay() >= batch.deadline => {
+                // Its fate is unknown: later sequences can no longer follow it.
+                queue.bump_epoch |= seq.is_some();
+                e
+            }
+            Err(_) => {
+                batch.retry_at = now + batch.backoff.next_delay();
+                batch.backoff.advance();
+                queue.requeue(batch);
+                return;
+            }
+        };
+        if let Some(seq) = seq {
+            queue.unresolved.remove(&seq);
+        }
+        inner.ctx.record(
+            "produce-expired",
+            format!("{}/{} n={}: {error}", key.0, key.1, batch.records.len()),
+        );
+        for done in batch.done {
+            let _ = done.send(Err(error.clone()));
+        }
+    }
+}
+
+impl ProducerInner {
+    /// The producer id of a partition's epoch (idempotent producers only).
+    fn id(&self, epoch: u64) -> Option<u64> {
+        self.base_id
+            .map(|base| base.wrapping_add(epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    }
+}
+
+impl PartitionQueue {
+    /// Puts a failed batch back where Kafka's `reenqueue` does: in sequence order for an
+    /// idempotent producer, at the head of the queue for a plain one.
+    fn requeue(&mut self, batch: Batch) {
+        match batch.producer {
+            Some(p) => {
+                let at = self
+                    .retries
+                    .iter()
+                    .position(|b| b.producer.is_some_and(|q| q.seq > p.seq))
+                    .unwrap_or(self.retries.len());
+                self.retries.insert(at, batch);
+            }
+            None => self.retries.push_front(batch),
+        }
+    }
+
+    /// A new producer epoch for this partition: the unacknowledged batches are
+    /// numbered again from 0 in the order they will go.
+    fn start_epoch(&mut self) {
+        self.epoch += 1;
+        self.bump_epoch = false;
+        self.unresolved.clear();
+        let mut seq = 0;
+        for batch in &mut self.retries {
+            if let Some(p) = &mut batch.producer {
+                p.seq = seq;
+                self.unresolved.insert(seq);
+                seq += batch.records.len() as u64;
+            }
+        }
+        self.next_seq = seq;
+    }
+}
+
+fn closed() -> BrokerError {
+    BrokerError::Refused("the producer was closed".to_string())
 }
