@@ -75,15 +75,31 @@ pub struct RowEvent {
     pub count: u32,
     /// The row image.
     pub row: RowImage,
+    /// A row read by the connector's snapshot (Debezium's `op=r`), not a change: it
+    /// belongs to no transaction (`tx`, `index` and `count` are 0, 0, 1).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
 }
 
-/// The connector: tail the log, publish row events, acknowledge the position; the
-/// worker flushes it every `offset.flush.interval.ms` ([`SourceOffsets`]).
-pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> faultline_sim::HostResult {
+/// How long the connector's snapshot read may take.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The connector: with `snapshot` and no saved position, an initial snapshot first
+/// ([`initial_snapshot`]); then tail the log, publish row events, acknowledge the
+/// position; the worker flushes it every `offset.flush.interval.ms` ([`SourceOffsets`]).
+pub async fn run_connector(
+    ctx: HostCtx,
+    config: CdcConfig,
+    bugs: BugSet,
+    snapshot: bool,
+) -> faultline_sim::HostResult {
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let mut offsets = SourceOffsets::open(&ctx, POSITION_FILE, config.offset_flush_interval_ms);
+    if snapshot && !offsets.was_saved() {
+        initial_snapshot(&ctx, &producer, &mut offsets, config).await;
+    }
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.connector_poll_ms)).await;
         offsets.tick().await;
@@ -113,6 +129,7 @@ pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> fau
                     index: index as u32,
                     count,
                     row: row.clone(),
+                    snapshot: false,
                 };
                 let payload = serde_json::to_string(&event).expect("row events serialise");
                 let partition = partition_of(row.key.customer, config.consumer.partitions);
@@ -134,6 +151,54 @@ pub async fn run_connector(ctx: HostCtx, config: CdcConfig, bugs: BugSet) -> fau
         if published_all {
             offsets.acknowledged(next);
         }
+    }
+}
+
+/// Debezium's initial snapshot (`snapshot.mode=initial`, for a connector without a
+/// saved offset): every row of one consistent snapshot published as a read event, then
+/// the position the snapshot stands at acknowledged, so streaming continues from it
+/// with nothing missed. The position reaches offset storage at the next flush: a
+/// connector that stops before then, or during the snapshot, snapshots again on
+/// restart (Debezium's documented behaviour), publishing every row again.
+async fn initial_snapshot(
+    ctx: &HostCtx,
+    producer: &Producer,
+    offsets: &mut SourceOffsets,
+    config: CdcConfig,
+) {
+    let source: RpcClient<SourceRequest, SourceResponse> =
+        RpcClient::new(ctx, "source", SOURCE_API_PORT, SNAPSHOT_TIMEOUT);
+    'snapshot: loop {
+        let Ok(SourceResponse::SnapshotAt { rows, position }) = source.call(&SourceRequest::SnapshotAt).await
+        else {
+            faultline_sim::timer::sleep(Duration::from_millis(config.connector_poll_ms)).await;
+            continue;
+        };
+        ctx.record("snapshot", format!("rows={} at={}", rows.len(), position.0));
+        let mut by_partition: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+        for (key, state) in rows {
+            let Some(data) = state.data else { continue };
+            let event = RowEvent {
+                tx: TxId(0),
+                index: 0,
+                count: 1,
+                row: RowImage::new(key, state.version, Some(data)),
+                snapshot: true,
+            };
+            let payload = serde_json::to_string(&event).expect("row events serialise");
+            by_partition
+                .entry(partition_of(key.customer, config.consumer.partitions))
+                .or_default()
+                .push((key.to_string(), payload));
+        }
+        for (partition, records) in by_partition {
+            if producer.send_all(TOPIC, partition, records).await.is_err() {
+                continue 'snapshot;
+            }
+        }
+        ctx.record("snapshot-completed", format!("streaming from {}", position.0));
+        offsets.acknowledged(position);
+        return;
     }
 }
 
@@ -200,6 +265,11 @@ impl ApplyEvents {
 impl Handler for ApplyEvents {
     async fn handle(&mut self, record: &BrokerRecord) -> Result<Handled, ()> {
         let event: RowEvent = serde_json::from_str(&record.payload).expect("payloads are row events");
+        if event.snapshot {
+            // A read row is applied as it comes, by the apply rule, with no handler.
+            self.target.apply_snapshot(&[event.row]).await.map_err(|_| ())?;
+            return Ok(self.progress());
+        }
         if self.apply == CdcApply::RowByRow {
             return self
                 .target
@@ -272,6 +342,7 @@ mod tests {
                 Version(1),
                 None,
             ),
+            snapshot: false,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct SourceOffsets {
     interval: Duration,
     /// Everything before it is acknowledged by the broker.
     position: LogPos,
+    /// Whether offset storage held a position when the task started.
+    saved: bool,
     /// What the disk holds.
     flushed: LogPos,
     /// When the last flush was due (the task's start for the first).
@@ -48,10 +50,17 @@ impl SourceOffsets {
             file,
             interval: Duration::from_millis(interval_ms),
             position,
+            saved: !saved.is_empty(),
             flushed: position,
             flushed_at: ctx.now(),
             unflushed: None,
         }
+    }
+
+    /// Whether offset storage held a position when the task started: a connector with
+    /// none snapshots first (Debezium's `snapshot.mode=initial`).
+    pub fn was_saved(&self) -> bool {
+        self.saved
     }
 
     /// Where to read from next.

@@ -131,8 +131,12 @@ pub struct History {
     pub applies: Vec<ApplyRecord>,
     /// Target side effects, in order.
     pub effects: Vec<EffectRecord>,
-    /// The rows both sides started with (already in sync).
+    /// The rows the source started with (created before the run: their customers were
+    /// welcomed then).
     pub initial: Rows,
+    /// The rows the target started with: the source's, or none when the integration
+    /// had to fill an empty target (a bootstrap).
+    pub target_initial: Rows,
     /// The source's durable state at the end.
     pub final_source: Rows,
     /// The target's durable state at the end.
@@ -224,17 +228,38 @@ pub struct Recorder(Rc<RefCell<Inner>>);
 impl Recorder {
     /// A recorder whose source and target both start with `initial`.
     pub fn new(initial: Rows) -> Self {
+        Recorder::starting(initial.clone(), initial)
+    }
+
+    /// A recorder whose source starts with `initial` and target with `target_initial`
+    /// (empty for a bootstrap).
+    pub fn starting(initial: Rows, target_initial: Rows) -> Self {
         let recorder = Recorder::default();
         {
             let mut inner = recorder.0.borrow_mut();
             for (key, row) in &initial {
                 if row.data.is_some() {
                     inner.agreement.source.insert(*key, row.version);
+                }
+            }
+            for (key, row) in &target_initial {
+                if row.data.is_some() {
                     inner.agreement.target.insert(*key, row.version);
                 }
             }
-            inner.agreement.agreed_since = Some(SimTime::ZERO);
-            inner.exposed = initial
+            let agreement = &mut inner.agreement;
+            let keys: BTreeSet<EntityKey> = agreement
+                .source
+                .keys()
+                .chain(agreement.target.keys())
+                .copied()
+                .collect();
+            agreement.differing = keys
+                .into_iter()
+                .filter(|k| agreement.source.get(k) != agreement.target.get(k))
+                .collect();
+            agreement.agreed_since = agreement.differing.is_empty().then_some(SimTime::ZERO);
+            inner.exposed = target_initial
                 .iter()
                 .map(|(key, row)| {
                     let exposed = RowVersion {
@@ -246,6 +271,7 @@ impl Recorder {
                 })
                 .collect();
             inner.history.initial = initial;
+            inner.history.target_initial = target_initial;
         }
         recorder
     }

@@ -11,6 +11,7 @@
 
 pub mod after_commit;
 pub mod backoff;
+pub mod bootstrap;
 pub mod bugs;
 pub mod cdc;
 pub mod connect;
@@ -69,8 +70,12 @@ pub const RPC_TIMEOUT: Duration = Duration::from_millis(250);
 pub struct Setup {
     /// Where systems record the history.
     pub recorder: Recorder,
-    /// Rows both sides start with, written to their disks before the run.
+    /// Rows the source starts with, written to its disk before the run; the target's
+    /// disk gets them too unless the run is a bootstrap.
     pub initial: Rc<Rows>,
+    /// How the pattern fills the target, when it starts empty (a `bootstrap`
+    /// scenario); `None`: it starts with the source's rows.
+    pub bootstrap: Option<bootstrap::Bootstrap>,
     /// The workload: each action at its instant.
     pub schedule: Rc<Vec<(SimTime, ActionRequest)>>,
     /// The source's durability and outbox settings.
@@ -90,13 +95,26 @@ impl Setup {
     }
 
     /// Opens the target on this host (replaying its log) configured as `config` says,
-    /// with the run's planted bugs.
+    /// with the run's planted bugs; in a bootstrap by a one-off copy, starts the copy
+    /// job beside it until the copy is done.
     pub async fn open_target(&self, ctx: &HostCtx, config: TargetConfig) -> Target {
         let config = TargetConfig {
             bugs: self.bugs,
             ..config
         };
-        Target::recover(ctx, config, self.recorder.clone()).await
+        let target = Target::recover(ctx, config, self.recorder.clone()).await;
+        if self.bootstrap == Some(bootstrap::Bootstrap::InitialCopy) && !target.is_bootstrapped() {
+            tokio::task::spawn_local(bootstrap::initial_copy(ctx.clone(), target.clone()));
+        }
+        target
+    }
+
+    /// Serves the source's API on this host when the pattern reads the source over the
+    /// network (`pattern_reads`), or a bootstrap's copy job does.
+    pub fn serve_source_api(&self, ctx: &HostCtx, source: &Source, pattern_reads: bool) {
+        if pattern_reads || self.bootstrap == Some(bootstrap::Bootstrap::InitialCopy) {
+            tokio::task::spawn_local(systems::source::serve_api(ctx.clone(), source.clone()));
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{EntityKey, RowImage};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
-use crate::systems::source::{self, SourceRequest, SourceResponse, SOURCE_API_PORT};
+use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
 use crate::systems::target::{ApplyRule, EffectTrigger, Target, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
 
@@ -60,7 +60,7 @@ impl fmt::Display for Notification {
 /// The source side: run the workload and the source's REST API, notify after commits.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
-    tokio::task::spawn_local(source::serve_api(ctx.clone(), source.clone()));
+    setup.serve_source_api(&ctx, &source, true);
     let publisher = AfterCommitPublisher::new(&ctx, Producer::new(&ctx, RPC_TIMEOUT, config.producer));
     let partitions = config.consumer.partitions;
     source

@@ -105,10 +105,8 @@ pub fn partition_of(customer: CustomerId, partitions: u32) -> u32 {
 /// The source side: run the workload, and the relay beside it.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
-    if config.relay_instances > 1 {
-        // The other instances' relays reach the outbox table through the source's API.
-        tokio::task::spawn_local(crate::systems::source::serve_api(ctx.clone(), source.clone()));
-    }
+    // The other instances' relays reach the outbox table through the source's API.
+    setup.serve_source_api(&ctx, &source, config.relay_instances > 1);
     let relay = match config.relay {
         RelaySource::PollTable if config.cursor != RelayCursor::Unsent => {
             tokio::task::spawn_local(relay_table_cursor(ctx.clone(), source.clone(), config))

@@ -66,6 +66,7 @@ impl RpcMessage for EntityReply {
 /// The source side: run the workload and push every committed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: PushConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
+    setup.serve_source_api(&ctx, &source, false);
     let queue: RetryQueue<RowImage> =
         RetryQueue::new(&ctx, config.retry, setup.bugs, |row| row.key.customer.0);
     let target: RpcClient<EntityCall, EntityReply> =

@@ -78,6 +78,7 @@ async fn publish(producer: &Producer, message: &EntityMessage, partitions: u32) 
 /// The source side: run the workload, publishing each changed row.
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
+    setup.serve_source_api(&ctx, &source, false);
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let partitions = config.consumer.partitions;
     let message = |action: ActionId, row: RowImage| EntityMessage { action, row };

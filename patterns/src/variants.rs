@@ -525,6 +525,17 @@ impl Variant {
         profile != Profile::ClockSkew || self.reads_wall_clock()
     }
 
+    /// How the variant fills an empty target (a `bootstrap` scenario): a full copy by its
+    /// first copy, CDC by a snapshot, everything else by a one-off copy job beside it.
+    pub fn bootstrap(&self) -> crate::bootstrap::Bootstrap {
+        use crate::bootstrap::Bootstrap;
+        match self.config {
+            PatternConfig::FullCopy(_) => Bootstrap::FirstCopy,
+            PatternConfig::Cdc(_) => Bootstrap::Snapshot,
+            _ => Bootstrap::InitialCopy,
+        }
+    }
+
     /// The source configuration the variant needs, given the scenario's sync policy and
     /// concurrent transactions.
     pub fn source_config(&self, sync: SyncPolicy, workers: usize, bugs: BugSet) -> SourceConfig {
@@ -589,7 +600,10 @@ impl Variant {
                 })?;
                 host!(hosts::TARGET, cdc::run_target, config);
                 let bugs = setup.bugs;
-                world.host(hosts::CONNECTOR, move |ctx| cdc::run_connector(ctx, config, bugs))?;
+                let snapshot = setup.bootstrap == Some(crate::bootstrap::Bootstrap::Snapshot);
+                world.host(hosts::CONNECTOR, move |ctx| {
+                    cdc::run_connector(ctx, config, bugs, snapshot)
+                })?;
             }
             PatternConfig::Custom(custom) => custom.0.install(world, setup)?,
         }
@@ -604,10 +618,13 @@ impl Variant {
                 systems::broker::run_broker(ctx, bugs, retention_ms)
             })?;
         }
-        // Both sides start from the same rows, restored onto their disks.
+        // Both sides start from the same rows, restored onto their disks, unless the
+        // target is to be filled by the integration.
         let disk = |host| world.disk(host).expect("registered above");
         systems::source::install_base(disk(hosts::SOURCE), &setup.initial);
-        systems::target::install_base(disk(hosts::TARGET), &setup.initial);
+        if setup.bootstrap.is_none() {
+            systems::target::install_base(disk(hosts::TARGET), &setup.initial);
+        }
         Ok(())
     }
 }

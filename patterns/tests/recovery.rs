@@ -369,6 +369,7 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
     let setup = Setup {
         recorder: recorder.clone(),
         initial: Rc::new(initial),
+        bootstrap: None,
         schedule: creates(60, 10),
         source: variant.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE),
         bugs: BugSet::NONE,

@@ -66,9 +66,9 @@ pub fn agreed_since(history: &History) -> Result<SimTime, Disagreement> {
         return Err(Disagreement::Durable { keys: durable_differ });
     }
 
-    // Replay what readers saw: the initial rows, then every exposure in order.
+    // Replay what readers saw: the target's initial rows, then every exposure in order.
     let mut exposed: BTreeMap<EntityKey, Option<Version>> = history
-        .initial
+        .target_initial
         .iter()
         .map(|(k, r)| (*k, r.data.is_some().then_some(r.version)))
         .collect();

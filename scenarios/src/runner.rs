@@ -372,11 +372,18 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         Some(list) => list.iter().map(ScheduledAction::to_request).collect(),
         None => workload::schedule(scenario, &streams),
     });
-    let recorder = Recorder::new((*initial).clone());
+    let bootstrap = scenario.bootstrap.then(|| variant.bootstrap());
+    let target_initial = if bootstrap.is_some() {
+        faultline_patterns::history::Rows::new()
+    } else {
+        (*initial).clone()
+    };
+    let recorder = Recorder::starting((*initial).clone(), target_initial);
     recorder.set_actions_scheduled(schedule.len() as u64);
     let setup = Setup {
         recorder: recorder.clone(),
         initial: Rc::clone(&initial),
+        bootstrap,
         schedule,
         source: variant.source_config(scenario.source_sync, scenario.source_workers as usize, spec.bugs),
         bugs: spec.bugs,

@@ -44,6 +44,11 @@ pub struct Scenario {
     /// others stay open up to 2 ms.
     #[serde(default)]
     pub long_transaction_ms: u64,
+    /// The target starts empty and the integration fills it (its bootstrap: a snapshot,
+    /// a one-off copy job, or a full copy's first copy); otherwise both sides start with
+    /// the same rows.
+    #[serde(default)]
+    pub bootstrap: bool,
     /// Every commit must be visible at the target within this long (`bounded-staleness`).
     pub staleness_bound_ms: u64,
     /// Only these invariants are checked; `None` checks all.
@@ -129,6 +134,7 @@ impl Scenario {
             source_workers: 4,
             long_transaction_pct: 5,
             long_transaction_ms: 250,
+            bootstrap: false,
             staleness_bound_ms: 5_000,
             invariants: None,
             schedule: None,

@@ -13,7 +13,7 @@
 //! # optional: base = "standard", customers, actions, actions_per_sec, source_workers,
 //! # long_transaction_pct, long_transaction_ms, latency_min_ms, latency_max_ms,
 //! # quiesce_ms, staleness_bound_ms, trace_events_max (the run's budget),
-//! # invariants = [...], bugs = [...]
+//! # bootstrap = true (the target starts empty), invariants = [...], bugs = [...]
 //!
 //! [scenario.expect]
 //! outbox-inbox = "pass"
@@ -256,6 +256,8 @@ struct RawScenario {
     quiesce_ms: Option<u64>,
     staleness_bound_ms: Option<u64>,
     trace_events_max: Option<u64>,
+    #[serde(default)]
+    bootstrap: bool,
     invariants: Option<Vec<Spanned<String>>>,
     schedule: Option<Spanned<Vec<crate::scenario::ScheduledAction>>>,
     #[serde(default)]
@@ -564,6 +566,7 @@ fn validate_scenario(
             *field = v;
         }
     }
+    scenario.bootstrap = s.bootstrap;
     if scenario.trace_events_max == 0 {
         return Err(loc.error(
             s.name.span(),
@@ -842,7 +845,7 @@ mod tests {
     #[test]
     fn unknown_key() {
         insta::assert_snapshot!(error(&scenario(&format!("colour = \"red\"\n{OK_BODY}"))), @r#"
-        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `source_workers`, `long_transaction_pct`, `long_transaction_ms`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `trace_events_max`, `invariants`, `schedule`, `bugs`, `expect`
+        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `source_workers`, `long_transaction_pct`, `long_transaction_ms`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `trace_events_max`, `bootstrap`, `invariants`, `schedule`, `bugs`, `expect`
           hint: see the format in scenarios/suites/ci.toml
         "#);
     }

@@ -33,7 +33,13 @@ struct KeyTimeline {
 }
 
 impl KeyTimeline {
-    fn visible_at(&self, committed: SimTime, version: Version, initially_live: bool) -> Option<SimTime> {
+    fn visible_at(
+        &self,
+        committed: SimTime,
+        version: Version,
+        deleted: bool,
+        initially_live: bool,
+    ) -> Option<SimTime> {
         // From the start of the last stretch that shows this version or a later one: a
         // version a rollback or a stale overwrite took back is visible only once shown
         // again.
@@ -47,6 +53,20 @@ impl KeyTimeline {
         }
         if let Some(at) = since {
             return Some(at.max(committed));
+        }
+        // A delete the target never needed: it held no live row of the key from the
+        // commit on (a bootstrap's snapshot read the row already gone).
+        if deleted {
+            let before = self
+                .applies
+                .iter()
+                .take_while(|(at, _, _)| *at <= committed)
+                .last();
+            let live_at_commit = before.map_or(initially_live, |(_, _, deleted)| !deleted);
+            let applied_after = self.applies.iter().any(|(at, _, _)| *at > committed);
+            if !live_at_commit && !applied_after {
+                return Some(committed);
+            }
         }
         let (deleted_at, _) = *self
             .deletes
@@ -96,11 +116,16 @@ pub fn durable_commit_visibility(history: &History) -> Vec<CommitVisibility> {
                 .rows
                 .iter()
                 .map(|r| {
-                    let initially_live = history.initial.get(&r.key).is_some_and(|s| s.data.is_some());
-                    timelines
+                    let initially_live = history
+                        .target_initial
                         .get(&r.key)
-                        .unwrap_or(&none)
-                        .visible_at(c.at, r.version, initially_live)
+                        .is_some_and(|s| s.data.is_some());
+                    timelines.get(&r.key).unwrap_or(&none).visible_at(
+                        c.at,
+                        r.version,
+                        r.is_delete(),
+                        initially_live,
+                    )
                 })
                 .collect(),
         })
@@ -125,14 +150,14 @@ mod tests {
             ],
             deletes: vec![],
         };
-        assert_eq!(t.visible_at(at(5), Version(2), true), Some(at(50)));
-        assert_eq!(t.visible_at(at(5), Version(1), true), Some(at(10)));
+        assert_eq!(t.visible_at(at(5), Version(2), false, true), Some(at(50)));
+        assert_eq!(t.visible_at(at(5), Version(1), false, true), Some(at(10)));
         let gone = KeyTimeline {
             applies: vec![(at(10), Version(2), false), (at(20), Version(0), true)],
             deletes: vec![],
         };
         assert_eq!(
-            gone.visible_at(at(5), Version(2), true),
+            gone.visible_at(at(5), Version(2), false, true),
             None,
             "rolled back for good"
         );
@@ -144,7 +169,7 @@ mod tests {
             applies: vec![(at(5), Version(1), false)],
             deletes: vec![],
         };
-        assert_eq!(t.visible_at(at(10), Version(1), false), Some(at(10)));
+        assert_eq!(t.visible_at(at(10), Version(1), false, false), Some(at(10)));
     }
 
     #[test]
@@ -153,12 +178,28 @@ mod tests {
             applies: vec![],
             deletes: vec![(at(30), Version(2))],
         };
-        assert_eq!(t.visible_at(at(10), Version(1), false), Some(at(30)));
+        assert_eq!(t.visible_at(at(10), Version(1), false, false), Some(at(30)));
         // ...unless the target still shows an older live version then.
         let stale = KeyTimeline {
             applies: vec![(at(1), Version(1), false)],
             deletes: vec![(at(30), Version(3))],
         };
-        assert_eq!(stale.visible_at(at(10), Version(2), true), None);
+        assert_eq!(stale.visible_at(at(10), Version(2), false, true), None);
+    }
+
+    #[test]
+    fn a_delete_of_a_row_the_target_never_held_is_visible_at_once_unless_it_comes_back() {
+        let never = KeyTimeline::default();
+        assert_eq!(never.visible_at(at(10), Version(2), true, false), Some(at(10)));
+        assert_eq!(
+            never.visible_at(at(10), Version(2), true, true),
+            None,
+            "a row the target held from the start must be deleted there"
+        );
+        let resurrected = KeyTimeline {
+            applies: vec![(at(40), Version(1), false)],
+            deletes: vec![],
+        };
+        assert_eq!(resurrected.visible_at(at(10), Version(2), true, false), None);
     }
 }

@@ -794,6 +794,17 @@ impl Source {
             .collect()
     }
 
+    /// A snapshot and the log position it stands at: taken between commits (the
+    /// commit lock held), so every commit durable before the position is in the rows
+    /// and a reader that takes the rows and then streams from the position misses
+    /// nothing (the exported snapshot of a PostgreSQL replication slot). A commit in
+    /// the rows but not yet durable comes again in the stream.
+    pub async fn snapshot_at(&self) -> (Vec<(EntityKey, RowState)>, LogPos) {
+        let _between_commits = self.writer.lock().await;
+        let position = self.state.borrow().log.durable_end();
+        (self.snapshot(), position)
+    }
+
     /// [`Source::read_log`]; when nothing durable follows `from`, waits up to `wait` for
     /// the next sync of the log and reads again. A replication stream sends what is
     /// flushed as it is flushed (PostgreSQL's walsender): a reader waiting here learns
@@ -847,6 +858,9 @@ pub enum SourceRequest {
     Read(EntityKey),
     /// Every row, from one consistent snapshot.
     Snapshot,
+    /// Every row, and the log position the snapshot stands at (a CDC connector's
+    /// initial snapshot).
+    SnapshotAt,
     /// Committed transactions from a log position (a replication stream).
     ReadLog {
         /// Where to start.
@@ -882,6 +896,13 @@ pub enum SourceResponse {
     Row(Option<RowState>),
     /// Every row.
     Snapshot(Vec<(EntityKey, RowState)>),
+    /// Every row, and where to stream from after them.
+    SnapshotAt {
+        /// The rows.
+        rows: Vec<(EntityKey, RowState)>,
+        /// The log position the snapshot stands at.
+        position: LogPos,
+    },
     /// Committed transactions and the position to continue from.
     Log {
         /// The transactions, in commit order.
@@ -901,6 +922,7 @@ impl RpcMessage for SourceRequest {
         match self {
             SourceRequest::Read(key) => format!("GET {key}"),
             SourceRequest::Snapshot => "GET snapshot".to_string(),
+            SourceRequest::SnapshotAt => "GET snapshot with position".to_string(),
             SourceRequest::ReadLog { from, .. } => format!("read log @{}", from.0),
             SourceRequest::OutboxUnsent { max } => format!("outbox unsent max={max}"),
             SourceRequest::MarkSent { txs } => format!("mark sent n={}", txs.len()),
@@ -919,6 +941,9 @@ impl RpcMessage for SourceResponse {
             ),
             SourceResponse::Row(None) => "404".to_string(),
             SourceResponse::Snapshot(rows) => format!("snapshot rows={}", rows.len()),
+            SourceResponse::SnapshotAt { rows, position } => {
+                format!("snapshot rows={} at={}", rows.len(), position.0)
+            }
             SourceResponse::Log { commits, next } => format!("log commits={} next={}", commits.len(), next.0),
             SourceResponse::Outbox(messages) => format!("outbox n={}", messages.len()),
             SourceResponse::Done(done) => format!("done={done}"),
@@ -934,6 +959,10 @@ pub async fn serve_api(ctx: HostCtx, source: Source) -> std::io::Result<()> {
             match request {
                 SourceRequest::Read(key) => SourceResponse::Row(source.read(key)),
                 SourceRequest::Snapshot => SourceResponse::Snapshot(source.snapshot()),
+                SourceRequest::SnapshotAt => {
+                    let (rows, position) = source.snapshot_at().await;
+                    SourceResponse::SnapshotAt { rows, position }
+                }
                 SourceRequest::ReadLog { from, wait_ms } => {
                     let wait = Duration::from_millis(wait_ms.min(LOG_READ_WAIT_MS));
                     let (commits, next) = source.read_log_waiting(from, LOG_READ_MAX_RECORDS, wait).await;

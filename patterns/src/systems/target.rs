@@ -147,6 +147,9 @@ struct TargetTx {
     welcomes: Vec<StoredWelcome>,
     /// Keys of stored welcomes the notification service acknowledged.
     dispatched: Vec<String>,
+    /// The bootstrap's copy finished (written with its last rows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    bootstrapped: bool,
 }
 
 /// What an apply did.
@@ -166,6 +169,8 @@ pub enum Applied {
 struct State {
     ctx: HostCtx,
     log: LogFile,
+    /// A bootstrap's copy finished.
+    bootstrapped: bool,
     rows: Rows,
     /// The writer's wall-clock stamp of each row, where images carried one.
     stamps: BTreeMap<EntityKey, WallTime>,
@@ -189,6 +194,7 @@ pub struct Target {
 }
 
 struct Replayed {
+    bootstrapped: bool,
     rows: Rows,
     stamps: BTreeMap<EntityKey, WallTime>,
     inbox: BTreeMap<String, SimTime>,
@@ -197,6 +203,7 @@ struct Replayed {
 
 fn replay(records: Vec<faultline_sim::LogRecord>, base: Rows) -> Replayed {
     let mut out = Replayed {
+        bootstrapped: false,
         rows: base,
         stamps: BTreeMap::new(),
         inbox: BTreeMap::new(),
@@ -224,6 +231,7 @@ fn replay(records: Vec<faultline_sim::LogRecord>, base: Rows) -> Replayed {
         for key in tx.dispatched {
             out.undispatched.remove(&key);
         }
+        out.bootstrapped |= tx.bootstrapped;
     }
     out
 }
@@ -234,6 +242,7 @@ impl Target {
         let (log, recovery) = LogFile::open_durably(ctx.disk(), TARGET_LOG).await;
         let base = super::source::read_base(ctx.disk(), TARGET_BASE);
         let Replayed {
+            bootstrapped,
             rows,
             stamps,
             inbox,
@@ -248,6 +257,7 @@ impl Target {
             state: Rc::new(RefCell::new(State {
                 ctx: ctx.clone(),
                 log,
+                bootstrapped,
                 rows,
                 stamps,
                 inbox,
@@ -335,6 +345,51 @@ impl Target {
     /// Records that a copy of an applied message was dropped before its apply.
     pub fn note_duplicate(&self, what: &str) {
         self.state.borrow().ctx.record(INBOX_DUPLICATE, what.to_string());
+    }
+
+    /// Writes rows a bootstrap copies, in one local transaction, only where the target
+    /// holds nothing for the key (`INSERT … ON CONFLICT DO NOTHING`: what the live
+    /// integration already wrote or deleted stays) and without a handler (no welcomes:
+    /// these customers are not new); `last` marks the copy finished in the same
+    /// transaction.
+    pub async fn load(&self, images: &[RowImage], last: bool) -> Result<usize, DiskError> {
+        let _writing = self.writer.lock().await;
+        let rows: Vec<RowImage> = {
+            let state = self.state.borrow();
+            images
+                .iter()
+                .filter(|image| !state.rows.contains_key(&image.key))
+                .cloned()
+                .collect()
+        };
+        let tx = TargetTx {
+            rows,
+            bootstrapped: last,
+            ..TargetTx::default()
+        };
+        self.write(&tx).await?;
+        Ok(tx.rows.len())
+    }
+
+    /// Applies a connector's snapshot rows (Debezium's `op=r` events) by the apply rule,
+    /// in one local transaction, without a handler: reading a row is not creating it.
+    pub async fn apply_snapshot(&self, images: &[RowImage]) -> Result<usize, DiskError> {
+        let _writing = self.writer.lock().await;
+        let rows = self.state.borrow().accept(images);
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let tx = TargetTx {
+            rows,
+            ..TargetTx::default()
+        };
+        self.write(&tx).await?;
+        Ok(tx.rows.len())
+    }
+
+    /// Whether a bootstrap's copy finished (durably).
+    pub fn is_bootstrapped(&self) -> bool {
+        self.state.borrow().bootstrapped
     }
 
     /// Every row the target holds now (live or tombstoned).
@@ -451,6 +506,7 @@ impl Target {
                 at_us,
                 welcomes,
                 dispatched: Vec::new(),
+                bootstrapped: false,
             };
             (tx, created, skipped)
         };
@@ -549,6 +605,7 @@ impl State {
         }
         let at = tx.at_us.map_or_else(|| self.ctx.now(), SimTime::from_micros);
         self.inbox.extend(tx.message.clone().map(|id| (id, at)));
+        self.bootstrapped |= tx.bootstrapped;
         self.undispatched
             .extend(tx.welcomes.iter().map(|w| (w.key.clone(), w.customer)));
         self.expose(&tx.rows);

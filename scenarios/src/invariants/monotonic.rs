@@ -14,7 +14,7 @@ pub(super) const NAME: &str = "monotonic";
 pub(super) fn check(history: &History) -> Vec<Violation> {
     // The highest version exposed so far per key, and the apply that exposed it.
     let mut highest: BTreeMap<EntityKey, (Version, Option<(SimTime, EventId)>)> = history
-        .initial
+        .target_initial
         .iter()
         .map(|(k, r)| (*k, (r.version, None)))
         .collect();
@@ -84,7 +84,7 @@ mod tests {
     fn increasing_versions_hold() {
         let mut h = History::default();
         let k = key(Table::Customer, 1);
-        h.initial.insert(k, live_row(1, "a"));
+        h.target_initial.insert(k, live_row(1, "a"));
         apply(&mut h, 10, k, 2);
         apply(&mut h, 20, k, 2); // a redelivered duplicate is not a regression
         apply(&mut h, 30, k, 5);
@@ -108,7 +108,7 @@ mod tests {
     fn going_below_the_initial_version_fires() {
         let mut h = History::default();
         let k = key(Table::Contact, 9);
-        h.initial.insert(k, live_row(4, "a"));
+        h.target_initial.insert(k, live_row(4, "a"));
         apply(&mut h, 10, k, 3);
         assert_eq!(check(&h).len(), 1);
     }

@@ -28,7 +28,7 @@ pub(crate) struct Orphaning {
 /// inside one, order does not matter.
 pub(crate) fn orphanings(history: &History) -> Vec<Orphaning> {
     let mut live: BTreeSet<EntityKey> = history
-        .initial
+        .target_initial
         .iter()
         .filter(|(_, r)| r.data.is_some())
         .map(|(k, _)| *k)
