@@ -51,15 +51,14 @@ pub async fn initial_copy(ctx: HostCtx, target: Target) {
         RpcClient::new(&ctx, crate::hosts::SOURCE, SOURCE_API_PORT, SNAPSHOT_TIMEOUT);
     let mut backoff = Backoff::new(50, 1_000);
     while !target.is_bootstrapped() {
-        let Ok(SourceResponse::Snapshot(snapshot)) = source.call(&SourceRequest::Snapshot).await else {
+        let Ok(SourceResponse::SnapshotAt { rows, .. }) = source.call(&SourceRequest::SnapshotAt).await
+        else {
             ctx.record("bootstrap-failed", "snapshot read failed");
             backoff.wait().await;
             continue;
         };
-        let rows: Vec<RowImage> = snapshot
-            .into_iter()
-            .filter_map(|(key, row)| row.data.map(|data| RowImage::new(key, row.version, Some(data))))
-            .collect();
+        // Live rows, each with its writer's stamp (a last-writer-wins target compares it).
+        let rows: Vec<RowImage> = rows.into_iter().filter(|r| !r.is_delete()).collect();
         ctx.record("bootstrap-copy", format!("rows={}", rows.len()));
         let batches = rows.chunks(COPY_BATCH_ROWS).count();
         for (i, batch) in rows.chunks(COPY_BATCH_ROWS).enumerate() {

@@ -176,13 +176,13 @@ async fn initial_snapshot(
         };
         ctx.record("snapshot", format!("rows={} at={}", rows.len(), position.0));
         let mut by_partition: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
-        for (key, state) in rows {
-            let Some(data) = state.data else { continue };
+        for row in rows.into_iter().filter(|r| !r.is_delete()) {
+            let key = row.key;
             let event = RowEvent {
                 tx: TxId(0),
                 index: 0,
                 count: 1,
-                row: RowImage::new(key, state.version, Some(data)),
+                row,
                 snapshot: true,
             };
             let payload = serde_json::to_string(&event).expect("row events serialise");

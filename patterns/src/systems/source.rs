@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_sim::{serve, Disk, DiskError, HostCtx, LogFile, LogPos, RpcMessage, SimTime};
+use faultline_sim::{serve, Disk, DiskError, HostCtx, LogFile, LogPos, RpcMessage, SimTime, WallTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
@@ -164,6 +164,9 @@ struct State {
     ctx: HostCtx,
     log: LogFile,
     rows: Rows,
+    /// The writer's wall-clock stamp of each row, where commits carried one (an
+    /// `updated_at` column: snapshots read it with the row).
+    stamps: BTreeMap<EntityKey, WallTime>,
     next_tx: u64,
     outbox_unsent: BTreeMap<TxId, OutboxMessage>,
     /// The last outbox id a cursor-reading relay published (a row of the source's own
@@ -190,6 +193,7 @@ struct State {
 #[derive(Clone, Debug, PartialEq)]
 struct Replayed {
     rows: Rows,
+    stamps: BTreeMap<EntityKey, WallTime>,
     next_tx: u64,
     outbox: BTreeMap<TxId, OutboxMessage>,
     cursor: TxId,
@@ -201,6 +205,7 @@ impl Replayed {
     fn base(rows: Rows) -> Replayed {
         Replayed {
             rows,
+            stamps: BTreeMap::new(),
             next_tx: 1,
             outbox: BTreeMap::new(),
             cursor: TxId(0),
@@ -233,6 +238,7 @@ fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> Replayed {
 fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Replayed {
     let Replayed {
         mut rows,
+        mut stamps,
         mut next_tx,
         mut outbox,
         mut cursor,
@@ -256,6 +262,9 @@ fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Repla
                             data: image.data.clone(),
                         },
                     );
+                    if let Some(at) = image.written_at {
+                        stamps.insert(image.key, at);
+                    }
                 }
                 if with_outbox {
                     let commit = Commit {
@@ -280,6 +289,7 @@ fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Repla
     }
     Replayed {
         rows,
+        stamps,
         next_tx,
         outbox,
         cursor,
@@ -306,6 +316,7 @@ impl Source {
         let replayed = (read_to <= log.durable_end()).then(|| (read_to, recovered.clone()));
         let Replayed {
             rows,
+            stamps,
             next_tx,
             outbox: outbox_unsent,
             cursor: relay_cursor,
@@ -323,6 +334,7 @@ impl Source {
                 ctx: ctx.clone(),
                 log,
                 rows,
+                stamps,
                 next_tx,
                 outbox_unsent,
                 relay_cursor,
@@ -376,6 +388,7 @@ impl Source {
             assert_eq!(replayed, full, "incremental reload");
         }
         state.rows = replayed.rows.clone();
+        state.stamps = replayed.stamps.clone();
         state.next_tx = replayed.next_tx;
         state.outbox_unsent = replayed.outbox.clone();
         state.relay_cursor = replayed.cursor;
@@ -594,6 +607,9 @@ impl Source {
                     data: image.data.clone(),
                 },
             );
+            if let Some(at) = image.written_at {
+                state.stamps.insert(image.key, at);
+            }
         }
         if state.config.outbox {
             state.outbox_unsent.insert(commit.tx, commit.to_outbox_message());
@@ -799,10 +815,20 @@ impl Source {
     /// and a reader that takes the rows and then streams from the position misses
     /// nothing (the exported snapshot of a PostgreSQL replication slot). A commit in
     /// the rows but not yet durable comes again in the stream.
-    pub async fn snapshot_at(&self) -> (Vec<(EntityKey, RowState)>, LogPos) {
+    pub async fn snapshot_at(&self) -> (Vec<RowImage>, LogPos) {
         let _between_commits = self.writer.lock().await;
-        let position = self.state.borrow().log.durable_end();
-        (self.snapshot(), position)
+        let state = self.state.borrow();
+        let rows = state
+            .rows
+            .iter()
+            .map(|(key, row)| RowImage {
+                key: *key,
+                version: row.version,
+                data: row.data.clone(),
+                written_at: state.stamps.get(key).copied(),
+            })
+            .collect();
+        (rows, state.log.durable_end())
     }
 
     /// [`Source::read_log`]; when nothing durable follows `from`, waits up to `wait` for
@@ -896,10 +922,10 @@ pub enum SourceResponse {
     Row(Option<RowState>),
     /// Every row.
     Snapshot(Vec<(EntityKey, RowState)>),
-    /// Every row, and where to stream from after them.
+    /// Every row (deleted ones as deletes), and where to stream from after them.
     SnapshotAt {
-        /// The rows.
-        rows: Vec<(EntityKey, RowState)>,
+        /// The rows, each with its writer's stamp where commits carry one.
+        rows: Vec<RowImage>,
         /// The log position the snapshot stands at.
         position: LogPos,
     },

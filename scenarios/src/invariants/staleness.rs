@@ -64,6 +64,8 @@ mod tests {
             ..History::default()
         };
         let k = key(Table::Customer, 1);
+        // The target holds v1; the commit of v2 (a delete) must reach it.
+        h.target_initial.insert(k, live_row(1, "x"));
         commit(&mut h, 10, k, 2);
         h.final_source.insert(k, live_row(2, "x"));
         if let Some(at) = apply_at_ms {
