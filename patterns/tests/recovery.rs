@@ -442,24 +442,38 @@ async fn read_back(ctx: &faultline_sim::HostCtx) -> Vec<u64> {
     records
 }
 
-/// Sends 40 records through a producer while half the broker's responses are lost;
-/// returns the payloads the partition holds, in offset order.
-fn produce_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
+/// What a producer-under-lost-responses run does: the seed, the share of the broker's
+/// responses lost (each a connection broken after the broker stored the batch) until
+/// `heal_ms`, how long after sending the client reads the partition back, and when the
+/// run ends.
+struct LossyRun {
+    seed: u64,
+    lost_response: f64,
+    heal_ms: u64,
+    read_after_ms: u64,
+    end_s: u64,
+}
+
+/// Runs `send` with a producer on a client host under `run`'s lost responses; returns
+/// the payloads the partition holds, in offset order.
+fn produce_under<F, Fut>(run: LossyRun, config: ProducerConfig, send: F) -> Vec<u64>
+where
+    F: Fn(Producer) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     let stored: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();
-    let mut world = World::new(WorldConfig::new(Seed(9)));
+    let mut world = World::new(WorldConfig::new(Seed(run.seed)));
     world
         .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
         .unwrap();
     let stored_in = Rc::clone(&stored);
+    let send = Rc::new(send);
     world
         .host("client", move |ctx| {
-            let stored = Rc::clone(&stored_in);
+            let (stored, send) = (Rc::clone(&stored_in), Rc::clone(&send));
             async move {
-                let producer = Producer::new(&ctx, Duration::from_millis(100), config);
-                for n in 0..40u64 {
-                    producer.send("t", 0, "k".into(), n.to_string()).await.unwrap();
-                }
-                faultline_sim::timer::sleep(Duration::from_millis(1_500)).await;
+                send(Producer::new(&ctx, Duration::from_millis(100), config)).await;
+                faultline_sim::timer::sleep(Duration::from_millis(run.read_after_ms)).await;
                 *stored.borrow_mut() = Some(read_back(&ctx).await);
                 std::future::pending::<()>().await;
                 Ok(())
@@ -467,24 +481,40 @@ fn produce_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
         })
         .unwrap();
     let lossy = faultline_sim::MessageFaultRates {
-        lost_response: 0.5,
+        lost_response: run.lost_response,
         ..Default::default()
     };
     world.set_plan(FaultPlan::from_events(vec![
         at(0, Fault::MessageFaults { rates: lossy }),
         at(
-            6_000,
+            run.heal_ms,
             Fault::MessageFaults {
                 rates: Default::default(),
             },
         ),
     ]));
-    world.run_until(SimTime::from_secs(12), |_| false).unwrap();
+    world.run_until(SimTime::from_secs(run.end_s), |_| false).unwrap();
     let records = stored
         .borrow()
         .clone()
         .expect("the client read the partition back");
     records
+}
+
+/// Sends 40 records one at a time while half the broker's responses are lost.
+fn produce_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
+    let run = LossyRun {
+        seed: 9,
+        lost_response: 0.5,
+        heal_ms: 6_000,
+        read_after_ms: 1_500,
+        end_s: 12,
+    };
+    produce_under(run, config, |producer| async move {
+        for n in 0..40u64 {
+            producer.send("t", 0, "k".into(), n.to_string()).await.unwrap();
+        }
+    })
 }
 
 #[test]
@@ -566,47 +596,21 @@ fn send_async_batches_what_accumulates_and_delivers_every_record_in_order() {
 }
 
 /// Hands 300 records to a producer 1 ms apart while the first 2 s lose a fifth of the
-/// broker's responses (each a connection broken after the broker stored the batch);
-/// returns the payloads the partition holds, in offset order.
+/// broker's responses.
 fn pipeline_through_lost_responses(config: ProducerConfig) -> Vec<u64> {
-    let stored: Rc<RefCell<Vec<u64>>> = Rc::default();
-    let mut world = World::new(WorldConfig::new(Seed(5)));
-    world
-        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
-        .unwrap();
-    let stored_in = Rc::clone(&stored);
-    world
-        .host("client", move |ctx| {
-            let stored = Rc::clone(&stored_in);
-            async move {
-                let producer = Producer::new(&ctx, Duration::from_millis(100), config);
-                for n in 0..300u64 {
-                    drop(producer.send_async("t", 0, "k".into(), n.to_string()));
-                    faultline_sim::timer::sleep(Duration::from_millis(1)).await;
-                }
-                faultline_sim::timer::sleep(Duration::from_millis(3_000)).await;
-                *stored.borrow_mut() = read_back(&ctx).await;
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        })
-        .unwrap();
-    let lossy = faultline_sim::MessageFaultRates {
+    let run = LossyRun {
+        seed: 5,
         lost_response: 0.2,
-        ..Default::default()
+        heal_ms: 2_000,
+        read_after_ms: 3_000,
+        end_s: 8,
     };
-    world.set_plan(FaultPlan::from_events(vec![
-        at(0, Fault::MessageFaults { rates: lossy }),
-        at(
-            2_000,
-            Fault::MessageFaults {
-                rates: Default::default(),
-            },
-        ),
-    ]));
-    world.run_until(SimTime::from_secs(8), |_| false).unwrap();
-    let records = stored.borrow().clone();
-    records
+    produce_under(run, config, |producer| async move {
+        for n in 0..300u64 {
+            drop(producer.send_async("t", 0, "k".into(), n.to_string()));
+            faultline_sim::timer::sleep(Duration::from_millis(1)).await;
+        }
+    })
 }
 
 #[test]
