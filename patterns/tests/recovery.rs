@@ -690,21 +690,22 @@ fn the_broker_answers_a_retry_of_its_last_five_batches_as_stored_and_refuses_the
                 for seq in 0..7 {
                     produce(1, seq).await.unwrap();
                 }
-                answers.borrow_mut().push(("retry of seq 6", produce(1, 6).await));
-                answers.borrow_mut().push(("retry of seq 2", produce(1, 2).await));
-                answers.borrow_mut().push(("retry of seq 1", produce(1, 1).await));
-                answers.borrow_mut().push(("gap: seq 8", produce(1, 8).await));
-                answers
-                    .borrow_mut()
-                    .push(("new producer at seq 5", produce(2, 5).await));
+                for (what, producer, seq) in [
+                    ("retry of seq 6", 1, 6),
+                    ("retry of seq 2", 1, 2),
+                    ("retry of seq 1", 1, 1),
+                    ("gap: seq 8", 1, 8),
+                    ("new producer at seq 5", 2, 5),
+                ] {
+                    let answer = produce(producer, seq).await;
+                    answers.borrow_mut().push((what, answer));
+                }
                 // The broker restarts at 1 s and rebuilds the window from its log.
                 faultline_sim::timer::sleep(Duration::from_millis(2_000)).await;
-                answers
-                    .borrow_mut()
-                    .push(("after restart: retry of seq 3", produce(1, 3).await));
-                answers
-                    .borrow_mut()
-                    .push(("after restart: seq 7", produce(1, 7).await));
+                for (what, seq) in [("after restart: retry of seq 3", 3), ("after restart: seq 7", 7)] {
+                    let answer = produce(1, seq).await;
+                    answers.borrow_mut().push((what, answer));
+                }
                 std::future::pending::<()>().await;
                 Ok(())
             }
