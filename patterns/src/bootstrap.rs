@@ -60,10 +60,16 @@ pub async fn initial_copy(ctx: HostCtx, target: Target) {
         // Live rows, each with its writer's stamp (a last-writer-wins target compares it).
         let rows: Vec<RowImage> = rows.into_iter().filter(|r| !r.is_delete()).collect();
         ctx.record("bootstrap-copy", format!("rows={}", rows.len()));
-        let batches = rows.chunks(COPY_BATCH_ROWS).count();
-        for (i, batch) in rows.chunks(COPY_BATCH_ROWS).enumerate() {
+        // An empty source still ends the job, with a mark and no rows.
+        let batches: Vec<&[RowImage]> = if rows.is_empty() {
+            vec![&[]]
+        } else {
+            rows.chunks(COPY_BATCH_ROWS).collect()
+        };
+        let count = batches.len();
+        for (i, batch) in batches.into_iter().enumerate() {
             faultline_sim::timer::sleep(Duration::from_millis(COPY_ROW_MS * batch.len() as u64)).await;
-            if let Err(e) = target.load(batch, i + 1 == batches).await {
+            if let Err(e) = target.load(batch, i + 1 == count).await {
                 ctx.record("bootstrap-failed", format!("batch {i}: {e}"));
                 backoff.wait().await;
                 break;

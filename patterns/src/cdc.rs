@@ -11,6 +11,11 @@
 //! (Debezium's transaction metadata). `cdc-row` applies events one by one, so one
 //! business action reaches the target in pieces; `cdc-tx` reassembles each transaction
 //! and applies it whole, once.
+//!
+//! Snapshots publish every live row as a read event (`op=r`, no transaction): the
+//! initial snapshot of a connector with no saved offset (a bootstrap), and a blocking
+//! snapshot when the connector is signalled (`connector.snapshot.signal.ms`), after
+//! which streaming resumes where it paused.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,6 +37,9 @@ use crate::{Setup, RPC_TIMEOUT};
 pub const TOPIC: &str = "customer-cdc";
 /// Where the connector keeps its log position.
 const POSITION_FILE: &str = "connector.pos";
+/// Where the connector records that it executed its snapshot signal (Debezium marks a
+/// processed signal so a restart does not repeat it).
+const SIGNAL_DONE_FILE: &str = "connector.signal";
 
 /// How the target applies row events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +63,9 @@ pub struct CdcConfig {
     pub inbox_cleanup_after_ms: Option<u64>,
     /// How often the connector reads the log.
     pub connector_poll_ms: u64,
+    /// When the connector is signalled to take a blocking snapshot (`None`: never):
+    /// Debezium's ad-hoc `execute-snapshot` signal of type `blocking`.
+    pub snapshot_signal_ms: Option<u64>,
     /// The connector's producer (Kafka Connect's source-task overrides, made idempotent).
     pub producer: ProducerConfig,
     /// Kafka Connect's `offset.flush.interval.ms`: how often the connector's position
@@ -98,11 +109,29 @@ pub async fn run_connector(
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
     let mut offsets = SourceOffsets::open(&ctx, POSITION_FILE, config.offset_flush_interval_ms);
     if snapshot && !offsets.was_saved() {
-        initial_snapshot(&ctx, &producer, &mut offsets, config).await;
+        let position = take_snapshot(&ctx, &producer, config).await;
+        offsets.acknowledged(position);
     }
+    let mut signal = config
+        .snapshot_signal_ms
+        .filter(|_| ctx.disk().read_all(SIGNAL_DONE_FILE).is_empty())
+        .map(faultline_sim::SimTime::from_millis);
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.connector_poll_ms)).await;
         offsets.tick().await;
+        if signal.is_some_and(|at| ctx.now() >= at) {
+            // A blocking snapshot: streaming waits while every live row goes out as a
+            // read event, then resumes from the position it paused at, so the commits
+            // since that position come again after the rows that already hold them.
+            ctx.record(
+                "snapshot-signal",
+                format!("blocking, streaming paused at {}", offsets.position().0),
+            );
+            take_snapshot(&ctx, &producer, config).await;
+            if ctx.disk().replace(SIGNAL_DONE_FILE, b"done").await.is_ok() {
+                signal = None;
+            }
+        }
         let position = offsets.position();
         let Ok(SourceResponse::Log { commits, next }) = source
             .call(&SourceRequest::ReadLog {
@@ -154,18 +183,15 @@ pub async fn run_connector(
     }
 }
 
+/// A snapshot: every live row of one consistent snapshot published as a read event;
+/// returns the log position the snapshot stands at.
+///
 /// Debezium's initial snapshot (`snapshot.mode=initial`, for a connector without a
-/// saved offset): every row of one consistent snapshot published as a read event, then
-/// the position the snapshot stands at acknowledged, so streaming continues from it
-/// with nothing missed. The position reaches offset storage at the next flush: a
-/// connector that stops before then, or during the snapshot, snapshots again on
-/// restart (Debezium's documented behaviour), publishing every row again.
-async fn initial_snapshot(
-    ctx: &HostCtx,
-    producer: &Producer,
-    offsets: &mut SourceOffsets,
-    config: CdcConfig,
-) {
+/// saved offset) acknowledges that position, so streaming continues from it with
+/// nothing missed. The position reaches offset storage at the next flush: a connector
+/// that stops before then, or during the snapshot, snapshots again on restart
+/// (Debezium's documented behaviour), publishing every row again.
+async fn take_snapshot(ctx: &HostCtx, producer: &Producer, config: CdcConfig) -> faultline_sim::LogPos {
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(ctx, "source", SOURCE_API_PORT, SNAPSHOT_TIMEOUT);
     'snapshot: loop {
@@ -196,9 +222,8 @@ async fn initial_snapshot(
                 continue 'snapshot;
             }
         }
-        ctx.record("snapshot-completed", format!("streaming from {}", position.0));
-        offsets.acknowledged(position);
-        return;
+        ctx.record("snapshot-completed", format!("at {}", position.0));
+        return position;
     }
 }
 

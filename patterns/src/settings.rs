@@ -726,6 +726,16 @@ pub const SETTINGS: &[Setting] = &[
     },
     // The CDC connector and sink.
     Setting {
+        key: "connector.snapshot.signal.ms",
+        about: "at this instant the connector is signalled to take a blocking snapshot: streaming pauses, every live row is published as a read event, then streaming resumes where it paused; off sends no signal",
+        mirrors: "a Debezium execute-snapshot signal of type blocking (ad-hoc blocking snapshots, Debezium 2.4+)",
+        values: Values::MillisOrOff { min: 1, max: HOUR_MS },
+        field: Field::OptionalU64(|c| match c {
+            PatternConfig::Cdc(d) => Some(&mut d.snapshot_signal_ms),
+            _ => None,
+        }),
+    },
+    Setting {
         key: "connector.poll.interval.ms",
         about: "how often the CDC connector reads the source's log when it found nothing",
         mirrors: "Debezium poll.interval.ms (500; 20 here)",

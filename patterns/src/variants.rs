@@ -187,6 +187,7 @@ const CDC: CdcConfig = CdcConfig {
     rule: ApplyRule::Blind,
     apply: CdcApply::RowByRow,
     connector_poll_ms: 20,
+    snapshot_signal_ms: None,
     producer: CONNECT_SOURCE_PRODUCER_IDEMPOTENT,
     offset_flush_interval_ms: OFFSET_FLUSH_INTERVAL_MS,
     consumer: DEFAULT_CONSUMER,
