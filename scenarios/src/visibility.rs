@@ -57,14 +57,8 @@ impl KeyTimeline {
         // A delete the target never needed: it held no live row of the key from the
         // commit on (a bootstrap's snapshot read the row already gone).
         if deleted {
-            let before = self
-                .applies
-                .iter()
-                .take_while(|(at, _, _)| *at <= committed)
-                .last();
-            let live_at_commit = before.map_or(initially_live, |(_, _, deleted)| !deleted);
             let applied_after = self.applies.iter().any(|(at, _, _)| *at > committed);
-            if !live_at_commit && !applied_after {
+            if !self.live_at(committed, initially_live) && !applied_after {
                 return Some(committed);
             }
         }
@@ -72,13 +66,16 @@ impl KeyTimeline {
             .deletes
             .iter()
             .find(|(at, v)| *at >= committed && *v > version)?;
-        let last_before = self
-            .applies
+        (!self.live_at(deleted_at, initially_live)).then_some(deleted_at)
+    }
+
+    /// Whether the target held a live row of the key at `at`, by its last apply then.
+    fn live_at(&self, at: SimTime, initially_live: bool) -> bool {
+        self.applies
             .iter()
-            .take_while(|(at, _, _)| *at <= deleted_at)
-            .last();
-        let target_live = last_before.map_or(initially_live, |(_, _, deleted)| !deleted);
-        (!target_live).then_some(deleted_at)
+            .take_while(|(applied, _, _)| *applied <= at)
+            .last()
+            .map_or(initially_live, |(_, _, deleted)| !deleted)
     }
 }
 
