@@ -51,7 +51,8 @@ pub async fn initial_copy(ctx: HostCtx, target: Target) {
         RpcClient::new(&ctx, crate::hosts::SOURCE, SOURCE_API_PORT, SNAPSHOT_TIMEOUT);
     let mut backoff = Backoff::new(50, 1_000);
     while !target.is_bootstrapped() {
-        let Ok(SourceResponse::SnapshotAt { rows, .. }) = source.call(&SourceRequest::SnapshotAt).await
+        let Ok(SourceResponse::SnapshotAt { rows, .. }) =
+            source.call(&SourceRequest::SnapshotAt { slot: None }).await
         else {
             ctx.record("bootstrap-failed", "snapshot read failed");
             backoff.wait().await;

@@ -48,6 +48,10 @@ pub enum Bug {
     SourceSkipsDirSync,
     /// The target's welcomer makes a fresh idempotency key for each attempt.
     WelcomeKeyPerAttempt,
+    /// The CDC connector resumes after the log record its saved offset stands in.
+    CdcResumesPastSharedPosition,
+    /// The CDC connector recreates a lost replication slot and streams from it.
+    CdcRecreatesLostSlot,
 }
 
 /// A bug's name, what it does, and where it shows.
@@ -62,8 +66,9 @@ pub struct BugInfo {
     pub variant: &'static str,
     /// A profile that exposes it.
     pub profile: &'static str,
-    /// The invariant that should catch it, or `run-failed` for a bug that makes the run
-    /// fail instead of giving a verdict (a panic, a runaway the budget stops).
+    /// The invariant that should catch it (`convergence`, or with its kind,
+    /// `convergence/missing`), or `run-failed` for a bug that makes the run fail
+    /// instead of giving a verdict (a panic, a runaway the budget stops).
     pub breaks: &'static str,
 }
 
@@ -220,6 +225,22 @@ pub const BUGS: &[BugInfo] = &[
         variant: "outbox-inbox",
         profile: "flaky-net",
         breaks: "exactly-once-effects",
+    },
+    BugInfo {
+        bug: Bug::CdcResumesPastSharedPosition,
+        name: "cdc-resumes-past-shared-position",
+        description: "the CDC connector reads its saved offset at log-position granularity: restarted from an offset flushed inside a transaction, it resumes after that transaction's record and never publishes the rest of its events (debezium dbz#1554, DBZ-6204). Shows where a transaction outgrows a produce batch (here one record per batch) and offsets are flushed often",
+        variant: "cdc-tx+connect.offset.flush.interval.ms=100+producer.batch.size=1",
+        profile: "crashes",
+        breaks: "convergence",
+    },
+    BugInfo {
+        bug: Bug::CdcRecreatesLostSlot,
+        name: "cdc-recreates-lost-slot",
+        description: "the CDC connector, finding its replication slot invalidated, creates a new one and streams from where it starts, skipping every change in between instead of snapshotting again (what Debezium's default offset.mismatch.strategy=no_validation does on PostgreSQL 15+ when it finds its slot recreated ahead of its offsets): changes are missing where a re-snapshot would have brought them; shows where slots are bounded (max_slot_wal_keep_size) and a connector stays down",
+        variant: "cdc-tx+source.max.slot.wal.keep.size=16384+source.checkpoint.timeout.ms=250+connect.offset.flush.interval.ms=250+connector.snapshot.mode=when_needed",
+        profile: "crashes",
+        breaks: "convergence/missing",
     },
 ];
 

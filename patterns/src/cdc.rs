@@ -23,13 +23,15 @@ use std::time::Duration;
 use faultline_sim::{HostCtx, RpcClient};
 use serde::{Deserialize, Serialize};
 
-use crate::bugs::{Bug, BugSet};
-use crate::connect::SourceOffsets;
+use crate::bugs::Bug;
+use crate::connect::{fail_task, SourceOffsets, SourcePosition};
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{RowImage, TxId};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
-use crate::systems::source::{SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT};
+use crate::systems::source::{
+    Commit, LogRetention, SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT,
+};
 use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
 
@@ -66,6 +68,10 @@ pub struct CdcConfig {
     /// When the connector is signalled to take a blocking snapshot (`None`: never):
     /// Debezium's ad-hoc `execute-snapshot` signal of type `blocking`.
     pub snapshot_signal_ms: Option<u64>,
+    /// What the connector does when its log position is gone.
+    pub snapshot_mode: SnapshotMode,
+    /// How much log the source keeps for the connector's slot.
+    pub log_retention: LogRetention,
     /// The connector's producer (Kafka Connect's source-task overrides, made idempotent).
     pub producer: ProducerConfig,
     /// Kafka Connect's `offset.flush.interval.ms`: how often the connector's position
@@ -74,6 +80,22 @@ pub struct CdcConfig {
     /// How the target consumes.
     pub consumer: ConsumerConfig,
 }
+
+/// Debezium's `snapshot.mode`, for what it decides here: what a connector does when
+/// the position in its offsets can no longer be streamed (its slot invalidated, the
+/// log removed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// `initial` (the default): snapshot only when there are no offsets; a position
+    /// that is gone fails the task.
+    Initial,
+    /// `when_needed`: snapshot again when the offsets' position is no longer available,
+    /// creating the slot anew at the snapshot's position, then stream from there.
+    WhenNeeded,
+}
+
+/// The replication slot the connector reads through (Debezium's `slot.name`).
+pub const SLOT: &str = "debezium";
 
 /// One changed row, with its transaction's metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,21 +118,58 @@ pub struct RowEvent {
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The connector: with `snapshot` and no saved position, an initial snapshot first
-/// ([`initial_snapshot`]); then tail the log, publish row events, acknowledge the
-/// position; the worker flushes it every `offset.flush.interval.ms` ([`SourceOffsets`]).
+/// ([`take_snapshot`]); then tail the log through its replication slot, publish row
+/// events, acknowledge each event's position; the worker flushes the position every
+/// `offset.flush.interval.ms` ([`SourceOffsets`]) and confirms it to the slot. A
+/// position that is gone fails the task or, with `snapshot.mode=when_needed`, takes a
+/// snapshot again.
 pub async fn run_connector(
     ctx: HostCtx,
+    setup: Setup,
     config: CdcConfig,
-    bugs: BugSet,
     snapshot: bool,
 ) -> faultline_sim::HostResult {
+    let bugs = setup.bugs;
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
-    let mut offsets = SourceOffsets::open(&ctx, POSITION_FILE, config.offset_flush_interval_ms);
+    let confirming = source.clone();
+    let offsets = SourceOffsets::open(
+        &ctx,
+        POSITION_FILE,
+        config.offset_flush_interval_ms,
+        move |position| {
+            // A standby status update: lost with its message, sent again after the next
+            // flush.
+            let request = SourceRequest::ConfirmSlot {
+                slot: SLOT.to_string(),
+                position: position.log,
+            };
+            let confirming = confirming.clone();
+            tokio::task::spawn_local(async move {
+                let _ = confirming.call(&request).await;
+            });
+        },
+    );
     if snapshot && !offsets.was_saved() {
-        let position = take_snapshot(&ctx, &producer, config).await;
-        offsets.acknowledged(position);
+        let position = take_snapshot(&ctx, &producer, config, true).await;
+        offsets.acknowledged(SourcePosition::at(position));
+    }
+    if bugs.has(Bug::CdcResumesPastSharedPosition) && offsets.position().skip > 0 {
+        // Planted: the saved offset is read at log-position granularity, as if every
+        // event of the record it stands in were published (dbz#1554).
+        let position = offsets.position();
+        ctx.record(
+            "connector-resumed",
+            format!(
+                "after record {} ({} of its events published)",
+                position.log.0, position.skip
+            ),
+        );
+        offsets.acknowledged(SourcePosition {
+            skip: u32::MAX,
+            ..position
+        });
     }
     let mut signal = config
         .snapshot_signal_ms
@@ -118,85 +177,158 @@ pub async fn run_connector(
         .map(faultline_sim::SimTime::from_millis);
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.connector_poll_ms)).await;
-        offsets.tick().await;
         if signal.is_some_and(|at| ctx.now() >= at) {
             // A blocking snapshot: streaming waits while every live row goes out as a
             // read event, then resumes from the position it paused at, so the commits
             // since that position come again after the rows that already hold them.
             ctx.record(
                 "snapshot-signal",
-                format!("blocking, streaming paused at {}", offsets.position().0),
+                format!("blocking, streaming paused at {}", offsets.position().log.0),
             );
-            take_snapshot(&ctx, &producer, config).await;
+            take_snapshot(&ctx, &producer, config, false).await;
             if ctx.disk().replace(SIGNAL_DONE_FILE, b"done").await.is_ok() {
                 signal = None;
             }
         }
         let position = offsets.position();
-        let Ok(SourceResponse::Log { commits, next }) = source
+        let (commits, next) = match source
             .call(&SourceRequest::ReadLog {
-                from: position,
+                slot: SLOT.to_string(),
+                from: position.log,
                 wait_ms: LOG_READ_WAIT_MS,
             })
             .await
-        else {
-            continue;
+        {
+            Ok(SourceResponse::Log { commits, next }) => (commits, next),
+            Ok(SourceResponse::LogGone(gone)) => {
+                ctx.record("position-gone", gone.to_string());
+                if bugs.has(Bug::CdcRecreatesLostSlot) {
+                    // Planted: a new slot, and streaming from wherever it starts.
+                    if let Ok(SourceResponse::SlotAt(start)) = source
+                        .call(&SourceRequest::CreateSlot {
+                            slot: SLOT.to_string(),
+                        })
+                        .await
+                    {
+                        offsets.acknowledged(SourcePosition::at(start));
+                    }
+                    continue;
+                }
+                match config.snapshot_mode {
+                    SnapshotMode::Initial => {
+                        let error = format!(
+                            "cannot stream from position {}: {gone}; only a new snapshot can go on (snapshot.mode=when_needed)",
+                            position.log.0
+                        );
+                        return fail_task(&ctx, &setup.recorder, error).await;
+                    }
+                    SnapshotMode::WhenNeeded => {
+                        let start = take_snapshot(&ctx, &producer, config, true).await;
+                        offsets.acknowledged(SourcePosition::at(start));
+                        continue;
+                    }
+                }
+            }
+            _ => continue,
         };
         if bugs.has(Bug::CdcPositionBeforePublish) {
             // Planted: the position is saved before the events are out.
-            offsets.acknowledged(next);
+            offsets.acknowledged(SourcePosition::at(next));
             offsets.flush().await;
         }
-        // Each partition's events in log order, sent in batches as Connect's producer
-        // batches what a poll hands it.
-        let mut by_partition: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
-        for commit in &commits {
-            let count = commit.rows.len() as u32;
-            for (index, row) in commit.rows.iter().enumerate() {
-                let event = RowEvent {
-                    tx: commit.tx,
-                    index: index as u32,
-                    count,
-                    row: row.clone(),
-                    snapshot: false,
-                };
-                let payload = serde_json::to_string(&event).expect("row events serialise");
-                let partition = partition_of(row.key.customer, config.consumer.partitions);
-                by_partition
-                    .entry(partition)
-                    .or_default()
-                    .push((row.key.to_string(), payload));
-            }
+        let events = row_events(&commits, next, position, config.consumer.partitions);
+        if events.is_empty() {
+            // Records that hold no change (outbox marks, leases) move the position too.
+            offsets.acknowledged(SourcePosition::at(next));
+            continue;
         }
-        // The producer retries in place; an error means delivery.timeout.ms passed, and
-        // the poll is read again from the acknowledged position.
-        let mut published_all = true;
-        for (partition, records) in by_partition {
-            if producer.send_all(TOPIC, partition, records).await.is_err() {
-                published_all = false;
+        // The whole poll goes to the producer at once (each partition's batches on
+        // their way together), then each event's position is acknowledged in log
+        // order as its delivery comes in: the offset the worker flushes meanwhile can
+        // stand inside a transaction.
+        let deliveries: Vec<_> = events
+            .into_iter()
+            .map(|(partition, key, payload, after)| {
+                (producer.send_flushed(TOPIC, partition, key, payload), after)
+            })
+            .collect();
+        for (delivery, after) in deliveries {
+            // An error means delivery.timeout.ms passed: the rest is read again from
+            // the acknowledged position.
+            if delivery.await.is_err() {
                 break;
             }
-        }
-        if published_all {
-            offsets.acknowledged(next);
+            offsets.acknowledged(after);
         }
     }
 }
 
+/// The row events of a poll's commits from `position` on, in log order: each with its
+/// partition, key, payload and the position just after it (inside its transaction, or
+/// the next record's start after its last event). The first commit, when it stands at
+/// `position`, starts after the events already published.
+fn row_events(
+    commits: &[(faultline_sim::LogPos, Commit)],
+    next: faultline_sim::LogPos,
+    position: SourcePosition,
+    partitions: u32,
+) -> Vec<(u32, String, String, SourcePosition)> {
+    let mut events = Vec::new();
+    for (i, (at, commit)) in commits.iter().enumerate() {
+        let after_commit = commits.get(i + 1).map_or(next, |(later, _)| *later);
+        let count = commit.rows.len() as u32;
+        let published = if *at == position.log { position.skip } else { 0 };
+        for (index, row) in commit.rows.iter().enumerate().skip(published as usize) {
+            let index = index as u32;
+            let event = RowEvent {
+                tx: commit.tx,
+                index,
+                count,
+                row: row.clone(),
+                snapshot: false,
+            };
+            let after = if index + 1 < count {
+                SourcePosition {
+                    log: *at,
+                    skip: index + 1,
+                }
+            } else {
+                SourcePosition::at(after_commit)
+            };
+            events.push((
+                partition_of(row.key.customer, partitions),
+                row.key.to_string(),
+                serde_json::to_string(&event).expect("row events serialise"),
+                after,
+            ));
+        }
+    }
+    events
+}
+
 /// A snapshot: every live row of one consistent snapshot published as a read event;
-/// returns the log position the snapshot stands at.
+/// returns the log position the snapshot stands at. With `create_slot`, the slot is
+/// created anew at that position (an initial or a `when_needed` snapshot); a blocking
+/// snapshot by signal leaves the slot where streaming paused.
 ///
 /// Debezium's initial snapshot (`snapshot.mode=initial`, for a connector without a
 /// saved offset) acknowledges that position, so streaming continues from it with
 /// nothing missed. The position reaches offset storage at the next flush: a connector
 /// that stops before then, or during the snapshot, snapshots again on restart
 /// (Debezium's documented behaviour), publishing every row again.
-async fn take_snapshot(ctx: &HostCtx, producer: &Producer, config: CdcConfig) -> faultline_sim::LogPos {
+async fn take_snapshot(
+    ctx: &HostCtx,
+    producer: &Producer,
+    config: CdcConfig,
+    create_slot: bool,
+) -> faultline_sim::LogPos {
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(ctx, "source", SOURCE_API_PORT, SNAPSHOT_TIMEOUT);
     'snapshot: loop {
-        let Ok(SourceResponse::SnapshotAt { rows, position }) = source.call(&SourceRequest::SnapshotAt).await
-        else {
+        let request = SourceRequest::SnapshotAt {
+            slot: create_slot.then(|| SLOT.to_string()),
+        };
+        let Ok(SourceResponse::SnapshotAt { rows, position }) = source.call(&request).await else {
             faultline_sim::timer::sleep(Duration::from_millis(config.connector_poll_ms)).await;
             continue;
         };

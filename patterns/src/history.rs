@@ -150,6 +150,24 @@ pub struct History {
     pub source_rollbacks: Vec<SimTime>,
     /// How soon every commit must be visible at the target, if the scenario says.
     pub staleness_bound: Option<std::time::Duration>,
+    /// The most log the source's replication slots held back at once, in bytes
+    /// (`None` when the source has no slot).
+    pub source_log_retained_max: Option<u64>,
+    /// Components that stopped on an error they cannot get past (a connector whose
+    /// log position is gone), in the order they stopped: loud failures an operator
+    /// would be paged for, as opposed to silent loss.
+    pub component_failures: Vec<ComponentFailure>,
+}
+
+/// A component that stopped on an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentFailure {
+    /// When.
+    pub at: SimTime,
+    /// Which host's component.
+    pub host: String,
+    /// The error, as the component reports it.
+    pub error: String,
 }
 
 impl History {
@@ -402,6 +420,25 @@ impl Recorder {
             .history
             .effects
             .push(EffectRecord { at, customer, event });
+    }
+
+    /// The source's slots hold `bytes` of log back now.
+    pub fn source_log_retained(&self, bytes: u64) {
+        let history = &mut self.0.borrow_mut().history;
+        history.source_log_retained_max = Some(history.source_log_retained_max.unwrap_or(0).max(bytes));
+    }
+
+    /// A component on `host` stopped on `error` and will not go on by itself.
+    pub fn component_failed(&self, at: SimTime, host: &str, error: String) {
+        self.0
+            .borrow_mut()
+            .history
+            .component_failures
+            .push(ComponentFailure {
+                at,
+                host: host.to_string(),
+                error,
+            });
     }
 
     /// Sets how many actions the workload scheduled.

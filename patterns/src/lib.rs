@@ -85,12 +85,14 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Opens the source on this host (replaying its log) and starts its periodic sync,
-    /// when its policy has one.
+    /// Opens the source on this host (replaying its log) and starts its periodic sync
+    /// and checkpoints, when its policy and log retention have them.
     pub async fn open_source(&self, ctx: &HostCtx) -> Source {
         let source = Source::recover(ctx, self.source, self.recorder.clone()).await;
         let syncer = source.clone();
         tokio::task::spawn_local(async move { syncer.run_sync_loop().await });
+        let checkpointer = source.clone();
+        tokio::task::spawn_local(async move { checkpointer.run_checkpoints().await });
         source
     }
 

@@ -22,12 +22,13 @@ use std::time::Duration;
 use faultline_sim::{HostCtx, RpcClient};
 
 use crate::bugs::{Bug, BugSet};
-use crate::connect::SourceOffsets;
+use crate::connect::{fail_task, SourceOffsets, SourcePosition};
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{CustomerId, TxId};
+use crate::history::Recorder;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{
-    OutboxMessage, Source, SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT,
+    LogRetention, OutboxMessage, Source, SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT,
 };
 use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::windows;
@@ -37,6 +38,8 @@ use crate::{hosts, Setup, RPC_TIMEOUT};
 pub const TOPIC: &str = "customer-changes";
 /// Where the log-tailing relay keeps its position.
 const RELAY_POSITION_FILE: &str = "relay.pos";
+/// The replication slot the log-tailing relay reads through.
+pub const SLOT: &str = "outbox-relay";
 
 /// Where the relay finds what to publish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +96,8 @@ pub struct OutboxConfig {
     pub relay_poll_ms: u64,
     /// Messages the relay handles per poll.
     pub relay_batch_max: usize,
+    /// How much log the source keeps for the log-tailing relay's slot.
+    pub log_retention: LogRetention,
     /// How the target consumes.
     pub consumer: ConsumerConfig,
 }
@@ -115,7 +120,12 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
             let table = OutboxTable::Local(source.clone());
             tokio::task::spawn_local(relay_table(ctx.clone(), table, config, setup.bugs))
         }
-        RelaySource::TailLog => tokio::task::spawn_local(relay_log(ctx.clone(), source.clone(), config)),
+        RelaySource::TailLog => tokio::task::spawn_local(relay_log(
+            ctx.clone(),
+            source.clone(),
+            config,
+            setup.recorder.clone(),
+        )),
     };
     source.run_workload(setup.schedule.clone(), None, |_| {}).await;
     relay.await?;
@@ -295,21 +305,36 @@ async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig) 
 }
 
 /// The log-tailing relay, as Debezium's outbox event router runs: a Kafka Connect
-/// source task whose position is flushed every `offset.flush.interval.ms`.
-async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig) {
+/// source task whose position is flushed every `offset.flush.interval.ms` and then
+/// confirmed to its replication slot. When its position is gone (the slot invalidated,
+/// the log removed) it fails: an outbox connector takes no snapshot of a table whose
+/// rows it has already streamed.
+async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig, recorder: Recorder) {
     let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
-    let mut offsets = SourceOffsets::open(&ctx, RELAY_POSITION_FILE, config.offset_flush_interval_ms);
+    let confirming = source.clone();
+    let offsets = SourceOffsets::open(
+        &ctx,
+        RELAY_POSITION_FILE,
+        config.offset_flush_interval_ms,
+        move |position| confirming.confirm_slot(SLOT, position.log),
+    );
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.relay_poll_ms)).await;
-        offsets.tick().await;
         let wait = Duration::from_millis(LOG_READ_WAIT_MS);
-        let (commits, next) = source
-            .read_log_waiting(offsets.position(), config.relay_batch_max, wait)
+        let read = source
+            .read_log_waiting(SLOT, offsets.position().log, config.relay_batch_max, wait)
             .await;
-        let messages: Vec<OutboxMessage> = commits.iter().map(|c| c.to_outbox_message()).collect();
+        let (commits, next) = match read {
+            Ok(read) => read,
+            Err(gone) => {
+                let _ = fail_task(&ctx, &recorder, gone.to_string()).await;
+                return;
+            }
+        };
+        let messages: Vec<OutboxMessage> = commits.iter().map(|(_, c)| c.to_outbox_message()).collect();
         // Only a fully published poll moves the position; a partial one is read again.
         if publish(&producer, &messages, config).await {
-            offsets.acknowledged(next);
+            offsets.acknowledged(SourcePosition::at(next));
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use crate::cdc::CdcApply;
+use crate::cdc::{CdcApply, SnapshotMode};
 use crate::consumer::{CommitPoint, ConsumerConfig, ErrorPolicy, OffsetReset};
 use crate::outbox::{RelayCursor, RelaySource};
 use crate::queue::PublishPoint;
@@ -43,6 +43,13 @@ pub enum Values {
         /// The most.
         max: u64,
     },
+    /// `off`, or a whole number within bounds.
+    CountOrOff {
+        /// The least.
+        min: u64,
+        /// The most.
+        max: u64,
+    },
     /// One of these words.
     Choice(&'static [&'static str]),
 }
@@ -54,6 +61,7 @@ impl fmt::Display for Values {
             Values::Millis { min, max } => write!(f, "milliseconds, {min} to {max}"),
             Values::MillisOrOff { min, max } => write!(f, "off, or milliseconds, {min} to {max}"),
             Values::Count { min, max } => write!(f, "a whole number, {min} to {max}"),
+            Values::CountOrOff { min, max } => write!(f, "off, or a whole number, {min} to {max}"),
             Values::Choice(words) => write!(f, "one of {}", words.join(", ")),
         }
     }
@@ -66,7 +74,7 @@ pub enum Value {
     Bool(bool),
     /// Milliseconds or a count.
     Number(u64),
-    /// Switched off (for [`Values::MillisOrOff`]).
+    /// Switched off (for [`Values::MillisOrOff`] and [`Values::CountOrOff`]).
     Off,
     /// One of the setting's words.
     Word(&'static str),
@@ -189,7 +197,8 @@ impl Setting {
             Values::MillisOrOff { min, max } => {
                 millis(text).and_then(|n| within(n, min, max)).ok_or_else(bad)
             }
-            Values::Count { min, max } => text
+            Values::CountOrOff { .. } if text == "off" => Ok(Value::Off),
+            Values::Count { min, max } | Values::CountOrOff { min, max } => text
                 .replace('_', "")
                 .parse()
                 .ok()
@@ -736,6 +745,30 @@ pub const SETTINGS: &[Setting] = &[
         }),
     },
     Setting {
+        key: "connector.snapshot.mode",
+        about: "what the connector does when the position in its offsets can no longer be streamed (its slot invalidated, the log removed): fail the task, or snapshot again and stream from the snapshot",
+        mirrors: "Debezium snapshot.mode: initial (the default) or when_needed",
+        values: Values::Choice(&["initial", "when_needed"]),
+        field: words!(snapshot_mode, {
+            "initial" => SnapshotMode::Initial,
+            "when_needed" => SnapshotMode::WhenNeeded,
+        }),
+    },
+    Setting {
+        key: "source.max.slot.wal.keep.size",
+        about: "bytes of log a replication slot may hold back; a slot further behind its source's log end is invalidated at the next checkpoint and its log removed (CDC, and the outbox with relay.source = tail-log); off: a slot holds the log as long as its reader stays away",
+        mirrors: "PostgreSQL max_slot_wal_keep_size (-1: unlimited)",
+        values: Values::CountOrOff { min: 1, max: 1 << 40 },
+        field: Field::OptionalU64(|c| log_retention(c).map(|r| &mut r.slot_max_keep_bytes)),
+    },
+    Setting {
+        key: "source.checkpoint.timeout.ms",
+        about: "how often the source checkpoints: invalidating slots past source.max.slot.wal.keep.size and removing the log no slot needs",
+        mirrors: "PostgreSQL checkpoint_timeout (300000)",
+        values: Values::Millis { min: 1, max: HOUR_MS },
+        field: Field::U64(|c| log_retention(c).map(|r| &mut r.checkpoint_ms)),
+    },
+    Setting {
         key: "connector.poll.interval.ms",
         about: "how often the CDC connector reads the source's log when it found nothing",
         mirrors: "Debezium poll.interval.ms (500; 20 here)",
@@ -952,6 +985,21 @@ fn cdc_apply(c: &mut PatternConfig) -> Option<&mut CdcApply> {
     }
 }
 
+fn snapshot_mode(c: &mut PatternConfig) -> Option<&mut SnapshotMode> {
+    match c {
+        PatternConfig::Cdc(d) => Some(&mut d.snapshot_mode),
+        _ => None,
+    }
+}
+
+fn log_retention(c: &mut PatternConfig) -> Option<&mut crate::systems::source::LogRetention> {
+    match c {
+        PatternConfig::Outbox(o) => Some(&mut o.log_retention),
+        PatternConfig::Cdc(d) => Some(&mut d.log_retention),
+        _ => None,
+    }
+}
+
 fn publish_point(c: &mut PatternConfig) -> Option<&mut PublishPoint> {
     match c {
         PatternConfig::Queue(q) => Some(&mut q.publish),
@@ -977,7 +1025,7 @@ mod tests {
                 Values::Millis { min, max } | Values::Count { min, max } => {
                     Value::Number(if current == Value::Number(min) { max } else { min })
                 }
-                Values::MillisOrOff { min, .. } => {
+                Values::MillisOrOff { min, .. } | Values::CountOrOff { min, .. } => {
                     if current == Value::Off {
                         Value::Number(min)
                     } else {

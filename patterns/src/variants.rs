@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use faultline_sim::{FaultTarget, Profile, World, WorldError};
 
 use crate::bugs::BugSet;
-use crate::cdc::{self, CdcApply, CdcConfig};
+use crate::cdc::{self, CdcApply, CdcConfig, SnapshotMode};
 use crate::connect::OFFSET_FLUSH_INTERVAL_MS;
 use crate::consumer::{ConsumerConfig, DEFAULT_CONSUMER};
 use crate::full_copy::{self, FullCopyConfig};
@@ -22,7 +22,7 @@ use crate::retry_queue::{RetryPolicy, DEFAULT_RETRY};
 use crate::settings::{self, Override, Setting, SettingError, Value, SETTINGS};
 use crate::systems;
 use crate::systems::broker::{ProducerConfig, CONNECT_SOURCE_PRODUCER_IDEMPOTENT, KAFKA_PRODUCER};
-use crate::systems::source::{SourceConfig, SyncPolicy};
+use crate::systems::source::{SourceConfig, SyncPolicy, POSTGRES_LOG_RETENTION};
 use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::{hosts, run_source_with_api, Setup};
 
@@ -179,6 +179,7 @@ const OUTBOX: OutboxConfig = OutboxConfig {
     offset_flush_interval_ms: OFFSET_FLUSH_INTERVAL_MS,
     relay_poll_ms: 20,
     relay_batch_max: 32,
+    log_retention: POSTGRES_LOG_RETENTION,
     consumer: DEFAULT_CONSUMER,
 };
 const CDC: CdcConfig = CdcConfig {
@@ -188,6 +189,8 @@ const CDC: CdcConfig = CdcConfig {
     apply: CdcApply::RowByRow,
     connector_poll_ms: 20,
     snapshot_signal_ms: None,
+    snapshot_mode: SnapshotMode::Initial,
+    log_retention: POSTGRES_LOG_RETENTION,
     producer: CONNECT_SOURCE_PRODUCER_IDEMPOTENT,
     offset_flush_interval_ms: OFFSET_FLUSH_INTERVAL_MS,
     consumer: DEFAULT_CONSUMER,
@@ -548,11 +551,17 @@ impl Variant {
         };
         // Last-writer-wins needs the writer's clock on every image.
         let stamp_writes = self.config.apply_rule() == Some(ApplyRule::LaterWallClock);
+        let log_retention = match self.config {
+            PatternConfig::Outbox(c) => c.log_retention,
+            PatternConfig::Cdc(c) => c.log_retention,
+            _ => POSTGRES_LOG_RETENTION,
+        };
         SourceConfig {
             sync,
             outbox,
             stamp_writes,
             workers,
+            log_retention,
             bugs,
         }
     }
@@ -600,10 +609,10 @@ impl Variant {
                     move |ctx| run_source_with_api(ctx, setup.clone())
                 })?;
                 host!(hosts::TARGET, cdc::run_target, config);
-                let bugs = setup.bugs;
                 let snapshot = setup.bootstrap == Some(crate::bootstrap::Bootstrap::Snapshot);
+                let connector_setup = setup.clone();
                 world.host(hosts::CONNECTOR, move |ctx| {
-                    cdc::run_connector(ctx, config, bugs, snapshot)
+                    cdc::run_connector(ctx, connector_setup.clone(), config, snapshot)
                 })?;
             }
             PatternConfig::Custom(custom) => custom.0.install(world, setup)?,
@@ -623,6 +632,12 @@ impl Variant {
         // target is to be filled by the integration.
         let disk = |host| world.disk(host).expect("registered above");
         systems::source::install_base(disk(hosts::SOURCE), &setup.initial);
+        let slots: &[&str] = match self.config {
+            PatternConfig::Cdc(_) => &[cdc::SLOT],
+            PatternConfig::Outbox(c) if c.relay == RelaySource::TailLog => &[outbox::SLOT],
+            _ => &[],
+        };
+        systems::source::install_slots(disk(hosts::SOURCE), slots);
         if setup.bootstrap.is_none() {
             systems::target::install_base(disk(hosts::TARGET), &setup.initial);
         }

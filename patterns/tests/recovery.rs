@@ -11,7 +11,10 @@ use faultline_patterns::history::{Recorder, Rows};
 use faultline_patterns::systems::broker::{
     run_broker, BrokerClient, BrokerError, Producer, ProducerConfig, CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
 };
-use faultline_patterns::systems::source::{Source, SourceConfig, SyncPolicy, SOURCE_LOG};
+use faultline_patterns::systems::source::{
+    install_slots, LogGone, LogRetention, Source, SourceConfig, SyncPolicy, POSTGRES_LOG_RETENTION,
+    SOURCE_LOG,
+};
 use faultline_patterns::{Setup, Variant};
 use faultline_sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime, World, WorldConfig};
 
@@ -96,6 +99,7 @@ fn source_with_workers_through_power_loss(
                         outbox: false,
                         stamp_writes: false,
                         workers,
+                        log_retention: POSTGRES_LOG_RETENTION,
                         bugs: BugSet::NONE,
                     },
                     recorder,
@@ -738,5 +742,133 @@ fn the_broker_answers_a_retry_of_its_last_five_batches_as_stored_and_refuses_the
             ("after restart: retry of seq 3", Ok(3)),
             ("after restart: seq 7", Ok(8)),
         ]
+    );
+}
+
+/// What the slot test saw after the source's restart.
+#[derive(Debug, Default)]
+struct SlotsSeen {
+    behind: Option<LogGone>,
+    below_start: Option<LogGone>,
+    from_confirmed: Option<usize>,
+    recreated_reads: Option<usize>,
+}
+
+/// Two slots bounded to 2 KiB, checkpoints every 100 ms, 60 commits: the slot whose
+/// reader never confirms is invalidated and stays so across a restart; the one that
+/// keeps up holds the log from its confirmed position, and what lies below is removed;
+/// a slot created anew streams from the log's end.
+#[test]
+fn a_slot_past_its_bound_is_lost_for_good_and_the_log_no_live_slot_needs_is_removed() {
+    let recorder = Recorder::new(Rows::new());
+    let seen = Rc::new(RefCell::new(SlotsSeen::default()));
+    let confirmed_at = Rc::new(RefCell::new(faultline_sim::LogPos(0)));
+    let mut world = World::new(WorldConfig::new(Seed(5)));
+    let (host_recorder, host_seen, host_confirmed) =
+        (recorder.clone(), Rc::clone(&seen), Rc::clone(&confirmed_at));
+    world
+        .host("source", move |ctx| {
+            let (recorder, seen, confirmed_at) = (
+                host_recorder.clone(),
+                Rc::clone(&host_seen),
+                Rc::clone(&host_confirmed),
+            );
+            async move {
+                let config = SourceConfig {
+                    sync: SyncPolicy::OnCommit,
+                    outbox: false,
+                    stamp_writes: false,
+                    workers: 1,
+                    log_retention: LogRetention {
+                        slot_max_keep_bytes: Some(2_000),
+                        checkpoint_ms: 100,
+                    },
+                    bugs: BugSet::NONE,
+                };
+                let source = Source::recover(&ctx, config, recorder).await;
+                let checkpointer = source.clone();
+                tokio::task::spawn_local(async move { checkpointer.run_checkpoints().await });
+                if ctx.incarnation() == 0 {
+                    // The reader that keeps up confirms everything durable every 20 ms.
+                    let reader = source.clone();
+                    let confirmed = Rc::clone(&confirmed_at);
+                    tokio::task::spawn_local(async move {
+                        loop {
+                            faultline_sim::timer::sleep(Duration::from_millis(20)).await;
+                            let (_, end) = reader
+                                .read_log("keeping-up", *confirmed.borrow(), usize::MAX)
+                                .unwrap();
+                            reader.confirm_slot("keeping-up", end);
+                            *confirmed.borrow_mut() = end;
+                        }
+                    });
+                    source.run_workload(creates(60, 10), None, |_| {}).await;
+                } else {
+                    let at = *confirmed_at.borrow();
+                    let origin = faultline_sim::LogPos(0);
+                    {
+                        let mut seen = seen.borrow_mut();
+                        seen.behind = source.read_log("behind", origin, 10).err();
+                        seen.below_start = source.read_log("keeping-up", origin, 10).err();
+                        // The slot went back at most to its last checkpoint: still readable.
+                        seen.from_confirmed = source
+                            .read_log("keeping-up", at, usize::MAX)
+                            .ok()
+                            .map(|r| r.0.len());
+                    }
+                    let start = source.create_slot("behind").await.unwrap();
+                    let recreated = source
+                        .read_log("behind", start, usize::MAX)
+                        .ok()
+                        .map(|r| r.0.len());
+                    seen.borrow_mut().recreated_reads = recreated;
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    install_slots(world.disk("source").unwrap(), &["behind", "keeping-up"]);
+    world.set_plan(FaultPlan::from_events(vec![
+        at(
+            800,
+            Fault::Crash {
+                host: "source".into(),
+            },
+        ),
+        at(
+            850,
+            Fault::Restart {
+                host: "source".into(),
+            },
+        ),
+    ]));
+    world.run_until(SimTime::from_millis(1_000), |_| false).unwrap();
+    let seen = seen.borrow();
+    assert_eq!(seen.behind, Some(LogGone::SlotLost("behind".into())), "{seen:?}");
+    assert!(
+        matches!(seen.below_start, Some(LogGone::Removed { start, .. }) if start.0 > 0),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.from_confirmed,
+        Some(0),
+        "everything up to the confirmed position was read: {seen:?}"
+    );
+    assert_eq!(
+        seen.recreated_reads,
+        Some(0),
+        "a new slot streams from the end: {seen:?}"
+    );
+    let history = recorder.finish(
+        Rows::new(),
+        Rows::new(),
+        SimTime::from_millis(1_000),
+        SimTime::ZERO,
+    );
+    assert!(
+        history.source_log_retained_max.unwrap() > 2_000,
+        "{:?}",
+        history.source_log_retained_max
     );
 }

@@ -34,6 +34,15 @@ pub fn render(outcome: &Outcome) -> String {
         "traffic: {} calls ({:.1} per action), {} duplicates injected, {} absorbed by an inbox",
         m.calls, m.calls_per_action, m.duplicates_injected, m.duplicates_absorbed
     );
+    if let Some(bytes) = m.source_log_retained_max_bytes {
+        let _ = writeln!(
+            out,
+            "source log: its replication slots held back up to {bytes} bytes"
+        );
+    }
+    for failure in &m.component_failures {
+        let _ = writeln!(out, "FAILED: {failure}");
+    }
     if !outcome.unobserved.is_empty() {
         let _ = writeln!(
             out,

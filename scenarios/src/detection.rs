@@ -41,14 +41,15 @@ impl Detection {
 }
 
 /// What broke on one seed: the invariants that fired, or `run-failed` for a run that
-/// failed (a panic, a runaway the budget stopped).
-pub type Broken = std::collections::BTreeSet<&'static str>;
+/// failed (a panic, a runaway the budget stopped). Each violation counts under its invariant (`convergence`) and its invariant and
+/// kind (`convergence/missing`), so a bug's `breaks` may name either.
+pub type Broken = std::collections::BTreeSet<String>;
 
 /// Runs `variant` under `profile` over `seeds` with `bugs`, `jobs` at a time, and says
 /// per seed what broke. The runs without a bug are shared by every bug of the same
 /// variant and profile.
 pub fn broken(variant: &str, profile: &str, bugs: BugSet, seeds: Range<u64>, jobs: usize) -> Vec<Broken> {
-    let variant = Variant::by_name(variant).expect("the registry names real variants");
+    let variant = Variant::resolve(variant, &[]).expect("the registry names real variants");
     let profile = Profile::from_name(profile).expect("the registry names real profiles");
     let specs: Vec<RunSpec> = seeds
         .map(|seed| RunSpec {
@@ -57,8 +58,12 @@ pub fn broken(variant: &str, profile: &str, bugs: BugSet, seeds: Range<u64>, job
         })
         .collect();
     let what_broke = |_: &RunSpec, outcome: Result<Outcome, Box<RunFailure>>| match outcome {
-        Err(_) => Broken::from(["run-failed"]),
-        Ok(outcome) => outcome.violations.iter().map(|v| v.invariant).collect(),
+        Err(_) => Broken::from(["run-failed".to_string()]),
+        Ok(outcome) => outcome
+            .violations
+            .iter()
+            .flat_map(|v| [v.invariant.to_string(), format!("{}/{}", v.invariant, v.kind)])
+            .collect(),
     };
     sweep(&specs, jobs, what_broke, |_| {}, &AtomicBool::new(false))
         .into_iter()

@@ -54,6 +54,11 @@ pub struct Metrics {
     pub staleness_histogram: Vec<u64>,
     /// How much went wrong: lost changes, applies per change, fracture windows.
     pub magnitudes: crate::magnitudes::RunMagnitudes,
+    /// The most log the source's replication slots held back at once, in bytes (`None`
+    /// when no reader streams the source's log).
+    pub source_log_retained_max_bytes: Option<u64>,
+    /// Components that stopped on an error (`host at N ms: error`): the loud failures.
+    pub component_failures: Vec<String>,
 }
 
 /// Upper bounds (inclusive) of the staleness histogram's buckets; the last is open.
@@ -174,6 +179,12 @@ pub fn compute(history: &History, counts: TraceCounts) -> Metrics {
     m.duplicates_absorbed = counts.duplicates_absorbed;
     m.duplicates_injected = counts.duplicates_injected;
     m.magnitudes = crate::magnitudes::of_run(history);
+    m.source_log_retained_max_bytes = history.source_log_retained_max;
+    m.component_failures = history
+        .component_failures
+        .iter()
+        .map(|f| format!("{} at {} ms: {}", f.host, f.at.as_millis(), f.error))
+        .collect();
     // Without faults there is nothing to recover from.
     m.recovery_ms = converged_at
         .filter(|_| history.last_fault_at > SimTime::ZERO)

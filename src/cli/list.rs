@@ -110,6 +110,9 @@ fn values_json(values: Values) -> serde_json::Value {
             serde_json::json!({ "kind": "millis-or-off", "min": min, "max": max })
         }
         Values::Count { min, max } => serde_json::json!({ "kind": "count", "min": min, "max": max }),
+        Values::CountOrOff { min, max } => {
+            serde_json::json!({ "kind": "count-or-off", "min": min, "max": max })
+        }
         Values::Choice(words) => serde_json::json!({ "kind": "choice", "choices": words }),
     }
 }

@@ -923,6 +923,20 @@ impl Producer {
         async move { delivery.await.unwrap_or_else(|_| Err(closed())) }
     }
 
+    /// [`Producer::send_async`] for a record whose sender flushes (no lingering for
+    /// it): a caller that hands a whole poll and then waits for each delivery in turn,
+    /// as a Connect source task does between `poll()` and its acknowledgements.
+    pub fn send_flushed(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: String,
+        payload: String,
+    ) -> impl std::future::Future<Output = Delivery> + 'static {
+        let delivery = self.hand(topic, partition, key, payload, true);
+        async move { delivery.await.unwrap_or_else(|_| Err(closed())) }
+    }
+
     fn hand(
         &self,
         topic: &str,

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -33,6 +34,108 @@ const FSYNC_RETRY_WAIT: Duration = Duration::from_millis(10);
 pub const SOURCE_LOG: &str = "source.log";
 /// The table data the source starts from (a restored backup), written before the run.
 pub const SOURCE_BASE: &str = "source.base";
+
+/// The source's replication slots and the first log position it still keeps.
+pub const SOURCE_SLOTS: &str = "source.slots";
+
+/// Creates replication slots named `names` at the log's start, durably, before the run
+/// (the connector or relay that reads through each was deployed before the run).
+pub fn install_slots(disk: &Disk, names: &[&str]) {
+    let slots = Slots {
+        log_start: LogPos(0),
+        slots: names
+            .iter()
+            .map(|name| (name.to_string(), SlotState::Live { confirmed: LogPos(0) }))
+            .collect(),
+    };
+    disk.install(
+        SOURCE_SLOTS,
+        &serde_json::to_vec(&slots).expect("slots serialise"),
+    );
+}
+
+/// How much log the source keeps for its replication slots, and when it removes the
+/// rest (PostgreSQL's WAL kept for slots, removed at checkpoints).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRetention {
+    /// `max_slot_wal_keep_size`: bytes of log a slot may hold back; a slot further
+    /// behind is invalidated at the next checkpoint and its log removed. `None`: a slot
+    /// holds the log for as long as its reader stays away (PostgreSQL's default, -1).
+    pub slot_max_keep_bytes: Option<u64>,
+    /// `checkpoint_timeout`: how often a checkpoint removes the log no slot needs.
+    pub checkpoint_ms: u64,
+}
+
+/// PostgreSQL's defaults: slots keep everything, a checkpoint every 5 minutes.
+pub const POSTGRES_LOG_RETENTION: LogRetention = LogRetention {
+    slot_max_keep_bytes: None,
+    checkpoint_ms: 300_000,
+};
+
+/// The slots and the log start, as the source keeps them (persisted at checkpoints).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Slots {
+    /// Reads below it find nothing: the log before it is removed.
+    log_start: LogPos,
+    slots: BTreeMap<String, SlotState>,
+}
+
+/// One replication slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SlotState {
+    /// Holds the log from the position its reader confirmed on.
+    Live {
+        /// Everything before it the reader has consumed for good.
+        confirmed: LogPos,
+    },
+    /// Invalidated (`wal_status = lost`): it holds nothing and can stream nothing.
+    Lost,
+}
+
+impl Slots {
+    /// The oldest position a live slot still needs, if any slot is live.
+    fn oldest_needed(&self) -> Option<LogPos> {
+        self.slots
+            .values()
+            .filter_map(|slot| match slot {
+                SlotState::Live { confirmed } => Some(*confirmed),
+                SlotState::Lost => None,
+            })
+            .min()
+    }
+}
+
+/// Why a log read through a slot finds nothing to stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogGone {
+    /// The slot was invalidated (PostgreSQL: "can no longer get changes from
+    /// replication slot").
+    SlotLost(String),
+    /// The position asked for was removed ("requested WAL segment has already been
+    /// removed").
+    Removed {
+        /// What was asked for.
+        from: LogPos,
+        /// The first position still kept.
+        start: LogPos,
+    },
+}
+
+impl fmt::Display for LogGone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogGone::SlotLost(slot) => write!(f, "replication slot {slot:?} was invalidated"),
+            LogGone::Removed { from, start } => {
+                write!(
+                    f,
+                    "log position {} was removed (the log starts at {})",
+                    from.0, start.0
+                )
+            }
+        }
+    }
+}
 
 /// Writes the rows the source starts with to its disk, durably, before the run.
 pub fn install_base(disk: &Disk, rows: &Rows) {
@@ -156,6 +259,8 @@ pub struct SourceConfig {
     /// Transactions that run at once (the application's connection pool); an action
     /// due while all are busy waits for one.
     pub workers: usize,
+    /// How much log the source keeps for its replication slots.
+    pub log_retention: LogRetention,
     /// Planted bugs.
     pub bugs: BugSet,
 }
@@ -174,6 +279,8 @@ struct State {
     relay_cursor: TxId,
     /// The relays' lease row: holder and expiry (microseconds of the holder's clock).
     relay_lease: Option<(String, i64)>,
+    /// The replication slots and the log start (persisted at checkpoints).
+    slots: Slots,
     /// Transactions holding an id and not yet committed or aborted, with the epoch they
     /// began in.
     open: BTreeMap<TxId, u64>,
@@ -322,6 +429,14 @@ impl Source {
             cursor: relay_cursor,
             lease: relay_lease,
         } = recovered;
+        let slots: Slots = {
+            let bytes = ctx.disk().read_all(SOURCE_SLOTS);
+            if bytes.is_empty() {
+                Slots::default()
+            } else {
+                serde_json::from_slice(&bytes).expect("slot files are written by this module")
+            }
+        };
         if ctx.incarnation() > 0 {
             recorder.source_recovered(ctx.now(), &rows);
             ctx.record(
@@ -339,6 +454,7 @@ impl Source {
                 outbox_unsent,
                 relay_cursor,
                 relay_lease,
+                slots,
                 open: BTreeMap::new(),
                 epoch: 0,
                 replayed,
@@ -614,6 +730,7 @@ impl Source {
         if state.config.outbox {
             state.outbox_unsent.insert(commit.tx, commit.to_outbox_message());
         }
+        Self::note_retained(&state);
         Ok(commit)
     }
 
@@ -814,43 +931,189 @@ impl Source {
     /// commit lock held), so every commit durable before the position is in the rows
     /// and a reader that takes the rows and then streams from the position misses
     /// nothing (the exported snapshot of a PostgreSQL replication slot). A commit in
-    /// the rows but not yet durable comes again in the stream.
-    pub async fn snapshot_at(&self) -> (Vec<RowImage>, LogPos) {
+    /// the rows but not yet durable comes again in the stream. With `slot`, the slot is
+    /// created anew at that position (dropped first if it was lost), as a connector
+    /// that re-snapshots creates its slot with an exported snapshot; `None` when the
+    /// slot could not be written.
+    pub async fn snapshot_at(&self, slot: Option<&str>) -> Option<(Vec<RowImage>, LogPos)> {
         let _between_commits = self.writer.lock().await;
-        let state = self.state.borrow();
-        let rows = state
-            .rows
-            .iter()
-            .map(|(key, row)| RowImage {
-                key: *key,
-                version: row.version,
-                data: row.data.clone(),
-                written_at: state.stamps.get(key).copied(),
-            })
-            .collect();
-        (rows, state.log.durable_end())
+        let (rows, position) = {
+            let state = self.state.borrow();
+            let rows = state
+                .rows
+                .iter()
+                .map(|(key, row)| RowImage {
+                    key: *key,
+                    version: row.version,
+                    data: row.data.clone(),
+                    written_at: state.stamps.get(key).copied(),
+                })
+                .collect();
+            (rows, state.log.durable_end())
+        };
+        if let Some(slot) = slot {
+            self.create_slot_at(slot, position).await?;
+        }
+        Some((rows, position))
+    }
+
+    /// Creates the slot `slot` anew at the log's durable end, durably (dropping it
+    /// first if it was lost), and returns that position: a reader streaming from it
+    /// gets what commits from now on and nothing before. `None` when the slot file
+    /// could not be written.
+    pub async fn create_slot(&self, slot: &str) -> Option<LogPos> {
+        let _between_commits = self.writer.lock().await;
+        let position = self.state.borrow().log.durable_end();
+        self.create_slot_at(slot, position).await?;
+        Some(position)
+    }
+
+    async fn create_slot_at(&self, slot: &str, position: LogPos) -> Option<()> {
+        let mut slots = self.state.borrow().slots.clone();
+        slots
+            .slots
+            .insert(slot.to_string(), SlotState::Live { confirmed: position });
+        self.persist_slots(&slots).await.ok()?;
+        let state = &mut *self.state.borrow_mut();
+        state
+            .slots
+            .slots
+            .insert(slot.to_string(), SlotState::Live { confirmed: position });
+        state
+            .ctx
+            .record("slot-created", format!("{slot} at {}", position.0));
+        Some(())
+    }
+
+    async fn persist_slots(&self, slots: &Slots) -> Result<(), DiskError> {
+        let disk = self.state.borrow().ctx.disk().clone();
+        disk.replace(SOURCE_SLOTS, &serde_json::to_vec(slots).expect("slots serialise"))
+            .await
+    }
+
+    /// The reader of `slot` has consumed everything before `position` for good (its
+    /// offsets are committed): the slot holds the log from there on. Kept in memory
+    /// and persisted at the next checkpoint, as PostgreSQL does, so a crash of the
+    /// source can move a slot back (the reader then gets some changes again).
+    pub fn confirm_slot(&self, slot: &str, position: LogPos) {
+        let state = &mut *self.state.borrow_mut();
+        if let Some(SlotState::Live { confirmed }) = state.slots.slots.get_mut(slot) {
+            *confirmed = (*confirmed).max(position);
+        }
+        Self::note_retained(state);
+    }
+
+    /// Tells the history how much log the slots hold back now (PostgreSQL's
+    /// `pg_current_wal_lsn() - restart_lsn`): a reader that stays away makes it grow.
+    fn note_retained(state: &State) {
+        if let Some(oldest) = state.slots.oldest_needed() {
+            let end = state.log.durable_end();
+            state.recorder.source_log_retained(end.0.saturating_sub(oldest.0));
+        }
+    }
+
+    /// Runs a checkpoint every `checkpoint_ms` when slots are bounded
+    /// (`max_slot_wal_keep_size`); unbounded slots hold every byte their readers need,
+    /// so removing the rest changes nothing a reader can see.
+    pub async fn run_checkpoints(&self) {
+        let retention = self.state.borrow().config.log_retention;
+        let Some(max_keep) = retention.slot_max_keep_bytes else {
+            return;
+        };
+        loop {
+            faultline_sim::timer::sleep(Duration::from_millis(retention.checkpoint_ms)).await;
+            self.checkpoint(max_keep).await;
+        }
+    }
+
+    /// Invalidates every slot more than `max_keep` bytes behind the durable end, then
+    /// removes the log below the oldest position a live slot needs, persisting both
+    /// first (a failed write removes nothing this time).
+    async fn checkpoint(&self, max_keep: u64) {
+        let (mut next, end) = {
+            let state = self.state.borrow();
+            (state.slots.clone(), state.log.durable_end())
+        };
+        let mut invalidated = Vec::new();
+        for (name, slot) in next.slots.iter_mut() {
+            if let SlotState::Live { confirmed } = *slot {
+                if end.0.saturating_sub(confirmed.0) > max_keep {
+                    *slot = SlotState::Lost;
+                    invalidated.push((name.clone(), confirmed));
+                }
+            }
+        }
+        next.log_start = next.log_start.max(next.oldest_needed().unwrap_or(end));
+        if next == self.state.borrow().slots {
+            return;
+        }
+        if self.persist_slots(&next).await.is_err() {
+            return;
+        }
+        let state = &mut *self.state.borrow_mut();
+        for (name, confirmed) in invalidated {
+            state.slots.slots.insert(name.clone(), SlotState::Lost);
+            state.ctx.record(
+                "slot-invalidated",
+                format!(
+                    "{name}: confirmed {} is {} bytes behind {} (max_slot_wal_keep_size {max_keep})",
+                    confirmed.0,
+                    end.0 - confirmed.0,
+                    end.0
+                ),
+            );
+        }
+        if next.log_start > state.slots.log_start {
+            state
+                .ctx
+                .record("log-removed", format!("below {}", next.log_start.0));
+            state.slots.log_start = next.log_start;
+        }
+        Self::note_retained(state);
     }
 
     /// [`Source::read_log`]; when nothing durable follows `from`, waits up to `wait` for
     /// the next sync of the log and reads again. A replication stream sends what is
     /// flushed as it is flushed (PostgreSQL's walsender): a reader waiting here learns
     /// of a commit when it becomes durable instead of at its next poll.
-    pub async fn read_log_waiting(&self, from: LogPos, max: usize, wait: Duration) -> (Vec<Commit>, LogPos) {
+    pub async fn read_log_waiting(
+        &self,
+        slot: &str,
+        from: LogPos,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(Vec<(LogPos, Commit)>, LogPos), LogGone> {
         // Registered before the read, so a sync between the read and the wait counts.
         let synced = self.log_synced.notified();
-        let read = self.read_log(from, max);
+        let read = self.read_log(slot, from, max)?;
         if read.1 != from || wait.is_zero() {
-            return read;
+            return Ok(read);
         }
         let _ = faultline_sim::timer::timeout(wait, synced).await;
-        self.read_log(from, max)
+        self.read_log(slot, from, max)
     }
 
-    /// Committed transactions from `from` on, up to `max` log records, and the position
-    /// after the last record read. Only durable records are served, as a log-based
-    /// reader (a replication slot) sees only flushed log.
-    pub fn read_log(&self, from: LogPos, max: usize) -> (Vec<Commit>, LogPos) {
+    /// Committed transactions from `from` on, read through the replication slot
+    /// `slot`, each with the position of its record, up to `max` log records, and the
+    /// position after the last record read. Only durable records are served, as a
+    /// replication slot streams only flushed log. A lost slot, or a position below the
+    /// log's start, streams nothing.
+    pub fn read_log(
+        &self,
+        slot: &str,
+        from: LogPos,
+        max: usize,
+    ) -> Result<(Vec<(LogPos, Commit)>, LogPos), LogGone> {
         let state = self.state.borrow();
+        if state.slots.slots.get(slot) == Some(&SlotState::Lost) {
+            return Err(LogGone::SlotLost(slot.to_string()));
+        }
+        if from < state.slots.log_start {
+            return Err(LogGone::Removed {
+                from,
+                start: state.slots.log_start,
+            });
+        }
         let durable_end = state.log.durable_end();
         let mut commits = Vec::new();
         let mut next = from;
@@ -858,14 +1121,15 @@ impl Source {
             if record.next > durable_end {
                 break;
             }
+            let at = next;
             next = record.next;
             let entry: LogEntry = serde_json::from_slice(&record.payload)
                 .expect("source log records are written by this module");
             if let LogEntry::Commit { tx, action, rows, .. } = entry {
-                commits.push(Commit { tx, action, rows });
+                commits.push((at, Commit { tx, action, rows }));
             }
         }
-        (commits, next)
+        Ok((commits, next))
     }
 }
 
@@ -885,14 +1149,33 @@ pub enum SourceRequest {
     /// Every row, from one consistent snapshot.
     Snapshot,
     /// Every row, and the log position the snapshot stands at (a CDC connector's
-    /// initial snapshot).
-    SnapshotAt,
+    /// snapshot), creating the named slot anew at that position.
+    SnapshotAt {
+        /// The slot to create at the snapshot's position (`None`: a copy job's
+        /// snapshot, which streams nothing after it).
+        slot: Option<String>,
+    },
     /// Committed transactions from a log position (a replication stream).
     ReadLog {
+        /// The replication slot read through.
+        slot: String,
         /// Where to start.
         from: LogPos,
         /// How long to wait, when nothing durable follows `from`, for the next sync.
         wait_ms: u64,
+    },
+    /// The reader of a slot consumed everything before `position` (a standby status
+    /// update with its flushed position).
+    ConfirmSlot {
+        /// The slot.
+        slot: String,
+        /// Everything before it is consumed.
+        position: LogPos,
+    },
+    /// Create a slot anew at the log's end (dropping it first if it was lost).
+    CreateSlot {
+        /// The slot.
+        slot: String,
     },
     /// Up to `max` unsent outbox messages (a relay's poll).
     OutboxUnsent {
@@ -929,10 +1212,14 @@ pub enum SourceResponse {
         /// The log position the snapshot stands at.
         position: LogPos,
     },
+    /// The slot's log cannot be streamed.
+    LogGone(LogGone),
+    /// A slot created at this position.
+    SlotAt(LogPos),
     /// Committed transactions and the position to continue from.
     Log {
-        /// The transactions, in commit order.
-        commits: Vec<Commit>,
+        /// The transactions, in commit order, each with its record's position.
+        commits: Vec<(LogPos, Commit)>,
         /// Where the next read starts.
         next: LogPos,
     },
@@ -948,8 +1235,11 @@ impl RpcMessage for SourceRequest {
         match self {
             SourceRequest::Read(key) => format!("GET {key}"),
             SourceRequest::Snapshot => "GET snapshot".to_string(),
-            SourceRequest::SnapshotAt => "GET snapshot with position".to_string(),
+            SourceRequest::SnapshotAt { slot: None } => "GET snapshot with position".to_string(),
+            SourceRequest::SnapshotAt { slot: Some(slot) } => format!("GET snapshot creating slot {slot}"),
             SourceRequest::ReadLog { from, .. } => format!("read log @{}", from.0),
+            SourceRequest::ConfirmSlot { slot, position } => format!("confirm {slot} @{}", position.0),
+            SourceRequest::CreateSlot { slot } => format!("create slot {slot}"),
             SourceRequest::OutboxUnsent { max } => format!("outbox unsent max={max}"),
             SourceRequest::MarkSent { txs } => format!("mark sent n={}", txs.len()),
             SourceRequest::AcquireLease { holder, .. } => format!("lease for {holder}"),
@@ -971,6 +1261,8 @@ impl RpcMessage for SourceResponse {
                 format!("snapshot rows={} at={}", rows.len(), position.0)
             }
             SourceResponse::Log { commits, next } => format!("log commits={} next={}", commits.len(), next.0),
+            SourceResponse::LogGone(gone) => format!("log gone: {gone}"),
+            SourceResponse::SlotAt(position) => format!("slot at {}", position.0),
             SourceResponse::Outbox(messages) => format!("outbox n={}", messages.len()),
             SourceResponse::Done(done) => format!("done={done}"),
         }
@@ -985,15 +1277,28 @@ pub async fn serve_api(ctx: HostCtx, source: Source) -> std::io::Result<()> {
             match request {
                 SourceRequest::Read(key) => SourceResponse::Row(source.read(key)),
                 SourceRequest::Snapshot => SourceResponse::Snapshot(source.snapshot()),
-                SourceRequest::SnapshotAt => {
-                    let (rows, position) = source.snapshot_at().await;
-                    SourceResponse::SnapshotAt { rows, position }
-                }
-                SourceRequest::ReadLog { from, wait_ms } => {
+                SourceRequest::SnapshotAt { slot } => match source.snapshot_at(slot.as_deref()).await {
+                    Some((rows, position)) => SourceResponse::SnapshotAt { rows, position },
+                    None => SourceResponse::Done(false),
+                },
+                SourceRequest::ReadLog { slot, from, wait_ms } => {
                     let wait = Duration::from_millis(wait_ms.min(LOG_READ_WAIT_MS));
-                    let (commits, next) = source.read_log_waiting(from, LOG_READ_MAX_RECORDS, wait).await;
-                    SourceResponse::Log { commits, next }
+                    match source
+                        .read_log_waiting(&slot, from, LOG_READ_MAX_RECORDS, wait)
+                        .await
+                    {
+                        Ok((commits, next)) => SourceResponse::Log { commits, next },
+                        Err(gone) => SourceResponse::LogGone(gone),
+                    }
                 }
+                SourceRequest::ConfirmSlot { slot, position } => {
+                    source.confirm_slot(&slot, position);
+                    SourceResponse::Done(true)
+                }
+                SourceRequest::CreateSlot { slot } => match source.create_slot(&slot).await {
+                    Some(position) => SourceResponse::SlotAt(position),
+                    None => SourceResponse::Done(false),
+                },
                 SourceRequest::OutboxUnsent { max } => SourceResponse::Outbox(source.outbox_unsent(max)),
                 SourceRequest::MarkSent { txs } => SourceResponse::Done(source.mark_sent(&txs).await.is_ok()),
                 SourceRequest::AcquireLease {
