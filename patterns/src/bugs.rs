@@ -157,8 +157,8 @@ pub const BUGS: &[BugInfo] = &[
     BugInfo {
         bug: Bug::TargetAppliesRowsSeparately,
         name: "target-applies-rows-separately",
-        description: "the target's handler saves a message's rows one by one, each in its own local transaction, so readers see half an action",
-        variant: "outbox-inbox",
+        description: "the target's handler saves the rows it applies together (a message's, a reassembled transaction's) one by one, each in its own local transaction, so readers see half an action",
+        variant: "cdc-tx",
         profile: "none",
         breaks: "atomic-actions",
     },
@@ -229,8 +229,8 @@ pub const BUGS: &[BugInfo] = &[
     BugInfo {
         bug: Bug::CdcResumesPastSharedPosition,
         name: "cdc-resumes-past-shared-position",
-        description: "the CDC connector reads its saved offset at log-position granularity: restarted from an offset flushed inside a transaction, it resumes after that transaction's record and never publishes the rest of its events (debezium dbz#1554, DBZ-6204). Shows where a transaction outgrows a produce batch (here one record per batch) and offsets are flushed often",
-        variant: "cdc-tx+connect.offset.flush.interval.ms=100+producer.batch.size=1",
+        description: "the CDC connector reads its saved offset at log-position granularity: restarted from an offset flushed inside a transaction, it resumes after that transaction's record and never publishes the rest of its events (debezium dbz#1554, DBZ-6204). Shows where a transaction outgrows a produce batch (here one record per batch) and offsets are flushed about as often as events are acknowledged (here every 10 ms), so the last flush before a crash often stands inside a transaction whose rest is not out yet",
+        variant: "cdc-tx+connect.offset.flush.interval.ms=10+producer.batch.size=1",
         profile: "crashes",
         breaks: "convergence",
     },

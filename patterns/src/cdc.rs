@@ -17,7 +17,9 @@
 //! snapshot when the connector is signalled (`connector.snapshot.signal.ms`), after
 //! which streaming resumes where it paused.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 use faultline_sim::{HostCtx, RpcClient};
@@ -359,62 +361,223 @@ async fn take_snapshot(
     }
 }
 
-/// Puts transactions back together from their row events, whatever order and however
-/// many copies they arrive in.
+/// Puts transactions back together from their row events, whatever order, partitions
+/// and copies they arrive in, and hands them out in an order that keeps every
+/// partition's.
 ///
 /// Events are buffered by transaction id and index: a second copy of a buffered event
 /// (a producer's retry, a connector's replay) is ignored, fragments may come in any
-/// order and transactions may interleave. A transaction comes out once, when all its
-/// events are in, its rows in index order.
+/// order and transactions may interleave. A transaction is whole when all its events
+/// are in (the transaction metadata's event count says how many), wherever they came
+/// from: one assembler serves every partition the process consumes, so an action over
+/// two customers, whose rows went to two partitions, comes out whole. It comes out only
+/// once it stands first in every partition it has events in: a later transaction of
+/// one of those partitions waits behind it, so no row goes back to an older version
+/// (the connector publishes in commit order, so every partition holds transactions in
+/// that one order and none waits for another crosswise). A snapshot's read row waits
+/// likewise behind what came before it in its partition. Each event remembers its
+/// partition, so a partition that goes back to its committed offset drops only its own.
 #[derive(Debug, Default)]
 pub struct TxAssembler {
-    assembling: BTreeMap<TxId, (u32, BTreeMap<u32, RowImage>)>,
+    assembling: BTreeMap<TxId, Assembling>,
+    /// Per partition, what arrived and is not applied yet, in arrival order.
+    pending: BTreeMap<u32, std::collections::VecDeque<Pending>>,
+    /// Partitions whose first read row is handed out and being applied.
+    reading: std::collections::BTreeSet<u32>,
+}
+
+#[derive(Debug)]
+struct Assembling {
+    count: u32,
+    /// Events by index, each with the partition it came from.
+    rows: BTreeMap<u32, (u32, RowImage)>,
+    /// Handed out and being applied.
+    applying: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Pending {
+    Tx(TxId),
+    /// A snapshot's read row.
+    Read(RowImage),
+}
+
+/// What is ready to apply next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// A whole transaction, its rows in index order.
+    Tx(TxId, Vec<RowImage>),
+    /// A snapshot's read row, from this partition.
+    Read(u32, RowImage),
 }
 
 impl TxAssembler {
-    /// Takes one event; returns its transaction's rows when this event completes it.
-    pub fn add(&mut self, event: RowEvent) -> Option<Vec<RowImage>> {
-        let (count, rows) = self
-            .assembling
-            .entry(event.tx)
-            .or_insert_with(|| (event.count, BTreeMap::new()));
-        rows.entry(event.index).or_insert(event.row);
-        if rows.len() as u32 != *count {
-            return None;
+    /// Takes one change event that came from `partition`.
+    pub fn add(&mut self, partition: u32, event: RowEvent) {
+        let entry = self.assembling.entry(event.tx).or_insert_with(|| Assembling {
+            count: event.count,
+            rows: BTreeMap::new(),
+            applying: false,
+        });
+        entry.rows.entry(event.index).or_insert((partition, event.row));
+        let queue = self.pending.entry(partition).or_default();
+        if !queue.contains(&Pending::Tx(event.tx)) {
+            queue.push_back(Pending::Tx(event.tx));
         }
-        let (_, rows) = self.assembling.remove(&event.tx).expect("assembling");
-        Some(rows.into_values().collect())
     }
 
-    /// Whether a transaction is still incomplete (the offset must not pass it).
+    /// Takes a snapshot's read row that came from `partition`.
+    pub fn add_read(&mut self, partition: u32, row: RowImage) {
+        self.pending
+            .entry(partition)
+            .or_default()
+            .push_back(Pending::Read(row));
+    }
+
+    /// The next thing to apply, marked as being applied: a whole transaction first in
+    /// every partition it has events in, or a read row first in its partition.
+    pub fn next_ready(&mut self) -> Option<Ready> {
+        let heads: Vec<(u32, Pending)> = self
+            .pending
+            .iter()
+            .filter_map(|(p, queue)| queue.front().map(|head| (*p, head.clone())))
+            .collect();
+        for (partition, head) in heads {
+            match head {
+                Pending::Read(row) => {
+                    if self.reading.insert(partition) {
+                        return Some(Ready::Read(partition, row));
+                    }
+                }
+                Pending::Tx(tx) => {
+                    let Some(assembling) = self.assembling.get(&tx) else {
+                        continue;
+                    };
+                    let whole = assembling.rows.len() as u32 == assembling.count;
+                    let first_everywhere = assembling
+                        .rows
+                        .values()
+                        .all(|(p, _)| self.pending.get(p).and_then(|q| q.front()) == Some(&Pending::Tx(tx)));
+                    if whole && first_everywhere && !assembling.applying {
+                        let assembling = self.assembling.get_mut(&tx).expect("just found");
+                        assembling.applying = true;
+                        let rows = assembling.rows.values().map(|(_, row)| row.clone()).collect();
+                        return Some(Ready::Tx(tx, rows));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// What `next_ready` handed out is applied: it leaves every queue.
+    pub fn applied(&mut self, ready: &Ready) {
+        match ready {
+            Ready::Tx(tx, _) => {
+                self.assembling.remove(tx);
+                for queue in self.pending.values_mut() {
+                    if queue.front() == Some(&Pending::Tx(*tx)) {
+                        queue.pop_front();
+                    }
+                }
+            }
+            Ready::Read(partition, _) => {
+                if self.reading.remove(partition) {
+                    if let Some(queue) = self.pending.get_mut(partition) {
+                        queue.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applying what `next_ready` handed out failed: it may be handed out again.
+    pub fn failed(&mut self, ready: &Ready) {
+        match ready {
+            Ready::Tx(tx, _) => {
+                if let Some(assembling) = self.assembling.get_mut(tx) {
+                    assembling.applying = false;
+                }
+            }
+            Ready::Read(partition, _) => {
+                self.reading.remove(partition);
+            }
+        }
+    }
+
+    /// Whether `partition` holds anything not yet applied (its offset must not pass
+    /// it).
+    pub fn holds(&self, partition: u32) -> bool {
+        self.pending.get(&partition).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Whether nothing at all waits.
     pub fn is_empty(&self) -> bool {
-        self.assembling.is_empty()
+        self.pending.values().all(|q| q.is_empty())
     }
 
-    /// Drops everything buffered (the consumer goes back to its committed offset).
-    pub fn clear(&mut self) {
-        self.assembling.clear();
+    /// Drops what came from `partition` (it goes back to its committed offset and
+    /// will hand those events again); a transaction being applied keeps its events.
+    pub fn forget(&mut self, partition: u32) {
+        self.pending.remove(&partition);
+        self.reading.remove(&partition);
+        self.assembling.retain(|_, assembling| {
+            if !assembling.applying {
+                assembling.rows.retain(|_, (from, _)| *from != partition);
+            }
+            !assembling.rows.is_empty()
+        });
     }
 }
 
 /// Applies row events, one by one or a transaction at a time.
 ///
-/// The transaction-aware apply assembles transactions ([`TxAssembler`]), applies each
-/// whole with its id in the target's inbox in the same local transaction, and ignores
-/// every event of a transaction the inbox already holds. The offset never passes a
-/// transaction still being assembled: records answer `Buffered` while one is.
+/// The transaction-aware apply assembles transactions in the assembler every
+/// partition's handler shares ([`TxAssembler`]), applies each whole with its id in the
+/// target's inbox in the same local transaction, and ignores every event of a
+/// transaction the inbox already holds. A partition's offset never passes what it
+/// holds unapplied: records answer `Buffered` while it holds something.
 struct ApplyEvents {
     target: Target,
     apply: CdcApply,
-    assembler: TxAssembler,
+    partition: u32,
+    assembler: Rc<RefCell<TxAssembler>>,
 }
 
 impl ApplyEvents {
     fn progress(&self) -> Handled {
-        if self.assembler.is_empty() {
-            Handled::Done
-        } else {
+        if self.assembler.borrow().holds(self.partition) {
             Handled::Buffered
+        } else {
+            Handled::Done
+        }
+    }
+
+    /// Applies, in order, whatever the assembler has ready (this partition's arrival
+    /// may complete a transaction another partition holds first, and free what waits
+    /// behind it).
+    async fn apply_ready(&mut self) -> Result<(), ()> {
+        loop {
+            let Some(ready) = self.assembler.borrow_mut().next_ready() else {
+                return Ok(());
+            };
+            let result = match &ready {
+                Ready::Tx(tx, rows) => self.target.apply(rows, Some(&tx.to_string())).await.map(|_| ()),
+                // A read row is applied by the apply rule, with no handler.
+                Ready::Read(_, row) => self
+                    .target
+                    .apply_snapshot(std::slice::from_ref(row))
+                    .await
+                    .map(|_| ()),
+            };
+            let mut assembler = self.assembler.borrow_mut();
+            match result {
+                Ok(()) => assembler.applied(&ready),
+                Err(_) => {
+                    assembler.failed(&ready);
+                    return Err(());
+                }
+            }
         }
     }
 }
@@ -422,12 +585,11 @@ impl ApplyEvents {
 impl Handler for ApplyEvents {
     async fn handle(&mut self, record: &BrokerRecord) -> Result<Handled, ()> {
         let event: RowEvent = serde_json::from_str(&record.payload).expect("payloads are row events");
-        if event.snapshot {
-            // A read row is applied as it comes, by the apply rule, with no handler.
-            self.target.apply_snapshot(&[event.row]).await.map_err(|_| ())?;
-            return Ok(self.progress());
-        }
         if self.apply == CdcApply::RowByRow {
+            if event.snapshot {
+                self.target.apply_snapshot(&[event.row]).await.map_err(|_| ())?;
+                return Ok(Handled::Done);
+            }
             return self
                 .target
                 .apply(&[event.row], None)
@@ -435,23 +597,27 @@ impl Handler for ApplyEvents {
                 .map(|_| Handled::Done)
                 .map_err(|_| ());
         }
-        let id = event.tx.to_string();
-        if self.target.inbox_contains(&id) {
-            self.target.note_duplicate(&format!("{id} event {}", event.index));
-            return Ok(self.progress());
+        if event.snapshot {
+            self.assembler.borrow_mut().add_read(self.partition, event.row);
+        } else {
+            let id = event.tx.to_string();
+            if self.target.inbox_contains(&id) {
+                self.target.note_duplicate(&format!("{id} event {}", event.index));
+                return Ok(self.progress());
+            }
+            self.assembler.borrow_mut().add(self.partition, event);
         }
-        if let Some(rows) = self.assembler.add(event) {
-            self.target.apply(&rows, Some(&id)).await.map_err(|_| ())?;
-        }
+        self.apply_ready().await?;
         Ok(self.progress())
     }
 
     async fn flush(&mut self) -> Result<bool, ()> {
-        Ok(!self.assembler.is_empty())
+        self.apply_ready().await?;
+        Ok(self.assembler.borrow().holds(self.partition))
     }
 
     fn reset(&mut self) {
-        self.assembler.clear();
+        self.assembler.borrow_mut().forget(self.partition);
     }
 }
 
@@ -469,11 +635,13 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultl
             },
         )
         .await;
-    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
+    let assembler = Rc::new(RefCell::new(TxAssembler::default()));
+    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |partition| {
         ApplyEvents {
             target: target.clone(),
             apply: config.apply,
-            assembler: TxAssembler::default(),
+            partition,
+            assembler: Rc::clone(&assembler),
         }
     })
     .await;
@@ -503,33 +671,96 @@ mod tests {
         }
     }
 
+    /// Everything ready now, applied in order.
+    fn drain(a: &mut TxAssembler) -> Vec<Ready> {
+        let mut out = Vec::new();
+        while let Some(ready) = a.next_ready() {
+            a.applied(&ready);
+            out.push(ready);
+        }
+        out
+    }
+
+    fn tx_of(ready: &Ready) -> u64 {
+        match ready {
+            Ready::Tx(tx, _) => tx.0,
+            Ready::Read(..) => u64::MAX,
+        }
+    }
+
     #[test]
     fn a_transaction_comes_out_once_whole_whatever_the_order_and_copies() {
         let mut a = TxAssembler::default();
-        assert_eq!(a.add(event(7, 1, 3)), None, "a fragment before its start is kept");
-        assert_eq!(a.add(event(7, 1, 3)), None, "a second copy is ignored");
-        assert_eq!(a.add(event(7, 0, 3)), None);
-        assert!(!a.is_empty(), "incomplete: the offset must not pass it");
-        let rows = a.add(event(7, 2, 3)).expect("complete");
+        a.add(0, event(7, 1, 3));
+        a.add(0, event(7, 1, 3));
+        a.add(0, event(7, 0, 3));
+        assert!(drain(&mut a).is_empty(), "incomplete: nothing comes out");
+        assert!(a.holds(0), "the offset must not pass it");
+        a.add(0, event(7, 2, 3));
+        let out = drain(&mut a);
+        let Ready::Tx(_, rows) = &out[0] else {
+            panic!("{out:?}")
+        };
         let tables: Vec<Table> = rows.iter().map(|r| r.key.table).collect();
         assert_eq!(
             tables,
             [Table::Customer, Table::Address, Table::Contact],
-            "index order"
+            "index order, the copy ignored"
         );
+        assert!(a.is_empty() && !a.holds(0));
+    }
+
+    #[test]
+    fn a_transaction_across_partitions_comes_out_whole_and_later_ones_wait_behind_it() {
+        let mut a = TxAssembler::default();
+        // tx 1 spans partitions 0 and 1; tx 2, later, is whole in partition 0 first.
+        a.add(0, event(1, 0, 2));
+        a.add(0, event(2, 0, 1));
+        assert!(drain(&mut a).is_empty(), "tx 2 waits behind tx 1 in partition 0");
+        a.add(1, event(1, 1, 2));
+        let order: Vec<u64> = drain(&mut a).iter().map(tx_of).collect();
+        assert_eq!(order, [1, 2], "tx 1 whole, then tx 2");
         assert!(a.is_empty());
     }
 
     #[test]
-    fn interleaved_transactions_assemble_apart_and_a_copy_of_the_first_restarts_nothing() {
+    fn a_read_row_waits_behind_what_came_before_it_and_is_handed_out_once() {
         let mut a = TxAssembler::default();
-        assert_eq!(a.add(event(1, 0, 2)), None);
-        assert_eq!(a.add(event(2, 0, 2)), None);
-        // A replayed copy of tx 1's first event while tx 1 is still open: no reset.
-        assert_eq!(a.add(event(1, 0, 2)), None);
-        assert_eq!(a.add(event(2, 1, 2)).map(|r| r.len()), Some(2));
-        assert!(!a.is_empty(), "tx 1 is still open");
-        assert_eq!(a.add(event(1, 1, 2)).map(|r| r.len()), Some(2));
+        a.add(0, event(1, 0, 2));
+        a.add_read(0, event(5, 0, 1).row);
+        a.add_read(1, event(6, 0, 1).row);
+        let first = a.next_ready().expect("partition 1's read is first there");
+        assert!(matches!(first, Ready::Read(1, _)), "{first:?}");
+        assert_eq!(
+            a.next_ready(),
+            None,
+            "partition 0's read waits behind tx 1; partition 1's is being applied"
+        );
+        a.applied(&first);
+        a.add(1, event(1, 1, 2));
+        let order: Vec<u64> = drain(&mut a).iter().map(tx_of).collect();
+        assert_eq!(order, [1, u64::MAX], "tx 1, then the read behind it");
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_rewound_partition_drops_only_its_own_events_and_a_failed_apply_is_handed_out_again() {
+        let mut a = TxAssembler::default();
+        a.add(1, event(9, 0, 3));
+        a.add(2, event(9, 1, 3));
+        a.forget(2);
+        a.add(1, event(9, 2, 3));
+        assert!(drain(&mut a).is_empty(), "event 1 went with partition 2");
+        a.add(2, event(9, 1, 3));
+        let ready = a.next_ready().expect("whole again");
+        assert_eq!(a.next_ready(), None, "being applied: not handed out twice");
+        a.failed(&ready);
+        assert_eq!(
+            a.next_ready(),
+            Some(ready.clone()),
+            "handed out again after a failure"
+        );
+        a.applied(&ready);
         assert!(a.is_empty());
     }
 }

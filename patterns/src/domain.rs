@@ -141,7 +141,8 @@ impl fmt::Display for TxId {
     }
 }
 
-/// A business action: one source transaction touching one or more rows.
+/// A business action: one source transaction touching one or more rows, of one
+/// customer or (a move, a merge) of two.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
@@ -179,16 +180,42 @@ pub enum Action {
         /// Who.
         customer: CustomerId,
     },
+    /// A contact person moves from one customer to another (changes company): the
+    /// other's contact row takes the details and the first's contact row goes, in one
+    /// transaction across two customers.
+    MoveContact {
+        /// Whose contact moves.
+        from: CustomerId,
+        /// Who takes it.
+        to: CustomerId,
+    },
+    /// Two records of one real customer are merged: the survivor is renamed and the
+    /// duplicate goes with its address and contact, in one transaction across two
+    /// customers.
+    MergeCustomers {
+        /// The survivor.
+        into: CustomerId,
+        /// The duplicate.
+        from: CustomerId,
+    },
 }
 
 impl Action {
-    /// The customer the action is about.
+    /// The customer the action is about: the one whose rows it writes first (the
+    /// receiving customer of a move, the survivor of a merge).
     pub fn customer(&self) -> CustomerId {
+        self.customers()[0]
+    }
+
+    /// Every customer whose rows the action writes, the one it is about first.
+    pub fn customers(&self) -> Vec<CustomerId> {
         match self {
             Action::CreateCustomer { customer, .. }
             | Action::SaveContact { customer, .. }
             | Action::RenameCustomer { customer, .. }
-            | Action::DeleteCustomer { customer } => *customer,
+            | Action::DeleteCustomer { customer } => vec![*customer],
+            Action::MoveContact { from, to } => vec![*to, *from],
+            Action::MergeCustomers { into, from } => vec![*into, *from],
         }
     }
 
@@ -199,6 +226,8 @@ impl Action {
             Action::SaveContact { .. } => "save-contact",
             Action::RenameCustomer { .. } => "rename-customer",
             Action::DeleteCustomer { .. } => "delete-customer",
+            Action::MoveContact { .. } => "move-contact",
+            Action::MergeCustomers { .. } => "merge-customers",
         }
     }
 }

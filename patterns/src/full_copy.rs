@@ -37,9 +37,12 @@ fn changes(snapshot: Vec<(crate::domain::EntityKey, RowState)>, target: &Target)
     let mut held = target.rows();
     let mut out = Vec::new();
     for (key, row) in snapshot {
-        let same = held
-            .remove(&key)
-            .is_some_and(|h| h == row || (h.data.is_none() && row.data.is_none()));
+        // A row deleted on both sides is the same unless the source deleted it again
+        // since (a contact moved away, written anew and deleted): the staging table
+        // holds the source's row as it is now.
+        let same = held.remove(&key).is_some_and(|h| {
+            h == row || (h.data.is_none() && row.data.is_none() && h.version >= row.version)
+        });
         if !same {
             out.push(RowImage {
                 key,

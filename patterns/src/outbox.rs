@@ -28,7 +28,8 @@ use crate::domain::{CustomerId, TxId};
 use crate::history::Recorder;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
 use crate::systems::source::{
-    LogRetention, OutboxMessage, Source, SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT,
+    LogRetention, OutboxEvents, OutboxMessage, Source, SourceRequest, SourceResponse, LOG_READ_WAIT_MS,
+    SOURCE_API_PORT,
 };
 use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
 use crate::windows;
@@ -98,6 +99,8 @@ pub struct OutboxConfig {
     pub relay_batch_max: usize,
     /// How much log the source keeps for the log-tailing relay's slot.
     pub log_retention: LogRetention,
+    /// How a commit's outbox rows become messages: per customer or per transaction.
+    pub events: OutboxEvents,
     /// How the target consumes.
     pub consumer: ConsumerConfig,
 }
@@ -331,7 +334,10 @@ async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig, recorder:
                 return;
             }
         };
-        let messages: Vec<OutboxMessage> = commits.iter().map(|(_, c)| c.to_outbox_message()).collect();
+        let messages: Vec<OutboxMessage> = commits
+            .iter()
+            .flat_map(|(_, c)| c.to_outbox_messages(config.events))
+            .collect();
         // Only a fully published poll moves the position; a partial one is read again.
         if publish(&producer, &messages, config).await {
             offsets.acknowledged(SourcePosition::at(next));

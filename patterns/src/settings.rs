@@ -14,6 +14,7 @@ use crate::outbox::{RelayCursor, RelaySource};
 use crate::queue::PublishPoint;
 use crate::retry_queue::RetryPolicy;
 use crate::systems::broker::{ProducerConfig, FETCH_WAIT_MAX_MS, MAX_IN_FLIGHT_FOR_IDEMPOTENCE};
+use crate::systems::source::OutboxEvents;
 use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::variants::{PatternConfig, VARIANTS};
 
@@ -706,6 +707,16 @@ pub const SETTINGS: &[Setting] = &[
         }),
     },
     Setting {
+        key: "outbox.events",
+        about: "how a transaction's outbox rows become messages: one per customer it wrote (each in its customer's partition, in order; an action over two customers applied in two local transactions), or one for the whole transaction (applied whole; the second customer's change travels in the first's partition)",
+        mirrors: "per-aggregate: Debezium's outbox event router keying each event by aggregateid; per-transaction: one event per business action",
+        values: Values::Choice(&["per-aggregate", "per-transaction"]),
+        field: words!(outbox_events, {
+            "per-aggregate" => OutboxEvents::PerAggregate,
+            "per-transaction" => OutboxEvents::PerTransaction,
+        }),
+    },
+    Setting {
         key: "relay.instances",
         about: "application instances each running the table-polling relay: the first beside the source's database, the others on hosts of their own (high availability)",
         mirrors: "replicas of a service with a polling publisher (Spring Modulith republishing, a hand-written relay)",
@@ -972,6 +983,10 @@ fn outbox(c: &mut PatternConfig) -> Option<&mut crate::outbox::OutboxConfig> {
         PatternConfig::Outbox(o) => Some(o),
         _ => None,
     }
+}
+
+fn outbox_events(c: &mut PatternConfig) -> Option<&mut OutboxEvents> {
+    outbox(c).map(|o| &mut o.events)
 }
 
 fn relay_cursor(c: &mut PatternConfig) -> Option<&mut RelayCursor> {

@@ -22,7 +22,7 @@ use crate::retry_queue::{RetryPolicy, DEFAULT_RETRY};
 use crate::settings::{self, Override, Setting, SettingError, Value, SETTINGS};
 use crate::systems;
 use crate::systems::broker::{ProducerConfig, CONNECT_SOURCE_PRODUCER_IDEMPOTENT, KAFKA_PRODUCER};
-use crate::systems::source::{SourceConfig, SyncPolicy, POSTGRES_LOG_RETENTION};
+use crate::systems::source::{OutboxEvents, SourceConfig, SyncPolicy, POSTGRES_LOG_RETENTION};
 use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::{hosts, run_source_with_api, Setup};
 
@@ -180,6 +180,7 @@ const OUTBOX: OutboxConfig = OutboxConfig {
     relay_poll_ms: 20,
     relay_batch_max: 32,
     log_retention: POSTGRES_LOG_RETENTION,
+    events: OutboxEvents::PerAggregate,
     consumer: DEFAULT_CONSUMER,
 };
 const CDC: CdcConfig = CdcConfig {
@@ -556,9 +557,14 @@ impl Variant {
             PatternConfig::Cdc(c) => c.log_retention,
             _ => POSTGRES_LOG_RETENTION,
         };
+        let outbox_events = match self.config {
+            PatternConfig::Outbox(c) => c.events,
+            _ => OutboxEvents::PerAggregate,
+        };
         SourceConfig {
             sync,
             outbox,
+            outbox_events,
             stamp_writes,
             workers,
             log_retention,

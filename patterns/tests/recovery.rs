@@ -12,8 +12,8 @@ use faultline_patterns::systems::broker::{
     run_broker, BrokerClient, BrokerError, Producer, ProducerConfig, CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
 };
 use faultline_patterns::systems::source::{
-    install_slots, LogGone, LogRetention, Source, SourceConfig, SyncPolicy, POSTGRES_LOG_RETENTION,
-    SOURCE_LOG,
+    install_slots, LogGone, LogRetention, OutboxEvents, Source, SourceConfig, SyncPolicy,
+    POSTGRES_LOG_RETENTION, SOURCE_LOG,
 };
 use faultline_patterns::{Setup, Variant};
 use faultline_sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime, World, WorldConfig};
@@ -97,6 +97,7 @@ fn source_with_workers_through_power_loss(
                     SourceConfig {
                         sync,
                         outbox: false,
+                        outbox_events: OutboxEvents::PerAggregate,
                         stamp_writes: false,
                         workers,
                         log_retention: POSTGRES_LOG_RETENTION,
@@ -777,6 +778,7 @@ fn a_slot_past_its_bound_is_lost_for_good_and_the_log_no_live_slot_needs_is_remo
                 let config = SourceConfig {
                     sync: SyncPolicy::OnCommit,
                     outbox: false,
+                    outbox_events: OutboxEvents::PerAggregate,
                     stamp_writes: false,
                     workers: 1,
                     log_retention: LogRetention {

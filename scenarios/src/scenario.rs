@@ -44,6 +44,11 @@ pub struct Scenario {
     /// others stay open up to 2 ms.
     #[serde(default)]
     pub long_transaction_ms: u64,
+    /// The share of actions, in percent, that change two customers in one transaction
+    /// (half move a contact from one to the other, half merge two), in place of an
+    /// update or a delete.
+    #[serde(default)]
+    pub cross_customer_pct: u64,
     /// The target starts empty and the integration fills it (its bootstrap: a snapshot,
     /// a one-off copy job, or a full copy's first copy); otherwise both sides start with
     /// the same rows.
@@ -134,6 +139,7 @@ impl Scenario {
             source_workers: 4,
             long_transaction_pct: 5,
             long_transaction_ms: 250,
+            cross_customer_pct: 4,
             bootstrap: false,
             staleness_bound_ms: 5_000,
             invariants: None,

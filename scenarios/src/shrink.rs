@@ -10,6 +10,7 @@
 //! candidate plan that is no longer valid (a restart without its crash), or that leaves
 //! a fault unhealed where the original healed everything, does not count as failing.
 
+use faultline_patterns::domain::CustomerId;
 use faultline_sim::{FaultEvent, FaultPlan};
 
 use crate::invariants::Violation;
@@ -221,7 +222,7 @@ pub fn shrink(spec: &RunSpec, invariant: Option<&str>) -> Result<Shrunk, ShrinkE
     if let Some(customer) = customer {
         let own: Vec<ScheduledAction> = actions
             .iter()
-            .filter(|a| a.action.customer().0 == customer)
+            .filter(|a| a.action.customers().contains(&CustomerId(customer)))
             .cloned()
             .collect();
         if own.len() < actions.len() && s.fails(&own, &faults) {

@@ -11,7 +11,7 @@
 //! profile = "chaos"                     # or faults = [{ at_ms = 500, fault = "crash", host = "source" }, ...]
 //! seeds = "0..20"
 //! # optional: base = "standard", customers, actions, actions_per_sec, source_workers,
-//! # long_transaction_pct, long_transaction_ms, latency_min_ms, latency_max_ms,
+//! # long_transaction_pct, long_transaction_ms, cross_customer_pct, latency_min_ms, latency_max_ms,
 //! # quiesce_ms, staleness_bound_ms, trace_events_max (the run's budget),
 //! # bootstrap = true (the target starts empty), invariants = [...], bugs = [...]
 //!
@@ -251,6 +251,7 @@ struct RawScenario {
     source_workers: Option<u64>,
     long_transaction_pct: Option<u64>,
     long_transaction_ms: Option<u64>,
+    cross_customer_pct: Option<u64>,
     latency_min_ms: Option<u64>,
     latency_max_ms: Option<u64>,
     quiesce_ms: Option<u64>,
@@ -555,6 +556,7 @@ fn validate_scenario(
         (&mut scenario.source_workers, s.source_workers),
         (&mut scenario.long_transaction_pct, s.long_transaction_pct),
         (&mut scenario.long_transaction_ms, s.long_transaction_ms),
+        (&mut scenario.cross_customer_pct, s.cross_customer_pct),
         (&mut scenario.latency_min_ms, s.latency_min_ms),
         (&mut scenario.latency_max_ms, s.latency_max_ms),
         (&mut scenario.quiesce_ms, s.quiesce_ms),
@@ -574,10 +576,13 @@ fn validate_scenario(
             None,
         ));
     }
-    if !(1..=64).contains(&scenario.source_workers) || scenario.long_transaction_pct > 100 {
+    if !(1..=64).contains(&scenario.source_workers)
+        || scenario.long_transaction_pct > 100
+        || scenario.cross_customer_pct > 100
+    {
         return Err(loc.error(
             s.name.span(),
-            "source_workers must be 1 to 64 and long_transaction_pct at most 100",
+            "source_workers must be 1 to 64, and long_transaction_pct and cross_customer_pct at most 100",
             None,
         ));
     }
@@ -814,7 +819,7 @@ mod tests {
     fn bad_variants_point_at_the_setting() {
         insta::assert_snapshot!(error(&with_variant(r#"{ "producer.linger" = 0 }"#, r#"["slow-flush"]"#)), @r#"
             suite.toml:7:14: variant "slow-flush": unknown setting "producer.linger"
-              hint: did you mean producer.linger.ms? outbox-logtail's settings are: producer.enable.idempotence, producer.max.in.flight.requests.per.connection, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.auto.commit.interval.ms, consumer.auto.offset.reset, topic.retention.ms, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, consumer.error.policy, consumer.error.attempts, consumer.dead.letter.replay.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.cursor, relay.instances, relay.lease.ms, relay.poll.interval.ms, relay.batch.size, target.apply.rule, target.inbox, target.inbox.cleanup.after.ms, target.welcome.key (see `faultline list --settings`)
+              hint: did you mean producer.linger.ms? outbox-logtail's settings are: producer.enable.idempotence, producer.max.in.flight.requests.per.connection, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.auto.commit.interval.ms, consumer.auto.offset.reset, topic.retention.ms, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, consumer.error.policy, consumer.error.attempts, consumer.dead.letter.replay.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.cursor, outbox.events, relay.instances, relay.lease.ms, relay.poll.interval.ms, relay.batch.size, source.max.slot.wal.keep.size, source.checkpoint.timeout.ms, target.apply.rule, target.inbox, target.inbox.cleanup.after.ms, target.welcome.key (see `faultline list --settings`)
             "#);
         insta::assert_snapshot!(error(&with_variant(r#"{ "producer.linger.ms" = -1 }"#, r#"["slow-flush"]"#)), @r#"
             suite.toml:7:14: variant "slow-flush": producer.linger.ms = "-1" is not valid: it takes milliseconds, 0 to 60000
@@ -845,7 +850,7 @@ mod tests {
     #[test]
     fn unknown_key() {
         insta::assert_snapshot!(error(&scenario(&format!("colour = \"red\"\n{OK_BODY}"))), @r#"
-        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `source_workers`, `long_transaction_pct`, `long_transaction_ms`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `trace_events_max`, `bootstrap`, `invariants`, `schedule`, `bugs`, `expect`
+        suite.toml:6:1: unknown field `colour`, expected one of `name`, `patterns`, `profile`, `faults`, `seeds`, `base`, `customers`, `actions`, `actions_per_sec`, `source_workers`, `long_transaction_pct`, `long_transaction_ms`, `cross_customer_pct`, `latency_min_ms`, `latency_max_ms`, `quiesce_ms`, `staleness_bound_ms`, `trace_events_max`, `bootstrap`, `invariants`, `schedule`, `bugs`, `expect`
           hint: see the format in scenarios/suites/ci.toml
         "#);
     }
@@ -953,7 +958,7 @@ mod tests {
         let text = scenario(&format!("bugs = [\"off-by-one\"]\n{OK_BODY}"));
         insta::assert_snapshot!(error(&text), @r#"
         suite.toml:6:9: unknown bug "off-by-one"
-          hint: valid bugs are: relay-marks-before-publish, inbox-separate-tx, offset-before-apply, cdc-position-before-publish, retry-queue-reorders, effect-before-commit, source-skips-sync, broker-acks-before-sync, target-panics-on-long-history, consumer-retries-without-backoff, target-applies-rows-separately, target-deletes-without-cascade, relay-sleeps-per-message, consumer-exits-on-fetch-error, target-exposes-before-sync, source-retries-failed-fsync, source-keeps-torn-tail, source-skips-dir-sync, welcome-key-per-attempt
+          hint: valid bugs are: relay-marks-before-publish, inbox-separate-tx, offset-before-apply, cdc-position-before-publish, retry-queue-reorders, effect-before-commit, source-skips-sync, broker-acks-before-sync, target-panics-on-long-history, consumer-retries-without-backoff, target-applies-rows-separately, target-deletes-without-cascade, relay-sleeps-per-message, consumer-exits-on-fetch-error, target-exposes-before-sync, source-retries-failed-fsync, source-keeps-torn-tail, source-skips-dir-sync, welcome-key-per-attempt, cdc-resumes-past-shared-position, cdc-recreates-lost-slot
         "#);
     }
 

@@ -3,7 +3,9 @@
 //!
 //! Actions arrive at a steady rate with jitter. The mix is 20% creates, 35% contact
 //! saves, 35% renames and 10% deletes; half of the updates hit a hot tenth of the
-//! customers (key skew). The generator tracks which customers exist assuming every
+//! customers (key skew). Of the actions on existing customers, `cross_customer_pct`
+//! percent (drawn from a stream of their own) change two customers instead: half move
+//! a contact from one to another, half merge two. The generator tracks which customers exist assuming every
 //! action succeeds; when one fails, later actions on that customer are rejected by the
 //! source, as they would be in production.
 
@@ -52,6 +54,7 @@ pub fn initial_rows(customers: u64) -> Rows {
 pub fn schedule(scenario: &Scenario, streams: &RngStreams) -> Vec<(SimTime, ActionRequest)> {
     let rng = &mut streams.stream("workload");
     let durations = &mut streams.stream("transactions");
+    let cross = &mut streams.stream("cross-customer");
     let mut existing: Vec<u64> = (0..scenario.customers).collect();
     let mut next_customer = scenario.customers;
     let interval_us = 1_000_000 / scenario.actions_per_sec.max(1);
@@ -71,6 +74,8 @@ pub fn schedule(scenario: &Scenario, streams: &RngStreams) -> Vec<(SimTime, Acti
                 phone: format!("phone-{i}"),
                 email: format!("c{customer}@example.com"),
             }
+        } else if let Some(action) = cross_customer(scenario, &mut existing, rng, cross) {
+            action
         } else {
             let pick = pick_customer(&existing, rng);
             let customer = CustomerId(existing[pick]);
@@ -98,6 +103,29 @@ pub fn schedule(scenario: &Scenario, streams: &RngStreams) -> Vec<(SimTime, Acti
         out.push((at, ActionRequest { id, action, hold_ms }));
     }
     out
+}
+
+/// With `cross_customer_pct` percent, an action over two existing customers: the first
+/// picked as any action's customer, the second uniformly among the others.
+fn cross_customer(
+    scenario: &Scenario,
+    existing: &mut Vec<u64>,
+    rng: &mut SimRng,
+    cross: &mut SimRng,
+) -> Option<Action> {
+    let roll = cross.gen_range(0..100);
+    if roll >= scenario.cross_customer_pct || existing.len() < 2 {
+        return None;
+    }
+    let first = pick_customer(existing, rng);
+    let second = (first + cross.gen_range(1..existing.len())) % existing.len();
+    let (a, b) = (CustomerId(existing[first]), CustomerId(existing[second]));
+    Some(if roll % 2 == 0 {
+        Action::MoveContact { from: b, to: a }
+    } else {
+        existing.swap_remove(second);
+        Action::MergeCustomers { into: a, from: b }
+    })
 }
 
 /// Half the picks go to the first tenth of the existing customers.

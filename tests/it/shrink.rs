@@ -56,7 +56,7 @@ fn shrinking_a_seed_that_does_not_fail_says_so_and_exits_1() {
         .args([
             "shrink",
             "--pattern",
-            "outbox-inbox",
+            "cdc-tx",
             "--profile",
             "none",
             "--seed",

@@ -3,14 +3,15 @@
 
 use std::collections::BTreeSet;
 
-use crate::run_seed;
+use crate::{run_seed, run_seed_single};
 use faultline::patterns::VARIANTS;
 use faultline::sim::Profile;
 
-/// The `invariant/kind` pairs seen over `seeds`.
+/// The `invariant/kind` pairs seen over `seeds`, every action on one customer (actions
+/// over two have a test of their own, below).
 fn found(pattern: &str, profile: Profile, seeds: std::ops::Range<u64>) -> BTreeSet<String> {
     seeds
-        .flat_map(|s| run_seed(pattern, profile, s).violations)
+        .flat_map(|s| run_seed_single(pattern, profile, s).violations)
         .map(|v| format!("{}/{}", v.invariant, v.kind))
         .collect()
 }
@@ -212,7 +213,7 @@ fn outbox_without_inbox_reapplies_and_rewelcomes_redeliveries_and_the_inbox_abso
     assert!(inbox.is_empty(), "{inbox:?}");
     let absorbed: u64 = (0..10)
         .map(|s| {
-            run_seed("outbox-inbox", Profile::Storage, s)
+            run_seed_single("outbox-inbox", Profile::Storage, s)
                 .metrics
                 .duplicates_absorbed
         })
@@ -367,9 +368,9 @@ fn a_variant_that_reads_no_wall_clock_behaves_under_clock_skew_exactly_as_withou
 /// preset), the same copies are skipped.
 #[test]
 fn an_inbox_cleaned_up_before_a_redelivery_applies_the_copy_again() {
-    let kept = run_seed("outbox-inbox", Profile::Crashes, 4);
+    let kept = run_seed_single("outbox-inbox", Profile::Crashes, 4);
     assert!(kept.violations.is_empty(), "{:#?}", kept.violations);
-    let cleaned = run_seed(
+    let cleaned = run_seed_single(
         "outbox-inbox+target.inbox.cleanup.after.ms=200",
         Profile::Crashes,
         4,
@@ -389,7 +390,7 @@ fn auto_commit_redelivers_more_after_a_crash_and_the_inbox_absorbs_it() {
     let skipped = |pattern: &str| -> u64 {
         (0..6)
             .map(|seed| {
-                let outcome = run_seed(pattern, Profile::Crashes, seed);
+                let outcome = run_seed_single(pattern, Profile::Crashes, seed);
                 assert!(
                     outcome.violations.is_empty(),
                     "{pattern} seed {seed}: {:#?}",
@@ -419,7 +420,7 @@ fn a_welcome_keyed_by_customer_is_never_doubled_by_a_redelivery() {
     let doubled = |pattern: &str| {
         (0..10)
             .filter(|seed| {
-                run_seed(pattern, Profile::Crashes, *seed)
+                run_seed_single(pattern, Profile::Crashes, *seed)
                     .violations
                     .iter()
                     .any(|v| v.invariant == "exactly-once-effects" && v.kind == "doubled")
@@ -499,7 +500,7 @@ fn poison_records_block_a_partition_or_are_lost_when_skipped_or_reordered_when_d
         seeds
             .clone()
             .map(|s| {
-                run_seed(pattern, Profile::Ops, s)
+                run_seed_single(pattern, Profile::Ops, s)
                     .events_by_kind
                     .get(kind)
                     .copied()
@@ -539,13 +540,23 @@ fn two_relays_publish_twice_without_a_lease_and_a_lease_holds_until_clocks_disag
 
 /// A run from an empty target (a `bootstrap` scenario) under no faults.
 fn bootstrap_seed(pattern: &str, seed: u64) -> faultline::scenarios::Outcome {
-    let variant = faultline::patterns::Variant::resolve(pattern, &[]).expect("registered variant");
     let scenario = faultline::scenarios::scenario::Scenario {
         bootstrap: true,
         ..faultline::scenarios::scenario::Scenario::standard()
     };
+    run_in(pattern, scenario, Profile::None, seed)
+}
+
+/// A run of `pattern` in `scenario`, its trace kept.
+fn run_in(
+    pattern: &str,
+    scenario: faultline::scenarios::scenario::Scenario,
+    profile: Profile,
+    seed: u64,
+) -> faultline::scenarios::Outcome {
+    let variant = faultline::patterns::Variant::resolve(pattern, &[]).expect("registered variant");
     faultline::scenarios::run(
-        &faultline::scenarios::RunSpec::new(variant, scenario, Profile::None, faultline::sim::Seed(seed)),
+        &faultline::scenarios::RunSpec::new(variant, scenario, profile, faultline::sim::Seed(seed)),
         faultline::scenarios::RunOptions {
             keep_trace: true,
             ..faultline::scenarios::RunOptions::default()
@@ -593,4 +604,47 @@ fn every_variant_fills_an_empty_target_and_converges_without_faults() {
         outbox.trace.iter().any(|e| e.kind == "bootstrap-copy"),
         "the one-off copy job ran"
     );
+}
+
+/// The `invariant/kind` pairs seen over `seeds` in the standard scenario with three
+/// actions in ten over two customers.
+fn found_across(pattern: &str, profile: Profile, seeds: std::ops::Range<u64>) -> BTreeSet<String> {
+    let scenario = faultline::scenarios::scenario::Scenario {
+        cross_customer_pct: 30,
+        ..faultline::scenarios::scenario::Scenario::standard()
+    };
+    seeds
+        .flat_map(|seed| run_in(pattern, scenario.clone(), profile, seed).violations)
+        .map(|v| format!("{}/{}", v.invariant, v.kind))
+        .collect()
+}
+
+/// Actions over two customers (a contact moved, two customers merged) span two
+/// partitions. The outbox's events, one per customer, keep each customer's order but
+/// apply such an action in two local transactions (fractured, nothing else); one event
+/// per transaction applies it whole but carries the second customer's change in the
+/// first's partition, out of order with that customer's own; Debezium's row events
+/// applied one by one fracture it; cdc-tx reassembles it across partitions from the
+/// transaction metadata, in every partition's order, and holds. Without faults.
+#[test]
+fn actions_across_customers_fracture_per_aggregate_events_reorder_per_transaction_ones_and_cdc_tx_reassembles_them(
+) {
+    let per_aggregate = found_across("outbox-inbox", Profile::None, 0..5);
+    assert!(
+        !per_aggregate.is_empty() && per_aggregate.iter().all(|k| k == "atomic-actions/fractured"),
+        "{per_aggregate:?}"
+    );
+    let per_transaction = found_across("outbox-inbox+outbox.events=per-transaction", Profile::None, 0..5);
+    assert!(
+        ["monotonic", "convergence", "referential"]
+            .iter()
+            .any(|invariant| any_of(&per_transaction, invariant)),
+        "{per_transaction:?}"
+    );
+    let rows = found_across("cdc-row", Profile::None, 0..5);
+    assert!(any_of(&rows, "atomic-actions"), "{rows:?}");
+    let reassembled = found_across("cdc-tx", Profile::None, 0..5);
+    assert!(reassembled.is_empty(), "{reassembled:?}");
+    let under_chaos = found_across("cdc-tx", Profile::Chaos, 0..5);
+    assert!(!any_of(&under_chaos, "atomic-actions"), "{under_chaos:?}");
 }

@@ -231,15 +231,55 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// The outbox message describing this commit.
-    pub fn to_outbox_message(&self) -> OutboxMessage {
-        OutboxMessage {
-            id: format!("msg-{}", self.tx.0),
-            tx: self.tx,
-            action: self.action,
-            rows: self.rows.clone(),
+    /// The outbox messages describing this commit, cut as `events` says: one message
+    /// for the whole transaction (`msg-<tx>`), or one per customer it wrote, each with
+    /// that customer's rows (`msg-<tx>-<customer>` when there are several).
+    pub fn to_outbox_messages(&self, events: OutboxEvents) -> Vec<OutboxMessage> {
+        if events == OutboxEvents::PerTransaction {
+            return vec![OutboxMessage {
+                id: format!("msg-{}", self.tx.0),
+                tx: self.tx,
+                action: self.action,
+                rows: self.rows.clone(),
+            }];
         }
+        let mut by_customer: Vec<(CustomerId, Vec<RowImage>)> = Vec::new();
+        for row in &self.rows {
+            match by_customer.iter_mut().find(|(c, _)| *c == row.key.customer) {
+                Some((_, rows)) => rows.push(row.clone()),
+                None => by_customer.push((row.key.customer, vec![row.clone()])),
+            }
+        }
+        let several = by_customer.len() > 1;
+        by_customer
+            .into_iter()
+            .map(|(customer, rows)| OutboxMessage {
+                id: if several {
+                    format!("msg-{}-{}", self.tx.0, customer.0)
+                } else {
+                    format!("msg-{}", self.tx.0)
+                },
+                tx: self.tx,
+                action: self.action,
+                rows,
+            })
+            .collect()
     }
+}
+
+/// How a commit's outbox rows become messages (each goes to the partition of its first
+/// row's customer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxEvents {
+    /// One message per customer (per aggregate: an outbox event keyed by its
+    /// aggregate's id, as Debezium's outbox event router keys it): every customer's
+    /// messages stay in its partition, in order, but an action over two customers is
+    /// two messages, applied at the target in two local transactions.
+    PerAggregate,
+    /// One message per transaction, in the partition of the customer the action is
+    /// about: applied whole, but a second customer's change travels in another
+    /// customer's partition, out of order with its own.
+    PerTransaction,
 }
 
 /// A step inside the operation, before the commit (e.g. a publish). Gets the action and
@@ -254,6 +294,8 @@ pub struct SourceConfig {
     pub sync: SyncPolicy,
     /// Whether each commit also writes an outbox message.
     pub outbox: bool,
+    /// How a commit's outbox rows become messages.
+    pub outbox_events: OutboxEvents,
     /// Stamp every row image with the source's wall clock (for last-writer-wins).
     pub stamp_writes: bool,
     /// Transactions that run at once (the application's connection pool); an action
@@ -273,7 +315,8 @@ struct State {
     /// `updated_at` column: snapshots read it with the row).
     stamps: BTreeMap<EntityKey, WallTime>,
     next_tx: u64,
-    outbox_unsent: BTreeMap<TxId, OutboxMessage>,
+    /// Each unsent transaction's outbox messages.
+    outbox_unsent: BTreeMap<TxId, Vec<OutboxMessage>>,
     /// The last outbox id a cursor-reading relay published (a row of the source's own
     /// database, written by the relay).
     relay_cursor: TxId,
@@ -302,7 +345,7 @@ struct Replayed {
     rows: Rows,
     stamps: BTreeMap<EntityKey, WallTime>,
     next_tx: u64,
-    outbox: BTreeMap<TxId, OutboxMessage>,
+    outbox: BTreeMap<TxId, Vec<OutboxMessage>>,
     cursor: TxId,
     lease: Option<(String, i64)>,
 }
@@ -337,12 +380,12 @@ pub struct Source {
 }
 
 /// Replays `log`'s records over the base rows.
-fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>) -> Replayed {
-    replay_onto(Replayed::base(base), records)
+fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>, events: OutboxEvents) -> Replayed {
+    replay_onto(Replayed::base(base), records, events)
 }
 
 /// Replays records over an earlier replay's result.
-fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Replayed {
+fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>, events: OutboxEvents) -> Replayed {
     let Replayed {
         mut rows,
         mut stamps,
@@ -379,7 +422,7 @@ fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>) -> Repla
                         action,
                         rows: images,
                     };
-                    outbox.insert(tx, commit.to_outbox_message());
+                    outbox.insert(tx, commit.to_outbox_messages(events));
                 }
                 // Ids are taken at insert and commits land in another order: the
                 // sequence resumes after the highest committed.
@@ -417,7 +460,7 @@ impl Source {
         };
         let base = read_base(ctx.disk(), SOURCE_BASE);
         let read_to = recovery.records.last().map_or(LogPos(0), |r| r.next);
-        let recovered = replay(base, recovery.records);
+        let recovered = replay(base, recovery.records, config.outbox_events);
         // What recovery read is durable (open_durably synced it), so a later reload
         // can start after it.
         let replayed = (read_to <= log.durable_end()).then(|| (read_to, recovered.clone()));
@@ -496,11 +539,12 @@ impl Source {
         let records = state.log.read_from(from, usize::MAX);
         // Where replay stopped: past the last intact record (a torn frame stops it).
         let read_to = records.last().map_or(from, |r| r.next);
-        let replayed = replay_onto(start, records);
+        let events = state.config.outbox_events;
+        let replayed = replay_onto(start, records, events);
         if cfg!(debug_assertions) {
             // The kept prefix is the replay of the disk's: check it against a full one.
             let base = read_base(state.ctx.disk(), SOURCE_BASE);
-            let full = replay(base, state.log.read_from(LogPos(0), usize::MAX));
+            let full = replay(base, state.log.read_from(LogPos(0), usize::MAX), events);
             assert_eq!(replayed, full, "incremental reload");
         }
         state.rows = replayed.rows.clone();
@@ -576,16 +620,60 @@ impl Source {
                 ])
             }
             Action::RenameCustomer { name, .. } => Ok(vec![image(customer, Some(fields(&[("name", name)])))]),
-            Action::DeleteCustomer { .. } => Ok(vec![
-                image(child(Table::Contact), None),
-                image(child(Table::Address), None),
-                image(customer, None),
-            ]),
+            // A DELETE that matches no row changes nothing: a contact moved away earlier
+            // is not deleted again.
+            Action::DeleteCustomer { .. } => Ok([child(Table::Contact), child(Table::Address), customer]
+                .into_iter()
+                .filter(|key| live(*key))
+                .map(|key| image(key, None))
+                .collect()),
+            Action::MoveContact { from, .. } => {
+                let row = |table| EntityKey {
+                    table,
+                    customer: *from,
+                };
+                if !live(EntityKey::customer(*from)) {
+                    return Err(Failure::Rejected(format!("customer/{} does not exist", from.0)));
+                }
+                let Some(details) = state.rows.get(&row(Table::Contact)).and_then(|r| r.data.clone()) else {
+                    return Err(Failure::Rejected(format!("customer/{} has no contact", from.0)));
+                };
+                Ok(vec![
+                    image(child(Table::Contact), Some(details)),
+                    image(row(Table::Contact), None),
+                ])
+            }
+            Action::MergeCustomers { from, .. } => {
+                let row = |table| EntityKey {
+                    table,
+                    customer: *from,
+                };
+                let name_of = |key| {
+                    state
+                        .rows
+                        .get(&key)
+                        .and_then(|r: &RowState| r.data.as_ref())
+                        .and_then(|d| d.get("name").cloned())
+                };
+                let Some(duplicate) = name_of(row(Table::Customer)) else {
+                    return Err(Failure::Rejected(format!("customer/{} does not exist", from.0)));
+                };
+                let survivor = name_of(customer).unwrap_or_default();
+                let merged = format!("{survivor} (merged with {duplicate})");
+                let mut rows = vec![image(customer, Some(fields(&[("name", &merged)])))];
+                rows.extend(
+                    [row(Table::Contact), row(Table::Address), row(Table::Customer)]
+                        .into_iter()
+                        .filter(|key| live(*key))
+                        .map(|key| image(key, None)),
+                );
+                Ok(rows)
+            }
         }
     }
 
     /// Executes one action as one local transaction and records its outcome. The
-    /// transaction locks its customer's rows, reads them, takes its id with its first
+    /// transaction locks its customers' rows, reads them, takes its id with its first
     /// insert, stays open for the request's `hold_ms`, runs the hook and commits. The
     /// hook runs inside the operation, after the rows are known and before the commit:
     /// when it fails, the action fails and nothing is committed.
@@ -594,9 +682,17 @@ impl Source {
         request: &ActionRequest,
         before_commit: Option<&BeforeCommit>,
     ) -> Result<Commit, Failure> {
-        let lock = self.locks.of(request.action.customer());
+        // Every customer the action writes, locked in id order: two transactions over
+        // the same two customers never wait for each other crosswise.
+        let mut customers = request.action.customers();
+        customers.sort_unstable();
+        customers.dedup();
+        let locks: Vec<_> = customers.iter().map(|c| self.locks.of(*c)).collect();
         let result = {
-            let _locked = lock.lock().await;
+            let mut held = Vec::with_capacity(locks.len());
+            for lock in &locks {
+                held.push(lock.lock().await);
+            }
             self.transact(request, before_commit).await
         };
         let state = self.state.borrow();
@@ -728,7 +824,8 @@ impl Source {
             }
         }
         if state.config.outbox {
-            state.outbox_unsent.insert(commit.tx, commit.to_outbox_message());
+            let messages = commit.to_outbox_messages(state.config.outbox_events);
+            state.outbox_unsent.insert(commit.tx, messages);
         }
         Self::note_retained(&state);
         Ok(commit)
@@ -739,15 +836,10 @@ impl Source {
         self.state.borrow().rows.get(&key).cloned()
     }
 
-    /// Up to `max` unsent outbox messages, oldest first.
+    /// Unsent outbox messages, oldest first: whole transactions' messages until `max`
+    /// or more are taken (a transaction is marked sent whole).
     pub fn outbox_unsent(&self, max: usize) -> Vec<OutboxMessage> {
-        self.state
-            .borrow()
-            .outbox_unsent
-            .values()
-            .take(max)
-            .cloned()
-            .collect()
+        whole_transactions(self.state.borrow().outbox_unsent.values(), max)
     }
 
     /// Up to `max` outbox messages with ids above `after`, by id: the query of a relay
@@ -764,12 +856,7 @@ impl Source {
         if horizon <= from {
             return Vec::new();
         }
-        state
-            .outbox_unsent
-            .range(from..horizon)
-            .take(max)
-            .map(|(_, m)| m.clone())
-            .collect()
+        whole_transactions(state.outbox_unsent.range(from..horizon).map(|(_, m)| m), max)
     }
 
     /// The last outbox id the cursor-reading relay published.
@@ -1131,6 +1218,21 @@ impl Source {
         }
         Ok((commits, next))
     }
+}
+
+/// The messages of whole transactions, in order, until `max` or more are taken.
+fn whole_transactions<'a>(
+    txs: impl Iterator<Item = &'a Vec<OutboxMessage>>,
+    max: usize,
+) -> Vec<OutboxMessage> {
+    let mut messages = Vec::new();
+    for tx in txs {
+        if messages.len() >= max {
+            break;
+        }
+        messages.extend(tx.iter().cloned());
+    }
+    messages
 }
 
 /// The port of the source's REST API.
