@@ -309,6 +309,37 @@ fn column_header(out: &mut String, first: &str, c: &Comparison) {
     out.push('\n');
 }
 
+/// What an operator would see beside the verdicts, for the patterns that stream the
+/// source's log: how much log their slots held back, and runs in which a component
+/// stopped on an error (loud, unlike silent loss). Nothing when no pattern streams it.
+fn operations(out: &mut String, c: &Comparison, column: &str) {
+    let rows: Vec<(&String, &Cell)> = c
+        .patterns
+        .iter()
+        .map(|p| (p, c.cell(column, p).expect("grid cell")))
+        .filter(|(_, cell)| {
+            cell.source_log_retained_max_bytes.is_some() || cell.runs_with_failed_components > 0
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nOperations: the log the source's replication slots held back, and runs in which a component failed loudly (a connector whose position was gone):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| pattern | log held back (max) | runs with a failed component |\n|---|---:|---:|"
+    );
+    for (p, cell) in rows {
+        let held = cell
+            .source_log_retained_max_bytes
+            .map_or("-".to_string(), |b| format!("{} KiB", b.div_ceil(1024)));
+        let _ = writeln!(out, "| {p} | {held} | {} |", cell.runs_with_failed_components);
+    }
+}
+
 /// Renders `report.md`.
 pub fn render(c: &Comparison) -> String {
     let mut out = String::new();
@@ -450,6 +481,7 @@ pub fn render(c: &Comparison) -> String {
                 let _ = writeln!(out, "| {p} | {inv} | {n} | {causes} |");
             }
         }
+        operations(&mut out, c, &col.name);
     }
 
     let coverage = coverage_table(c);

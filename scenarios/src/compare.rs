@@ -373,6 +373,14 @@ pub struct Cell {
     /// Customers created and deleted between two observations of the target, over all
     /// seeds (never held there, so never welcomed).
     pub unobserved_customers: u64,
+    /// The most log the source's replication slots held back in any run, in bytes
+    /// (absent for patterns that stream no log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_log_retained_max_bytes: Option<u64>,
+    /// Runs in which a component stopped on an error (a connector whose log position is
+    /// gone): the loud failures, as opposed to silent loss.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub runs_with_failed_components: u64,
     /// Which fault landed in which operation window, over all seeds (see
     /// `faultline_sim::coverage`).
     pub coverage: BTreeMap<String, u64>,
@@ -409,6 +417,8 @@ impl Cell {
             calls: 0,
             never_visible: 0,
             unobserved_customers: 0,
+            source_log_retained_max_bytes: None,
+            runs_with_failed_components: 0,
             coverage: BTreeMap::new(),
             causes: BTreeMap::new(),
             first_failure: None,
@@ -446,6 +456,10 @@ impl Cell {
         self.calls += m.calls;
         self.never_visible += m.never_visible;
         self.unobserved_customers += m.unobserved_customers;
+        self.source_log_retained_max_bytes = self
+            .source_log_retained_max_bytes
+            .max(m.source_log_retained_max_bytes);
+        self.runs_with_failed_components += u64::from(!m.component_failures.is_empty());
         for (window, n) in &run.coverage {
             *self.coverage.entry(window.clone()).or_insert(0) += n;
         }
@@ -520,6 +534,10 @@ impl Cell {
         self.calls += other.calls;
         self.never_visible += other.never_visible;
         self.unobserved_customers += other.unobserved_customers;
+        self.source_log_retained_max_bytes = self
+            .source_log_retained_max_bytes
+            .max(other.source_log_retained_max_bytes);
+        self.runs_with_failed_components += other.runs_with_failed_components;
         for (window, n) in &other.coverage {
             *self.coverage.entry(window.clone()).or_insert(0) += n;
         }
@@ -1046,6 +1064,10 @@ fn story_events(trace: &[TraceEvent], customer: &str, horizon_us: u64) -> Vec<St
             detail: e.detail.clone(),
         })
         .collect()
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
