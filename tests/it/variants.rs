@@ -20,6 +20,20 @@ fn any_of(found: &BTreeSet<String>, invariant: &str) -> bool {
     found.iter().any(|k| k.starts_with(&format!("{invariant}/")))
 }
 
+/// `outcome` broke none of `alarms` and converged.
+fn assert_quiet(outcome: &faultline::scenarios::Outcome, alarms: &[&str], name: &str, seed: u64) {
+    let raised: Vec<_> = outcome
+        .violations
+        .iter()
+        .filter(|v| alarms.contains(&v.invariant))
+        .collect();
+    assert!(raised.is_empty(), "{name} seed {seed}: {raised:#?}");
+    assert!(
+        outcome.metrics.converged_at_ms.is_some(),
+        "{name} seed {seed} never converged"
+    );
+}
+
 /// Variants that lose changes without any fault, by design: the relay polling by "last
 /// id seen" skips transactions that commit out of id order.
 const LOSES_WITHOUT_FAULTS: &[&str] = &["outbox-last-id"];
@@ -42,17 +56,7 @@ fn no_false_alarms_in_a_fault_free_world_for_every_variant() {
         }
         for seed in 0..20 {
             let outcome = run_seed(variant.name, Profile::None, seed);
-            let alarms: Vec<_> = outcome
-                .violations
-                .iter()
-                .filter(|v| alarms_checked.contains(&v.invariant))
-                .collect();
-            assert!(alarms.is_empty(), "{} seed {seed}: {alarms:#?}", variant.name);
-            assert!(
-                outcome.metrics.converged_at_ms.is_some(),
-                "{} seed {seed} never converged",
-                variant.name
-            );
+            assert_quiet(&outcome, &alarms_checked, variant.name, seed);
         }
     }
     for name in REGRESSES_WITHOUT_FAULTS {
@@ -578,17 +582,7 @@ fn every_variant_fills_an_empty_target_and_converges_without_faults() {
         }
         for seed in 0..3 {
             let outcome = bootstrap_seed(variant.name, seed);
-            let alarms: Vec<_> = outcome
-                .violations
-                .iter()
-                .filter(|v| ["convergence", "liveness"].contains(&v.invariant))
-                .collect();
-            assert!(alarms.is_empty(), "{} seed {seed}: {alarms:#?}", variant.name);
-            assert!(
-                outcome.metrics.converged_at_ms.is_some(),
-                "{} seed {seed} never converged",
-                variant.name
-            );
+            assert_quiet(&outcome, &["convergence", "liveness"], variant.name, seed);
         }
     }
     // The connector snapshotted the initial rows; the copy job inserted them.

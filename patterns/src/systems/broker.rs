@@ -919,8 +919,7 @@ impl Producer {
         key: String,
         payload: String,
     ) -> impl std::future::Future<Output = Delivery> + 'static {
-        let delivery = self.hand(topic, partition, key, payload, false);
-        async move { delivery.await.unwrap_or_else(|_| Err(closed())) }
+        self.delivery(topic, partition, key, payload, false)
     }
 
     /// [`Producer::send_async`] for a record whose sender flushes (no lingering for
@@ -933,7 +932,19 @@ impl Producer {
         key: String,
         payload: String,
     ) -> impl std::future::Future<Output = Delivery> + 'static {
-        let delivery = self.hand(topic, partition, key, payload, true);
+        self.delivery(topic, partition, key, payload, true)
+    }
+
+    /// Hands a record over; its delivery resolves to closed if the process dies first.
+    fn delivery(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: String,
+        payload: String,
+        flush: bool,
+    ) -> impl std::future::Future<Output = Delivery> + 'static {
+        let delivery = self.hand(topic, partition, key, payload, flush);
         async move { delivery.await.unwrap_or_else(|_| Err(closed())) }
     }
 
