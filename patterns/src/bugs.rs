@@ -22,8 +22,8 @@ pub enum Bug {
     EffectBeforeCommit,
     /// The source acknowledges a commit without syncing it.
     SourceSkipsSync,
-    /// The broker acknowledges a produce before syncing it.
-    BrokerAcksBeforeSync,
+    /// The partition leader answers `acks=all` before the in-sync replicas have the batch.
+    BrokerAcksBeforeReplication,
     /// The target's apply panics on a contact row's tenth version (an index past a
     /// fixed-size history).
     TargetPanicsOnLongHistory,
@@ -131,9 +131,9 @@ pub const BUGS: &[BugInfo] = &[
         breaks: "convergence",
     },
     BugInfo {
-        bug: Bug::BrokerAcksBeforeSync,
-        name: "broker-acks-before-sync",
-        description: "the broker acknowledges a produce before syncing it; a power loss loses records the relay marked sent",
+        bug: Bug::BrokerAcksBeforeReplication,
+        name: "broker-acks-before-replication",
+        description: "the partition leader answers acks=all as soon as its own log has the batch, before the in-sync replicas do; a failover to a follower without it loses records the relay marked sent",
         variant: "outbox-inbox",
         profile: "crashes",
         breaks: "convergence",

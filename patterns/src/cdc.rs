@@ -134,7 +134,12 @@ pub async fn run_connector(
     let bugs = setup.bugs;
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let producer = Producer::new(
+        &ctx,
+        RPC_TIMEOUT,
+        config.producer,
+        config.consumer.cluster.brokers,
+    );
     let confirming = source.clone();
     let offsets = SourceOffsets::open(
         &ctx,

@@ -24,7 +24,9 @@ use std::time::Duration;
 use faultline_sim::HostCtx;
 
 use crate::bugs::{Bug, BugSet};
-use crate::systems::broker::{BrokerClient, BrokerError, BrokerRecord, FETCH_WAIT_MS};
+use crate::systems::broker::{
+    BrokerClient, BrokerError, BrokerRecord, ClusterConfig, CLUSTER, FETCH_WAIT_MS,
+};
 use crate::windows;
 use crate::RPC_TIMEOUT;
 
@@ -101,9 +103,9 @@ pub struct ConsumerConfig {
     pub auto_commit_interval_ms: u64,
     /// `auto.offset.reset`: where to go when the position is out of range.
     pub auto_offset_reset: OffsetReset,
-    /// The topic's `retention.ms` (a topic setting, kept here beside `partitions`):
-    /// records older are deleted; `None` keeps them for the run.
-    pub topic_retention_ms: Option<u64>,
+    /// The cluster the topic lives on and its topic settings (`retention.ms`,
+    /// replication), kept here beside `partitions`.
+    pub cluster: ClusterConfig,
     /// What happens to a record whose handling keeps failing.
     pub error_policy: ErrorPolicy,
     /// Attempts at a failing record before `Skip` or `DeadLetter` gives up on it.
@@ -139,7 +141,7 @@ pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     commit: CommitPoint::AfterProcessing,
     auto_commit_interval_ms: 5_000,
     auto_offset_reset: OffsetReset::Earliest,
-    topic_retention_ms: None,
+    cluster: CLUSTER,
     error_policy: ErrorPolicy::Block,
     error_attempts: 10,
     dead_letter_replay_ms: 1_000,
@@ -170,13 +172,19 @@ pub trait Handler {
     fn reset(&mut self) {}
 }
 
+/// The dead-letter topic of `topic` (Spring Kafka's and Connect's `<topic>.DLT`
+/// naming).
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.DLT")
+}
+
 /// Runs one consumer per partition of `topic` until the host stops.
 pub async fn run_consumers<H, F>(ctx: &HostCtx, topic: &'static str, config: ConsumerConfig, make_handler: F)
 where
     H: Handler + 'static,
     F: Fn(u32) -> H,
 {
-    let broker = BrokerClient::new(ctx, RPC_TIMEOUT);
+    let broker = BrokerClient::new(ctx, config.cluster.brokers, RPC_TIMEOUT);
     let mut tasks: Vec<_> = (0..config.partitions)
         .map(|p| {
             let task = consume(ctx.clone(), broker.clone(), topic, p, config, make_handler(p));
@@ -352,7 +360,7 @@ async fn give_up(
     record: &BrokerRecord,
 ) -> bool {
     if policy == ErrorPolicy::DeadLetter {
-        let dead_letters = format!("{topic}.DLT");
+        let dead_letters = dead_letter_topic(topic);
         let copy = vec![(record.key.clone(), record.payload.clone())];
         if broker.produce(&dead_letters, 0, copy, None).await.is_err() {
             return false;
@@ -380,7 +388,7 @@ async fn replay_dead_letters<H: Handler>(
     config: ConsumerConfig,
     mut handler: H,
 ) {
-    let dead_letters = format!("{topic}.DLT");
+    let dead_letters = dead_letter_topic(topic);
     let every = Duration::from_millis(config.dead_letter_replay_ms);
     loop {
         faultline_sim::timer::sleep(every).await;

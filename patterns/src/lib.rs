@@ -49,8 +49,10 @@ pub mod hosts {
     pub const SOURCE: &str = "source";
     /// The replica.
     pub const TARGET: &str = "target";
-    /// The message broker.
-    pub const BROKER: &str = "broker";
+    /// The Kafka brokers, `broker-1` up to the cluster's size.
+    pub const BROKERS: [&str; 5] = crate::systems::broker::BROKER_HOSTS;
+    /// The Kafka cluster's controller (outside the fault profiles, like the notifier).
+    pub const CONTROLLER: &str = crate::systems::controller::CONTROLLER;
     /// The CDC connector.
     pub const CONNECTOR: &str = "connector";
     /// The outbox relay's further instances (the first runs on the source's host):

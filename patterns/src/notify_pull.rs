@@ -61,7 +61,15 @@ impl fmt::Display for Notification {
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
     setup.serve_source_api(&ctx, &source, true);
-    let publisher = AfterCommitPublisher::new(&ctx, Producer::new(&ctx, RPC_TIMEOUT, config.producer));
+    let publisher = AfterCommitPublisher::new(
+        &ctx,
+        Producer::new(
+            &ctx,
+            RPC_TIMEOUT,
+            config.producer,
+            config.consumer.cluster.brokers,
+        ),
+    );
     let partitions = config.consumer.partitions;
     source
         .run_workload(setup.schedule.clone(), None, move |commit| {

@@ -240,7 +240,12 @@ impl Lease {
 }
 
 async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bugs: BugSet) {
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let producer = Producer::new(
+        &ctx,
+        RPC_TIMEOUT,
+        config.producer,
+        config.consumer.cluster.brokers,
+    );
     let mut lease = config.relay_lease_ms.map(|ms| Lease {
         lease_us: i64::try_from(ms * 1_000).unwrap_or(i64::MAX),
         held_until_us: None,
@@ -289,7 +294,12 @@ async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bug
 /// The table-polling relay that keeps a cursor: the ids above the last one published,
 /// the cursor saved in the source's database after each published batch.
 async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig) {
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let producer = Producer::new(
+        &ctx,
+        RPC_TIMEOUT,
+        config.producer,
+        config.consumer.cluster.brokers,
+    );
     let below_open = config.cursor == RelayCursor::VisibleId;
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.relay_poll_ms)).await;
@@ -313,7 +323,12 @@ async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig) 
 /// the log removed) it fails: an outbox connector takes no snapshot of a table whose
 /// rows it has already streamed.
 async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig, recorder: Recorder) {
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let producer = Producer::new(
+        &ctx,
+        RPC_TIMEOUT,
+        config.producer,
+        config.consumer.cluster.brokers,
+    );
     let confirming = source.clone();
     let offsets = SourceOffsets::open(
         &ctx,

@@ -79,7 +79,12 @@ async fn publish(producer: &Producer, message: &EntityMessage, partitions: u32) 
 pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let source = setup.open_source(&ctx).await;
     setup.serve_source_api(&ctx, &source, false);
-    let producer = Producer::new(&ctx, RPC_TIMEOUT, config.producer);
+    let producer = Producer::new(
+        &ctx,
+        RPC_TIMEOUT,
+        config.producer,
+        config.consumer.cluster.brokers,
+    );
     let partitions = config.consumer.partitions;
     let message = |action: ActionId, row: RowImage| EntityMessage { action, row };
     match config.publish {

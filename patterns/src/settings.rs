@@ -13,7 +13,9 @@ use crate::consumer::{CommitPoint, ConsumerConfig, ErrorPolicy, OffsetReset};
 use crate::outbox::{RelayCursor, RelaySource};
 use crate::queue::PublishPoint;
 use crate::retry_queue::RetryPolicy;
-use crate::systems::broker::{ProducerConfig, FETCH_WAIT_MAX_MS, MAX_IN_FLIGHT_FOR_IDEMPOTENCE};
+use crate::systems::broker::{
+    Acks, ClusterConfig, ProducerConfig, BROKER_HOSTS, FETCH_WAIT_MAX_MS, MAX_IN_FLIGHT_FOR_IDEMPOTENCE,
+};
 use crate::systems::source::OutboxEvents;
 use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::variants::{PatternConfig, VARIANTS};
@@ -429,6 +431,15 @@ pub fn check(config: &PatternConfig) -> Result<(), SettingError> {
                     .to_string(),
             });
         }
+        if p.idempotent && p.acks != Acks::All {
+            return Err(SettingError::Conflict {
+                message: format!(
+                    "producer.acks = {} with producer.enable.idempotence = true",
+                    if p.acks == Acks::None { "0" } else { "1" }
+                ),
+                fix: "idempotence needs every write acknowledged by all in-sync replicas (Kafka refuses this with a ConfigException): set producer.acks = all, or producer.enable.idempotence = false".to_string(),
+            });
+        }
         if p.idempotent && p.max_in_flight > MAX_IN_FLIGHT_FOR_IDEMPOTENCE {
             return Err(SettingError::Conflict {
                 message: format!(
@@ -438,6 +449,17 @@ pub fn check(config: &PatternConfig) -> Result<(), SettingError> {
                 fix: format!(
                     "the broker remembers a producer's last {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} batches (Kafka 4.x refuses this with a ConfigException): set it to {MAX_IN_FLIGHT_FOR_IDEMPOTENCE} or less, or producer.enable.idempotence = false"
                 ),
+            });
+        }
+    }
+    if let Some(k) = cluster(&mut c) {
+        if k.min_insync_replicas > k.brokers {
+            return Err(SettingError::Conflict {
+                message: format!(
+                    "topic.min.insync.replicas ({}) is above topic.replication.factor ({})",
+                    k.min_insync_replicas, k.brokers
+                ),
+                fix: "no acks=all produce could ever be acknowledged: lower topic.min.insync.replicas or raise topic.replication.factor".to_string(),
             });
         }
     }
@@ -556,6 +578,17 @@ pub const SETTINGS: &[Setting] = &[
         field: Field::Usize(|c| producer(c).map(|p| &mut p.max_in_flight)),
     },
     Setting {
+        key: "producer.acks",
+        about: "what the partition leader waits for before it answers: 0 nothing (the producer never hears), 1 its own log, all every in-sync replica",
+        mirrors: "Kafka producer acks (all since 3.0; idempotence requires all)",
+        values: Values::Choice(&["0", "1", "all"]),
+        field: words!(producer_acks, {
+            "0" => Acks::None,
+            "1" => Acks::Leader,
+            "all" => Acks::All,
+        }),
+    },
+    Setting {
         key: "producer.linger.ms",
         about: "how long a record handed to the producer waits for others to join its batch",
         mirrors: "Kafka producer linger.ms (5 since 4.0, KIP-1030)",
@@ -624,7 +657,45 @@ pub const SETTINGS: &[Setting] = &[
         about: "records older than this are deleted from the topic (checked every 250 ms); a consumer cut off longer loses them; off keeps them for the run",
         mirrors: "Kafka topic retention.ms (604800000, 7 days: longer than any run here, so off)",
         values: Values::MillisOrOff { min: 1, max: HOUR_MS },
-        field: Field::OptionalU64(|c| consumer(c).map(|k| &mut k.topic_retention_ms)),
+        field: Field::OptionalU64(|c| cluster(c).map(|k| &mut k.retention_ms)),
+    },
+    Setting {
+        key: "topic.replication.factor",
+        about: "replicas of each partition, one per broker host: the number of broker hosts",
+        mirrors: "Kafka topic replication.factor (the broker's default.replication.factor is 1; production clusters use 3)",
+        values: Values::Count { min: 1, max: BROKER_HOSTS.len() as u64 },
+        field: Field::U32(|c| cluster(c).map(|k| &mut k.brokers)),
+    },
+    Setting {
+        key: "topic.min.insync.replicas",
+        about: "an acks=all produce is refused while fewer replicas are in sync, so an acknowledged record is on at least this many",
+        mirrors: "Kafka topic min.insync.replicas (1 by default; 2 with 3 replicas is the careful setup)",
+        values: Values::Count { min: 1, max: BROKER_HOSTS.len() as u64 },
+        field: Field::U32(|c| cluster(c).map(|k| &mut k.min_insync_replicas)),
+    },
+    Setting {
+        key: "topic.unclean.leader.election.enable",
+        about: "with no in-sync replica alive, elect one that is out of sync (and lose what it lacks) instead of leaving the partition offline",
+        mirrors: "Kafka topic unclean.leader.election.enable (false)",
+        values: Values::Bool,
+        field: Field::Bool(|c| cluster(c).map(|k| &mut k.unclean_leader_election)),
+    },
+    Setting {
+        key: "broker.log.flush.interval.messages",
+        about: "off: a batch counts as stored once in the page cache (the OS writes it back every 5 s), durability comes from replication; 1: fsync every batch first",
+        mirrors: "Kafka broker log.flush.interval.messages (Long.MAX_VALUE: off)",
+        values: Values::Choice(&["off", "1"]),
+        field: words!(flush_every_batch, {
+            "off" => false,
+            "1" => true,
+        }),
+    },
+    Setting {
+        key: "broker.replica.lag.time.max.ms",
+        about: "a follower that has not caught up with its leader for this long leaves the in-sync replicas",
+        mirrors: "Kafka broker replica.lag.time.max.ms (30000; 1500 here, compressed like the sessions)",
+        values: Values::Millis { min: 100, max: MINUTE_MS },
+        field: Field::U64(|c| cluster(c).map(|k| &mut k.replica_lag_max_ms)),
     },
     Setting {
         key: "consumer.fetch.max.wait.ms",
@@ -949,6 +1020,18 @@ pub const SETTINGS: &[Setting] = &[
 
 fn offset_reset(c: &mut PatternConfig) -> Option<&mut OffsetReset> {
     consumer(c).map(|k| &mut k.auto_offset_reset)
+}
+
+fn cluster(c: &mut PatternConfig) -> Option<&mut ClusterConfig> {
+    consumer(c).map(|k| &mut k.cluster)
+}
+
+fn flush_every_batch(c: &mut PatternConfig) -> Option<&mut bool> {
+    cluster(c).map(|k| &mut k.flush_every_batch)
+}
+
+fn producer_acks(c: &mut PatternConfig) -> Option<&mut Acks> {
+    producer(c).map(|p| &mut p.acks)
 }
 
 fn error_policy(c: &mut PatternConfig) -> Option<&mut ErrorPolicy> {

@@ -21,7 +21,10 @@ use crate::queue::{self, PublishPoint, QueueConfig};
 use crate::retry_queue::{RetryPolicy, DEFAULT_RETRY};
 use crate::settings::{self, Override, Setting, SettingError, Value, SETTINGS};
 use crate::systems;
-use crate::systems::broker::{ProducerConfig, CONNECT_SOURCE_PRODUCER_IDEMPOTENT, KAFKA_PRODUCER};
+use crate::systems::broker::{
+    ProducerConfig, BROKER_HOSTS, CONNECT_SOURCE_PRODUCER_IDEMPOTENT, KAFKA_PRODUCER,
+};
+use crate::systems::controller::CONTROLLER;
 use crate::systems::source::{OutboxEvents, SourceConfig, SyncPolicy, POSTGRES_LOG_RETENTION};
 use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::{hosts, run_source_with_api, Setup};
@@ -299,6 +302,28 @@ pub const VARIANTS: &[Variant] = &[
 ];
 
 impl PatternConfig {
+    /// The topics a broker-based pattern uses, with their partitions: created before
+    /// the run, as a deployment creates them.
+    pub fn topics(&self) -> Vec<(String, u32)> {
+        let topic = match self {
+            PatternConfig::NotifyPull(_) => notify_pull::TOPIC,
+            PatternConfig::Queue(_) => queue::TOPIC,
+            PatternConfig::Outbox(_) => outbox::TOPIC,
+            PatternConfig::Cdc(_) => cdc::TOPIC,
+            PatternConfig::FullCopy(_) | PatternConfig::Push(_) | PatternConfig::Custom(_) => {
+                return Vec::new()
+            }
+        };
+        let Some(consumer) = self.consumer() else {
+            return Vec::new();
+        };
+        let mut topics = vec![(topic.to_string(), consumer.partitions)];
+        if consumer.error_policy == crate::consumer::ErrorPolicy::DeadLetter {
+            topics.push((crate::consumer::dead_letter_topic(topic), 1));
+        }
+        topics
+    }
+
     /// The target's consumer (and its topic's settings), for the broker-based patterns.
     pub fn consumer(&self) -> Option<ConsumerConfig> {
         match self {
@@ -492,14 +517,18 @@ impl Variant {
     /// The hosts the variant runs on, as fault targets: all crashable, all with disks.
     pub fn hosts(&self) -> Vec<FaultTarget> {
         let mut names = vec![hosts::SOURCE, hosts::TARGET];
+        if let Some(consumer) = self.config.consumer() {
+            names.extend(BROKER_HOSTS.iter().take(consumer.cluster.brokers as usize));
+        }
         match self.config {
-            PatternConfig::FullCopy(_) | PatternConfig::Push(_) => {}
-            PatternConfig::NotifyPull(_) | PatternConfig::Queue(_) => names.push(hosts::BROKER),
+            PatternConfig::FullCopy(_)
+            | PatternConfig::Push(_)
+            | PatternConfig::NotifyPull(_)
+            | PatternConfig::Queue(_) => {}
             PatternConfig::Outbox(o) => {
-                names.push(hosts::BROKER);
                 names.extend(hosts::RELAYS.iter().take(o.relay_instances as usize - 1));
             }
-            PatternConfig::Cdc(_) => names.extend([hosts::BROKER, hosts::CONNECTOR]),
+            PatternConfig::Cdc(_) => names.push(hosts::CONNECTOR),
             PatternConfig::Custom(custom) => names.extend(custom.0.extra_hosts()),
         }
         names
@@ -627,12 +656,21 @@ impl Variant {
         world.host(hosts::NOTIFIER, move |ctx| {
             systems::notifier::run_notifier(ctx, recorder.clone())
         })?;
-        if self.hosts().iter().any(|h| h.name == hosts::BROKER) {
-            let bugs = setup.bugs;
-            let retention_ms = self.config.consumer().and_then(|c| c.topic_retention_ms);
-            world.host(hosts::BROKER, move |ctx| {
-                systems::broker::run_broker(ctx, bugs, retention_ms)
+        if let Some(consumer) = self.config.consumer() {
+            let cluster = consumer.cluster;
+            let topics = self.config.topics();
+            world.host(CONTROLLER, move |ctx| {
+                systems::controller::run_controller(
+                    ctx,
+                    cluster.brokers,
+                    cluster.unclean_leader_election,
+                    topics.clone(),
+                )
             })?;
+            for name in BROKER_HOSTS.iter().take(cluster.brokers as usize) {
+                let bugs = setup.bugs;
+                world.host(name, move |ctx| systems::broker::run_broker(ctx, bugs, cluster))?;
+            }
         }
         // Both sides start from the same rows, restored onto their disks, unless the
         // target is to be filled by the integration.

@@ -9,14 +9,46 @@ use faultline_patterns::bugs::BugSet;
 use faultline_patterns::domain::{Action, ActionId, ActionRequest, CustomerId};
 use faultline_patterns::history::{Recorder, Rows};
 use faultline_patterns::systems::broker::{
-    run_broker, BrokerClient, BrokerError, Producer, ProducerConfig, CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
+    run_broker, BrokerClient, BrokerError, ClusterConfig, Producer, ProducerConfig, CLUSTER,
+    CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
 };
+use faultline_patterns::systems::controller::run_controller;
 use faultline_patterns::systems::source::{
     install_slots, LogGone, LogRetention, OutboxEvents, Source, SourceConfig, SyncPolicy,
     POSTGRES_LOG_RETENTION, SOURCE_LOG,
 };
 use faultline_patterns::{Setup, Variant};
 use faultline_sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime, World, WorldConfig};
+
+/// One broker that syncs every batch: what these tests' broker was before replication,
+/// so a power loss of it tests its own recovery.
+const ONE_SYNCED_BROKER: ClusterConfig = ClusterConfig {
+    brokers: 1,
+    min_insync_replicas: 1,
+    flush_every_batch: true,
+    ..CLUSTER
+};
+
+/// Registers a Kafka cluster: its controller and `broker-1`...
+fn install_cluster(world: &mut World, cluster: ClusterConfig) {
+    world
+        .host("controller", move |ctx| {
+            run_controller(
+                ctx,
+                cluster.brokers,
+                cluster.unclean_leader_election,
+                vec![("t".to_string(), 1)],
+            )
+        })
+        .unwrap();
+    for n in 1..=cluster.brokers {
+        world
+            .host(&format!("broker-{n}"), move |ctx| {
+                run_broker(ctx, BugSet::NONE, cluster)
+            })
+            .unwrap();
+    }
+}
 
 fn at(ms: u64, fault: Fault) -> FaultEvent {
     FaultEvent {
@@ -232,15 +264,14 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
     type ReadBack = Option<(Vec<u64>, u64)>;
     let after: Rc<RefCell<ReadBack>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(4)));
-    world
-        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
-        .unwrap();
+    install_cluster(&mut world, ONE_SYNCED_BROKER);
     let (acked_in, after_in) = (Rc::clone(&acked), Rc::clone(&after));
     world
         .host("client", move |ctx| {
             let (acked, after) = (Rc::clone(&acked_in), Rc::clone(&after_in));
             async move {
-                let broker = BrokerClient::new(&ctx, Duration::from_millis(100));
+                cluster_ready(&ctx).await;
+                let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(100));
                 for n in 0..20u64 {
                     if let Ok(offset) = broker
                         .produce("t", 0, vec![(n.to_string(), n.to_string())], None)
@@ -266,13 +297,13 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
         at(
             120,
             Fault::PowerLoss {
-                host: "broker".into(),
+                host: "broker-1".into(),
             },
         ),
         at(
             180,
             Fault::Restart {
-                host: "broker".into(),
+                host: "broker-1".into(),
             },
         ),
     ]));
@@ -298,15 +329,20 @@ fn retention_deletes_old_records_for_good_and_a_fetch_below_the_log_start_is_out
     type Offsets = Result<Vec<u64>, BrokerError>;
     let after: Rc<RefCell<Option<(Offsets, Offsets)>>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(4)));
-    world
-        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, Some(300)))
-        .unwrap();
+    install_cluster(
+        &mut world,
+        ClusterConfig {
+            retention_ms: Some(300),
+            ..ONE_SYNCED_BROKER
+        },
+    );
     let after_in = Rc::clone(&after);
     world
         .host("client", move |ctx| {
             let after = Rc::clone(&after_in);
             async move {
-                let broker = BrokerClient::new(&ctx, Duration::from_millis(100));
+                cluster_ready(&ctx).await;
+                let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(100));
                 // Ten records about 100 ms apart.
                 for n in 0..10u64 {
                     let _ = broker
@@ -339,13 +375,13 @@ fn retention_deletes_old_records_for_good_and_a_fetch_below_the_log_start_is_out
         at(
             1_100,
             Fault::PowerLoss {
-                host: "broker".into(),
+                host: "broker-1".into(),
             },
         ),
         at(
             1_200,
             Fault::Restart {
-                host: "broker".into(),
+                host: "broker-1".into(),
             },
         ),
     ]));
@@ -375,7 +411,7 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
         recorder: recorder.clone(),
         initial: Rc::new(initial),
         bootstrap: None,
-        schedule: creates(60, 10),
+        schedule: creates(60, 20),
         source: variant.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE),
         bugs: BugSet::NONE,
     };
@@ -384,13 +420,14 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
     // Lose some calls (offset commits among them), and kill the target's process
     // repeatedly while messages flow: it restarts from an older committed offset.
     let loss = faultline_sim::MessageFaultRates {
-        loss: 0.3,
+        loss: 0.1,
         ..Default::default()
     };
+    // The cluster has its leaders from about 0.2 s.
     let mut events = vec![
         at(0, Fault::MessageFaults { rates: loss }),
         at(
-            900,
+            1_200,
             Fault::MessageFaults {
                 rates: Default::default(),
             },
@@ -398,20 +435,20 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
     ];
     for i in 0..5 {
         events.push(at(
-            100 + i * 100,
+            400 + i * 150,
             Fault::Crash {
                 host: "target".into(),
             },
         ));
         events.push(at(
-            130 + i * 100,
+            430 + i * 150,
             Fault::Restart {
                 host: "target".into(),
             },
         ));
     }
     world.set_plan(FaultPlan::from_events(events));
-    world.run_until(SimTime::from_secs(3), |_| false).unwrap();
+    world.run_until(SimTime::from_secs(4), |_| false).unwrap();
     let trace = world.trace().events();
     let duplicates = trace.iter().filter(|e| e.kind == "inbox-duplicate").count();
     assert!(
@@ -432,8 +469,22 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
 
 /// The payloads of partition `t/0`, in offset order, read back through a lossy network
 /// (a failed fetch is tried again; at most about 1000).
+/// Waits until the cluster serves partition `t`/0 and the offsets of group `g`: a new
+/// cluster elects its leaders after the brokers' first heartbeats.
+async fn cluster_ready(ctx: &faultline_sim::HostCtx) {
+    let broker = BrokerClient::new(ctx, 1, Duration::from_millis(100));
+    loop {
+        let fetched = broker.fetch("t", 0, 0, 0).await;
+        let offsets = broker.committed_offset("g", "t", 0).await;
+        if matches!(fetched, Ok(_) | Err(BrokerError::OutOfRange { .. })) && offsets.is_ok() {
+            return;
+        }
+        faultline_sim::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn read_back(ctx: &faultline_sim::HostCtx) -> Vec<u64> {
-    let broker = BrokerClient::new(ctx, Duration::from_millis(100));
+    let broker = BrokerClient::new(ctx, 1, Duration::from_millis(100));
     let mut records = Vec::new();
     while records.len() < 1_000 {
         let Ok(batch) = broker.fetch("t", 0, records.len() as u64, 0).await else {
@@ -468,16 +519,15 @@ where
 {
     let stored: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(run.seed)));
-    world
-        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
-        .unwrap();
+    install_cluster(&mut world, ONE_SYNCED_BROKER);
     let stored_in = Rc::clone(&stored);
     let send = Rc::new(send);
     world
         .host("client", move |ctx| {
             let (stored, send) = (Rc::clone(&stored_in), Rc::clone(&send));
             async move {
-                send(Producer::new(&ctx, Duration::from_millis(100), config)).await;
+                cluster_ready(&ctx).await;
+                send(Producer::new(&ctx, Duration::from_millis(100), config, 1)).await;
                 faultline_sim::timer::sleep(Duration::from_millis(run.read_after_ms)).await;
                 *stored.borrow_mut() = Some(read_back(&ctx).await);
                 std::future::pending::<()>().await;
@@ -551,15 +601,14 @@ fn send_async_batches_what_accumulates_and_delivers_every_record_in_order() {
     let acks: Acks = Rc::default();
     let stored: Rc<RefCell<Vec<u64>>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(4)));
-    world
-        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
-        .unwrap();
+    install_cluster(&mut world, ONE_SYNCED_BROKER);
     let (acks_in, stored_in) = (Rc::clone(&acks), Rc::clone(&stored));
     world
         .host("client", move |ctx| {
             let (acks, stored) = (Rc::clone(&acks_in), Rc::clone(&stored_in));
             async move {
-                let producer = Producer::new(&ctx, Duration::from_millis(100), KAFKA_PRODUCER);
+                cluster_ready(&ctx).await;
+                let producer = Producer::new(&ctx, Duration::from_millis(100), KAFKA_PRODUCER, 1);
                 // 300 records handed over 1 ms apart, faster than one round trip each.
                 for n in 0..300u64 {
                     let delivery = producer.send_async("t", 0, "k".into(), n.to_string());
@@ -667,15 +716,14 @@ fn the_broker_answers_a_retry_of_its_last_five_batches_as_stored_and_refuses_the
     type Answers = Rc<RefCell<Vec<(&'static str, Result<u64, BrokerError>)>>>;
     let answers: Answers = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(2)));
-    world
-        .host("broker", |ctx| run_broker(ctx, BugSet::NONE, None))
-        .unwrap();
+    install_cluster(&mut world, ONE_SYNCED_BROKER);
     let answers_in = Rc::clone(&answers);
     world
         .host("client", move |ctx| {
             let answers = Rc::clone(&answers_in);
             async move {
-                let broker = BrokerClient::new(&ctx, Duration::from_millis(200));
+                cluster_ready(&ctx).await;
+                let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(200));
                 // Sent until the broker answers (a connection from before its
                 // restart fails first).
                 let produce = |producer: u64, seq: u64| {
@@ -720,13 +768,13 @@ fn the_broker_answers_a_retry_of_its_last_five_batches_as_stored_and_refuses_the
         at(
             1_000,
             Fault::Crash {
-                host: "broker".into(),
+                host: "broker-1".into(),
             },
         ),
         at(
             1_100,
             Fault::Restart {
-                host: "broker".into(),
+                host: "broker-1".into(),
             },
         ),
     ]));

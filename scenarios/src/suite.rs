@@ -958,7 +958,7 @@ mod tests {
         let text = scenario(&format!("bugs = [\"off-by-one\"]\n{OK_BODY}"));
         insta::assert_snapshot!(error(&text), @r#"
         suite.toml:6:9: unknown bug "off-by-one"
-          hint: valid bugs are: relay-marks-before-publish, inbox-separate-tx, offset-before-apply, cdc-position-before-publish, retry-queue-reorders, effect-before-commit, source-skips-sync, broker-acks-before-sync, target-panics-on-long-history, consumer-retries-without-backoff, target-applies-rows-separately, target-deletes-without-cascade, relay-sleeps-per-message, consumer-exits-on-fetch-error, target-exposes-before-sync, source-retries-failed-fsync, source-keeps-torn-tail, source-skips-dir-sync, welcome-key-per-attempt, cdc-resumes-past-shared-position, cdc-recreates-lost-slot
+          hint: valid bugs are: relay-marks-before-publish, inbox-separate-tx, offset-before-apply, cdc-position-before-publish, retry-queue-reorders, effect-before-commit, source-skips-sync, broker-acks-before-replication, target-panics-on-long-history, consumer-retries-without-backoff, target-applies-rows-separately, target-deletes-without-cascade, relay-sleeps-per-message, consumer-exits-on-fetch-error, target-exposes-before-sync, source-retries-failed-fsync, source-keeps-torn-tail, source-skips-dir-sync, welcome-key-per-attempt, cdc-resumes-past-shared-position, cdc-recreates-lost-slot
         "#);
     }
 

@@ -1,30 +1,51 @@
-//! A Kafka-like broker: topics split into partitions, each a durable log on the world's
-//! disk; committed consumer offsets in a small atomically replaced file.
+//! A Kafka cluster's brokers: topics split into partitions, each partition replicated
+//! on every broker (`replication.factor`), one replica the leader.
 //!
-//! A produce carries a batch of records for one partition; it is appended and synced
-//! before it is acknowledged (acks=all on a single replica). A retried produce whose
-//! first ack was lost appends a duplicate batch, unless the producer is idempotent: then
-//! the broker keeps the last [`PRODUCER_BATCHES_RETAINED`] batches' sequences per
-//! producer and partition (rebuilt from the log on recovery), answers a repeat of one of
-//! them as stored, and refuses a batch whose sequence does not follow the last one
-//! stored (Kafka's `OUT_OF_ORDER_SEQUENCE_NUMBER`). Order holds within a partition only.
-//! Consumers fetch from an offset and commit offsets; after a restart they resume from
-//! the committed offset, so whatever they had processed but not committed is delivered
-//! again.
+//! The leader appends a produce to its log and, by default, answers without an fsync:
+//! Kafka leaves flushing to the OS (`log.flush.interval.messages` is unbounded) and
+//! relies on replication. With `acks=all` the answer waits until every in-sync replica
+//! has the batch (the high watermark passed it) and is refused while the ISR is
+//! smaller than `min.insync.replicas`; with `acks=1` it goes once the leader's log has
+//! it. Followers copy the leader's log by fetching from it; a follower that has not
+//! caught up for `replica.lag.time.max.ms` is dropped from the ISR, one that catches up
+//! rejoins (both through the controller). Consumers read up to the high watermark only.
+//!
+//! Every batch carries the leader epoch it was appended under; a follower of a new
+//! leader sends the epoch of its last record with each fetch, and the leader answers a
+//! log that diverged from its own with the end of that epoch, where the follower cuts
+//! its log (KIP-101/KIP-595). A leader that lost its leadership while cut off thus
+//! loses what only it had: unacknowledged under `acks=all`, acknowledged under
+//! `acks=1` or after an unclean election.
+//!
+//! An idempotent producer's last [`PRODUCER_BATCHES_RETAINED`] batches per partition
+//! are known to every replica (rebuilt from the log, which followers copy): a repeat of
+//! one is answered as stored and a sequence that does not follow the last is refused
+//! as out of order. Committed consumer offsets are records of the replicated
+//! `__consumer_offsets` topic, written with `acks=all` (Kafka's
+//! `offsets.commit.required.acks`) through the group coordinator, its partition's
+//! leader. Order holds within a partition only.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::backoff::Backoff;
 use crate::bugs::{Bug, BugSet};
-use faultline_sim::{serve, HostCtx, LogFile, RpcClient, RpcError, RpcMessage};
+use crate::systems::controller::{
+    isr_text, ControllerRequest, ControllerResponse, Image, PartitionState, CONTROLLER, CONTROLLER_PORT,
+    HEARTBEAT_MS,
+};
+use faultline_sim::{serve, HostCtx, LogFile, LogPos, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
 
-/// The port the broker listens on.
+pub use crate::systems::producer::{
+    Delivery, Producer, ProducerConfig, CONNECT_SOURCE_PRODUCER, CONNECT_SOURCE_PRODUCER_IDEMPOTENT,
+    KAFKA_PRODUCER,
+};
+
+/// The port brokers listen on.
 pub const BROKER_PORT: u16 = 9092;
 /// How long a fetch waits at the broker for records when there are none (Kafka's
 /// `fetch.max.wait.ms`); below the call timeout, so an idle fetch is not a failure.
@@ -36,7 +57,8 @@ pub const FETCH_WAIT_MAX_MS: u64 = 1_000;
 pub const BATCH_SIZE_BYTES: usize = 16_384;
 /// Records one fetch returns at most.
 pub const FETCH_MAX_RECORDS: u32 = 64;
-const OFFSETS_FILE: &str = "offsets.json";
+/// The internal topic committed offsets are records of.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Each partition's log start offset (Kafka's `log-start-offset-checkpoint`): records
 /// below it were deleted by retention and never come back, not even after a restart.
 const LOG_STARTS_FILE: &str = "log-starts.json";
@@ -50,8 +72,66 @@ pub const PRODUCER_BATCHES_RETAINED: usize = 5;
 /// The most requests a producer may have in flight with idempotence (Kafka 4.x refuses
 /// a larger `max.in.flight.requests.per.connection` with a ConfigException).
 pub const MAX_IN_FLIGHT_FOR_IDEMPOTENCE: usize = PRODUCER_BATCHES_RETAINED;
-/// How often a broker that acknowledges before syncing (a planted bug) catches up.
-const LAZY_SYNC_PERIOD: Duration = Duration::from_millis(200);
+/// How long an `acks=all` produce waits for the in-sync replicas before it is answered
+/// as timed out (the request's `timeout.ms`, compressed like the sessions).
+const PRODUCE_WAIT_MS: u64 = 1_500;
+/// How old dirty pages get before the OS writes them back (Linux
+/// `dirty_expire_centisecs=3000`, written back every 5 s; compressed 20× like the
+/// sessions): what a broker that does not fsync has on disk after a power loss is its
+/// log as of up to this long ago.
+const WRITEBACK_MS: u64 = 1_500;
+/// How long a follower's fetch may take: a long poll and its way back.
+const REPLICA_FETCH_TIMEOUT: Duration = Duration::from_millis(FETCH_WAIT_MS + 300);
+/// How long a broker waits for the controller: a heartbeat's answer is stale after the
+/// session.
+const CONTROLLER_TIMEOUT: Duration = Duration::from_millis(crate::systems::controller::SESSION_TIMEOUT_MS);
+/// A follower's wait after a failed fetch (`replica.fetch.backoff.ms`, 1000, compressed).
+const REPLICA_BACKOFF_MS: u64 = 50;
+
+/// The broker host names, `broker-1` up to the largest cluster.
+pub const BROKER_HOSTS: [&str; 5] = ["broker-1", "broker-2", "broker-3", "broker-4", "broker-5"];
+
+/// Which acknowledgement a producer waits for (Kafka's `acks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Acks {
+    /// `acks=0`: none; the record counts as sent once the request is written.
+    None,
+    /// `acks=1`: the leader's log has it.
+    Leader,
+    /// `acks=all`: every in-sync replica has it, and there are `min.insync.replicas`.
+    All,
+}
+
+/// The cluster a broker-based pattern runs on, by Kafka's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Broker hosts; every topic has a replica on each (`replication.factor`).
+    pub brokers: u32,
+    /// `min.insync.replicas`: an `acks=all` produce is refused with fewer in-sync
+    /// replicas (Kafka's default is 1; a careful cluster sets 2 with 3 replicas).
+    pub min_insync_replicas: u32,
+    /// `unclean.leader.election.enable`: with no in-sync replica alive, elect one out
+    /// of sync (and lose what it lacks) rather than stay offline.
+    pub unclean_leader_election: bool,
+    /// `log.flush.interval.messages=1`: fsync every batch before it counts as stored;
+    /// off (Kafka's default) leaves it to the page cache and replication.
+    pub flush_every_batch: bool,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_max_ms: u64,
+    /// `retention.ms` of every topic: records older are deleted; `None` keeps them.
+    pub retention_ms: Option<u64>,
+}
+
+/// Three brokers, `min.insync.replicas=2`, clean elections, page-cache flushing,
+/// `replica.lag.time.max.ms` 30 s compressed 20× like the sessions.
+pub const CLUSTER: ClusterConfig = ClusterConfig {
+    brokers: 3,
+    min_insync_replicas: 2,
+    unclean_leader_election: false,
+    flush_every_batch: false,
+    replica_lag_max_ms: 1_500,
+    retention_ms: None,
+};
 
 /// A producer's identity and the sequence number of this record (idempotent producer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -73,12 +153,15 @@ pub struct BrokerRecord {
     pub payload: String,
     /// The producer sequence, when the producer is idempotent.
     pub producer: Option<ProducerSeq>,
-    /// When the broker appended it (ms), kept only where retention needs its age.
+    /// When the leader appended it (ms), kept only where retention needs its age.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appended_at_ms: Option<u64>,
+    /// The leader epoch it was appended under.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
-/// A request to the broker.
+/// A request to a broker.
 #[allow(missing_docs)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BrokerRequest {
@@ -89,6 +172,7 @@ pub enum BrokerRequest {
         partition: u32,
         records: Vec<(String, String)>,
         producer: Option<ProducerSeq>,
+        acks: Acks,
     },
     Fetch {
         topic: String,
@@ -109,9 +193,21 @@ pub enum BrokerRequest {
         topic: String,
         partition: u32,
     },
+    /// Which broker leads a partition (creating it if it does not exist).
+    Metadata { topic: String, partition: u32 },
+    /// A follower's fetch: its log end, the epoch of its last record, and the leader
+    /// epoch it follows.
+    ReplicaFetch {
+        broker: u32,
+        topic: String,
+        partition: u32,
+        offset: u64,
+        last_epoch: Option<u64>,
+        leader_epoch: u64,
+    },
 }
 
-/// The broker's answer.
+/// A broker's answer.
 #[allow(missing_docs)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum BrokerResponse {
@@ -133,6 +229,27 @@ pub enum BrokerResponse {
     },
     Committed,
     Offset(u64),
+    /// This broker does not lead the partition (NOT_LEADER_OR_FOLLOWER; for offsets,
+    /// NOT_COORDINATOR): the client refreshes its metadata.
+    NotLeader,
+    /// Fewer in-sync replicas than `min.insync.replicas` (NOT_ENOUGH_REPLICAS, or
+    /// `_AFTER_APPEND` when the ISR shrank while the batch waited).
+    NotEnoughReplicas,
+    Leader {
+        broker: Option<u32>,
+        epoch: u64,
+    },
+    /// A follower's fetch: whole batches from its offset, the leader's high watermark.
+    Batches {
+        batches: Vec<Vec<BrokerRecord>>,
+        high_watermark: u64,
+    },
+    /// The follower's log diverged from the leader's: the end of the largest epoch at
+    /// or below the follower's last one.
+    Diverging {
+        epoch: u64,
+        end_offset: u64,
+    },
     Error(String),
 }
 
@@ -144,6 +261,7 @@ impl RpcMessage for BrokerRequest {
                 partition,
                 records,
                 producer,
+                ..
             } => {
                 let keys: Vec<&str> = records.iter().map(|(key, _)| key.as_str()).collect();
                 let keys = keys.join(" key=");
@@ -176,6 +294,14 @@ impl RpcMessage for BrokerRequest {
                 topic,
                 partition,
             } => format!("offset? {group} {topic}/{partition}"),
+            BrokerRequest::Metadata { topic, partition } => format!("metadata {topic}/{partition}"),
+            BrokerRequest::ReplicaFetch {
+                topic,
+                partition,
+                offset,
+                leader_epoch,
+                ..
+            } => format!("replica-fetch {topic}/{partition}@{offset} epoch={leader_epoch}"),
         }
     }
 }
@@ -191,33 +317,159 @@ impl RpcMessage for BrokerResponse {
             BrokerResponse::OutOfRange { start, end } => format!("offset out of range {start}..{end}"),
             BrokerResponse::Committed => "committed".to_string(),
             BrokerResponse::Offset(o) => format!("offset {o}"),
+            BrokerResponse::NotLeader => "not leader".to_string(),
+            BrokerResponse::NotEnoughReplicas => "not enough replicas".to_string(),
+            BrokerResponse::Leader { broker, epoch } => match broker {
+                Some(b) => format!("leader broker-{b} epoch={epoch}"),
+                None => format!("no leader epoch={epoch}"),
+            },
+            BrokerResponse::Batches {
+                batches,
+                high_watermark,
+            } => format!("batches n={} hw={high_watermark}", batches.len()),
+            BrokerResponse::Diverging { epoch, end_offset } => {
+                format!("diverging epoch={epoch} end={end_offset}")
+            }
             BrokerResponse::Error(e) => format!("error {e}"),
         }
     }
 }
 
-struct Partition {
-    log: LogFile,
-    records: Vec<BrokerRecord>,
-    /// The first offset retention has not deleted.
-    log_start: u64,
-    /// Wakes long-polling fetches when a record arrives.
-    arrived: Rc<Notify>,
-    /// One batch appended at a time.
-    writer: Rc<tokio::sync::Mutex<()>>,
+/// A follower as its leader tracks it (Kafka's `Replica` state).
+#[derive(Clone, Copy)]
+struct FollowerState {
+    /// Its log end offset, as its last fetch said.
+    log_end: u64,
+    /// When it last had everything the leader had (`lastCaughtUpTimeMs`).
+    caught_up_at_ms: u64,
+    /// When it last fetched, and the leader's log end then.
+    last_fetch_ms: u64,
+    last_fetch_leader_end: u64,
 }
 
-/// One stored batch of an idempotent producer: its sequences and first offset.
+#[derive(Clone)]
+enum Role {
+    /// Not yet told by the controller.
+    Unknown,
+    Leader {
+        epoch: u64,
+        followers: BTreeMap<u32, FollowerState>,
+    },
+    Follower {
+        leader: Option<u32>,
+        epoch: u64,
+    },
+}
+
+/// This broker's replica of one partition.
+struct Replica {
+    log: LogFile,
+    records: Vec<BrokerRecord>,
+    /// Each stored batch's first offset and where its frame starts.
+    frames: Vec<(u64, LogPos)>,
+    /// The first offset retention has not deleted.
+    log_start: u64,
+    /// Offsets below are on every in-sync replica: what consumers may read.
+    high_watermark: u64,
+    /// Each leader epoch in the log and its first offset, ascending.
+    epochs: Vec<(u64, u64)>,
+    role: Role,
+    isr: Vec<u32>,
+    partition_epoch: u64,
+    /// Wakes fetches waiting for records (followers: the log end).
+    arrived: Rc<Notify>,
+    /// Wakes what waits on the high watermark or a change of role.
+    committed: Rc<Notify>,
+    /// One batch appended (or the log cut) at a time.
+    writer: Rc<tokio::sync::Mutex<()>>,
+    /// An ISR change is with the controller.
+    alter_pending: bool,
+    /// A follower fetcher runs for this replica.
+    fetching: bool,
+}
+
+impl Replica {
+    fn log_end(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    fn last_epoch(&self) -> Option<u64> {
+        self.epochs.last().map(|&(epoch, _)| epoch)
+    }
+
+    fn leader_epoch(&self) -> Option<u64> {
+        match self.role {
+            Role::Leader { epoch, .. } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// The largest epoch at or below `epoch` in this log and where it ends (the next
+    /// epoch's start, or the log end): Kafka's `endOffsetForEpoch`.
+    fn end_of_epoch(&self, epoch: u64) -> (u64, u64) {
+        let at = self.epochs.partition_point(|&(e, _)| e <= epoch);
+        let end = self.epochs.get(at).map_or(self.log_end(), |&(_, start)| start);
+        match at.checked_sub(1) {
+            Some(i) => (self.epochs[i].0, end),
+            None => (epoch, end.min(self.epochs.first().map_or(0, |&(_, start)| start))),
+        }
+    }
+
+    /// Notes a stored batch's frame and epoch.
+    fn note_batch(&mut self, batch: &[BrokerRecord], pos: LogPos) {
+        if let Some(first) = batch.first() {
+            self.frames.push((first.offset, pos));
+            if self.last_epoch().is_none_or(|e| first.epoch > e) {
+                self.epochs.push((first.epoch, first.offset));
+            }
+        }
+    }
+
+    /// The leader's high watermark: the smallest log end among the in-sync replicas,
+    /// frozen while they are fewer than `min.insync.replicas` (Kafka 4's strict min-ISR
+    /// rule, KIP-966). It never goes back.
+    fn advance_high_watermark(&mut self, me: u32, min_insync: usize) {
+        let Role::Leader { followers, .. } = &self.role else {
+            return;
+        };
+        if self.isr.len() < min_insync {
+            return;
+        }
+        let mut hw = self.log_end();
+        for b in &self.isr {
+            if *b != me {
+                hw = hw.min(followers.get(b).map_or(0, |f| f.log_end));
+            }
+        }
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            self.committed.notify_waiters();
+        }
+    }
+}
+
+/// One stored batch of an idempotent producer: its sequences and offsets.
 #[derive(Clone, Copy)]
 struct StoredBatch {
     first_seq: u64,
     last_seq: u64,
     first_offset: u64,
+    last_offset: u64,
 }
 
 /// A producer's last [`PRODUCER_BATCHES_RETAINED`] batches in one partition.
 #[derive(Default)]
 struct ProducerBatches(std::collections::VecDeque<StoredBatch>);
+
+/// What an idempotent producer's batch meets.
+enum SequenceCheck {
+    Append,
+    /// A copy of a stored batch.
+    Duplicate(StoredBatch),
+    OutOfOrder {
+        expected: u64,
+    },
+}
 
 impl ProducerBatches {
     fn push(&mut self, batch: StoredBatch) {
@@ -227,39 +479,62 @@ impl ProducerBatches {
         self.0.push_back(batch);
     }
 
-    /// What a batch `first_seq..=last_seq` meets (Kafka's `checkSequence` and
-    /// `findDuplicateBatch`): `Some(answer)` when it is not to be appended.
-    fn check(&self, first_seq: u64, last_seq: u64) -> Option<BrokerResponse> {
+    /// Kafka's `checkSequence` and `findDuplicateBatch`.
+    fn check(&self, first_seq: u64, last_seq: u64) -> SequenceCheck {
         if let Some(stored) = self
             .0
             .iter()
             .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
         {
-            return Some(BrokerResponse::Produced {
-                offset: stored.first_offset,
-            });
+            return SequenceCheck::Duplicate(*stored);
         }
         // A producer the partition has no state of may start at any sequence.
-        let expected = self.0.back()?.last_seq + 1;
-        (first_seq != expected).then_some(BrokerResponse::OutOfOrderSequence { expected })
+        match self.0.back() {
+            Some(last) if first_seq != last.last_seq + 1 => SequenceCheck::OutOfOrder {
+                expected: last.last_seq + 1,
+            },
+            _ => SequenceCheck::Append,
+        }
     }
+}
+
+/// The idempotent producer's batches in a run of records, one per stored batch.
+fn stored_batch(batch: &[BrokerRecord]) -> Option<(u64, StoredBatch)> {
+    let (first, last) = (batch.first()?, batch.last()?);
+    let (p, q) = (first.producer?, last.producer?);
+    Some((
+        p.producer,
+        StoredBatch {
+            first_seq: p.seq,
+            last_seq: q.seq,
+            first_offset: first.offset,
+            last_offset: last.offset,
+        },
+    ))
 }
 
 struct State {
     ctx: HostCtx,
+    id: u32,
+    config: ClusterConfig,
     bugs: BugSet,
-    partitions: BTreeMap<(String, u32), Partition>,
-    offsets: BTreeMap<String, u64>,
+    replicas: BTreeMap<(String, u32), Replica>,
     /// The last batches stored per producer, topic and partition, oldest first.
     sequences: BTreeMap<(u64, String, u32), ProducerBatches>,
-    /// `retention.ms` of every topic: records older are deleted; `None` keeps them.
-    retention_ms: Option<u64>,
+    /// The controller's metadata image as this broker last heard it.
+    image: Image,
+    image_version: u64,
     /// The durable log start offsets, by `topic-partition`.
     log_starts: BTreeMap<String, u64>,
+    controller: RpcClient<ControllerRequest, ControllerResponse>,
+    peers: BTreeMap<u32, RpcClient<BrokerRequest, BrokerResponse>>,
 }
 
+type Shared = Rc<RefCell<State>>;
+
 impl State {
-    fn partition(&mut self, topic: &str, partition: u32) -> &mut Partition {
+    /// This broker's replica of a partition, opened from its log on first use.
+    fn replica(&mut self, topic: &str, partition: u32) -> &mut Replica {
         let ctx = &self.ctx;
         let sequences = &mut self.sequences;
         let log_start = self
@@ -267,113 +542,381 @@ impl State {
             .get(&format!("{topic}-{partition}"))
             .copied()
             .unwrap_or(0);
-        self.partitions
+        self.replicas
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
-                let (log, recovery) = LogFile::open(ctx.disk(), &format!("{topic}-{partition}.log"));
+                let file = format!("{topic}-{partition}.log");
+                let created = !ctx.disk().list().contains(&file);
+                let (log, recovery) = LogFile::open(ctx.disk(), &file);
+                if created {
+                    // Kafka flushes the directory when it creates a partition's log,
+                    // so the log itself survives a power loss.
+                    let log = log.clone();
+                    tokio::task::spawn_local(async move {
+                        let _ = log.sync().await;
+                    });
+                }
+                let mut replica = Replica {
+                    log,
+                    records: Vec::new(),
+                    frames: Vec::new(),
+                    log_start,
+                    high_watermark: 0,
+                    epochs: Vec::new(),
+                    role: Role::Unknown,
+                    isr: Vec::new(),
+                    partition_epoch: 0,
+                    arrived: Rc::new(Notify::new()),
+                    committed: Rc::new(Notify::new()),
+                    writer: Rc::default(),
+                    alter_pending: false,
+                    fetching: false,
+                };
                 // One frame per batch: a batch is stored whole or not at all, as Kafka
                 // writes a record batch with one CRC.
-                let mut records: Vec<BrokerRecord> = Vec::new();
                 for frame in &recovery.records {
                     let batch: Vec<BrokerRecord> = serde_json::from_slice(&frame.payload)
                         .expect("broker batches are written by this module");
-                    if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-                        if let (Some(p), Some(q)) = (first.producer, last.producer) {
-                            sequences
-                                .entry((p.producer, topic.to_string(), partition))
-                                .or_default()
-                                .push(StoredBatch {
-                                    first_seq: p.seq,
-                                    last_seq: q.seq,
-                                    first_offset: first.offset,
-                                });
-                        }
+                    if let Some((producer, stored)) = stored_batch(&batch) {
+                        sequences
+                            .entry((producer, topic.to_string(), partition))
+                            .or_default()
+                            .push(stored);
                     }
-                    records.extend(batch);
+                    replica.note_batch(&batch, frame.pos);
+                    replica.records.extend(batch);
                 }
-                Partition {
-                    log,
-                    records,
-                    log_start,
-                    arrived: Rc::new(Notify::new()),
-                    writer: Rc::default(),
-                }
+                replica
             })
     }
 
-    /// Answers a read (fetch, offset lookup); writes go through [`produce`] and
-    /// [`commit_offset`], which wait for the disk.
-    fn read(&mut self, request: BrokerRequest) -> BrokerResponse {
-        match request {
-            BrokerRequest::Fetch {
-                topic,
-                partition,
-                offset,
-                max,
-                ..
-            } => {
-                let part = self.partition(&topic, partition);
-                let log_end = part.records.len() as u64;
-                // A start past the end (records lost after their deletion was recorded)
-                // means an empty partition: the consumer resets to the end.
-                let log_start = part.log_start.min(log_end);
-                if offset < log_start || offset > log_end {
-                    return BrokerResponse::OutOfRange {
-                        start: log_start,
-                        end: log_end,
+    fn peer(&mut self, broker: u32) -> RpcClient<BrokerRequest, BrokerResponse> {
+        let ctx = &self.ctx;
+        self.peers
+            .entry(broker)
+            .or_insert_with(|| {
+                RpcClient::new(
+                    ctx,
+                    BROKER_HOSTS[broker as usize - 1],
+                    BROKER_PORT,
+                    REPLICA_FETCH_TIMEOUT,
+                )
+            })
+            .clone()
+    }
+
+    /// Takes a newer metadata image: each partition this broker has a replica of
+    /// becomes led or followed as the controller says. Returns the partitions whose
+    /// follower fetcher is to start.
+    fn apply_image(&mut self, version: u64, image: Image) -> Vec<(String, u32)> {
+        if version <= self.image_version {
+            return Vec::new();
+        }
+        self.image_version = version;
+        self.image = image;
+        let me = self.id;
+        let min_insync = self.config.min_insync_replicas as usize;
+        let now = self.ctx.now().as_millis();
+        let mut followers_to_start = Vec::new();
+        let mine: Vec<((String, u32), PartitionState)> = self
+            .image
+            .iter()
+            .filter(|(_, p)| p.replicas.contains(&me))
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect();
+        for ((topic, partition), meta) in mine {
+            let replica = self.replica(&topic, partition);
+            replica.isr = meta.isr.clone();
+            replica.partition_epoch = meta.partition_epoch;
+            let role_changed = if meta.leader == Some(me) {
+                if replica.leader_epoch() == Some(meta.leader_epoch) {
+                    false
+                } else {
+                    // Kafka writes the new epoch's start into its epoch cache at once;
+                    // here the epoch's first batch marks it, which answers followers
+                    // the same (an epoch with no batch ends where the log ends).
+                    let end = replica.log_end();
+                    let followers = meta
+                        .replicas
+                        .iter()
+                        .filter(|&&b| b != me)
+                        .map(|&b| {
+                            (
+                                b,
+                                FollowerState {
+                                    log_end: 0,
+                                    caught_up_at_ms: now,
+                                    last_fetch_ms: now,
+                                    last_fetch_leader_end: end,
+                                },
+                            )
+                        })
+                        .collect();
+                    replica.role = Role::Leader {
+                        epoch: meta.leader_epoch,
+                        followers,
+                    };
+                    true
+                }
+            } else {
+                let follows = matches!(replica.role, Role::Follower { leader, epoch }
+                    if leader == meta.leader && epoch == meta.leader_epoch);
+                if !follows {
+                    replica.role = Role::Follower {
+                        leader: meta.leader,
+                        epoch: meta.leader_epoch,
                     };
                 }
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(part.records.len());
-                let end = start
-                    .saturating_add(max.min(FETCH_MAX_RECORDS) as usize)
-                    .min(part.records.len());
-                BrokerResponse::Records(part.records[start..end].to_vec())
+                if !replica.fetching {
+                    replica.fetching = true;
+                    followers_to_start.push((topic.clone(), partition));
+                }
+                !follows
+            };
+            if role_changed {
+                let role = match replica.role {
+                    Role::Leader { epoch, .. } => format!("leader epoch={epoch}"),
+                    Role::Follower { leader, epoch } => format!(
+                        "follower of {} epoch={epoch}",
+                        leader.map_or("none".to_string(), |b| format!("broker-{b}"))
+                    ),
+                    Role::Unknown => unreachable!("set above"),
+                };
+                let isr = isr_text(&replica.isr);
+                self.ctx
+                    .record("replica-role", format!("{topic}/{partition} {role} isr={isr}"));
             }
-            BrokerRequest::FetchOffset {
-                group,
-                topic,
-                partition,
-            } => BrokerResponse::Offset(
-                self.offsets
-                    .get(&offset_key(&group, &topic, partition))
-                    .copied()
-                    .unwrap_or(0),
-            ),
-            BrokerRequest::Produce { .. } | BrokerRequest::CommitOffset { .. } => {
-                unreachable!("writes are not reads")
+            let replica = self.replica(&topic, partition);
+            replica.advance_high_watermark(me, min_insync);
+            // Produces waiting on a leadership this broker lost must hear of it.
+            replica.committed.notify_waiters();
+            replica.arrived.notify_waiters();
+        }
+        followers_to_start
+    }
+
+    /// The leader's answer to a follower's fetch (after its position was noted).
+    fn serve_replica_fetch(&mut self, topic: &str, partition: u32, offset: u64) -> BrokerResponse {
+        let replica = self.replica(topic, partition);
+        let at = replica.frames.partition_point(|&(first, _)| first < offset);
+        let aligned =
+            offset == replica.log_end() || replica.frames.get(at).is_some_and(|&(first, _)| first == offset);
+        if !aligned {
+            // A follower inside one of our batches holds a different batch there.
+            let start = at.checked_sub(1).map_or(0, |i| replica.frames[i].0);
+            return BrokerResponse::Diverging {
+                epoch: replica.records.get(start as usize).map_or(0, |r| r.epoch),
+                end_offset: start,
+            };
+        }
+        let mut batches = Vec::new();
+        let mut count = 0;
+        for i in at..replica.frames.len() {
+            let first = replica.frames[i].0 as usize;
+            let end = replica
+                .frames
+                .get(i + 1)
+                .map_or(replica.records.len(), |&(f, _)| f as usize);
+            if count > 0 && count + (end - first) > FETCH_MAX_RECORDS as usize {
+                break;
             }
+            count += end - first;
+            batches.push(replica.records[first..end].to_vec());
+        }
+        BrokerResponse::Batches {
+            batches,
+            high_watermark: replica.high_watermark,
+        }
+    }
+
+    /// A consumer's read: up to the high watermark, at the leader only.
+    fn serve_fetch(&mut self, topic: &str, partition: u32, offset: u64, max: u32) -> BrokerResponse {
+        let replica = self.replica(topic, partition);
+        if replica.leader_epoch().is_none() {
+            return BrokerResponse::NotLeader;
+        }
+        let readable = replica.high_watermark.min(replica.log_end());
+        // A start past the end (records lost after their deletion was recorded) means
+        // an empty partition: the consumer resets to the end.
+        let log_start = replica.log_start.min(readable);
+        // Out of range only past the log end: a new leader's high watermark may lag
+        // behind what consumers already read until its followers fetch.
+        if offset < log_start || offset > replica.log_end() {
+            return BrokerResponse::OutOfRange {
+                start: log_start,
+                end: readable,
+            };
+        }
+        if offset >= readable {
+            return BrokerResponse::Records(Vec::new());
+        }
+        let end = offset
+            .saturating_add(u64::from(max.min(FETCH_MAX_RECORDS)))
+            .min(readable);
+        BrokerResponse::Records(replica.records[offset as usize..end as usize].to_vec())
+    }
+
+    /// The group's last committed offset, from the coordinator's replica of the
+    /// offsets topic (committed records only).
+    fn committed_offset(&mut self, key: &str) -> BrokerResponse {
+        let replica = self.replica(OFFSETS_TOPIC, 0);
+        if replica.leader_epoch().is_none() {
+            return BrokerResponse::NotLeader;
+        }
+        let readable = replica.high_watermark.min(replica.log_end()) as usize;
+        let offset = replica.records[..readable]
+            .iter()
+            .rev()
+            .find(|r| r.key == key)
+            .map_or(0, |r| {
+                r.payload.parse().expect("offsets are written by this module")
+            });
+        BrokerResponse::Offset(offset)
+    }
+
+    /// Cuts a replica's log back to `offset` (a batch boundary at or below it): the
+    /// records, the frames, the epochs and the producer state past it go.
+    fn truncate(&mut self, topic: &str, partition: u32, offset: u64) {
+        let replica = self.replica(topic, partition);
+        let at = replica.frames.partition_point(|&(first, _)| first < offset);
+        let Some(&(first, pos)) = replica.frames.get(at) else {
+            return;
+        };
+        replica.log.truncate(pos);
+        replica.frames.truncate(at);
+        replica.records.truncate(first as usize);
+        replica.epochs.retain(|&(_, start)| start < first);
+        replica.high_watermark = replica.high_watermark.min(first);
+        self.ctx
+            .record("replica-truncated", format!("{topic}/{partition} to {first}"));
+        // Rebuild the producer state of the partition from what remains.
+        let topic_s = topic.to_string();
+        self.sequences
+            .retain(|(_, t, p), _| !(t == &topic_s && *p == partition));
+        let replica = &self.replicas[&(topic_s.clone(), partition)];
+        let mut rebuilt: Vec<(u64, StoredBatch)> = Vec::new();
+        for (i, &(start, _)) in replica.frames.iter().enumerate() {
+            let end = replica
+                .frames
+                .get(i + 1)
+                .map_or(replica.records.len(), |&(f, _)| f as usize);
+            if let Some(b) = stored_batch(&replica.records[start as usize..end]) {
+                rebuilt.push(b);
+            }
+        }
+        for (producer, stored) in rebuilt {
+            self.sequences
+                .entry((producer, topic_s.clone(), partition))
+                .or_default()
+                .push(stored);
         }
     }
 }
 
-/// Appends a batch to a partition's log, one batch at a time per partition (the
-/// partition leader's append lock), and acknowledges once it is durable.
+/// What a produce waits for once its batch is in the leader's log.
+enum Stored {
+    /// Answer now (`acks=0`/`1`, or refused).
+    Answer(BrokerResponse),
+    /// Answer once the high watermark passes `end` under leader epoch `epoch`.
+    AwaitReplicas { first: u64, end: u64, epoch: u64 },
+}
+
+/// Appends a batch to the leader's log, one batch at a time per partition (the
+/// partition's append lock), and answers as `acks` asks.
 async fn produce(
-    state: &Rc<RefCell<State>>,
+    state: &Shared,
     topic: String,
     partition: u32,
     records: Vec<(String, String)>,
     producer: Option<ProducerSeq>,
+    acks: Acks,
 ) -> BrokerResponse {
-    let writer = Rc::clone(&state.borrow_mut().partition(&topic, partition).writer);
+    let stored = append_as_leader(state, &topic, partition, records, producer, acks).await;
+    let (first, end, epoch) = match stored {
+        Stored::Answer(answer) => return answer,
+        Stored::AwaitReplicas { first, end, epoch } => (first, end, epoch),
+    };
+    let deadline = state.borrow().ctx.now() + Duration::from_millis(PRODUCE_WAIT_MS);
+    loop {
+        let committed = {
+            let mut s = state.borrow_mut();
+            let min_insync = s.config.min_insync_replicas as usize;
+            let replica = s.replica(&topic, partition);
+            if replica.leader_epoch() != Some(epoch) {
+                return BrokerResponse::NotLeader;
+            }
+            if replica.high_watermark >= end {
+                if replica.isr.len() < min_insync {
+                    return BrokerResponse::NotEnoughReplicas;
+                }
+                return BrokerResponse::Produced { offset: first };
+            }
+            Rc::clone(&replica.committed)
+        };
+        let now = state.borrow().ctx.now();
+        if now >= deadline {
+            return BrokerResponse::Error("request timed out waiting for the in-sync replicas".to_string());
+        }
+        let _ = faultline_sim::timer::timeout(deadline.saturating_since(now), committed.notified()).await;
+    }
+}
+
+async fn append_as_leader(
+    state: &Shared,
+    topic: &str,
+    partition: u32,
+    records: Vec<(String, String)>,
+    producer: Option<ProducerSeq>,
+    acks: Acks,
+) -> Stored {
+    if !state.borrow().image.contains_key(&(topic.to_string(), partition)) {
+        return Stored::Answer(BrokerResponse::NotLeader);
+    }
+    let writer = Rc::clone(&state.borrow_mut().replica(topic, partition).writer);
     let _appending = writer.lock().await;
-    let (log, batch, acks_before_sync) = {
+    let (log, batch, epoch, flush) = {
         let mut s = state.borrow_mut();
+        let min_insync = s.config.min_insync_replicas as usize;
+        let skip_replicas = s.bugs.has(Bug::BrokerAcksBeforeReplication);
+        let replica = s.replica(topic, partition);
+        let Some(epoch) = replica.leader_epoch() else {
+            return Stored::Answer(BrokerResponse::NotLeader);
+        };
+        if acks == Acks::All && replica.isr.len() < min_insync {
+            return Stored::Answer(BrokerResponse::NotEnoughReplicas);
+        }
         if let Some(p) = producer {
             let last_seq = p.seq + records.len().saturating_sub(1) as u64;
-            let stored = s.sequences.get(&(p.producer, topic.clone(), partition));
-            // A retry of a batch already stored is answered as the first time; a
-            // sequence that does not follow is refused.
-            if let Some(answer) = stored.and_then(|b| b.check(p.seq, last_seq)) {
-                return answer;
+            let check = s
+                .sequences
+                .get(&(p.producer, topic.to_string(), partition))
+                .map_or(SequenceCheck::Append, |b| b.check(p.seq, last_seq));
+            match check {
+                SequenceCheck::Append => {}
+                // A retry of a stored batch is answered as the first time, once it
+                // is as replicated as the first time needed.
+                SequenceCheck::Duplicate(stored) => {
+                    return if acks == Acks::All && !skip_replicas {
+                        Stored::AwaitReplicas {
+                            first: stored.first_offset,
+                            end: stored.last_offset + 1,
+                            epoch,
+                        }
+                    } else {
+                        Stored::Answer(BrokerResponse::Produced {
+                            offset: stored.first_offset,
+                        })
+                    };
+                }
+                SequenceCheck::OutOfOrder { expected } => {
+                    return Stored::Answer(BrokerResponse::OutOfOrderSequence { expected });
+                }
             }
         }
-        let acks_before_sync = s.bugs.has(Bug::BrokerAcksBeforeSync);
-        let appended_at_ms = s.retention_ms.map(|_| s.ctx.now().as_millis());
-        let part = s.partition(&topic, partition);
-        let first = part.records.len() as u64;
+        let appended_at_ms = s.config.retention_ms.map(|_| s.ctx.now().as_millis());
+        let flush = s.config.flush_every_batch;
+        let replica = s.replica(topic, partition);
+        let first = replica.log_end();
         let batch: Vec<BrokerRecord> = records
             .into_iter()
             .enumerate()
@@ -386,70 +929,350 @@ async fn produce(
                     seq: p.seq + i as u64,
                 }),
                 appended_at_ms,
+                epoch,
             })
             .collect();
-        (part.log.clone(), batch, acks_before_sync)
+        (replica.log.clone(), batch, epoch, flush)
     };
-    let batch_start = log.end();
-    let bytes = serde_json::to_vec(&batch).expect("records serialise");
-    let mut written = log.append(&bytes).await.map(|_| ());
-    // Planted bug: acknowledge before the records are durable; a background sync
-    // catches up later.
-    if written.is_ok() && !acks_before_sync {
-        written = log.sync().await;
-    }
-    if let Err(e) = written {
-        // Nothing of a failed batch stays, not even bytes a failed fsync left readable
-        // but not durable.
-        log.truncate(batch_start);
-        return BrokerResponse::Error(e.to_string());
-    }
+    let pos = match write_batch(&log, &batch, flush).await {
+        Ok(pos) => pos,
+        Err(e) => return Stored::Answer(BrokerResponse::Error(e)),
+    };
     let mut s = state.borrow_mut();
+    let me = s.id;
+    let min_insync = s.config.min_insync_replicas as usize;
+    let skip_replicas = s.bugs.has(Bug::BrokerAcksBeforeReplication);
     let first = batch.first().map_or(0, |r| r.offset);
-    let last_seq = batch.last().and_then(|r| r.producer).map(|p| p.seq);
-    let part = s.partition(&topic, partition);
-    part.records.extend(batch);
-    part.arrived.notify_waiters();
-    if let (Some(p), Some(last_seq)) = (producer, last_seq) {
+    let end = first + batch.len() as u64;
+    if let Some((producer, stored)) = stored_batch(&batch) {
         s.sequences
-            .entry((p.producer, topic, partition))
+            .entry((producer, topic.to_string(), partition))
             .or_default()
-            .push(StoredBatch {
-                first_seq: p.seq,
-                last_seq,
-                first_offset: first,
-            });
+            .push(stored);
     }
-    BrokerResponse::Produced { offset: first }
+    let replica = s.replica(topic, partition);
+    replica.note_batch(&batch, pos);
+    replica.records.extend(batch);
+    replica.arrived.notify_waiters();
+    replica.advance_high_watermark(me, min_insync);
+    match acks {
+        // Planted bug: answered as if replicated once the leader has it.
+        Acks::All if !skip_replicas => Stored::AwaitReplicas { first, end, epoch },
+        _ => Stored::Answer(BrokerResponse::Produced { offset: first }),
+    }
 }
 
-/// Stores a group's committed offset: the whole offsets file replaced the careful way,
-/// one commit at a time.
-async fn commit_offset(
-    state: &Rc<RefCell<State>>,
-    writer: &tokio::sync::Mutex<()>,
-    key: String,
-    offset: u64,
-) -> BrokerResponse {
-    let _committing = writer.lock().await;
-    let (disk, next) = {
-        let s = state.borrow();
-        let mut next = s.offsets.clone();
-        next.insert(key, offset);
-        (s.ctx.disk().clone(), next)
-    };
-    match disk
-        .replace(
-            OFFSETS_FILE,
-            &serde_json::to_vec(&next).expect("offsets serialise"),
-        )
-        .await
-    {
-        Ok(()) => {
-            state.borrow_mut().offsets = next;
-            BrokerResponse::Committed
+/// Writes one batch as one frame (synced when every batch is flushed); a batch that
+/// failed leaves nothing, not even bytes a failed fsync left readable but not durable.
+async fn write_batch(log: &LogFile, batch: &[BrokerRecord], flush: bool) -> Result<LogPos, String> {
+    let start = log.end();
+    let bytes = serde_json::to_vec(batch).expect("records serialise");
+    let mut written = log.append(&bytes).await.map(|_| ());
+    if written.is_ok() && flush {
+        written = log.sync().await;
+    }
+    match written {
+        Ok(()) => Ok(start),
+        Err(e) => {
+            log.truncate(start);
+            Err(e.to_string())
         }
-        Err(e) => BrokerResponse::Error(e.to_string()),
+    }
+}
+
+/// The leader's side of a follower's fetch: checks the follower's log against its own,
+/// notes its position (which may advance the high watermark or return it to the ISR),
+/// waits for records if it has them all, and answers with whole batches.
+async fn replica_fetch(
+    state: &Shared,
+    follower: u32,
+    topic: String,
+    partition: u32,
+    offset: u64,
+    last_epoch: Option<u64>,
+    leader_epoch: u64,
+) -> BrokerResponse {
+    let arrived = {
+        let mut s = state.borrow_mut();
+        let me = s.id;
+        let min_insync = s.config.min_insync_replicas as usize;
+        let now = s.ctx.now().as_millis();
+        let replica = s.replica(&topic, partition);
+        if replica.leader_epoch() != Some(leader_epoch) {
+            return BrokerResponse::NotLeader;
+        }
+        if let Some(last) = last_epoch {
+            let (epoch, end) = replica.end_of_epoch(last);
+            if epoch < last || end < offset {
+                return BrokerResponse::Diverging {
+                    epoch,
+                    end_offset: end,
+                };
+            }
+        }
+        let log_end = replica.log_end();
+        let high_watermark = replica.high_watermark;
+        let in_isr = replica.isr.contains(&follower);
+        let Role::Leader { followers, .. } = &mut replica.role else {
+            unreachable!("checked above");
+        };
+        let Some(f) = followers.get_mut(&follower) else {
+            return BrokerResponse::NotLeader;
+        };
+        f.log_end = offset.min(log_end);
+        // Kafka's rule: caught up if it has the leader's end now, or had the end the
+        // leader had at its previous fetch (then as of that fetch).
+        if offset >= log_end {
+            f.caught_up_at_ms = now;
+        } else if offset >= f.last_fetch_leader_end {
+            f.caught_up_at_ms = f.caught_up_at_ms.max(f.last_fetch_ms);
+        }
+        f.last_fetch_ms = now;
+        f.last_fetch_leader_end = log_end;
+        let rejoins = !in_isr && offset >= high_watermark;
+        replica.advance_high_watermark(me, min_insync);
+        if rejoins {
+            let mut isr = replica.isr.clone();
+            isr.push(follower);
+            isr.sort_unstable();
+            propose_isr(state, &mut s, &topic, partition, isr);
+        }
+        let replica = s.replica(&topic, partition);
+        (offset >= replica.log_end()).then(|| Rc::clone(&replica.arrived))
+    };
+    if let Some(arrived) = arrived {
+        let _ = faultline_sim::timer::timeout(Duration::from_millis(FETCH_WAIT_MS), arrived.notified()).await;
+    }
+    let mut s = state.borrow_mut();
+    if s.replica(&topic, partition).leader_epoch() != Some(leader_epoch) {
+        return BrokerResponse::NotLeader;
+    }
+    s.serve_replica_fetch(&topic, partition, offset)
+}
+
+/// Sends an ISR change to the controller unless one is pending; the answer's image is
+/// taken either way.
+fn propose_isr(state: &Shared, s: &mut State, topic: &str, partition: u32, isr: Vec<u32>) {
+    let replica = s.replica(topic, partition);
+    if replica.alter_pending {
+        return;
+    }
+    replica.alter_pending = true;
+    let partition_epoch = replica.partition_epoch;
+    let request = ControllerRequest::AlterPartition {
+        broker: s.id,
+        topic: topic.to_string(),
+        partition,
+        partition_epoch,
+        isr,
+    };
+    let controller = s.controller.clone();
+    let state = Rc::clone(state);
+    let key = (topic.to_string(), partition);
+    tokio::task::spawn_local(async move {
+        let answer = controller.call(&request).await;
+        let start = {
+            let mut s = state.borrow_mut();
+            s.replica(&key.0, key.1).alter_pending = false;
+            match answer {
+                Ok(
+                    ControllerResponse::Image { version, image }
+                    | ControllerResponse::Stale { version, image },
+                ) => s.apply_image(version, image),
+                _ => Vec::new(),
+            }
+        };
+        start_followers(&state, start);
+    });
+}
+
+/// The leader drops from the ISR each follower that has not caught up for
+/// `replica.lag.time.max.ms` (Kafka's `maybeShrinkIsr`, run every half of it).
+fn shrink_isrs(state: &Shared) {
+    let mut s = state.borrow_mut();
+    let now = s.ctx.now().as_millis();
+    let lag_max = s.config.replica_lag_max_ms;
+    let me = s.id;
+    let mut proposals = Vec::new();
+    for ((topic, partition), replica) in &s.replicas {
+        let Role::Leader { followers, .. } = &replica.role else {
+            continue;
+        };
+        let lagging =
+            |b: &u32| *b != me && followers.get(b).is_none_or(|f| f.caught_up_at_ms + lag_max < now);
+        if replica.isr.iter().any(lagging) {
+            let isr: Vec<u32> = replica.isr.iter().copied().filter(|b| !lagging(b)).collect();
+            proposals.push((topic.clone(), *partition, isr));
+        }
+    }
+    for (topic, partition, isr) in proposals {
+        propose_isr(state, &mut s, &topic, partition, isr);
+    }
+}
+
+/// Spawns the follower fetchers of newly followed partitions.
+fn start_followers(state: &Shared, partitions: Vec<(String, u32)>) {
+    for (topic, partition) in partitions {
+        tokio::task::spawn_local(follow(Rc::clone(state), topic, partition));
+    }
+}
+
+/// A follower's fetcher for one partition, for as long as the process lives: copies
+/// the leader's batches into its own log, or cuts its log where the leader says it
+/// diverged.
+async fn follow(state: Shared, topic: String, partition: u32) {
+    loop {
+        let plan = {
+            let mut s = state.borrow_mut();
+            let me = s.id;
+            let replica = s.replica(&topic, partition);
+            match replica.role {
+                Role::Follower {
+                    leader: Some(leader),
+                    epoch,
+                } if leader != me => Some((
+                    leader,
+                    BrokerRequest::ReplicaFetch {
+                        broker: me,
+                        topic: topic.clone(),
+                        partition,
+                        offset: replica.log_end(),
+                        last_epoch: replica.last_epoch(),
+                        leader_epoch: epoch,
+                    },
+                    epoch,
+                )),
+                Role::Leader { .. } => {
+                    replica.fetching = false;
+                    return;
+                }
+                _ => None,
+            }
+        };
+        let Some((leader, request, epoch)) = plan else {
+            faultline_sim::timer::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+            continue;
+        };
+        let peer = state.borrow_mut().peer(leader);
+        match peer.call(&request).await {
+            Ok(BrokerResponse::Batches {
+                batches,
+                high_watermark,
+            }) => {
+                for batch in batches {
+                    if !append_as_follower(&state, &topic, partition, epoch, batch).await {
+                        break;
+                    }
+                }
+                let mut s = state.borrow_mut();
+                let replica = s.replica(&topic, partition);
+                replica.high_watermark = replica.high_watermark.max(high_watermark.min(replica.log_end()));
+            }
+            Ok(BrokerResponse::Diverging {
+                epoch: leaders,
+                end_offset,
+            }) => {
+                let writer = Rc::clone(&state.borrow_mut().replica(&topic, partition).writer);
+                let _cutting = writer.lock().await;
+                let mut s = state.borrow_mut();
+                let replica = s.replica(&topic, partition);
+                let (_, own_end) = replica.end_of_epoch(leaders);
+                s.truncate(&topic, partition, end_offset.min(own_end));
+            }
+            _ => faultline_sim::timer::sleep(Duration::from_millis(REPLICA_BACKOFF_MS)).await,
+        }
+    }
+}
+
+/// Appends a batch copied from the leader, if this replica still follows at `epoch`
+/// and the batch continues its log.
+async fn append_as_follower(
+    state: &Shared,
+    topic: &str,
+    partition: u32,
+    epoch: u64,
+    batch: Vec<BrokerRecord>,
+) -> bool {
+    let writer = Rc::clone(&state.borrow_mut().replica(topic, partition).writer);
+    let _appending = writer.lock().await;
+    let (log, flush) = {
+        let mut s = state.borrow_mut();
+        let flush = s.config.flush_every_batch;
+        let replica = s.replica(topic, partition);
+        let follows = matches!(replica.role, Role::Follower { epoch: e, .. } if e == epoch);
+        if !follows || batch.first().map(|r| r.offset) != Some(replica.log_end()) {
+            return false;
+        }
+        (replica.log.clone(), flush)
+    };
+    let Ok(pos) = write_batch(&log, &batch, flush).await else {
+        return false;
+    };
+    let mut s = state.borrow_mut();
+    if let Some((producer, stored)) = stored_batch(&batch) {
+        s.sequences
+            .entry((producer, topic.to_string(), partition))
+            .or_default()
+            .push(stored);
+    }
+    let replica = s.replica(topic, partition);
+    replica.note_batch(&batch, pos);
+    replica.records.extend(batch);
+    true
+}
+
+/// The broker's heartbeat to the controller, every [`HEARTBEAT_MS`] for as long as the
+/// process lives, each on its own (a lost one does not hold up the next, so a session
+/// ends only after several in a row are lost); each answer's newer image changes the
+/// roles of its replicas.
+async fn heartbeat(state: Shared) {
+    loop {
+        let (controller, request) = {
+            let s = state.borrow();
+            (
+                s.controller.clone(),
+                ControllerRequest::Heartbeat {
+                    broker: s.id,
+                    incarnation: s.ctx.incarnation(),
+                    known: s.image_version,
+                },
+            )
+        };
+        let state = Rc::clone(&state);
+        tokio::task::spawn_local(async move {
+            if let Ok(ControllerResponse::Image { version, image }) = controller.call(&request).await {
+                let start = state.borrow_mut().apply_image(version, image);
+                start_followers(&state, start);
+            }
+        });
+        faultline_sim::timer::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+    }
+}
+
+/// Which broker leads a partition, creating the partition through the controller when
+/// it does not exist yet.
+async fn metadata(state: &Shared, topic: String, partition: u32) -> BrokerResponse {
+    let key = (topic, partition);
+    if !state.borrow().image.contains_key(&key) {
+        let controller = state.borrow().controller.clone();
+        let request = ControllerRequest::Create {
+            topic: key.0.clone(),
+            partition,
+        };
+        if let Ok(ControllerResponse::Image { version, image }) = controller.call(&request).await {
+            let start = state.borrow_mut().apply_image(version, image);
+            start_followers(state, start);
+        }
+    }
+    match state.borrow().image.get(&key) {
+        Some(p) => BrokerResponse::Leader {
+            broker: p.leader,
+            epoch: p.leader_epoch,
+        },
+        None => BrokerResponse::Leader {
+            broker: None,
+            epoch: 0,
+        },
     }
 }
 
@@ -460,22 +1283,26 @@ fn offset_key(group: &str, topic: &str, partition: u32) -> String {
 /// Deletes, per partition, the records older than `retention.ms` from the head of the
 /// log (each batch its own segment: Kafka's `segment.ms` compressed away), advancing
 /// the log start; the new starts are made durable first, so nothing deleted returns
-/// after a restart.
-async fn enforce_retention(state: &Rc<RefCell<State>>, retention_ms: u64) {
+/// after a restart. Each replica applies it to its own log by the records' append
+/// times, which the leader stamped. The offsets topic is compacted, not deleted.
+async fn enforce_retention(state: &Shared, retention_ms: u64) {
     let (disk, next) = {
         let s = state.borrow();
         let now = s.ctx.now().as_millis();
         let mut next = s.log_starts.clone();
-        for ((topic, partition), part) in &s.partitions {
-            let expired = part
+        for ((topic, partition), replica) in &s.replicas {
+            if topic == OFFSETS_TOPIC {
+                continue;
+            }
+            let expired = replica
                 .records
-                .get(part.log_start as usize..)
+                .get(replica.log_start as usize..)
                 .unwrap_or_default()
                 .iter()
                 .take_while(|r| r.appended_at_ms.is_some_and(|at| at + retention_ms <= now))
                 .count() as u64;
             if expired > 0 {
-                next.insert(format!("{topic}-{partition}"), part.log_start + expired);
+                next.insert(format!("{topic}-{partition}"), replica.log_start + expired);
             }
         }
         if next == s.log_starts {
@@ -489,47 +1316,62 @@ async fn enforce_retention(state: &Rc<RefCell<State>>, retention_ms: u64) {
     }
     let mut guard = state.borrow_mut();
     let s = &mut *guard;
-    for ((topic, partition), part) in s.partitions.iter_mut() {
+    for ((topic, partition), replica) in s.replicas.iter_mut() {
         if let Some(&start) = next.get(&format!("{topic}-{partition}")) {
-            if start > part.log_start {
+            if start > replica.log_start {
                 s.ctx
                     .record("retention-deleted", format!("{topic}/{partition} below {start}"));
-                part.log_start = start;
+                replica.log_start = start;
             }
         }
     }
     s.log_starts = next;
 }
 
-/// Runs the broker on this host until it stops; every topic keeps its records for
-/// `retention_ms` (`None`: for the whole run).
-pub async fn run_broker(ctx: HostCtx, bugs: BugSet, retention_ms: Option<u64>) -> faultline_sim::HostResult {
-    let read_map = |file: &str| -> BTreeMap<String, u64> {
-        let bytes = ctx.disk().read_all(file);
-        if bytes.is_empty() {
-            BTreeMap::new()
-        } else {
-            serde_json::from_slice(&bytes).expect("the broker's maps are written by this module")
-        }
+/// The broker number of a host called `broker-N`.
+fn broker_id(ctx: &HostCtx) -> u32 {
+    ctx.name()
+        .strip_prefix("broker-")
+        .and_then(|n| n.parse().ok())
+        .expect("brokers run on hosts called broker-N")
+}
+
+/// Runs a broker on this host (`broker-N`) until it stops.
+pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> faultline_sim::HostResult {
+    let bytes = ctx.disk().read_all(LOG_STARTS_FILE);
+    let log_starts = if bytes.is_empty() {
+        BTreeMap::new()
+    } else {
+        serde_json::from_slice(&bytes).expect("the broker's log starts are written by this module")
     };
-    let offsets = read_map(OFFSETS_FILE);
-    let log_starts = read_map(LOG_STARTS_FILE);
     // Log recovery: every partition's log made durable before it serves a fetch (what a
-    // crash left in the page cache was never acknowledged; a later power loss would
-    // take it back from consumers that saw it).
+    // crash left in the page cache would otherwise be served, and then taken back by a
+    // later power loss).
     for file in ctx.disk().list().into_iter().filter(|f| f.ends_with(".log")) {
         LogFile::open_durably(ctx.disk(), &file).await;
     }
     let state = Rc::new(RefCell::new(State {
         ctx: ctx.clone(),
+        id: broker_id(&ctx),
+        config,
         bugs,
-        partitions: BTreeMap::new(),
-        offsets,
+        replicas: BTreeMap::new(),
         sequences: BTreeMap::new(),
-        retention_ms,
+        image: Image::new(),
+        image_version: 0,
         log_starts,
+        controller: RpcClient::new(&ctx, CONTROLLER, CONTROLLER_PORT, CONTROLLER_TIMEOUT),
+        peers: BTreeMap::new(),
     }));
-    if let Some(retention_ms) = retention_ms {
+    tokio::task::spawn_local(heartbeat(Rc::clone(&state)));
+    let shrinking = Rc::clone(&state);
+    tokio::task::spawn_local(async move {
+        loop {
+            faultline_sim::timer::sleep(Duration::from_millis(config.replica_lag_max_ms / 2)).await;
+            shrink_isrs(&shrinking);
+        }
+    });
+    if let Some(retention_ms) = config.retention_ms {
         let retaining = Rc::clone(&state);
         tokio::task::spawn_local(async move {
             loop {
@@ -538,16 +1380,17 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, retention_ms: Option<u64>) -
             }
         });
     }
-    if bugs.has(Bug::BrokerAcksBeforeSync) {
+    if !config.flush_every_batch {
+        // The OS writes dirty pages back on its own schedule.
         let syncing = Rc::clone(&state);
         tokio::task::spawn_local(async move {
             loop {
-                faultline_sim::timer::sleep(LAZY_SYNC_PERIOD).await;
+                faultline_sim::timer::sleep(Duration::from_millis(WRITEBACK_MS)).await;
                 let logs: Vec<LogFile> = syncing
                     .borrow()
-                    .partitions
+                    .replicas
                     .values()
-                    .map(|p| p.log.clone())
+                    .map(|r| r.log.clone())
                     .collect();
                 for log in logs {
                     let _ = log.sync().await;
@@ -555,76 +1398,202 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, retention_ms: Option<u64>) -
             }
         });
     }
-    let offsets_writer = Rc::new(tokio::sync::Mutex::new(()));
     serve(ctx, BROKER_PORT, move |request: BrokerRequest| {
         let state = Rc::clone(&state);
-        let offsets_writer = Rc::clone(&offsets_writer);
-        async move {
-            // A long poll waits (without holding the state) until a record arrives.
-            if let BrokerRequest::Fetch {
-                topic,
-                partition,
-                offset,
-                wait_ms,
-                ..
-            } = &request
-            {
-                let (empty, arrived) = {
-                    let mut s = state.borrow_mut();
-                    let part = s.partition(topic, *partition);
-                    (part.records.len() as u64 == *offset, Rc::clone(&part.arrived))
-                };
-                if empty && *wait_ms > 0 {
-                    let wait = Duration::from_millis((*wait_ms).min(FETCH_WAIT_MAX_MS));
-                    let _ = faultline_sim::timer::timeout(wait, arrived.notified()).await;
-                }
-            }
-            match request {
-                BrokerRequest::Produce {
-                    topic,
-                    partition,
-                    records,
-                    producer,
-                } => produce(&state, topic, partition, records, producer).await,
-                BrokerRequest::CommitOffset {
-                    group,
-                    topic,
-                    partition,
-                    offset,
-                } => {
-                    commit_offset(
-                        &state,
-                        &offsets_writer,
-                        offset_key(&group, &topic, partition),
-                        offset,
-                    )
-                    .await
-                }
-                read => {
-                    let response = state.borrow_mut().read(read);
-                    response
-                }
-            }
-        }
+        async move { handle(&state, request).await }
     })
     .await?;
     Ok(())
 }
 
+async fn handle(state: &Shared, request: BrokerRequest) -> BrokerResponse {
+    match request {
+        BrokerRequest::Produce {
+            topic,
+            partition,
+            records,
+            producer,
+            acks,
+        } => produce(state, topic, partition, records, producer, acks).await,
+        BrokerRequest::Fetch {
+            topic,
+            partition,
+            offset,
+            max,
+            wait_ms,
+        } => {
+            // A long poll waits (without holding the state) until the high watermark
+            // moves.
+            let waiting = {
+                let mut s = state.borrow_mut();
+                if !s.image.contains_key(&(topic.clone(), partition)) {
+                    return BrokerResponse::NotLeader;
+                }
+                let replica = s.replica(&topic, partition);
+                (replica.leader_epoch().is_some() && replica.high_watermark <= offset && wait_ms > 0)
+                    .then(|| Rc::clone(&replica.committed))
+            };
+            if let Some(committed) = waiting {
+                let wait = Duration::from_millis(wait_ms.min(FETCH_WAIT_MAX_MS));
+                let _ = faultline_sim::timer::timeout(wait, committed.notified()).await;
+            }
+            state.borrow_mut().serve_fetch(&topic, partition, offset, max)
+        }
+        BrokerRequest::CommitOffset {
+            group,
+            topic,
+            partition,
+            offset,
+        } => {
+            let record = (offset_key(&group, &topic, partition), offset.to_string());
+            match produce(state, OFFSETS_TOPIC.to_string(), 0, vec![record], None, Acks::All).await {
+                BrokerResponse::Produced { .. } => BrokerResponse::Committed,
+                other => other,
+            }
+        }
+        BrokerRequest::FetchOffset {
+            group,
+            topic,
+            partition,
+        } => {
+            let mut s = state.borrow_mut();
+            if !s.image.contains_key(&(OFFSETS_TOPIC.to_string(), 0)) {
+                return BrokerResponse::NotLeader;
+            }
+            s.committed_offset(&offset_key(&group, &topic, partition))
+        }
+        BrokerRequest::Metadata { topic, partition } => metadata(state, topic, partition).await,
+        BrokerRequest::ReplicaFetch {
+            broker,
+            topic,
+            partition,
+            offset,
+            last_epoch,
+            leader_epoch,
+        } => {
+            if !state.borrow().image.contains_key(&(topic.clone(), partition)) {
+                return BrokerResponse::NotLeader;
+            }
+            replica_fetch(state, broker, topic, partition, offset, last_epoch, leader_epoch).await
+        }
+    }
+}
+
+/// What a client knows of the cluster (Kafka's `Metadata`): the brokers to bootstrap
+/// from and each partition's leader as last heard. A call that meets a broker that does
+/// not lead, or fails, forgets the leader, so the next call asks again.
+pub struct Cluster {
+    ctx: HostCtx,
+    brokers: u32,
+    timeout: Duration,
+    leaders: RefCell<BTreeMap<(String, u32), u32>>,
+    clients: RefCell<BTreeMap<u32, RpcClient<BrokerRequest, BrokerResponse>>>,
+    /// The bootstrap broker asked next (`bootstrap.servers`, tried in turn).
+    next_bootstrap: Cell<u32>,
+}
+
+impl Cluster {
+    /// A client's view of a cluster of `brokers` brokers; calls give up after `timeout`.
+    pub fn new(ctx: &HostCtx, brokers: u32, timeout: Duration) -> Rc<Cluster> {
+        Rc::new(Cluster {
+            ctx: ctx.clone(),
+            brokers,
+            timeout,
+            leaders: RefCell::default(),
+            clients: RefCell::default(),
+            next_bootstrap: Cell::new(0),
+        })
+    }
+
+    /// The RPC client of one broker.
+    pub fn client(&self, broker: u32) -> RpcClient<BrokerRequest, BrokerResponse> {
+        self.clients
+            .borrow_mut()
+            .entry(broker)
+            .or_insert_with(|| {
+                RpcClient::new(
+                    &self.ctx,
+                    BROKER_HOSTS[broker as usize - 1],
+                    BROKER_PORT,
+                    self.timeout,
+                )
+            })
+            .clone()
+    }
+
+    /// The partition's leader, from the cache or a metadata request.
+    pub async fn leader(&self, topic: &str, partition: u32) -> Result<u32, BrokerError> {
+        if let Some(&leader) = self.leaders.borrow().get(&(topic.to_string(), partition)) {
+            return Ok(leader);
+        }
+        let bootstrap = self.next_bootstrap.get() % self.brokers + 1;
+        let request = BrokerRequest::Metadata {
+            topic: topic.to_string(),
+            partition,
+        };
+        match self.client(bootstrap).call(&request).await {
+            Ok(BrokerResponse::Leader {
+                broker: Some(leader), ..
+            }) => {
+                self.leaders
+                    .borrow_mut()
+                    .insert((topic.to_string(), partition), leader);
+                Ok(leader)
+            }
+            Ok(_) => Err(BrokerError::NotLeader),
+            Err(e) => {
+                self.next_bootstrap.set(self.next_bootstrap.get() + 1);
+                Err(BrokerError::Call(e))
+            }
+        }
+    }
+
+    /// Forgets a partition's leader after a call to it failed or met another broker.
+    pub fn forget(&self, topic: &str, partition: u32) {
+        self.leaders.borrow_mut().remove(&(topic.to_string(), partition));
+    }
+
+    /// Calls the partition's leader; a failed call or a `NotLeader` forgets it.
+    async fn call(
+        &self,
+        topic: &str,
+        partition: u32,
+        request: &BrokerRequest,
+    ) -> Result<BrokerResponse, BrokerError> {
+        let leader = self.leader(topic, partition).await?;
+        match self.client(leader).call(request).await {
+            Ok(BrokerResponse::NotLeader) => {
+                self.forget(topic, partition);
+                Err(BrokerError::NotLeader)
+            }
+            Ok(BrokerResponse::Error(e)) => Err(BrokerError::Refused(e)),
+            Ok(BrokerResponse::NotEnoughReplicas) => Err(BrokerError::NotEnoughReplicas),
+            Ok(other) => Ok(other),
+            Err(e) => {
+                self.forget(topic, partition);
+                Err(BrokerError::Call(e))
+            }
+        }
+    }
+}
+
 /// What a produce's answer means to its sender.
-fn produced(response: BrokerResponse) -> Result<u64, BrokerError> {
+pub(crate) fn produced(response: BrokerResponse) -> Result<u64, BrokerError> {
     match response {
         BrokerResponse::Produced { offset } => Ok(offset),
         BrokerResponse::OutOfOrderSequence { expected } => Err(BrokerError::OutOfOrderSequence { expected }),
+        BrokerResponse::NotLeader => Err(BrokerError::NotLeader),
+        BrokerResponse::NotEnoughReplicas => Err(BrokerError::NotEnoughReplicas),
         BrokerResponse::Error(e) => Err(BrokerError::Refused(e)),
         _ => Err(BrokerError::Unexpected),
     }
 }
 
-/// A client of the broker, for producers and consumers.
+/// A client of the cluster for consumers (and one-off produces): each call goes to its
+/// partition's leader, or the group coordinator for offsets.
 #[derive(Clone)]
 pub struct BrokerClient {
-    rpc: RpcClient<BrokerRequest, BrokerResponse>,
+    cluster: Rc<Cluster>,
 }
 
 /// Why a broker call failed.
@@ -636,6 +1605,12 @@ pub enum BrokerError {
     /// The broker answered with an error.
     #[error("broker refused: {0}")]
     Refused(String),
+    /// The broker called does not lead the partition (or there is no leader now).
+    #[error("not the partition's leader")]
+    NotLeader,
+    /// Fewer in-sync replicas than `min.insync.replicas`.
+    #[error("not enough in-sync replicas")]
+    NotEnoughReplicas,
     /// The offset asked for is not in the partition: deleted by retention (below
     /// `start`) or not written (past `end`).
     #[error("offset out of range: the partition holds {start}..{end}")]
@@ -658,22 +1633,16 @@ pub enum BrokerError {
 }
 
 impl BrokerClient {
-    /// A client on this host; calls give up after `timeout`.
-    pub fn new(ctx: &HostCtx, timeout: Duration) -> Self {
+    /// A client on this host of a cluster of `brokers` brokers; calls give up after
+    /// `timeout`.
+    pub fn new(ctx: &HostCtx, brokers: u32, timeout: Duration) -> Self {
         BrokerClient {
-            rpc: RpcClient::new(ctx, "broker", BROKER_PORT, timeout),
+            cluster: Cluster::new(ctx, brokers, timeout),
         }
     }
 
-    async fn call(&self, request: BrokerRequest) -> Result<BrokerResponse, BrokerError> {
-        match self.rpc.call(&request).await? {
-            BrokerResponse::Error(e) => Err(BrokerError::Refused(e)),
-            other => Ok(other),
-        }
-    }
-
-    /// Appends a batch of `(key, payload)` records to one partition; returns the first
-    /// one's offset.
+    /// Appends a batch of `(key, payload)` records to one partition with `acks=all`;
+    /// returns the first one's offset.
     pub async fn produce(
         &self,
         topic: &str,
@@ -686,8 +1655,9 @@ impl BrokerClient {
             partition,
             records,
             producer,
+            acks: Acks::All,
         };
-        produced(self.rpc.call(&request).await?)
+        produced(self.cluster.call(topic, partition, &request).await?)
     }
 
     /// Records from `offset` on; with none there, the broker waits up to `wait_ms`.
@@ -705,14 +1675,15 @@ impl BrokerClient {
             max: FETCH_MAX_RECORDS,
             wait_ms,
         };
-        match self.call(request).await? {
+        match self.cluster.call(topic, partition, &request).await? {
             BrokerResponse::Records(records) => Ok(records),
             BrokerResponse::OutOfRange { start, end } => Err(BrokerError::OutOfRange { start, end }),
             _ => Err(BrokerError::Unexpected),
         }
     }
 
-    /// Commits `group`'s position (the next offset to process).
+    /// Commits `group`'s position (the next offset to process) through the group
+    /// coordinator.
     pub async fn commit_offset(
         &self,
         group: &str,
@@ -726,9 +1697,9 @@ impl BrokerClient {
             partition,
             offset,
         };
-        match self.call(request).await? {
+        match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
             BrokerResponse::Committed => Ok(()),
-            _ => Err(BrokerError::Unexpected),
+            other => Err(produced(other).err().unwrap_or(BrokerError::Unexpected)),
         }
     }
 
@@ -744,498 +1715,9 @@ impl BrokerClient {
             topic: topic.to_string(),
             partition,
         };
-        match self.call(request).await? {
+        match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
             BrokerResponse::Offset(o) => Ok(o),
             _ => Err(BrokerError::Unexpected),
         }
     }
-}
-
-/// How a producer sends, with the Kafka producer settings it mirrors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProducerConfig {
-    /// `enable.idempotence`: stamp records with a producer id and a per-partition
-    /// sequence, so the broker drops a retry whose first attempt was stored and refuses
-    /// one that would land out of order.
-    pub idempotent: bool,
-    /// `max.in.flight.requests.per.connection`: how many produce requests may await
-    /// their answer at once (at most [`MAX_IN_FLIGHT_FOR_IDEMPOTENCE`] with idempotence).
-    pub max_in_flight: usize,
-    /// `retry.backoff.ms`: the first wait before a failed produce is sent again.
-    pub retry_backoff_ms: u64,
-    /// `retry.backoff.max.ms`: the longest wait; the wait doubles up to it.
-    pub retry_backoff_max_ms: u64,
-    /// `delivery.timeout.ms`: a record not acknowledged by then fails to the caller.
-    pub delivery_timeout_ms: u64,
-    /// `linger.ms`: how long a batch waits for more records after its first before it
-    /// is sent (a full batch goes at once).
-    pub linger_ms: u64,
-    /// `batch.size`: bytes of keys and payloads one produce request carries at most.
-    pub batch_size: usize,
-}
-
-/// A Kafka 4.x application producer's defaults: `enable.idempotence=true`,
-/// `acks=all`, `max.in.flight.requests.per.connection=5`, `retries=2147483647` bounded
-/// by `delivery.timeout.ms=120000`, `retry.backoff.ms=100`, `retry.backoff.max.ms=1000`,
-/// `linger.ms=5` (KIP-1030; 0 through 3.9).
-pub const KAFKA_PRODUCER: ProducerConfig = ProducerConfig {
-    idempotent: true,
-    max_in_flight: 5,
-    retry_backoff_ms: 100,
-    retry_backoff_max_ms: 1_000,
-    delivery_timeout_ms: 120_000,
-    linger_ms: 5,
-    batch_size: BATCH_SIZE_BYTES,
-};
-
-/// The producer Kafka Connect gives a source task (Debezium's connectors run as one):
-/// `enable.idempotence=false`, `acks=all`, `max.in.flight.requests.per.connection=1`,
-/// `delivery.timeout.ms=Integer.MAX_VALUE` (Worker.java's overrides). A lost ack is
-/// retried in place and stored twice, next to each other.
-pub const CONNECT_SOURCE_PRODUCER: ProducerConfig = ProducerConfig {
-    idempotent: false,
-    max_in_flight: 1,
-    delivery_timeout_ms: i32::MAX as u64,
-    ..KAFKA_PRODUCER
-};
-
-/// Connect's source-task producer as a careful team runs it: the overrides above plus
-/// `producer.override.enable.idempotence=true` in the connector's configuration, so a
-/// batch retried after a lost ack is not stored twice (without it the copy of a whole
-/// batch lands after the batch's own newer records). Replays after a restart remain.
-pub const CONNECT_SOURCE_PRODUCER_IDEMPOTENT: ProducerConfig = ProducerConfig {
-    idempotent: true,
-    ..CONNECT_SOURCE_PRODUCER
-};
-
-/// What a delivery future resolves to: the record's offset, or why it failed.
-pub type Delivery = Result<u64, BrokerError>;
-
-/// A Kafka producer: a record accumulator per partition, a sender that forms batches
-/// from it, and one pipelined connection to the broker with up to
-/// `max.in.flight.requests.per.connection` requests awaiting their answer.
-///
-/// A failed batch is sent again after its backoff until it is acknowledged or
-/// `delivery.timeout.ms` passes, where Kafka's `RecordAccumulator.reenqueue` puts it:
-/// an idempotent producer keeps its batches in sequence order and sends a retried batch
-/// only once every earlier one is resolved, so order holds; a plain producer puts it at
-/// the head of the partition's queue (`Deque.addFirst`), so with several in flight a
-/// batch that failed goes out after later ones that did not, and when a timed-out
-/// request takes its connection's other requests down with it, they are re-queued
-/// oldest first and so sent newest first. A batch the broker refuses as out of order
-/// while an earlier one of its partition is unresolved is retried after it; refused
-/// when it is the earliest, or expired while its fate is unknown, the partition starts
-/// a new producer epoch (KIP-360): a new producer id, sequences from 0.
-///
-/// An idempotent producer's id belongs to its process life (a restart gets a new one,
-/// as a producer without `transactional.id` does): nothing helps against a restarted
-/// producer sending again what its process sent before the crash, that is the caller's
-/// replay. The accumulator dies with the process; its deliveries are dropped unresolved.
-#[derive(Clone)]
-pub struct Producer {
-    inner: Rc<ProducerInner>,
-}
-
-struct ProducerInner {
-    broker: faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse>,
-    config: ProducerConfig,
-    ctx: HostCtx,
-    /// The producer id of epoch 0 on every partition (idempotent producers only).
-    base_id: Option<u64>,
-    partitions: RefCell<BTreeMap<(String, u32), PartitionQueue>>,
-}
-
-/// A record handed to the producer and not yet in a batch.
-struct Waiting {
-    key: String,
-    payload: String,
-    done: tokio::sync::oneshot::Sender<Delivery>,
-    /// Handed in by [`Producer::send_all`], which flushes: no lingering for it.
-    flush: bool,
-    at: faultline_sim::SimTime,
-}
-
-/// A batch sent or to be sent (again).
-struct Batch {
-    records: Vec<(String, String)>,
-    done: Vec<tokio::sync::oneshot::Sender<Delivery>>,
-    producer: Option<ProducerSeq>,
-    deadline: faultline_sim::SimTime,
-    backoff: Backoff,
-    /// Not to be sent again before this instant.
-    retry_at: faultline_sim::SimTime,
-}
-
-/// One partition's accumulator and sender state.
-#[derive(Default)]
-struct PartitionQueue {
-    waiting: std::collections::VecDeque<Waiting>,
-    /// Batches to send again, in the order they go.
-    retries: std::collections::VecDeque<Batch>,
-    in_flight: usize,
-    /// First sequences of the batches sent and not yet resolved (idempotent only).
-    unresolved: std::collections::BTreeSet<u64>,
-    next_seq: u64,
-    epoch: u64,
-    /// A batch's fate became unknowable: start a new epoch once nothing is in flight.
-    bump_epoch: bool,
-    wake: Rc<Notify>,
-    sender_running: bool,
-}
-
-/// What a partition's sender does next.
-enum Next {
-    Send(Batch),
-    Sleep(Duration),
-    Wait,
-}
-
-impl Producer {
-    /// A producer on this host; each request gives up after `request_timeout`.
-    pub fn new(ctx: &HostCtx, request_timeout: Duration, config: ProducerConfig) -> Self {
-        let base_id = config
-            .idempotent
-            .then(|| faultline_sim::trace::fnv1a64(ctx.name().as_bytes()) ^ u64::from(ctx.incarnation()));
-        Producer {
-            inner: Rc::new(ProducerInner {
-                broker: faultline_sim::PipelinedClient::new(ctx, "broker", BROKER_PORT, request_timeout),
-                config,
-                ctx: ctx.clone(),
-                base_id,
-                partitions: RefCell::default(),
-            }),
-        }
-    }
-
-    /// Hands a record to the producer and returns at once with its delivery, as
-    /// `KafkaProducer.send` does: the record joins its partition's batch, which is sent
-    /// when full (`batch.size`) or `linger.ms` after its first record, each retried
-    /// until acknowledged or `delivery.timeout.ms` passes. The delivery is dropped,
-    /// unresolved, if the process dies first.
-    pub fn send_async(
-        &self,
-        topic: &str,
-        partition: u32,
-        key: String,
-        payload: String,
-    ) -> impl std::future::Future<Output = Delivery> + 'static {
-        self.delivery(topic, partition, key, payload, false)
-    }
-
-    /// [`Producer::send_async`] for a record whose sender flushes (no lingering for
-    /// it): a caller that hands a whole poll and then waits for each delivery in turn,
-    /// as a Connect source task does between `poll()` and its acknowledgements.
-    pub fn send_flushed(
-        &self,
-        topic: &str,
-        partition: u32,
-        key: String,
-        payload: String,
-    ) -> impl std::future::Future<Output = Delivery> + 'static {
-        self.delivery(topic, partition, key, payload, true)
-    }
-
-    /// Hands a record over; its delivery resolves to closed if the process dies first.
-    fn delivery(
-        &self,
-        topic: &str,
-        partition: u32,
-        key: String,
-        payload: String,
-        flush: bool,
-    ) -> impl std::future::Future<Output = Delivery> + 'static {
-        let delivery = self.hand(topic, partition, key, payload, flush);
-        async move { delivery.await.unwrap_or_else(|_| Err(closed())) }
-    }
-
-    fn hand(
-        &self,
-        topic: &str,
-        partition: u32,
-        key: String,
-        payload: String,
-        flush: bool,
-    ) -> tokio::sync::oneshot::Receiver<Delivery> {
-        let (done, delivery) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut partitions = self.inner.partitions.borrow_mut();
-            let queue = partitions.entry((topic.to_string(), partition)).or_default();
-            queue.waiting.push_back(Waiting {
-                key,
-                payload,
-                done,
-                flush,
-                at: self.inner.ctx.now(),
-            });
-            queue.wake.notify_one();
-            !std::mem::replace(&mut queue.sender_running, true)
-        };
-        if start {
-            tokio::task::spawn_local(self.clone().sender(topic.to_string(), partition));
-        }
-        delivery
-    }
-
-    /// Sends one record and waits for its acknowledgement; fails only when
-    /// `delivery.timeout.ms` passes.
-    pub async fn send(
-        &self,
-        topic: &str,
-        partition: u32,
-        key: String,
-        payload: String,
-    ) -> Result<u64, BrokerError> {
-        self.send_all(topic, partition, vec![(key, payload)]).await
-    }
-
-    /// Hands `(key, payload)` records of one partition to the producer and flushes
-    /// (`KafkaProducer.send` of each, then `flush()`: no lingering), in batches of up to
-    /// `batch.size` bytes; waits for every delivery and returns the first record's
-    /// offset, or the first failure.
-    pub async fn send_all(
-        &self,
-        topic: &str,
-        partition: u32,
-        records: Vec<(String, String)>,
-    ) -> Result<u64, BrokerError> {
-        let deliveries: Vec<_> = records
-            .into_iter()
-            .map(|(key, payload)| self.hand(topic, partition, key, payload, true))
-            .collect();
-        let mut first = None;
-        for delivery in deliveries {
-            let offset = delivery.await.unwrap_or_else(|_| Err(closed()))?;
-            first.get_or_insert(offset);
-        }
-        Ok(first.unwrap_or(0))
-    }
-
-    /// One partition's sender, for as long as the process lives: sends what is due,
-    /// up to `max.in.flight.requests.per.connection` at once.
-    async fn sender(self, topic: String, partition: u32) {
-        let key = (topic, partition);
-        let wake = Rc::clone(
-            &self
-                .inner
-                .partitions
-                .borrow_mut()
-                .entry(key.clone())
-                .or_default()
-                .wake,
-        );
-        loop {
-            match self.next(&key) {
-                Next::Send(batch) => {
-                    tokio::task::spawn_local(self.clone().send_batch(key.clone(), batch));
-                }
-                Next::Sleep(wait) => {
-                    let _ = faultline_sim::timer::timeout(wait, wake.notified()).await;
-                }
-                Next::Wait => wake.notified().await,
-            }
-        }
-    }
-
-    /// Chooses the partition's next batch to send, if one is due and a request may go.
-    fn next(&self, key: &(String, u32)) -> Next {
-        let inner = &self.inner;
-        let config = inner.config;
-        let now = inner.ctx.now();
-        let mut partitions = inner.partitions.borrow_mut();
-        let queue = partitions
-            .get_mut(key)
-            .expect("the sender's partition has a queue");
-        if queue.in_flight >= config.max_in_flight {
-            return Next::Wait;
-        }
-        if queue.bump_epoch {
-            if queue.in_flight > 0 {
-                return Next::Wait;
-            }
-            queue.start_epoch();
-            inner.ctx.record(
-                "producer-epoch",
-                format!(
-                    "{}/{} epoch={} pid={}",
-                    key.0,
-                    key.1,
-                    queue.epoch,
-                    inner.id(queue.epoch).unwrap_or(0)
-                ),
-            );
-        }
-        if let Some(front) = queue.retries.front() {
-            // A retried batch of an idempotent producer goes only once every earlier
-            // batch is resolved (Kafka's `shouldStopDrainBatchesForPartition`).
-            let earliest = front
-                .producer
-                .is_none_or(|p| queue.unresolved.first() == Some(&p.seq));
-            if !earliest {
-                return Next::Wait;
-            }
-            if front.retry_at > now {
-                return Next::Sleep(front.retry_at.saturating_since(now));
-            }
-            let mut batch = queue.retries.pop_front().expect("checked");
-            if batch.producer.is_some() {
-                // Renumbered batches (a new epoch) carry the partition's current id.
-                batch.producer = batch.producer.map(|p| ProducerSeq {
-                    producer: inner.id(queue.epoch).unwrap_or(p.producer),
-                    seq: p.seq,
-                });
-            }
-            queue.in_flight += 1;
-            return Next::Send(batch);
-        }
-        let Some(oldest) = queue.waiting.front() else {
-            return Next::Wait;
-        };
-        let bytes: usize = queue.waiting.iter().map(|w| w.key.len() + w.payload.len()).sum();
-        let flush = queue.waiting.iter().any(|w| w.flush);
-        let ready_at = oldest.at + Duration::from_millis(config.linger_ms);
-        if bytes < config.batch_size && !flush && ready_at > now {
-            return Next::Sleep(ready_at.saturating_since(now));
-        }
-        let mut records = Vec::new();
-        let mut done = Vec::new();
-        let mut size = 0;
-        while let Some(w) = queue.waiting.front() {
-            if !records.is_empty() && size + w.key.len() + w.payload.len() > config.batch_size {
-                break;
-            }
-            let w = queue.waiting.pop_front().expect("checked");
-            size += w.key.len() + w.payload.len();
-            records.push((w.key, w.payload));
-            done.push(w.done);
-        }
-        let producer = inner.id(queue.epoch).map(|producer| {
-            let seq = queue.next_seq;
-            queue.next_seq += records.len() as u64;
-            queue.unresolved.insert(seq);
-            ProducerSeq { producer, seq }
-        });
-        queue.in_flight += 1;
-        Next::Send(Batch {
-            records,
-            done,
-            producer,
-            deadline: now + Duration::from_millis(config.delivery_timeout_ms),
-            backoff: Backoff::new(config.retry_backoff_ms, config.retry_backoff_max_ms),
-            retry_at: now,
-        })
-    }
-
-    /// Sends one batch and settles it: acknowledged, queued again, or failed.
-    async fn send_batch(self, key: (String, u32), mut batch: Batch) {
-        let inner = &self.inner;
-        let request = BrokerRequest::Produce {
-            topic: key.0.clone(),
-            partition: key.1,
-            records: batch.records.clone(),
-            producer: batch.producer,
-        };
-        let sent = match inner.broker.call(&request).await {
-            Ok(response) => produced(response),
-            Err(e) => Err(BrokerError::Call(e)),
-        };
-        let now = inner.ctx.now();
-        let mut partitions = inner.partitions.borrow_mut();
-        let queue = partitions
-            .get_mut(&key)
-            .expect("a sent batch's partition has a queue");
-        queue.in_flight -= 1;
-        queue.wake.notify_one();
-        let seq = batch.producer.map(|p| p.seq);
-        let earliest = seq.is_none_or(|seq| queue.unresolved.first() == Some(&seq));
-        let error = match sent {
-            Ok(first) => {
-                if let Some(seq) = seq {
-                    queue.unresolved.remove(&seq);
-                }
-                for (i, done) in batch.done.into_iter().enumerate() {
-                    // A caller that stopped waiting dropped its receiver: nothing to tell.
-                    let _ = done.send(Ok(first + i as u64));
-                }
-                return;
-            }
-            // An earlier batch is unresolved: this one overtook it; retry after it.
-            Err(BrokerError::OutOfOrderSequence { .. }) if !earliest || queue.bump_epoch => {
-                batch.retry_at = now;
-                queue.requeue(batch);
-                return;
-            }
-            Err(e @ BrokerError::OutOfOrderSequence { .. }) => {
-                queue.bump_epoch = true;
-                e
-            }
-            Err(e) if now + batch.backoff.next_delay() >= batch.deadline => {
-                // Its fate is unknown: later sequences can no longer follow it.
-                queue.bump_epoch |= seq.is_some();
-                e
-            }
-            Err(_) => {
-                batch.retry_at = now + batch.backoff.next_delay();
-                batch.backoff.advance();
-                queue.requeue(batch);
-                return;
-            }
-        };
-        if let Some(seq) = seq {
-            queue.unresolved.remove(&seq);
-        }
-        inner.ctx.record(
-            "produce-expired",
-            format!("{}/{} n={}: {error}", key.0, key.1, batch.records.len()),
-        );
-        for done in batch.done {
-            let _ = done.send(Err(error.clone()));
-        }
-    }
-}
-
-impl ProducerInner {
-    /// The producer id of a partition's epoch (idempotent producers only).
-    fn id(&self, epoch: u64) -> Option<u64> {
-        self.base_id
-            .map(|base| base.wrapping_add(epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
-    }
-}
-
-impl PartitionQueue {
-    /// Puts a failed batch back where Kafka's `reenqueue` does: in sequence order for an
-    /// idempotent producer, at the head of the queue for a plain one.
-    fn requeue(&mut self, batch: Batch) {
-        match batch.producer {
-            Some(p) => {
-                let at = self
-                    .retries
-                    .iter()
-                    .position(|b| b.producer.is_some_and(|q| q.seq > p.seq))
-                    .unwrap_or(self.retries.len());
-                self.retries.insert(at, batch);
-            }
-            None => self.retries.push_front(batch),
-        }
-    }
-
-    /// A new producer epoch for this partition: the unacknowledged batches are
-    /// numbered again from 0 in the order they will go.
-    fn start_epoch(&mut self) {
-        self.epoch += 1;
-        self.bump_epoch = false;
-        self.unresolved.clear();
-        let mut seq = 0;
-        for batch in &mut self.retries {
-            if let Some(p) = &mut batch.producer {
-                p.seq = seq;
-                self.unresolved.insert(seq);
-                seq += batch.records.len() as u64;
-            }
-        }
-        self.next_seq = seq;
-    }
-}
-
-fn closed() -> BrokerError {
-    BrokerError::Refused("the producer was closed".to_string())
 }

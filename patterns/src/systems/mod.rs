@@ -1,8 +1,10 @@
 //! The simulated systems every pattern is built from: the source (system of record),
-//! the target (replica), the broker, and the notification service the target's side
-//! effects go to.
+//! the target (replica), the Kafka cluster (brokers, controller, producer), and the
+//! notification service the target's side effects go to.
 
 pub mod broker;
+pub mod controller;
 pub mod notifier;
+pub mod producer;
 pub mod source;
 pub mod target;
