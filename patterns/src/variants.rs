@@ -682,6 +682,12 @@ impl Variant {
             _ => &[],
         };
         systems::source::install_slots(disk(hosts::SOURCE), slots);
+        if let Some(consumer) = self.config.consumer() {
+            let topics = self.config.topics();
+            for name in BROKER_HOSTS.iter().take(consumer.cluster.brokers as usize) {
+                systems::broker::install_logs(disk(name), &topics);
+            }
+        }
         if setup.bootstrap.is_none() {
             systems::target::install_base(disk(hosts::TARGET), &setup.initial);
         }

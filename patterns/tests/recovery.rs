@@ -9,10 +9,10 @@ use faultline_patterns::bugs::BugSet;
 use faultline_patterns::domain::{Action, ActionId, ActionRequest, CustomerId};
 use faultline_patterns::history::{Recorder, Rows};
 use faultline_patterns::systems::broker::{
-    run_broker, BrokerClient, BrokerError, ClusterConfig, Producer, ProducerConfig, CLUSTER,
+    install_logs, run_broker, BrokerClient, BrokerError, ClusterConfig, Producer, ProducerConfig, CLUSTER,
     CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
 };
-use faultline_patterns::systems::controller::run_controller;
+use faultline_patterns::systems::controller::{replicas, run_controller};
 use faultline_patterns::systems::source::{
     install_slots, LogGone, LogRetention, OutboxEvents, Source, SourceConfig, SyncPolicy,
     POSTGRES_LOG_RETENTION, SOURCE_LOG,
@@ -42,11 +42,11 @@ fn install_cluster(world: &mut World, cluster: ClusterConfig) {
         })
         .unwrap();
     for n in 1..=cluster.brokers {
+        let name = format!("broker-{n}");
         world
-            .host(&format!("broker-{n}"), move |ctx| {
-                run_broker(ctx, BugSet::NONE, cluster)
-            })
+            .host(&name, move |ctx| run_broker(ctx, BugSet::NONE, cluster))
             .unwrap();
+        install_logs(world.disk(&name).unwrap(), &[("t".to_string(), 1)]);
     }
 }
 
@@ -272,15 +272,14 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
             async move {
                 cluster_ready(&ctx).await;
                 let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(100));
+                // Retried until the coordinator takes it, as a consumer does.
+                while broker.commit_offset("g", "t", 0, 3).await.is_err() {}
                 for n in 0..20u64 {
                     if let Ok(offset) = broker
                         .produce("t", 0, vec![(n.to_string(), n.to_string())], None)
                         .await
                     {
                         acked.borrow_mut().push(offset);
-                    }
-                    if n == 5 {
-                        broker.commit_offset("g", "t", 0, 3).await.unwrap();
                     }
                     faultline_sim::timer::sleep(Duration::from_millis(10)).await;
                 }
@@ -920,5 +919,123 @@ fn a_slot_past_its_bound_is_lost_for_good_and_the_log_no_live_slot_needs_is_remo
         history.source_log_retained_max.unwrap() > 2_000,
         "{:?}",
         history.source_log_retained_max
+    );
+}
+
+/// What a producer had acknowledged and what the partition held at the end, after the
+/// partition's preferred leader lost power while records flowed and a follower was cut
+/// off before it; `cluster` decides what happens to the records only the leader had.
+fn failover_run(cluster: ClusterConfig, producer: ProducerConfig) -> (Vec<u64>, Vec<u64>, Vec<String>) {
+    let acked: Rc<RefCell<Vec<u64>>> = Rc::default();
+    let stored: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();
+    let mut world = World::new(WorldConfig::new(Seed(3)));
+    install_cluster(&mut world, cluster);
+    let (acked_in, stored_in) = (Rc::clone(&acked), Rc::clone(&stored));
+    world
+        .host("client", move |ctx| {
+            let (acked, stored) = (Rc::clone(&acked_in), Rc::clone(&stored_in));
+            async move {
+                cluster_ready_on(&ctx, cluster.brokers).await;
+                let producer = Producer::new(&ctx, Duration::from_millis(100), producer, cluster.brokers);
+                for n in 0..150u64 {
+                    let delivery = producer.send_async("t", 0, "k".into(), n.to_string());
+                    let acked = Rc::clone(&acked);
+                    tokio::task::spawn_local(async move {
+                        if delivery.await.is_ok() {
+                            acked.borrow_mut().push(n);
+                        }
+                    });
+                    faultline_sim::timer::sleep(Duration::from_millis(10)).await;
+                }
+                // Until every retry has settled (the producer backs off up to 1 s).
+                faultline_sim::timer::sleep(Duration::from_millis(6_000)).await;
+                let broker = BrokerClient::new(&ctx, cluster.brokers, Duration::from_millis(300));
+                let mut records = Vec::new();
+                loop {
+                    match broker.fetch("t", 0, records.len() as u64, 0).await {
+                        Ok(batch) if batch.is_empty() => break,
+                        Ok(batch) => {
+                            records.extend(batch.into_iter().map(|r| r.payload.parse::<u64>().unwrap()))
+                        }
+                        Err(_) => faultline_sim::timer::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                *stored.borrow_mut() = Some(records);
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    // The preferred leader of t/0, and a follower of it that is cut off from it first
+    // (out of sync after replica.lag.time.max.ms), then the leader's power goes: the
+    // other follower, in sync, takes over, unless only the cut-off one is left.
+    let order = replicas("t", 0, cluster.brokers);
+    let (leader, lagging, other) = (order[0], order[1], order[2]);
+    let host = |b: u32| format!("broker-{b}");
+    world.set_plan(FaultPlan::from_events(vec![
+        at(
+            300,
+            Fault::Partition {
+                a: host(leader),
+                b: host(lagging),
+            },
+        ),
+        at(2_950, Fault::PowerLoss { host: host(other) }),
+        at(3_000, Fault::PowerLoss { host: host(leader) }),
+        at(
+            2_300,
+            Fault::Heal {
+                a: host(leader),
+                b: host(lagging),
+            },
+        ),
+        at(3_700, Fault::Restart { host: host(leader) }),
+        at(3_700, Fault::Restart { host: host(other) }),
+    ]));
+    world.run_until(SimTime::from_secs(9), |_| false).unwrap();
+    let elections: Vec<String> = world
+        .trace()
+        .events()
+        .iter()
+        .filter(|e| e.kind == "leader-elected" && e.detail.starts_with("t/0"))
+        .map(|e| e.detail.to_string())
+        .collect();
+    let acked = acked.borrow().clone();
+    let stored = stored
+        .borrow()
+        .clone()
+        .expect("the client read the partition back");
+    (acked, stored, elections)
+}
+
+async fn cluster_ready_on(ctx: &faultline_sim::HostCtx, brokers: u32) {
+    let broker = BrokerClient::new(ctx, brokers, Duration::from_millis(100));
+    while broker.fetch("t", 0, 0, 0).await.is_err() {
+        faultline_sim::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// With acks=all and min.insync.replicas=2, a follower cut off from the leader stays in
+/// the ISR until replica.lag.time.max.ms passes, holding the high watermark (and every
+/// acknowledgement) back; when the leader and the other follower lose power, the cut-off
+/// follower takes over in a clean election and nothing acknowledged is missing.
+#[test]
+fn a_leader_failover_keeps_every_record_acknowledged_with_acks_all() {
+    let (acked, stored, elections) = failover_run(CLUSTER, KAFKA_PRODUCER);
+    assert!(
+        acked.len() > 100,
+        "most records were acknowledged: {}",
+        acked.len()
+    );
+    let missing: Vec<&u64> = acked.iter().filter(|n| !stored.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged records lost: {missing:?}; elections {elections:?}"
+    );
+    assert!(
+        elections
+            .iter()
+            .any(|e| e.contains("(clean)") && !e.contains("epoch=1 ")),
+        "the leadership moved: {elections:?}"
     );
 }

@@ -80,8 +80,11 @@ const PRODUCE_WAIT_MS: u64 = 1_500;
 /// sessions): what a broker that does not fsync has on disk after a power loss is its
 /// log as of up to this long ago.
 const WRITEBACK_MS: u64 = 1_500;
+/// How long a follower's fetch waits at the leader for records when it has them all
+/// (`replica.fetch.wait.max.ms`, 500): a batch that arrives answers it at once.
+const REPLICA_FETCH_WAIT_MS: u64 = 500;
 /// How long a follower's fetch may take: a long poll and its way back.
-const REPLICA_FETCH_TIMEOUT: Duration = Duration::from_millis(FETCH_WAIT_MS + 300);
+const REPLICA_FETCH_TIMEOUT: Duration = Duration::from_millis(REPLICA_FETCH_WAIT_MS + 300);
 /// How long a broker waits for the controller: a heartbeat's answer is stale after the
 /// session.
 const CONTROLLER_TIMEOUT: Duration = Duration::from_millis(crate::systems::controller::SESSION_TIMEOUT_MS);
@@ -545,17 +548,7 @@ impl State {
         self.replicas
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
-                let file = format!("{topic}-{partition}.log");
-                let created = !ctx.disk().list().contains(&file);
-                let (log, recovery) = LogFile::open(ctx.disk(), &file);
-                if created {
-                    // Kafka flushes the directory when it creates a partition's log,
-                    // so the log itself survives a power loss.
-                    let log = log.clone();
-                    tokio::task::spawn_local(async move {
-                        let _ = log.sync().await;
-                    });
-                }
+                let (log, recovery) = LogFile::open(ctx.disk(), &log_file(topic, partition));
                 let mut replica = Replica {
                     log,
                     records: Vec::new(),
@@ -1041,7 +1034,9 @@ async fn replica_fetch(
         (offset >= replica.log_end()).then(|| Rc::clone(&replica.arrived))
     };
     if let Some(arrived) = arrived {
-        let _ = faultline_sim::timer::timeout(Duration::from_millis(FETCH_WAIT_MS), arrived.notified()).await;
+        let _ =
+            faultline_sim::timer::timeout(Duration::from_millis(REPLICA_FETCH_WAIT_MS), arrived.notified())
+                .await;
     }
     let mut s = state.borrow_mut();
     if s.replica(&topic, partition).leader_epoch() != Some(leader_epoch) {
@@ -1326,6 +1321,23 @@ async fn enforce_retention(state: &Shared, retention_ms: u64) {
         }
     }
     s.log_starts = next;
+}
+
+fn log_file(topic: &str, partition: u32) -> String {
+    format!("{topic}-{partition}.log")
+}
+
+/// Creates the (empty) logs of `topics` (name, partitions) and of the offsets topic on a
+/// broker's disk before the run, durably: the topics were created before the
+/// integration started, as a deployment creates them. A topic created at first use has
+/// a log whose name is durable only once the OS writes it back.
+pub fn install_logs(disk: &faultline_sim::Disk, topics: &[(String, u32)]) {
+    disk.install(&log_file(OFFSETS_TOPIC, 0), &[]);
+    for (topic, partitions) in topics {
+        for partition in 0..*partitions {
+            disk.install(&log_file(topic, partition), &[]);
+        }
+    }
 }
 
 /// The broker number of a host called `broker-N`.

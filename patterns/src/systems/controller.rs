@@ -137,6 +137,15 @@ impl RpcMessage for ControllerResponse {
     }
 }
 
+/// A partition's replicas in preference order, the first its preferred leader: Kafka's
+/// round-robin assignment, starting at broker (partition + the topic's offset).
+pub fn replicas(topic: &str, partition: u32, brokers: u32) -> Vec<u32> {
+    let offset = faultline_sim::trace::fnv1a64(topic.as_bytes()) as u32;
+    (0..brokers)
+        .map(|i| (offset.wrapping_add(partition).wrapping_add(i)) % brokers + 1)
+        .collect()
+}
+
 /// `[1,2,3]` as `1,2,3`.
 pub fn isr_text(isr: &[u32]) -> String {
     isr.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
@@ -306,12 +315,7 @@ impl Controller {
         if self.image.contains_key(&key) {
             return;
         }
-        // Kafka's round-robin assignment: partition p's replicas start at broker
-        // (p + topic offset) and go round.
-        let offset = faultline_sim::trace::fnv1a64(key.0.as_bytes()) as u32;
-        let replicas: Vec<u32> = (0..self.brokers)
-            .map(|i| (offset.wrapping_add(partition).wrapping_add(i)) % self.brokers + 1)
-            .collect();
+        let replicas = replicas(&key.0, partition, self.brokers);
         let isr: Vec<u32> = replicas.iter().copied().filter(|&b| self.live(b)).collect();
         let leader = isr.first().copied();
         let isr = if isr.is_empty() { replicas.clone() } else { isr };
