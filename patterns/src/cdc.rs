@@ -30,7 +30,7 @@ use crate::connect::{fail_task, SourceOffsets, SourcePosition};
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{RowImage, TxId};
 use crate::outbox::partition_of;
-use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
+use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig, PRODUCER_REQUEST_TIMEOUT};
 use crate::systems::source::{
     Commit, LogRetention, SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT,
 };
@@ -136,7 +136,7 @@ pub async fn run_connector(
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let producer = Producer::new(
         &ctx,
-        RPC_TIMEOUT,
+        PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
     );

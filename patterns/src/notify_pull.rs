@@ -20,7 +20,7 @@ use crate::after_commit::AfterCommitPublisher;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{EntityKey, RowImage};
 use crate::outbox::partition_of;
-use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
+use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig, PRODUCER_REQUEST_TIMEOUT};
 use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
 use crate::systems::target::{ApplyRule, EffectTrigger, Target, TargetConfig, WelcomeKey};
 use crate::{Setup, RPC_TIMEOUT};
@@ -65,7 +65,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
         &ctx,
         Producer::new(
             &ctx,
-            RPC_TIMEOUT,
+            PRODUCER_REQUEST_TIMEOUT,
             config.producer,
             config.consumer.cluster.brokers,
         ),

@@ -16,7 +16,6 @@
 //! each run it (`relay.instances`), the others reaching the table over the source's
 //! API, with or without a lease taken in the source's database.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use faultline_sim::{HostCtx, RpcClient};
@@ -26,7 +25,7 @@ use crate::connect::{fail_task, SourceOffsets, SourcePosition};
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{CustomerId, TxId};
 use crate::history::Recorder;
-use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
+use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig, PRODUCER_REQUEST_TIMEOUT};
 use crate::systems::source::{
     LogRetention, OutboxEvents, OutboxMessage, Source, SourceRequest, SourceResponse, LOG_READ_WAIT_MS,
     SOURCE_API_PORT,
@@ -135,24 +134,26 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
     Ok(())
 }
 
-/// Sends messages, each partition's in order and in batches; the producer retries in
-/// place, so a failure means a batch's `delivery.timeout.ms` passed.
+/// Hands every message to the producer and then waits for every delivery, as a relay
+/// calls `KafkaTemplate.send` for each and then `flush()`: each partition's in order
+/// and in batches, the partitions side by side (one whose leader is failing over does
+/// not hold the others back). The producer retries in place, so a failure means a
+/// batch's `delivery.timeout.ms` passed; the poll is then published again, whole.
 async fn publish(producer: &Producer, messages: &[OutboxMessage], config: OutboxConfig) -> bool {
-    let mut by_partition: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
-    for message in messages {
-        let customer = message.rows[0].key.customer;
-        let payload = serde_json::to_string(message).expect("outbox messages serialise");
-        by_partition
-            .entry(partition_of(customer, config.consumer.partitions))
-            .or_default()
-            .push((customer.0.to_string(), payload));
+    let deliveries: Vec<_> = messages
+        .iter()
+        .map(|message| {
+            let customer = message.rows[0].key.customer;
+            let payload = serde_json::to_string(message).expect("outbox messages serialise");
+            let partition = partition_of(customer, config.consumer.partitions);
+            producer.send_flushed(TOPIC, partition, customer.0.to_string(), payload)
+        })
+        .collect();
+    let mut delivered = true;
+    for delivery in deliveries {
+        delivered &= delivery.await.is_ok();
     }
-    for (partition, records) in by_partition {
-        if producer.send_all(TOPIC, partition, records).await.is_err() {
-            return false;
-        }
-    }
-    true
+    delivered
 }
 
 /// Another application instance: only its relay matters here.
@@ -242,7 +243,7 @@ impl Lease {
 async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bugs: BugSet) {
     let producer = Producer::new(
         &ctx,
-        RPC_TIMEOUT,
+        PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
     );
@@ -296,7 +297,7 @@ async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bug
 async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig) {
     let producer = Producer::new(
         &ctx,
-        RPC_TIMEOUT,
+        PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
     );
@@ -325,7 +326,7 @@ async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig) 
 async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig, recorder: Recorder) {
     let producer = Producer::new(
         &ctx,
-        RPC_TIMEOUT,
+        PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
     );

@@ -17,10 +17,10 @@ use crate::after_commit::AfterCommitPublisher;
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
 use crate::domain::{ActionId, RowImage};
 use crate::outbox::partition_of;
-use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig};
+use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig, PRODUCER_REQUEST_TIMEOUT};
 use crate::systems::source::BeforeCommit;
 use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
-use crate::{Setup, RPC_TIMEOUT};
+use crate::Setup;
 
 /// The topic entity messages go to.
 pub const TOPIC: &str = "customer-entities";
@@ -81,7 +81,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
     setup.serve_source_api(&ctx, &source, false);
     let producer = Producer::new(
         &ctx,
-        RPC_TIMEOUT,
+        PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
     );

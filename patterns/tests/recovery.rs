@@ -922,10 +922,21 @@ fn a_slot_past_its_bound_is_lost_for_good_and_the_log_no_live_slot_needs_is_remo
     );
 }
 
-/// What a producer had acknowledged and what the partition held at the end, after the
-/// partition's preferred leader lost power while records flowed and a follower was cut
-/// off before it; `cluster` decides what happens to the records only the leader had.
-fn failover_run(cluster: ClusterConfig, producer: ProducerConfig) -> (Vec<u64>, Vec<u64>, Vec<String>) {
+/// The replicas of the test topic's partition, as the plan of a failover names them:
+/// its preferred leader and its two followers.
+struct Replicas {
+    leader: String,
+    follower: String,
+    other: String,
+}
+
+/// What a producer had acknowledged and what the partition held once every retry had
+/// settled, with the faults `plan` puts on the partition's replicas, and the partition's
+/// leader elections.
+fn failover_run(
+    cluster: ClusterConfig,
+    plan: impl Fn(&Replicas) -> Vec<FaultEvent>,
+) -> (Vec<u64>, Vec<u64>, Vec<String>) {
     let acked: Rc<RefCell<Vec<u64>>> = Rc::default();
     let stored: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(3)));
@@ -936,7 +947,8 @@ fn failover_run(cluster: ClusterConfig, producer: ProducerConfig) -> (Vec<u64>, 
             let (acked, stored) = (Rc::clone(&acked_in), Rc::clone(&stored_in));
             async move {
                 cluster_ready_on(&ctx, cluster.brokers).await;
-                let producer = Producer::new(&ctx, Duration::from_millis(100), producer, cluster.brokers);
+                let producer =
+                    Producer::new(&ctx, Duration::from_millis(100), KAFKA_PRODUCER, cluster.brokers);
                 for n in 0..150u64 {
                     let delivery = producer.send_async("t", 0, "k".into(), n.to_string());
                     let acked = Rc::clone(&acked);
@@ -966,32 +978,13 @@ fn failover_run(cluster: ClusterConfig, producer: ProducerConfig) -> (Vec<u64>, 
             }
         })
         .unwrap();
-    // The preferred leader of t/0, and a follower of it that is cut off from it first
-    // (out of sync after replica.lag.time.max.ms), then the leader's power goes: the
-    // other follower, in sync, takes over, unless only the cut-off one is left.
     let order = replicas("t", 0, cluster.brokers);
-    let (leader, lagging, other) = (order[0], order[1], order[2]);
     let host = |b: u32| format!("broker-{b}");
-    world.set_plan(FaultPlan::from_events(vec![
-        at(
-            300,
-            Fault::Partition {
-                a: host(leader),
-                b: host(lagging),
-            },
-        ),
-        at(2_950, Fault::PowerLoss { host: host(other) }),
-        at(3_000, Fault::PowerLoss { host: host(leader) }),
-        at(
-            2_300,
-            Fault::Heal {
-                a: host(leader),
-                b: host(lagging),
-            },
-        ),
-        at(3_700, Fault::Restart { host: host(leader) }),
-        at(3_700, Fault::Restart { host: host(other) }),
-    ]));
+    world.set_plan(FaultPlan::from_events(plan(&Replicas {
+        leader: host(order[0]),
+        follower: host(order[1]),
+        other: host(order[2]),
+    })));
     world.run_until(SimTime::from_secs(9), |_| false).unwrap();
     let elections: Vec<String> = world
         .trace()
@@ -1015,13 +1008,28 @@ async fn cluster_ready_on(ctx: &faultline_sim::HostCtx, brokers: u32) {
     }
 }
 
-/// With acks=all and min.insync.replicas=2, a follower cut off from the leader stays in
-/// the ISR until replica.lag.time.max.ms passes, holding the high watermark (and every
-/// acknowledgement) back; when the leader and the other follower lose power, the cut-off
-/// follower takes over in a clean election and nothing acknowledged is missing.
+/// With acks=all, a record is acknowledged once every in-sync replica has it: when the
+/// leader loses power while records flow, an in-sync follower takes over in a clean
+/// election and every acknowledged record is there; the old leader comes back as a
+/// follower and cuts what only it had.
 #[test]
 fn a_leader_failover_keeps_every_record_acknowledged_with_acks_all() {
-    let (acked, stored, elections) = failover_run(CLUSTER, KAFKA_PRODUCER);
+    let (acked, stored, elections) = failover_run(CLUSTER, |r| {
+        vec![
+            at(
+                800,
+                Fault::PowerLoss {
+                    host: r.leader.clone(),
+                },
+            ),
+            at(
+                1_600,
+                Fault::Restart {
+                    host: r.leader.clone(),
+                },
+            ),
+        ]
+    });
     assert!(
         acked.len() > 100,
         "most records were acknowledged: {}",
@@ -1033,9 +1041,77 @@ fn a_leader_failover_keeps_every_record_acknowledged_with_acks_all() {
         "acknowledged records lost: {missing:?}; elections {elections:?}"
     );
     assert!(
-        elections
-            .iter()
-            .any(|e| e.contains("(clean)") && !e.contains("epoch=1 ")),
+        elections.iter().any(|e| e.contains("(clean)")),
         "the leadership moved: {elections:?}"
+    );
+}
+
+/// A follower cut off from the leader leaves the ISR after replica.lag.time.max.ms and
+/// the leader acknowledges with the other; when both in-sync replicas lose power, an
+/// unclean election makes the cut-off follower leader at once, and the records it never
+/// had, acknowledged ones, are gone for good. With clean elections the partition waits
+/// for an in-sync replica instead.
+#[test]
+fn unclean_leader_election_loses_acknowledged_records() {
+    let plan = |r: &Replicas| {
+        vec![
+            at(
+                300,
+                Fault::Partition {
+                    a: r.leader.clone(),
+                    b: r.follower.clone(),
+                },
+            ),
+            at(
+                2_900,
+                Fault::PowerLoss {
+                    host: r.other.clone(),
+                },
+            ),
+            at(
+                2_950,
+                Fault::PowerLoss {
+                    host: r.leader.clone(),
+                },
+            ),
+            at(
+                3_000,
+                Fault::Heal {
+                    a: r.leader.clone(),
+                    b: r.follower.clone(),
+                },
+            ),
+            at(
+                4_500,
+                Fault::Restart {
+                    host: r.leader.clone(),
+                },
+            ),
+            at(
+                4_500,
+                Fault::Restart {
+                    host: r.other.clone(),
+                },
+            ),
+        ]
+    };
+    let unclean = ClusterConfig {
+        unclean_leader_election: true,
+        ..CLUSTER
+    };
+    let (acked, stored, elections) = failover_run(unclean, plan);
+    assert!(
+        elections.iter().any(|e| e.contains("(unclean)")),
+        "an out-of-sync replica was elected: {elections:?}"
+    );
+    let missing: Vec<&u64> = acked.iter().filter(|n| !stored.contains(n)).collect();
+    assert!(
+        !missing.is_empty(),
+        "the unclean leader lacked acknowledged records"
+    );
+    let (_, _, elections) = failover_run(CLUSTER, plan);
+    assert!(
+        !elections.iter().any(|e| e.contains("(unclean)")),
+        "clean elections only: {elections:?}"
     );
 }

@@ -295,6 +295,17 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
     }
 
     async fn exchange(&self, frame: &RequestFrame<&Req>) -> Result<Resp, RpcError> {
+        let outcome = self.exchange_on_pool(frame).await;
+        if matches!(outcome, Err(RpcError::Connection(_))) {
+            // The server's end went away (a restart resets every connection to it): the
+            // other idle connections are as dead as this one, and a client would
+            // otherwise spend one failed call on each of them.
+            self.state.idle.borrow_mut().clear();
+        }
+        outcome
+    }
+
+    async fn exchange_on_pool(&self, frame: &RequestFrame<&Req>) -> Result<Resp, RpcError> {
         let mut stream = self.connection().await?;
         write_frame(&mut stream, frame).await?;
         if !frame.reply {

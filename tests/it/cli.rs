@@ -310,7 +310,7 @@ fn settings_are_listed_documented_and_make_variants_that_compare_and_replay_by_n
         "--profiles",
         "crashes",
         "--seeds",
-        "0..2",
+        "0..3",
         "--out",
         dir.to_str().unwrap(),
     ]);
@@ -402,6 +402,6 @@ fn settings_are_listed_documented_and_make_variants_that_compare_and_replay_by_n
     assert_eq!(bad.status.code(), Some(2));
     insta::assert_snapshot!(String::from_utf8(bad.stderr).unwrap(), @r#"
         error: --set: unknown setting "linger.ms"
-          hint: did you mean producer.linger.ms? settings are: producer.enable.idempotence, producer.max.in.flight.requests.per.connection, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.auto.commit.interval.ms, consumer.auto.offset.reset, topic.retention.ms, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, consumer.error.policy, consumer.error.attempts, consumer.dead.letter.replay.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.cursor, outbox.events, relay.instances, relay.lease.ms, relay.poll.interval.ms, relay.batch.size, connector.snapshot.signal.ms, connector.snapshot.mode, source.max.slot.wal.keep.size, source.checkpoint.timeout.ms, connector.poll.interval.ms, cdc.apply, target.apply.rule, target.inbox, target.inbox.cleanup.after.ms, target.welcome.key, push.concurrency, push.per.key.order, push.retry.attempts, push.retry.backoff.ms, push.retry.backoff.max.ms, push.queue.max, notify.dedup.window.ms, queue.publish, full-copy.atomic.swap, full-copy.period.ms, full-copy.row.write.ms, full-copy.snapshot.timeout.ms (see `faultline list --settings`)
+          hint: did you mean producer.linger.ms? settings are: producer.enable.idempotence, producer.max.in.flight.requests.per.connection, producer.acks, producer.linger.ms, producer.batch.size, producer.retry.backoff.ms, producer.retry.backoff.max.ms, producer.delivery.timeout.ms, consumer.offset.commit, consumer.auto.commit.interval.ms, consumer.auto.offset.reset, topic.retention.ms, topic.replication.factor, topic.min.insync.replicas, topic.unclean.leader.election.enable, broker.log.flush.interval.messages, broker.replica.lag.time.max.ms, consumer.fetch.max.wait.ms, consumer.retry.backoff.ms, consumer.error.policy, consumer.error.attempts, consumer.dead.letter.replay.ms, topic.partitions, connect.offset.flush.interval.ms, relay.source, relay.cursor, outbox.events, relay.instances, relay.lease.ms, relay.poll.interval.ms, relay.batch.size, connector.snapshot.signal.ms, connector.snapshot.mode, source.max.slot.wal.keep.size, source.checkpoint.timeout.ms, connector.poll.interval.ms, cdc.apply, target.apply.rule, target.inbox, target.inbox.cleanup.after.ms, target.welcome.key, push.concurrency, push.per.key.order, push.retry.attempts, push.retry.backoff.ms, push.retry.backoff.max.ms, push.queue.max, notify.dedup.window.ms, queue.publish, full-copy.atomic.swap, full-copy.period.ms, full-copy.row.write.ms, full-copy.snapshot.timeout.ms (see `faultline list --settings`)
         "#);
 }

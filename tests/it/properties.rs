@@ -8,7 +8,7 @@ use faultline::sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestError, TestRunner};
 
-const HOSTS: [&str; 3] = ["source", "target", "broker"];
+const HOSTS: [&str; 5] = ["source", "target", "broker-1", "broker-2", "broker-3"];
 
 /// One fault episode: what, where, when, how long.
 #[derive(Clone, Debug)]
@@ -21,15 +21,20 @@ struct Episode {
 }
 
 fn episode() -> impl Strategy<Value = Episode> {
-    (0u8..4, 0usize..3, 0usize..3, 100u64..1_500, 20u64..600).prop_map(
-        |(kind, host, other, start_ms, length_ms)| Episode {
+    (
+        0u8..4,
+        0usize..HOSTS.len(),
+        0usize..HOSTS.len(),
+        100u64..1_500,
+        20u64..600,
+    )
+        .prop_map(|(kind, host, other, start_ms, length_ms)| Episode {
             kind,
             host,
             other,
             start_ms,
             length_ms,
-        },
-    )
+        })
 }
 
 /// Episodes as a valid, healed plan: an episode overlapping an earlier one on the same
@@ -105,7 +110,7 @@ fn violations(seed: u64, actions: u64, episodes: &[Episode], bugs: BugSet) -> Ve
         faults: Faults::Plan(plan(episodes)),
         bugs,
         ..RunSpec::new(
-            Variant::by_name("outbox-inbox").unwrap(),
+            Variant::resolve(OUTBOX_INBOX_FLUSHING, &[]).unwrap(),
             small_scenario(actions),
             faultline::sim::Profile::None,
             Seed(seed),
@@ -115,9 +120,17 @@ fn violations(seed: u64, actions: u64, episodes: &[Episode], bugs: BugSet) -> Ve
         .expect("generated plans are valid")
         .violations
         .iter()
+        .filter(|v| v.invariant != "bounded-staleness")
         .map(|v| format!("{}/{} on {}", v.invariant, v.kind, v.key))
         .collect()
 }
+
+/// The outbox with an inbox on brokers that fsync every batch: a plan may take every
+/// broker down at once, and Kafka's page-cache default then loses what the last in-sync
+/// replica had not written back (pinned in ci.toml, not this property's subject). What
+/// the outages cost in staleness is not either: the property is that nothing is lost,
+/// doubled, reordered or left unconverged.
+const OUTBOX_INBOX_FLUSHING: &str = "outbox-inbox+broker.log.flush.interval.messages=1";
 
 fn scenario_strategy() -> impl Strategy<Value = (u64, u64, Vec<Episode>)> {
     (0u64..1_000, 10u64..60, prop::collection::vec(episode(), 0..6))
@@ -127,8 +140,8 @@ proptest! {
     // A fixed generator seed: the cases are the same on every run and machine.
     #![proptest_config(Config { cases: 12, failure_persistence: None, rng_seed: RngSeed::Fixed(7), ..Config::default() })]
 
-    /// The idempotent outbox keeps every promise under any healed crash, power-loss,
-    /// partition or hold plan.
+    /// The idempotent outbox keeps every promise but staleness under any healed crash,
+    /// power-loss, partition or hold plan over the source, the target and the brokers.
     #[test]
     fn outbox_inbox_holds_every_invariant_under_generated_fault_plans((seed, actions, episodes) in scenario_strategy()) {
         let found = violations(seed, actions, &episodes, BugSet::NONE);

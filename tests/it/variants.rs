@@ -213,8 +213,12 @@ fn outbox_without_inbox_reapplies_and_rewelcomes_redeliveries_and_the_inbox_abso
     // A rewind after a failed apply or offset commit re-applies older versions.
     let storage = found("outbox", Profile::Storage, 0..10);
     assert!(storage.contains("monotonic/regressed"), "{storage:?}");
+    // Broker outages may hold records past the staleness bound; nothing else breaks.
     let inbox = found("outbox-inbox", Profile::Storage, 0..10);
-    assert!(inbox.is_empty(), "{inbox:?}");
+    assert!(
+        inbox.iter().all(|k| k.starts_with("bounded-staleness/")),
+        "{inbox:?}"
+    );
     let absorbed: u64 = (0..10)
         .map(|s| {
             run_seed_single("outbox-inbox", Profile::Storage, s)
@@ -252,9 +256,15 @@ fn cdc_row_splits_actions_and_cdc_tx_applies_them_whole_and_once() {
     // transaction-aware sink reassembles and skips what its inbox holds.
     let row_crashes = found("cdc-row", Profile::Crashes, 0..5);
     assert!(row_crashes.contains("monotonic/regressed"), "{row_crashes:?}");
+    // Nothing lost, doubled or reordered; what three broker hosts' outages cost in
+    // staleness under chaos is the suites' (ci.toml "outbox-inbox under chaos").
     for profile in [Profile::FlakyNet, Profile::Crashes, Profile::Chaos] {
         let tx = found("cdc-tx", profile, 0..5);
-        assert!(tx.is_empty(), "{}: {tx:?}", profile.name());
+        assert!(
+            tx.iter().all(|k| k.starts_with("bounded-staleness/")),
+            "{}: {tx:?}",
+            profile.name()
+        );
     }
     let absorbed: u64 = (0..5)
         .map(|s| {
@@ -395,8 +405,13 @@ fn auto_commit_redelivers_more_after_a_crash_and_the_inbox_absorbs_it() {
         (0..6)
             .map(|seed| {
                 let outcome = run_seed_single(pattern, Profile::Crashes, seed);
+                // Broker outages may hold records past the staleness bound; nothing is
+                // lost or doubled.
                 assert!(
-                    outcome.violations.is_empty(),
+                    outcome
+                        .violations
+                        .iter()
+                        .all(|v| v.invariant == "bounded-staleness"),
                     "{pattern} seed {seed}: {:#?}",
                     outcome.violations
                 );

@@ -73,8 +73,14 @@ pub const PRODUCER_BATCHES_RETAINED: usize = 5;
 /// a larger `max.in.flight.requests.per.connection` with a ConfigException).
 pub const MAX_IN_FLIGHT_FOR_IDEMPOTENCE: usize = PRODUCER_BATCHES_RETAINED;
 /// How long an `acks=all` produce waits for the in-sync replicas before it is answered
-/// as timed out (the request's `timeout.ms`, compressed like the sessions).
-const PRODUCE_WAIT_MS: u64 = 1_500;
+/// as timed out: the request's timeout, the producer's `request.timeout.ms` (30000,
+/// compressed 20× like the sessions). Kafka's docs ask for it to be no shorter than
+/// `replica.lag.time.max.ms`, so that a lagging follower leaves the ISR before the
+/// producer gives up and retries.
+pub const REQUEST_TIMEOUT_MS: u64 = 1_500;
+const PRODUCE_WAIT_MS: u64 = REQUEST_TIMEOUT_MS;
+/// How long a producer's request may take: the broker's wait and the way back.
+pub const PRODUCER_REQUEST_TIMEOUT: Duration = Duration::from_millis(REQUEST_TIMEOUT_MS + 250);
 /// How old dirty pages get before the OS writes them back (Linux
 /// `dirty_expire_centisecs=3000`, written back every 5 s; compressed 20× like the
 /// sessions): what a broker that does not fsync has on disk after a power loss is its

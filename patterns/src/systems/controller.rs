@@ -194,7 +194,6 @@ impl Controller {
             registration.fenced = false;
             self.ctx.record("broker-registered", format!("broker-{broker}"));
             self.elect_where_leaderless();
-            self.elect_preferred(broker);
         }
     }
 
@@ -282,34 +281,6 @@ impl Controller {
         }
     }
 
-    /// Moves to `broker` the leadership of the partitions it is the preferred (first)
-    /// replica of, where it is in sync: Kafka's preferred leader election
-    /// (`auto.leader.rebalance.enable`), run when the broker registers rather than every
-    /// `leader.imbalance.check.interval.seconds`. A broker back from a crash is out of
-    /// the ISR then, so this only spreads the leaders of a starting cluster.
-    fn elect_preferred(&mut self, broker: u32) {
-        for (key, part) in self.image.iter_mut() {
-            let preferred = part.replicas.first() == Some(&broker) && part.isr.contains(&broker);
-            if !preferred || part.leader == Some(broker) {
-                continue;
-            }
-            part.leader = Some(broker);
-            part.leader_epoch += 1;
-            part.partition_epoch += 1;
-            self.version += 1;
-            self.ctx.record(
-                "leader-elected",
-                format!(
-                    "{}/{} broker-{broker} epoch={} isr={} (preferred)",
-                    key.0,
-                    key.1,
-                    part.leader_epoch,
-                    isr_text(&part.isr)
-                ),
-            );
-        }
-    }
-
     fn create(&mut self, topic: String, partition: u32) {
         let key = (topic, partition);
         if self.image.contains_key(&key) {
@@ -383,8 +354,8 @@ impl Controller {
     }
 }
 
-/// Runs the controller for a cluster of `brokers` brokers (`broker-1`..) whose
-/// `topics` (name, partitions) were created before the run, as an operator (or the
+/// Runs the controller for a cluster of `brokers` brokers (`broker-1`..) that was up
+/// before the run, with `topics` (name, partitions) created, as an operator (or the
 /// deployment's tooling) creates them; the offsets topic always exists. Other topics
 /// are created at first use (`auto.create.topics.enable`).
 pub async fn run_controller(
@@ -393,11 +364,23 @@ pub async fn run_controller(
     unclean_election: bool,
     topics: Vec<(String, u32)>,
 ) -> faultline_sim::HostResult {
+    // The cluster was up before the integration started: every broker registered (its
+    // first process life), every topic led by its preferred replica with all in sync.
+    let registrations = (1..=brokers)
+        .map(|b| {
+            let registration = Registration {
+                incarnation: 0,
+                last_heartbeat_ms: 0,
+                fenced: false,
+            };
+            (b, registration)
+        })
+        .collect();
     let mut c = Controller {
         ctx: ctx.clone(),
         brokers,
         unclean_election,
-        registrations: BTreeMap::new(),
+        registrations,
         image: Image::new(),
         version: 1,
     };

@@ -83,7 +83,7 @@ pub const CONNECT_SOURCE_PRODUCER_IDEMPOTENT: ProducerConfig = ProducerConfig {
 pub type Delivery = Result<u64, BrokerError>;
 
 /// A Kafka producer: a record accumulator per partition, a sender that forms batches
-/// from it, and one pipelined connection per broker with up to
+/// from it, and a pipelined connection per broker and partition with up to
 /// `max.in.flight.requests.per.connection` requests awaiting their answer. A batch goes
 /// to its partition's leader as the producer's metadata last heard it; an answer that
 /// the broker does not lead (or a failed call) makes it ask again, and the batch is
@@ -112,7 +112,9 @@ pub struct Producer {
 
 struct ProducerInner {
     cluster: Rc<Cluster>,
-    connections: RefCell<BTreeMap<u32, faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse>>>,
+    connections: RefCell<
+        BTreeMap<(u32, (String, u32)), faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse>>,
+    >,
     request_timeout: Duration,
     config: ProducerConfig,
     ctx: HostCtx,
@@ -422,13 +424,13 @@ impl Producer {
             Ok(leader) if inner.config.acks == Acks::None => {
                 // Nobody waits for the answer: the record counts as sent now, and
                 // whatever happens to the request is never known.
-                let connection = inner.connection(leader);
+                let connection = inner.connection(leader, &key);
                 tokio::task::spawn_local(async move {
                     let _ = connection.call(&request).await;
                 });
                 Ok(UNKNOWN_OFFSET)
             }
-            Ok(leader) => match inner.connection(leader).call(&request).await {
+            Ok(leader) => match inner.connection(leader, &key).call(&request).await {
                 Ok(response) => produced(response),
                 Err(e) => Err(BrokerError::Call(e)),
             },
@@ -499,10 +501,20 @@ impl Producer {
 
 impl ProducerInner {
     /// The pipelined connection to one broker.
-    fn connection(&self, broker: u32) -> faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse> {
+    /// The pipelined connection a partition's batches take to `broker`. Kafka sends one
+    /// request per broker carrying a batch of every ready partition, and the broker
+    /// handles a connection's requests one at a time (an `acks=all` request holds the
+    /// connection until the in-sync replicas have it); requests here carry one
+    /// partition's batch, so each partition has its connection, and partitions do not
+    /// wait behind each other's replication as they do not in Kafka.
+    fn connection(
+        &self,
+        broker: u32,
+        partition: &(String, u32),
+    ) -> faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse> {
         self.connections
             .borrow_mut()
-            .entry(broker)
+            .entry((broker, partition.clone()))
             .or_insert_with(|| {
                 faultline_sim::PipelinedClient::new(
                     &self.ctx,
