@@ -241,7 +241,7 @@ pub const BUGS: &[BugInfo] = &[
         bug: Bug::CdcRecreatesLostSlot,
         name: "cdc-recreates-lost-slot",
         description: "the CDC connector, finding its replication slot invalidated, creates a new one and streams from where it starts, skipping every change in between instead of snapshotting again (what Debezium's default offset.mismatch.strategy=no_validation does on PostgreSQL 15+ when it finds its slot recreated ahead of its offsets): changes are missing where a re-snapshot would have brought them; shows where slots are bounded (max_slot_wal_keep_size) and a connector stays down",
-        variant: "cdc-tx+source.max.slot.wal.keep.size=16384+source.checkpoint.timeout.ms=250+connect.offset.flush.interval.ms=250+connector.snapshot.mode=when_needed+broker.log.flush.interval.messages=1",
+        variant: "cdc-row+source.max.slot.wal.keep.size=16384+source.checkpoint.timeout.ms=250+connect.offset.flush.interval.ms=250+connector.snapshot.mode=when_needed+broker.log.flush.interval.messages=1",
         profile: "crashes",
         breaks: "convergence/missing",
     },

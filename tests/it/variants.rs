@@ -376,18 +376,24 @@ fn a_variant_that_reads_no_wall_clock_behaves_under_clock_skew_exactly_as_withou
 }
 
 /// An inbox whose entries a cleanup job deletes after 200 ms lets a copy redelivered
-/// after a crash apply again. Crashes seed 4: the target loses power before committing
-/// its offset; on restart its consumer re-reads from the committed offset, the entries
-/// for address/256 v1 and v2 are gone, and v1 is applied over v2. Kept for the run (the
-/// preset), the same copies are skipped.
+/// after a crash apply again. Crashes seed 0: after a restart the consumer re-reads
+/// from its committed offset, the entry for contact/4 v2 is gone, and v2 is applied
+/// over v3 at 6005 ms. Kept for the run (the preset), the same copies are skipped (its
+/// only breaks there are actions over two customers, fractured by design, and time).
 #[test]
 fn an_inbox_cleaned_up_before_a_redelivery_applies_the_copy_again() {
-    let kept = run_seed_single("outbox-inbox", Profile::Crashes, 4);
-    assert!(kept.violations.is_empty(), "{:#?}", kept.violations);
-    let cleaned = run_seed_single(
+    let kept = run_seed("outbox-inbox", Profile::Crashes, 0);
+    assert!(
+        kept.violations
+            .iter()
+            .all(|v| v.invariant == "atomic-actions" || v.invariant == "bounded-staleness"),
+        "{:#?}",
+        kept.violations
+    );
+    let cleaned = run_seed(
         "outbox-inbox+target.inbox.cleanup.after.ms=200",
         Profile::Crashes,
-        4,
+        0,
     );
     assert!(
         cleaned.violations.iter().any(|v| v.invariant == "monotonic"),
@@ -643,7 +649,7 @@ fn actions_across_customers_fracture_per_aggregate_events_reorder_per_transactio
         !per_aggregate.is_empty() && per_aggregate.iter().all(|k| k == "atomic-actions/fractured"),
         "{per_aggregate:?}"
     );
-    let per_transaction = found_across("outbox-inbox+outbox.events=per-transaction", Profile::None, 0..5);
+    let per_transaction = found_across("outbox-inbox+outbox.events=per-transaction", Profile::None, 0..10);
     assert!(
         ["monotonic", "convergence", "referential"]
             .iter()

@@ -756,17 +756,21 @@ impl State {
     }
 
     /// The group's last committed offset, from the coordinator's replica of the
-    /// offsets topic (committed records only).
+    /// offsets topic. A new coordinator loads its whole log when it becomes leader
+    /// (Kafka's `GroupMetadataManager` reads to the log end), so it sees every commit
+    /// written under earlier leaders even while its high watermark catches up; a commit
+    /// it takes itself counts once the in-sync replicas have it.
     fn committed_offset(&mut self, key: &str) -> BrokerResponse {
         let replica = self.replica(OFFSETS_TOPIC, 0);
-        if replica.leader_epoch().is_none() {
+        let Some(epoch) = replica.leader_epoch() else {
             return BrokerResponse::NotLeader;
-        }
-        let readable = replica.high_watermark.min(replica.log_end()) as usize;
-        let offset = replica.records[..readable]
+        };
+        let high_watermark = replica.high_watermark;
+        let offset = replica
+            .records
             .iter()
             .rev()
-            .find(|r| r.key == key)
+            .find(|r| r.key == key && (r.offset < high_watermark || r.epoch < epoch))
             .map_or(0, |r| {
                 r.payload.parse().expect("offsets are written by this module")
             });

@@ -110,11 +110,15 @@ pub struct Producer {
     inner: Rc<ProducerInner>,
 }
 
+/// A pipelined connection to a broker.
+type Connection = faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse>;
+
+/// The connections by broker and partition.
+type Connections = BTreeMap<(u32, (String, u32)), Connection>;
+
 struct ProducerInner {
     cluster: Rc<Cluster>,
-    connections: RefCell<
-        BTreeMap<(u32, (String, u32)), faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse>>,
-    >,
+    connections: RefCell<Connections>,
     request_timeout: Duration,
     config: ProducerConfig,
     ctx: HostCtx,
@@ -507,11 +511,7 @@ impl ProducerInner {
     /// connection until the in-sync replicas have it); requests here carry one
     /// partition's batch, so each partition has its connection, and partitions do not
     /// wait behind each other's replication as they do not in Kafka.
-    fn connection(
-        &self,
-        broker: u32,
-        partition: &(String, u32),
-    ) -> faultline_sim::PipelinedClient<BrokerRequest, BrokerResponse> {
+    fn connection(&self, broker: u32, partition: &(String, u32)) -> Connection {
         self.connections
             .borrow_mut()
             .entry((broker, partition.clone()))
