@@ -777,6 +777,20 @@ impl State {
         BrokerResponse::Offset(offset)
     }
 
+    /// Takes a batch just written to a replica's log at `pos` into memory: its records,
+    /// its frame and epoch, and its producer's sequences.
+    fn keep_batch(&mut self, topic: &str, partition: u32, batch: Vec<BrokerRecord>, pos: LogPos) {
+        if let Some((producer, stored)) = stored_batch(&batch) {
+            self.sequences
+                .entry((producer, topic.to_string(), partition))
+                .or_default()
+                .push(stored);
+        }
+        let replica = self.replica(topic, partition);
+        replica.note_batch(&batch, pos);
+        replica.records.extend(batch);
+    }
+
     /// Cuts a replica's log back to `offset` (a batch boundary at or below it): the
     /// records, the frames, the epochs and the producer state past it go.
     fn truncate(&mut self, topic: &str, partition: u32, offset: u64) {
@@ -947,15 +961,8 @@ async fn append_as_leader(
     let skip_replicas = s.bugs.has(Bug::BrokerAcksBeforeReplication);
     let first = batch.first().map_or(0, |r| r.offset);
     let end = first + batch.len() as u64;
-    if let Some((producer, stored)) = stored_batch(&batch) {
-        s.sequences
-            .entry((producer, topic.to_string(), partition))
-            .or_default()
-            .push(stored);
-    }
+    s.keep_batch(topic, partition, batch, pos);
     let replica = s.replica(topic, partition);
-    replica.note_batch(&batch, pos);
-    replica.records.extend(batch);
     replica.arrived.notify_waiters();
     replica.advance_high_watermark(me, min_insync);
     match acks {
@@ -1213,16 +1220,7 @@ async fn append_as_follower(
     let Ok(pos) = write_batch(&log, &batch, flush).await else {
         return false;
     };
-    let mut s = state.borrow_mut();
-    if let Some((producer, stored)) = stored_batch(&batch) {
-        s.sequences
-            .entry((producer, topic.to_string(), partition))
-            .or_default()
-            .push(stored);
-    }
-    let replica = s.replica(topic, partition);
-    replica.note_batch(&batch, pos);
-    replica.records.extend(batch);
+    state.borrow_mut().keep_batch(topic, partition, batch, pos);
     true
 }
 
