@@ -37,14 +37,21 @@ fn field<'a>(detail: &'a str, name: &str) -> Option<&'a str> {
     detail.split(' ').find_map(|w| w.strip_prefix(name))
 }
 
-/// The participants in a fixed, readable order: source side left, target side right.
+/// The participants in a fixed, readable order: source side left, target side right,
+/// the brokers (`broker-1`..) between them in number order.
 fn participants(events: &[StoryEvent]) -> Vec<String> {
     const ORDER: [&str; 4] = ["source", "connector", "broker", "target"];
-    let mut hosts: Vec<String> = ORDER
-        .iter()
-        .map(|h| h.to_string())
-        .filter(|h| events.iter().any(|e| &e.host == h))
-        .collect();
+    let mut hosts: Vec<String> = Vec::new();
+    for place in ORDER {
+        let mut here: Vec<String> = events
+            .iter()
+            .map(|e| e.host.clone())
+            .filter(|h| h == place || h.strip_prefix(place).is_some_and(|n| n.starts_with('-')))
+            .collect();
+        here.sort();
+        here.dedup();
+        hosts.extend(here);
+    }
     for e in events {
         if e.host != "world" && !hosts.contains(&e.host) {
             hosts.push(e.host.clone());
