@@ -21,10 +21,7 @@ use crate::queue::{self, PublishPoint, QueueConfig};
 use crate::retry_queue::{RetryPolicy, DEFAULT_RETRY};
 use crate::settings::{self, Override, Setting, SettingError, Value, SETTINGS};
 use crate::systems;
-use crate::systems::broker::{
-    ProducerConfig, BROKER_HOSTS, CONNECT_SOURCE_PRODUCER_IDEMPOTENT, KAFKA_PRODUCER,
-};
-use crate::systems::controller::CONTROLLER;
+use crate::systems::broker::{ProducerConfig, CONNECT_SOURCE_PRODUCER_IDEMPOTENT, KAFKA_PRODUCER};
 use crate::systems::source::{OutboxEvents, SourceConfig, SyncPolicy, POSTGRES_LOG_RETENTION};
 use crate::systems::target::{ApplyRule, WelcomeKey};
 use crate::{hosts, run_source_with_api, Setup};
@@ -518,7 +515,7 @@ impl Variant {
     pub fn hosts(&self) -> Vec<FaultTarget> {
         let mut names = vec![hosts::SOURCE, hosts::TARGET];
         if let Some(consumer) = self.config.consumer() {
-            names.extend(BROKER_HOSTS.iter().take(consumer.cluster.brokers as usize));
+            names.extend(hosts::BROKERS.iter().take(consumer.cluster.brokers as usize));
         }
         match self.config {
             PatternConfig::FullCopy(_)
@@ -659,7 +656,7 @@ impl Variant {
         if let Some(consumer) = self.config.consumer() {
             let cluster = consumer.cluster;
             let topics = self.config.topics();
-            world.host(CONTROLLER, move |ctx| {
+            world.host(hosts::CONTROLLER, move |ctx| {
                 systems::controller::run_controller(
                     ctx,
                     cluster.brokers,
@@ -667,7 +664,7 @@ impl Variant {
                     topics.clone(),
                 )
             })?;
-            for name in BROKER_HOSTS.iter().take(cluster.brokers as usize) {
+            for name in hosts::BROKERS.iter().take(cluster.brokers as usize) {
                 let bugs = setup.bugs;
                 world.host(name, move |ctx| systems::broker::run_broker(ctx, bugs, cluster))?;
             }
@@ -684,7 +681,7 @@ impl Variant {
         systems::source::install_slots(disk(hosts::SOURCE), slots);
         if let Some(consumer) = self.config.consumer() {
             let topics = self.config.topics();
-            for name in BROKER_HOSTS.iter().take(consumer.cluster.brokers as usize) {
+            for name in hosts::BROKERS.iter().take(consumer.cluster.brokers as usize) {
                 systems::broker::install_logs(disk(name), &topics);
             }
         }

@@ -1526,7 +1526,7 @@ impl Cluster {
     }
 
     /// The RPC client of one broker.
-    pub fn client(&self, broker: u32) -> RpcClient<BrokerRequest, BrokerResponse> {
+    fn client(&self, broker: u32) -> RpcClient<BrokerRequest, BrokerResponse> {
         self.clients
             .borrow_mut()
             .entry(broker)
