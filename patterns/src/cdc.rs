@@ -34,7 +34,8 @@ use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig, PRODUCER_RE
 use crate::systems::source::{
     Commit, LogRetention, SourceRequest, SourceResponse, LOG_READ_WAIT_MS, SOURCE_API_PORT,
 };
-use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
+use crate::systems::target::{ApplyRule, TargetConfig, WelcomeKey};
+use crate::systems::target_db::TargetHandle;
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic row events go to.
@@ -543,7 +544,7 @@ impl TxAssembler {
 /// transaction the inbox already holds. A partition's offset never passes what it
 /// holds unapplied: records answer `Buffered` while it holds something.
 struct ApplyEvents {
-    target: Target,
+    target: TargetHandle,
     apply: CdcApply,
     partition: u32,
     assembler: Rc<RefCell<TxAssembler>>,
@@ -592,21 +593,16 @@ impl Handler for ApplyEvents {
         let event: RowEvent = serde_json::from_str(&record.payload).expect("payloads are row events");
         if self.apply == CdcApply::RowByRow {
             if event.snapshot {
-                self.target.apply_snapshot(&[event.row]).await.map_err(|_| ())?;
+                self.target.apply_snapshot(&[event.row]).await?;
                 return Ok(Handled::Done);
             }
-            return self
-                .target
-                .apply(&[event.row], None)
-                .await
-                .map(|_| Handled::Done)
-                .map_err(|_| ());
+            return self.target.apply(&[event.row], None).await.map(|_| Handled::Done);
         }
         if event.snapshot {
             self.assembler.borrow_mut().add_read(self.partition, event.row);
         } else {
             let id = event.tx.to_string();
-            if self.target.inbox_contains(&id) {
+            if self.target.inbox_contains(&id).await? {
                 self.target.note_duplicate(&format!("{id} event {}", event.index));
                 return Ok(self.progress());
             }
@@ -626,18 +622,20 @@ impl Handler for ApplyEvents {
     }
 }
 
-/// The target side: one consumer per partition.
+/// An instance of the target side: one consumer per partition it is assigned. The
+/// transaction-aware apply runs one instance (its assembler needs every partition).
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultline_sim::HostResult {
     // The transaction-aware apply keeps applied transaction ids in its inbox.
     let inbox = config.apply == CdcApply::Transaction;
     let target = setup
-        .open_target(
+        .target_handle(
             &ctx,
             TargetConfig {
                 inbox,
                 inbox_cleanup_after_ms: config.inbox_cleanup_after_ms,
                 ..TargetConfig::new(config.rule, config.welcome_key)
             },
+            config.consumer.instances,
         )
         .await;
     let assembler = Rc::new(RefCell::new(TxAssembler::default()));

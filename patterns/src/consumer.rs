@@ -1,6 +1,16 @@
 //! The consumer loop every broker-based target shares: fetch from a partition, hand each
 //! record to a pattern's handler, commit the offset.
 //!
+//! Each instance of the target's service is a member of the consumer group
+//! [`GROUP`] (see [`crate::systems::group`]): it joins, consumes the partitions its
+//! generation assigns it, one task each, and heartbeats. When the group rebalances (a
+//! member joined, or one was dropped) it stops its partitions at their next fetch
+//! (Kafka's eager protocol: the records handled so far are committed first) and joins
+//! again. A member that was dropped while it could not heartbeat (paused, cut off)
+//! goes on handling what it fetched until a commit or heartbeat is refused (Kafka's
+//! CommitFailedException): a zombie. Its partitions' new owner starts from the last
+//! committed offset, so for a while both may handle the same records.
+//!
 //! A handler either finishes a record (`Done`) or keeps it for later (`Buffered`, e.g.
 //! until a whole transaction or a dedup window is in); `flush` runs at the end of every
 //! fetched batch. The offset is committed only past records that are finished with
@@ -23,10 +33,14 @@ use std::time::Duration;
 
 use faultline_sim::HostCtx;
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use crate::bugs::{Bug, BugSet};
 use crate::systems::broker::{
     BrokerClient, BrokerError, BrokerRecord, ClusterConfig, CLUSTER, FETCH_WAIT_MS,
 };
+use crate::systems::group::{Fenced, HEARTBEAT_INTERVAL_MS};
 use crate::windows;
 use crate::RPC_TIMEOUT;
 
@@ -86,8 +100,11 @@ pub fn poisoned(ctx: &HostCtx, record: &BrokerRecord) -> bool {
 /// How a consumer fetches and commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsumerConfig {
-    /// Partitions of the topic; one consumer task each.
+    /// Partitions of the topic; one consumer task each, on the instance that owns it.
     pub partitions: u32,
+    /// Instances of the target's service sharing the partitions in one consumer group
+    /// (`target`, beside the database, then `target-2`, ...).
+    pub instances: u32,
     /// How long an empty fetch waits at the broker for records (a long poll).
     pub fetch_wait_ms: u64,
     /// Wait after a failure.
@@ -131,9 +148,11 @@ impl ConsumerConfig {
     }
 }
 
-/// The default: 4 partitions, 200 ms long polls, 50 ms retries, commit after processing.
+/// The default: 4 partitions shared by 2 instances, 200 ms long polls, 50 ms retries,
+/// commit after processing.
 pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     partitions: 4,
+    instances: 2,
     fetch_wait_ms: FETCH_WAIT_MS,
     retry_ms: 50,
     retry_at_once: false,
@@ -178,20 +197,16 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.DLT")
 }
 
-/// Runs one consumer per partition of `topic` until the host stops.
+/// Runs this instance's member of the group on `topic` until the host stops: a
+/// consumer task per partition its generation assigns it, and, on the first instance,
+/// the dead-letter re-drive when the policy has one.
 pub async fn run_consumers<H, F>(ctx: &HostCtx, topic: &'static str, config: ConsumerConfig, make_handler: F)
 where
     H: Handler + 'static,
     F: Fn(u32) -> H,
 {
     let broker = BrokerClient::new(ctx, config.cluster.brokers, RPC_TIMEOUT);
-    let mut tasks: Vec<_> = (0..config.partitions)
-        .map(|p| {
-            let task = consume(ctx.clone(), broker.clone(), topic, p, config, make_handler(p));
-            tokio::task::spawn_local(task)
-        })
-        .collect();
-    if config.error_policy == ErrorPolicy::DeadLetter {
+    if config.error_policy == ErrorPolicy::DeadLetter && ctx.name() == crate::hosts::TARGET {
         let redrive = replay_dead_letters(
             ctx.clone(),
             broker.clone(),
@@ -199,10 +214,99 @@ where
             config,
             make_handler(config.partitions),
         );
-        tasks.push(tokio::task::spawn_local(redrive));
+        tokio::task::spawn_local(redrive);
     }
-    for task in tasks {
-        let _ = task.await;
+    let heartbeat = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+    // Member ids are unique for ever, as Kafka's (a coordinator-made UUID): the host's
+    // process life and the joins it made as a new member.
+    let mut new_joins = 0;
+    let mut member = format!("{}#{}", ctx.name(), ctx.incarnation());
+    loop {
+        let (generation, partitions) = loop {
+            match broker.join_group(GROUP, &member, config.partitions).await {
+                Ok(Some(joined)) => break joined,
+                Ok(None) | Err(_) => faultline_sim::timer::sleep(heartbeat).await,
+            }
+        };
+        ctx.record(
+            "group-joined",
+            format!("{GROUP} member={member} gen={generation} partitions={partitions:?}"),
+        );
+        let membership = Rc::new(Membership {
+            member: member.clone(),
+            generation,
+            revoked: Cell::new(false),
+            fenced: Cell::new(false),
+        });
+        let tasks: Vec<_> = partitions
+            .iter()
+            .map(|&p| {
+                let task = consume(
+                    ctx.clone(),
+                    broker.clone(),
+                    topic,
+                    p,
+                    config,
+                    make_handler(p),
+                    Rc::clone(&membership),
+                );
+                tokio::task::spawn_local(task)
+            })
+            .collect();
+        let mut stopped = tokio::task::spawn_local(async move {
+            for task in tasks {
+                let _ = task.await;
+            }
+        });
+        // Heartbeats until the group moves on or a commit was refused.
+        let mut ended = false;
+        let rejoin = loop {
+            if ended {
+                faultline_sim::timer::sleep(heartbeat).await;
+            } else if faultline_sim::timer::timeout(heartbeat, &mut stopped).await.is_ok() {
+                // Every partition's task ended (a planted bug's exit): the membership
+                // lives on.
+                ended = true;
+            }
+            if membership.fenced.get() {
+                break Fenced::UnknownMember;
+            }
+            match broker.heartbeat(GROUP, &member, generation).await {
+                Err(BrokerError::Fenced(why)) => break why,
+                Ok(()) | Err(_) => {}
+            }
+        };
+        // Eager rebalance: every partition stops at its next fetch; heartbeats go on
+        // meanwhile, so that the session lasts while the tasks finish.
+        membership.revoked.set(true);
+        while !ended && faultline_sim::timer::timeout(heartbeat, &mut stopped).await.is_err() {
+            let _ = broker.heartbeat(GROUP, &member, generation).await;
+        }
+        ctx.record(
+            "group-revoked",
+            format!("{GROUP} member={member} gen={generation} ({rejoin:?})"),
+        );
+        if rejoin == Fenced::UnknownMember {
+            new_joins += 1;
+            member = format!("{}#{}.{new_joins}", ctx.name(), ctx.incarnation());
+        }
+    }
+}
+
+/// This instance's place in one generation of the group, shared by its partitions'
+/// tasks.
+struct Membership {
+    member: String,
+    generation: u64,
+    /// The group is rebalancing: the tasks stop at their next fetch.
+    revoked: Cell<bool>,
+    /// A commit was refused: the member was dropped or the group moved on.
+    fenced: Cell<bool>,
+}
+
+impl Membership {
+    fn id(&self) -> Option<(&str, u64)> {
+        Some((self.member.as_str(), self.generation))
     }
 }
 
@@ -213,9 +317,20 @@ async fn consume<H: Handler>(
     partition: u32,
     config: ConsumerConfig,
     mut handler: H,
+    membership: Rc<Membership>,
 ) {
+    let assignment = Assignment {
+        ctx: &ctx,
+        broker: &broker,
+        topic,
+        partition,
+        membership: &membership,
+    };
     let retry = Duration::from_millis(config.retry_ms);
     let committed = loop {
+        if !assignment.owned() {
+            return;
+        }
         match broker.committed_offset(GROUP, topic, partition).await {
             Ok(offset) => break offset,
             Err(_) => faultline_sim::timer::sleep(retry).await,
@@ -234,16 +349,17 @@ async fn consume<H: Handler>(
     let mut auto_committed_at = ctx.now();
     let mut auto_uncommitted = None;
     loop {
+        if !assignment.owned() {
+            // Revoked, or fenced: what is buffered comes again to the next owner.
+            handler.reset();
+            return;
+        }
         if config.commit == CommitPoint::Auto {
             let interval = Duration::from_millis(config.auto_commit_interval_ms);
             if position > at.committed && ctx.now().saturating_since(auto_committed_at) >= interval {
                 // Kafka commits asynchronously in poll and goes on: a failed commit is
                 // only tried again at the next interval.
-                if broker
-                    .commit_offset(GROUP, topic, partition, position)
-                    .await
-                    .is_ok()
-                {
+                if assignment.commit(position).await {
                     at.committed = position;
                     auto_uncommitted = None;
                 }
@@ -283,12 +399,7 @@ async fn consume<H: Handler>(
         }
         let handled = loop {
             let handled = handle_batch(
-                &Assignment {
-                    ctx: &ctx,
-                    broker: &broker,
-                    topic,
-                    partition,
-                },
+                &assignment,
                 config,
                 &mut handler,
                 &records,
@@ -317,10 +428,7 @@ async fn consume<H: Handler>(
                 // container commits the records acknowledged before a listener error.
                 if config.commit == CommitPoint::AfterProcessing
                     && position > at.committed
-                    && broker
-                        .commit_offset(GROUP, topic, partition, position)
-                        .await
-                        .is_ok()
+                    && assignment.commit(position).await
                 {
                     at.committed = position;
                 }
@@ -411,7 +519,7 @@ async fn replay_dead_letters<H: Handler>(
             );
             committed = record.offset + 1;
             if broker
-                .commit_offset(DEAD_LETTER_GROUP, &dead_letters, 0, committed)
+                .commit_offset(DEAD_LETTER_GROUP, None, &dead_letters, 0, committed)
                 .await
                 .is_err()
             {
@@ -428,6 +536,40 @@ struct Assignment<'a> {
     broker: &'a BrokerClient,
     topic: &'a str,
     partition: u32,
+    membership: &'a Membership,
+}
+
+impl Assignment<'_> {
+    /// Whether the partition is still this member's: no rebalance began and no commit
+    /// was refused.
+    fn owned(&self) -> bool {
+        !self.membership.revoked.get() && !self.membership.fenced.get()
+    }
+
+    /// Commits `offset` as the member of its generation; answers whether it was stored.
+    /// A refusal fences the member: its partitions stop, and it joins again.
+    async fn commit(&self, offset: u64) -> bool {
+        let committed = self
+            .broker
+            .commit_offset(GROUP, self.membership.id(), self.topic, self.partition, offset)
+            .await;
+        match committed {
+            Ok(()) => true,
+            Err(BrokerError::Fenced(why)) => {
+                if !self.membership.fenced.replace(true) {
+                    self.ctx.record(
+                        "commit-fenced",
+                        format!(
+                            "{}/{}@{offset} member={} gen={} ({why:?})",
+                            self.topic, self.partition, self.membership.member, self.membership.generation
+                        ),
+                    );
+                }
+                false
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// Where a partition's consumer stands.
@@ -461,23 +603,20 @@ async fn handle_batch<H: Handler>(
 ) -> Result<u64, BatchFailed> {
     let Positions { committed, stored } = positions;
     let stored_before = *stored;
-    let Assignment {
-        ctx,
-        broker,
-        topic,
-        partition,
-    } = *assignment;
+    let ctx = assignment.ctx;
     let mut safe_to_commit = None;
     // Open from the first apply until the offset commit that covers it.
     let mut uncommitted = None;
     for record in records {
-        if config.commit == CommitPoint::BeforeProcessing
-            && broker
-                .commit_offset(GROUP, topic, partition, record.offset + 1)
-                .await
-                .is_ok()
-        {
+        if config.commit == CommitPoint::BeforeProcessing && assignment.commit(record.offset + 1).await {
             *committed = record.offset + 1;
+        }
+        if assignment.membership.fenced.get() {
+            // The partition is another member's now: stop handling its records.
+            return Err(BatchFailed {
+                record: None,
+                resume: safe_to_commit.unwrap_or(stored_before),
+            });
         }
         if given_up.contains(&record.offset) {
             // Skipped or dead-lettered: nothing of it is stored here.
@@ -515,11 +654,7 @@ async fn handle_batch<H: Handler>(
     }
     if let (CommitPoint::AfterProcessing, Some(offset)) = (config.commit, commit_to) {
         // A lost commit only means a redelivery later.
-        if broker
-            .commit_offset(GROUP, topic, partition, offset)
-            .await
-            .is_ok()
-        {
+        if assignment.commit(offset).await {
             *committed = offset;
         }
     }

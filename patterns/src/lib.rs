@@ -40,6 +40,7 @@ use domain::ActionRequest;
 use history::{Recorder, Rows};
 use systems::source::{Source, SourceConfig};
 use systems::target::{Target, TargetConfig};
+use systems::target_db::TargetHandle;
 
 pub use variants::{PatternConfig, Variant, VARIANTS};
 
@@ -47,8 +48,11 @@ pub use variants::{PatternConfig, Variant, VARIANTS};
 pub mod hosts {
     /// The system of record.
     pub const SOURCE: &str = "source";
-    /// The replica.
+    /// The replica, and the first instance of the target's service beside it.
     pub const TARGET: &str = "target";
+    /// Further instances of the target's service (consumer group members), reaching
+    /// the target's database over the network.
+    pub const TARGET_INSTANCES: [&str; 3] = ["target-2", "target-3", "target-4"];
     /// The Kafka brokers, `broker-1` up to the cluster's size.
     pub const BROKERS: [&str; 5] = crate::systems::broker::BROKER_HOSTS;
     /// The Kafka cluster's controller (outside the fault profiles, like the notifier).
@@ -111,6 +115,20 @@ impl Setup {
             tokio::task::spawn_local(bootstrap::initial_copy(ctx.clone(), target.clone()));
         }
         target
+    }
+
+    /// The target as this instance of the target's service reaches it: on the
+    /// database's host, the target opened here (serving the other `instances - 1`
+    /// over the network); elsewhere, that database over the network.
+    pub async fn target_handle(&self, ctx: &HostCtx, config: TargetConfig, instances: u32) -> TargetHandle {
+        if ctx.name() != hosts::TARGET {
+            return TargetHandle::remote(ctx, self.bugs);
+        }
+        let target = self.open_target(ctx, config).await;
+        if instances > 1 {
+            tokio::task::spawn_local(systems::target_db::serve_database(ctx.clone(), target.clone()));
+        }
+        TargetHandle::Local(target)
     }
 
     /// Serves the source's API on this host when the pattern reads the source over the

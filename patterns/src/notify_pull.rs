@@ -22,7 +22,8 @@ use crate::domain::{EntityKey, RowImage};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig, PRODUCER_REQUEST_TIMEOUT};
 use crate::systems::source::{SourceRequest, SourceResponse, SOURCE_API_PORT};
-use crate::systems::target::{ApplyRule, EffectTrigger, Target, TargetConfig, WelcomeKey};
+use crate::systems::target::{ApplyRule, EffectTrigger, TargetConfig, WelcomeKey};
+use crate::systems::target_db::TargetHandle;
 use crate::{Setup, RPC_TIMEOUT};
 
 /// The topic notifications go to.
@@ -88,7 +89,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
 /// Fetches the notified rows from the source and stores them.
 struct Pull {
     source: RpcClient<SourceRequest, SourceResponse>,
-    target: Target,
+    target: TargetHandle,
     window: Option<Duration>,
     pending: BTreeSet<EntityKey>,
 }
@@ -103,11 +104,7 @@ impl Pull {
                     data: state.data,
                     written_at: None,
                 };
-                self.target
-                    .apply(&[image], None)
-                    .await
-                    .map(|_| ())
-                    .map_err(|_| ())
+                self.target.apply(&[image], None).await.map(|_| ())
             }
             // The source never had the row (its commit vanished): nothing to store.
             Ok(SourceResponse::Row(None)) => Ok(()),
@@ -148,15 +145,16 @@ impl Handler for Pull {
     }
 }
 
-/// The target side: one pulling consumer per partition.
+/// An instance of the target side: one pulling consumer per partition it is assigned.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(
+        .target_handle(
             &ctx,
             TargetConfig {
                 effects: EffectTrigger::NewRow,
                 ..TargetConfig::new(config.rule, config.welcome_key)
             },
+            config.consumer.instances,
         )
         .await;
     let source: RpcClient<SourceRequest, SourceResponse> =

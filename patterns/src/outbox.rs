@@ -30,7 +30,8 @@ use crate::systems::source::{
     LogRetention, OutboxEvents, OutboxMessage, Source, SourceRequest, SourceResponse, LOG_READ_WAIT_MS,
     SOURCE_API_PORT,
 };
-use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
+use crate::systems::target::{ApplyRule, TargetConfig, WelcomeKey};
+use crate::systems::target_db::TargetHandle;
 use crate::windows;
 use crate::{hosts, Setup, RPC_TIMEOUT};
 
@@ -363,7 +364,7 @@ async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig, recorder:
 
 /// Applies each outbox message's rows in one local transaction.
 struct ApplyMessage {
-    target: Target,
+    target: TargetHandle,
 }
 
 impl Handler for ApplyMessage {
@@ -374,20 +375,20 @@ impl Handler for ApplyMessage {
             .apply(&message.rows, Some(&message.id))
             .await
             .map(|_| Handled::Done)
-            .map_err(|_| ())
     }
 }
 
-/// The target side: one consumer per partition.
+/// An instance of the target side: one consumer per partition it is assigned.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(
+        .target_handle(
             &ctx,
             TargetConfig {
                 inbox: config.inbox,
                 inbox_cleanup_after_ms: config.inbox_cleanup_after_ms,
                 ..TargetConfig::new(config.rule, config.welcome_key)
             },
+            config.consumer.instances,
         )
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {

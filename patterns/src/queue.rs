@@ -19,7 +19,8 @@ use crate::domain::{ActionId, RowImage};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig, PRODUCER_REQUEST_TIMEOUT};
 use crate::systems::source::BeforeCommit;
-use crate::systems::target::{ApplyRule, Target, TargetConfig, WelcomeKey};
+use crate::systems::target::{ApplyRule, TargetConfig, WelcomeKey};
+use crate::systems::target_db::TargetHandle;
 use crate::Setup;
 
 /// The topic entity messages go to.
@@ -127,7 +128,7 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
 
 /// Applies each message's row in its own local transaction.
 struct ApplyRow {
-    target: Target,
+    target: TargetHandle,
 }
 
 impl Handler for ApplyRow {
@@ -138,14 +139,17 @@ impl Handler for ApplyRow {
             .apply(&[message.row], None)
             .await
             .map(|_| Handled::Done)
-            .map_err(|_| ())
     }
 }
 
-/// The target side: one consumer per partition.
+/// An instance of the target side: one consumer per partition it is assigned.
 pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faultline_sim::HostResult {
     let target = setup
-        .open_target(&ctx, TargetConfig::new(config.rule, config.welcome_key))
+        .target_handle(
+            &ctx,
+            TargetConfig::new(config.rule, config.welcome_key),
+            config.consumer.instances,
+        )
         .await;
     run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),

@@ -481,6 +481,17 @@ pub fn check(config: &PatternConfig) -> Result<(), SettingError> {
             });
         }
     }
+    if let PatternConfig::Cdc(d) = c {
+        if d.apply == crate::cdc::CdcApply::Transaction && d.consumer.instances > 1 {
+            return Err(SettingError::Conflict {
+                message: format!(
+                    "consumer.instances = {} with cdc.apply = transaction",
+                    d.consumer.instances
+                ),
+                fix: "a transaction's rows are spread over every partition, and its assembler must see them all in one process (a sink connector with tasks.max=1): set consumer.instances = 1, or cdc.apply = row-by-row".to_string(),
+            });
+        }
+    }
     if let Some(r) = retry(&mut c) {
         if r.backoff_max_ms < r.backoff_initial_ms {
             return Err(SettingError::Conflict {
@@ -735,6 +746,13 @@ pub const SETTINGS: &[Setting] = &[
         mirrors: "a scheduled DLT re-drive; Spring Kafka retry topics' delay",
         values: Values::Millis { min: 1, max: HOUR_MS },
         field: Field::U64(|c| consumer(c).map(|k| &mut k.dead_letter_replay_ms)),
+    },
+    Setting {
+        key: "consumer.instances",
+        about: "instances of the target's service in one consumer group, sharing the topic's partitions (range-assigned); the first runs beside the target's database, the others reach it over the network; a rebalance stops every instance's partitions until all have rejoined",
+        mirrors: "the service's replica count (a Kubernetes Deployment's replicas) with Kafka's classic group protocol and RangeAssignor",
+        values: Values::Count { min: 1, max: 1 + crate::hosts::TARGET_INSTANCES.len() as u64 },
+        field: Field::U32(|c| consumer(c).map(|k| &mut k.instances)),
     },
     Setting {
         key: "topic.partitions",

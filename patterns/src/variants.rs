@@ -293,8 +293,12 @@ pub const VARIANTS: &[Variant] = &[
     ),
         preset(
         "cdc-tx",
-        "cdc, and the target reassembles each transaction from its row events and applies it whole, once (transaction id in an inbox)",
-        PatternConfig::Cdc(CdcConfig { apply: CdcApply::Transaction, ..CDC }),
+        "cdc, and the target reassembles each transaction from its row events and applies it whole, once (transaction id in an inbox); one consumer instance reads every partition",
+        PatternConfig::Cdc(CdcConfig {
+            apply: CdcApply::Transaction,
+            consumer: ConsumerConfig { instances: 1, ..DEFAULT_CONSUMER },
+            ..CDC
+        }),
     ),
 ];
 
@@ -515,6 +519,7 @@ impl Variant {
     pub fn hosts(&self) -> Vec<FaultTarget> {
         let mut names = vec![hosts::SOURCE, hosts::TARGET];
         if let Some(consumer) = self.config.consumer() {
+            names.extend(hosts::TARGET_INSTANCES.iter().take(consumer.instances as usize - 1));
             names.extend(hosts::BROKERS.iter().take(consumer.cluster.brokers as usize));
         }
         match self.config {
@@ -534,7 +539,7 @@ impl Variant {
                 name: name.to_string(),
                 crashable: true,
                 has_disk: true,
-                handles_inputs: name == hosts::TARGET,
+                handles_inputs: name == hosts::TARGET || hosts::TARGET_INSTANCES.contains(&name),
             })
             .collect()
     }
@@ -622,14 +627,23 @@ impl Variant {
             PatternConfig::NotifyPull(config) => {
                 host!(hosts::SOURCE, notify_pull::run_source, config);
                 host!(hosts::TARGET, notify_pull::run_target, config);
+                for name in hosts::TARGET_INSTANCES.iter().take(config.consumer.instances as usize - 1) {
+                    host!(name, notify_pull::run_target, config);
+                }
             }
             PatternConfig::Queue(config) => {
                 host!(hosts::SOURCE, queue::run_source, config);
                 host!(hosts::TARGET, queue::run_target, config);
+                for name in hosts::TARGET_INSTANCES.iter().take(config.consumer.instances as usize - 1) {
+                    host!(name, queue::run_target, config);
+                }
             }
             PatternConfig::Outbox(config) => {
                 host!(hosts::SOURCE, outbox::run_source, config);
                 host!(hosts::TARGET, outbox::run_target, config);
+                for name in hosts::TARGET_INSTANCES.iter().take(config.consumer.instances as usize - 1) {
+                    host!(name, outbox::run_target, config);
+                }
                 for name in hosts::RELAYS.iter().take(config.relay_instances as usize - 1) {
                     let bugs = setup.bugs;
                     world.host(name, move |ctx| outbox::run_relay_instance(ctx, config, bugs))?;
@@ -641,6 +655,9 @@ impl Variant {
                     move |ctx| run_source_with_api(ctx, setup.clone())
                 })?;
                 host!(hosts::TARGET, cdc::run_target, config);
+                for name in hosts::TARGET_INSTANCES.iter().take(config.consumer.instances as usize - 1) {
+                    host!(name, cdc::run_target, config);
+                }
                 let snapshot = setup.bootstrap == Some(crate::bootstrap::Bootstrap::Snapshot);
                 let connector_setup = setup.clone();
                 world.host(hosts::CONNECTOR, move |ctx| {

@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::bugs::{Bug, BugSet};
+use crate::systems::group::{Fenced, Generation, Group, Join};
 use crate::systems::controller::{
     isr_text, ControllerRequest, ControllerResponse, Image, PartitionState, CONTROLLER, CONTROLLER_PORT,
     HEARTBEAT_MS,
@@ -191,8 +192,11 @@ pub enum BrokerRequest {
         /// Long poll: with nothing at `offset`, wait up to this long for records.
         wait_ms: u64,
     },
+    /// A committed position; `member` is the committing group member and its
+    /// generation (`None`: a consumer that assigned itself its partitions).
     CommitOffset {
         group: String,
+        member: Option<(String, u64)>,
         topic: String,
         partition: u32,
         offset: u64,
@@ -204,6 +208,19 @@ pub enum BrokerRequest {
     },
     /// Which broker leads a partition (creating it if it does not exist).
     Metadata { topic: String, partition: u32 },
+    /// A member's join of `group`, whose topic has `partitions` partitions (the classic
+    /// protocol's JoinGroup and SyncGroup in one; asked again until it completes).
+    JoinGroup {
+        group: String,
+        member: String,
+        partitions: u32,
+    },
+    /// A member's heartbeat.
+    Heartbeat {
+        group: String,
+        member: String,
+        generation: u64,
+    },
     /// A follower's fetch: its log end, the epoch of its last record, and the leader
     /// epoch it follows.
     ReplicaFetch {
@@ -238,6 +255,17 @@ pub enum BrokerResponse {
     },
     Committed,
     Offset(u64),
+    /// The member's generation and partitions.
+    Joined {
+        generation: u64,
+        partitions: Vec<u32>,
+    },
+    /// The rebalance waits for other members.
+    JoinPending,
+    /// A heartbeat's answer: the member may go on.
+    Alive,
+    /// The coordinator refused a member's heartbeat or commit.
+    Fenced(Fenced),
     /// This broker does not lead the partition (NOT_LEADER_OR_FOLLOWER; for offsets,
     /// NOT_COORDINATOR): the client refreshes its metadata.
     NotLeader,
@@ -292,18 +320,28 @@ impl RpcMessage for BrokerRequest {
             } => format!("fetch {topic}/{partition}@{offset}"),
             BrokerRequest::CommitOffset {
                 group,
+                member,
                 topic,
                 partition,
                 offset,
-            } => {
-                format!("commit {group} {topic}/{partition}@{offset}")
-            }
+            } => match member {
+                Some((member, generation)) => {
+                    format!("commit {group} {topic}/{partition}@{offset} member={member} gen={generation}")
+                }
+                None => format!("commit {group} {topic}/{partition}@{offset}"),
+            },
             BrokerRequest::FetchOffset {
                 group,
                 topic,
                 partition,
             } => format!("offset? {group} {topic}/{partition}"),
             BrokerRequest::Metadata { topic, partition } => format!("metadata {topic}/{partition}"),
+            BrokerRequest::JoinGroup { group, member, .. } => format!("join {group} member={member}"),
+            BrokerRequest::Heartbeat {
+                group,
+                member,
+                generation,
+            } => format!("heartbeat {group} member={member} gen={generation}"),
             BrokerRequest::ReplicaFetch {
                 topic,
                 partition,
@@ -326,6 +364,13 @@ impl RpcMessage for BrokerResponse {
             BrokerResponse::OutOfRange { start, end } => format!("offset out of range {start}..{end}"),
             BrokerResponse::Committed => "committed".to_string(),
             BrokerResponse::Offset(o) => format!("offset {o}"),
+            BrokerResponse::Joined {
+                generation,
+                partitions,
+            } => format!("joined gen={generation} partitions={partitions:?}"),
+            BrokerResponse::JoinPending => "join pending".to_string(),
+            BrokerResponse::Alive => "alive".to_string(),
+            BrokerResponse::Fenced(why) => format!("fenced {why:?}"),
             BrokerResponse::NotLeader => "not leader".to_string(),
             BrokerResponse::NotEnoughReplicas => "not enough replicas".to_string(),
             BrokerResponse::Leader { broker, epoch } => match broker {
@@ -537,9 +582,22 @@ struct State {
     log_starts: BTreeMap<String, u64>,
     controller: RpcClient<ControllerRequest, ControllerResponse>,
     peers: BTreeMap<u32, RpcClient<BrokerRequest, BrokerResponse>>,
+    coordinator: Coordinator,
 }
 
 type Shared = Rc<RefCell<State>>;
+
+/// The consumer groups this broker coordinates while it leads `__consumer_offsets`,
+/// loaded from that log when it took over (Kafka's `GroupMetadataManager` loads every
+/// group's last stored generation and its members, whose sessions start again).
+#[derive(Default)]
+struct Coordinator {
+    /// The offsets partition's leader epoch the groups were loaded under.
+    epoch: Option<u64>,
+    groups: BTreeMap<String, Group>,
+    /// Groups whose next generation is being written.
+    writing: std::collections::BTreeSet<String>,
+}
 
 impl State {
     /// This broker's replica of a partition, opened from its log on first use.
@@ -1283,6 +1341,101 @@ fn offset_key(group: &str, topic: &str, partition: u32) -> String {
     format!("{group}/{topic}/{partition}")
 }
 
+/// The key of a group's stored generation in `__consumer_offsets`.
+fn generation_key(group: &str) -> String {
+    format!("generation/{group}")
+}
+
+/// Runs `f` on `group` as this broker's coordinator knows it now (after dropping the
+/// members whose session or rebalance time ran out); `None` when this broker does not
+/// coordinate (it does not lead `__consumer_offsets`).
+fn with_group<R>(state: &Shared, group: &str, f: impl FnOnce(&mut Group, faultline_sim::SimTime) -> R) -> Option<R> {
+    let mut guard = state.borrow_mut();
+    let s = &mut *guard;
+    if !s.image.contains_key(&(OFFSETS_TOPIC.to_string(), 0)) {
+        return None;
+    }
+    let now = s.ctx.now();
+    let loaded_under = s.coordinator.epoch;
+    let replica = s.replica(OFFSETS_TOPIC, 0);
+    let epoch = replica.leader_epoch()?;
+    if loaded_under != Some(epoch) {
+        // Took over: every group's last generation the log holds, as committed offsets
+        // are read (below the high watermark or written under an earlier leader).
+        let high_watermark = replica.high_watermark;
+        let mut groups = BTreeMap::new();
+        for record in replica
+            .records
+            .iter()
+            .filter(|r| r.offset < high_watermark || r.epoch < epoch)
+        {
+            if let Some(name) = record.key.strip_prefix("generation/") {
+                let stored: Generation =
+                    serde_json::from_str(&record.payload).expect("generations are written by this module");
+                groups.insert(name.to_string(), Group::loaded(stored, now));
+            }
+        }
+        s.coordinator = Coordinator {
+            epoch: Some(epoch),
+            groups,
+            writing: Default::default(),
+        };
+    }
+    let entry = s.coordinator.groups.entry(group.to_string()).or_default();
+    for member in entry.expire(now) {
+        s.ctx.record("group-member-dropped", format!("{group} member={member}"));
+    }
+    Some(f(entry, now))
+}
+
+/// A member's join: answers its place once the rebalance completes; the coordinator
+/// writes the new generation (`acks=all`) before it counts, and a member asks again
+/// until then.
+async fn join_group(state: &Shared, group: String, member: String, partitions: u32) -> BrokerResponse {
+    let joined = with_group(state, &group, |g, now| {
+        let answer = g.join(&member, partitions, now);
+        (answer, g.ready(now))
+    });
+    let next = match joined {
+        None => return BrokerResponse::NotLeader,
+        Some((Join::Joined { generation, partitions }, _)) => {
+            return BrokerResponse::Joined { generation, partitions };
+        }
+        Some((Join::Pending, None)) => return BrokerResponse::JoinPending,
+        Some((Join::Pending, Some(next))) => next,
+    };
+    if !state.borrow_mut().coordinator.writing.insert(group.clone()) {
+        return BrokerResponse::JoinPending;
+    }
+    let record = (
+        generation_key(&group),
+        serde_json::to_string(&next).expect("generations serialise"),
+    );
+    let written = produce(state, OFFSETS_TOPIC.to_string(), 0, vec![record], None, Acks::All).await;
+    state.borrow_mut().coordinator.writing.remove(&group);
+    if !matches!(written, BrokerResponse::Produced { .. }) {
+        // Not stored: the rebalance completes at a later join.
+        return BrokerResponse::JoinPending;
+    }
+    let text = format!("{group} gen={} {:?}", next.generation, next.assignment);
+    let answer = with_group(state, &group, |g, now| {
+        let completed = g.complete(next);
+        (completed, g.join(&member, partitions, now))
+    });
+    match answer {
+        None => BrokerResponse::NotLeader,
+        Some((completed, answer)) => {
+            if completed {
+                state.borrow().ctx.record("group-generation", text);
+            }
+            match answer {
+                Join::Joined { generation, partitions } => BrokerResponse::Joined { generation, partitions },
+                Join::Pending => BrokerResponse::JoinPending,
+            }
+        }
+    }
+}
+
 /// Deletes, per partition, the records older than `retention.ms` from the head of the
 /// log (each batch its own segment: Kafka's `segment.ms` compressed away), advancing
 /// the log start; the new starts are made durable first, so nothing deleted returns
@@ -1382,6 +1535,7 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> fa
         log_starts,
         controller: RpcClient::new(&ctx, CONTROLLER, CONTROLLER_PORT, CONTROLLER_TIMEOUT),
         peers: BTreeMap::new(),
+        coordinator: Coordinator::default(),
     }));
     tokio::task::spawn_local(heartbeat(Rc::clone(&state)));
     let shrinking = Rc::clone(&state);
@@ -1461,10 +1615,19 @@ async fn handle(state: &Shared, request: BrokerRequest) -> BrokerResponse {
         }
         BrokerRequest::CommitOffset {
             group,
+            member,
             topic,
             partition,
             offset,
         } => {
+            let admitted = with_group(state, &group, |g, now| {
+                g.may_commit(member.as_ref().map(|(m, gen)| (m.as_str(), *gen)), now)
+            });
+            match admitted {
+                Some(Ok(())) => {}
+                Some(Err(fenced)) => return BrokerResponse::Fenced(fenced),
+                None => return BrokerResponse::NotLeader,
+            }
             let record = (offset_key(&group, &topic, partition), offset.to_string());
             match produce(state, OFFSETS_TOPIC.to_string(), 0, vec![record], None, Acks::All).await {
                 BrokerResponse::Produced { .. } => BrokerResponse::Committed,
@@ -1483,6 +1646,20 @@ async fn handle(state: &Shared, request: BrokerRequest) -> BrokerResponse {
             s.committed_offset(&offset_key(&group, &topic, partition))
         }
         BrokerRequest::Metadata { topic, partition } => metadata(state, topic, partition).await,
+        BrokerRequest::JoinGroup {
+            group,
+            member,
+            partitions,
+        } => join_group(state, group, member, partitions).await,
+        BrokerRequest::Heartbeat {
+            group,
+            member,
+            generation,
+        } => match with_group(state, &group, |g, now| g.heartbeat(&member, generation, now)) {
+            Some(Ok(())) => BrokerResponse::Alive,
+            Some(Err(fenced)) => BrokerResponse::Fenced(fenced),
+            None => BrokerResponse::NotLeader,
+        },
         BrokerRequest::ReplicaFetch {
             broker,
             topic,
@@ -1647,6 +1824,10 @@ pub enum BrokerError {
         /// The sequence the broker expected next.
         expected: u64,
     },
+    /// The group coordinator refused a member's commit or heartbeat (Kafka's
+    /// CommitFailedException: the member was dropped or the group moved on).
+    #[error("fenced by the group coordinator: {0:?}")]
+    Fenced(Fenced),
     /// The broker answered with something else than asked for.
     #[error("unexpected broker response")]
     Unexpected,
@@ -1703,23 +1884,61 @@ impl BrokerClient {
     }
 
     /// Commits `group`'s position (the next offset to process) through the group
-    /// coordinator.
+    /// coordinator, as `member` of its generation (`None`: a consumer that assigned
+    /// itself the partition).
     pub async fn commit_offset(
         &self,
         group: &str,
+        member: Option<(&str, u64)>,
         topic: &str,
         partition: u32,
         offset: u64,
     ) -> Result<(), BrokerError> {
         let request = BrokerRequest::CommitOffset {
             group: group.to_string(),
+            member: member.map(|(m, generation)| (m.to_string(), generation)),
             topic: topic.to_string(),
             partition,
             offset,
         };
         match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
             BrokerResponse::Committed => Ok(()),
+            BrokerResponse::Fenced(why) => Err(BrokerError::Fenced(why)),
             other => Err(produced(other).err().unwrap_or(BrokerError::Unexpected)),
+        }
+    }
+
+    /// Joins `group` (or answers a rebalance) as `member`: its generation and
+    /// partitions once the rebalance completed, `None` while it waits.
+    pub async fn join_group(
+        &self,
+        group: &str,
+        member: &str,
+        partitions: u32,
+    ) -> Result<Option<(u64, Vec<u32>)>, BrokerError> {
+        let request = BrokerRequest::JoinGroup {
+            group: group.to_string(),
+            member: member.to_string(),
+            partitions,
+        };
+        match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
+            BrokerResponse::Joined { generation, partitions } => Ok(Some((generation, partitions))),
+            BrokerResponse::JoinPending => Ok(None),
+            _ => Err(BrokerError::Unexpected),
+        }
+    }
+
+    /// A member's heartbeat: `Fenced` when it must rejoin.
+    pub async fn heartbeat(&self, group: &str, member: &str, generation: u64) -> Result<(), BrokerError> {
+        let request = BrokerRequest::Heartbeat {
+            group: group.to_string(),
+            member: member.to_string(),
+            generation,
+        };
+        match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
+            BrokerResponse::Alive => Ok(()),
+            BrokerResponse::Fenced(why) => Err(BrokerError::Fenced(why)),
+            _ => Err(BrokerError::Unexpected),
         }
     }
 

@@ -4,7 +4,9 @@
 
 pub mod broker;
 pub mod controller;
+pub mod group;
 pub mod notifier;
 pub mod producer;
 pub mod source;
 pub mod target;
+pub mod target_db;

@@ -152,8 +152,29 @@ struct TargetTx {
     bootstrapped: bool,
 }
 
+/// A welcome an apply leaves to its handler, to send after the commit (there is no
+/// inbox to store it in).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AfterCommitWelcome {
+    /// The customer created.
+    pub customer: CustomerId,
+    /// Its idempotency key, when welcomes are keyed by customer.
+    pub key: Option<String>,
+}
+
+/// Sends a welcome in the background on `ctx`'s host, with retries: a crash of that
+/// host before it lands loses it.
+pub fn send_welcome_after_commit(ctx: &HostCtx, welcomer: &Welcomer, customer: CustomerId, key: Option<String>) {
+    let welcomer = welcomer.clone();
+    let pending = ctx.window(windows::AFTER_COMMIT_BEFORE_EFFECT);
+    tokio::task::spawn_local(async move {
+        let _pending = pending;
+        welcomer.welcome(customer, key).await;
+    });
+}
+
 /// What an apply did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     /// The rows were applied (some may have been skipped as stale).
     Rows {
@@ -328,12 +349,11 @@ impl Target {
     /// Sends a welcome not stored with the apply in the background, with retries: a
     /// crash before it lands loses it.
     fn welcome_after_commit(&self, customer: CustomerId, key: Option<String>) {
-        let welcomer = self.state.borrow().welcomer.clone();
-        let pending = self.effect_pending();
-        tokio::task::spawn_local(async move {
-            let _pending = pending;
-            welcomer.welcome(customer, key).await;
-        });
+        let (ctx, welcomer) = {
+            let state = self.state.borrow();
+            (state.ctx.clone(), state.welcomer.clone())
+        };
+        send_welcome_after_commit(&ctx, &welcomer, customer, key);
     }
 
     /// Whether the inbox holds message `id` (it was applied, durably, and its entry is
@@ -398,7 +418,23 @@ impl Target {
     }
 
     /// Applies `images` in one local transaction; `message` is the id the inbox keys on.
+    /// Welcomes not stored with the apply go out from this host after the commit.
     pub async fn apply(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
+        let (applied, welcomes) = self.apply_leaving_welcomes(images, message).await?;
+        for welcome in welcomes {
+            self.welcome_after_commit(welcome.customer, welcome.key);
+        }
+        Ok(applied)
+    }
+
+    /// Applies as [`Target::apply`] does, for a handler on another host (a second
+    /// consumer instance using this database over the network): the welcomes not stored
+    /// with the apply are answered, for that handler to send after the commit.
+    pub async fn apply_leaving_welcomes(
+        &self,
+        images: &[RowImage],
+        message: Option<&str>,
+    ) -> Result<(Applied, Vec<AfterCommitWelcome>), DiskError> {
         let _writing = self.writer.lock().await;
         let bugs = self.state.borrow().config.bugs;
         let inbox = self.state.borrow().config.inbox;
@@ -406,7 +442,7 @@ impl Target {
             Some(id) if inbox && bugs.has(Bug::InboxSeparateTx) => {
                 if self.state.borrow().inbox_holds(id) {
                     self.note_duplicate(id);
-                    return Ok(Applied::Duplicate);
+                    return Ok((Applied::Duplicate, Vec::new()));
                 }
                 // Planted: the inbox entry commits on its own, before the apply, which
                 // commits as a second transaction.
@@ -436,10 +472,13 @@ impl Target {
                 let Some((last, rows)) = images.split_last() else {
                     return self.apply_locked(images, message).await;
                 };
+                let mut welcomes = Vec::new();
                 for row in rows {
-                    self.apply_locked(std::slice::from_ref(row), None).await?;
+                    welcomes.extend(self.apply_locked(std::slice::from_ref(row), None).await?.1);
                 }
-                self.apply_locked(std::slice::from_ref(last), message).await
+                let (applied, last_welcomes) = self.apply_locked(std::slice::from_ref(last), message).await?;
+                welcomes.extend(last_welcomes);
+                Ok((applied, welcomes))
             }
             _ => self.apply_locked(images, message).await,
         }
@@ -447,15 +486,19 @@ impl Target {
 
     /// The apply proper (the caller holds the writer): one local transaction holding
     /// the rows and the inbox entry (and, with an inbox, the welcomes to dispatch); then
-    /// the welcomes go out.
-    async fn apply_locked(&self, images: &[RowImage], message: Option<&str>) -> Result<Applied, DiskError> {
+    /// the stored welcomes go out, and the others are answered for the handler to send.
+    async fn apply_locked(
+        &self,
+        images: &[RowImage],
+        message: Option<&str>,
+    ) -> Result<(Applied, Vec<AfterCommitWelcome>), DiskError> {
         let (tx, created, skipped) = {
             let state = self.state.borrow();
             let bugs = state.config.bugs;
             let message = message.filter(|_| state.config.inbox).map(str::to_string);
             if let Some(id) = message.as_ref().filter(|m| state.inbox_holds(m)) {
                 state.ctx.record(INBOX_DUPLICATE, id.clone());
-                return Ok(Applied::Duplicate);
+                return Ok((Applied::Duplicate, Vec::new()));
             }
             let mut accepted = state.accept(images);
             if bugs.has(Bug::TargetDeletesWithoutCascade) {
@@ -476,7 +519,7 @@ impl Target {
             }
             let skipped = images.len() - accepted.len();
             if accepted.is_empty() && message.is_none() {
-                return Ok(Applied::Rows { applied: 0, skipped });
+                return Ok((Applied::Rows { applied: 0, skipped }, Vec::new()));
             }
             // The planted effect-before-commit bug sent these already.
             let created = if bugs.has(Bug::EffectBeforeCommit) {
@@ -511,20 +554,23 @@ impl Target {
             (tx, created, skipped)
         };
         self.write(&tx).await?;
+        let mut after_commit = Vec::new();
         if tx.message.is_some() {
             for w in tx.welcomes {
                 self.dispatch(w.customer, w.key);
             }
         } else {
             let keyed = self.state.borrow().config.welcome_key == WelcomeKey::Customer;
-            for customer in created {
-                self.welcome_after_commit(customer, keyed.then(|| customer_key(customer)));
-            }
+            after_commit.extend(created.into_iter().map(|customer| AfterCommitWelcome {
+                customer,
+                key: keyed.then(|| customer_key(customer)),
+            }));
         }
-        Ok(Applied::Rows {
+        let applied = Applied::Rows {
             applied: tx.rows.len(),
             skipped,
-        })
+        };
+        Ok((applied, after_commit))
     }
 
     /// Commits one local transaction (the caller holds the writer): its record
