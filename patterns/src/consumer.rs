@@ -217,16 +217,26 @@ where
         tokio::task::spawn_local(redrive);
     }
     let heartbeat = Duration::from_millis(HEARTBEAT_INTERVAL_MS);
+    let mut stop = std::pin::pin!(ctx.stop_requested());
     // Member ids are unique for ever, as Kafka's (a coordinator-made UUID): the host's
     // process life and the joins it made as a new member.
     let mut new_joins = 0;
     let mut member = format!("{}#{}", ctx.name(), ctx.incarnation());
     loop {
-        let (generation, partitions) = loop {
-            match broker.join_group(GROUP, &member, config.partitions).await {
-                Ok(Some(joined)) => break joined,
-                Ok(None) | Err(_) => faultline_sim::timer::sleep(heartbeat).await,
+        let joined = loop {
+            if let Ok(Some(joined)) = broker.join_group(GROUP, &member, config.partitions).await {
+                break Some(joined);
             }
+            tokio::select! {
+                biased;
+                () = &mut stop => break None,
+                () = faultline_sim::timer::sleep(heartbeat) => {}
+            }
+        };
+        let Some((generation, partitions)) = joined else {
+            leave(ctx, &broker, &member).await;
+            // The process waits for its kill; what runs beside it serves until then.
+            return std::future::pending().await;
         };
         ctx.record(
             "group-joined",
@@ -258,30 +268,45 @@ where
                 let _ = task.await;
             }
         });
-        // Heartbeats until the group moves on or a commit was refused.
+        // Every partition's task ended (only a planted bug's exit ends one early).
         let mut ended = false;
+        // Heartbeats until the group moves on, a commit was refused, or the process is
+        // asked to stop (`None`).
         let rejoin = loop {
-            if ended {
-                faultline_sim::timer::sleep(heartbeat).await;
-            } else if faultline_sim::timer::timeout(heartbeat, &mut stopped).await.is_ok() {
-                // Every partition's task ended (a planted bug's exit): the membership
-                // lives on.
-                ended = true;
+            tokio::select! {
+                biased;
+                () = &mut stop => break None,
+                _ = &mut stopped, if !ended => {
+                    ended = true;
+                    continue;
+                }
+                () = faultline_sim::timer::sleep(heartbeat) => {}
             }
             if membership.fenced.get() {
-                break Fenced::UnknownMember;
+                break Some(Fenced::UnknownMember);
             }
-            match broker.heartbeat(GROUP, &member, generation).await {
-                Err(BrokerError::Fenced(why)) => break why,
-                Ok(()) | Err(_) => {}
+            if let Err(BrokerError::Fenced(why)) = broker.heartbeat(GROUP, &member, generation).await {
+                break Some(why);
             }
         };
-        // Eager rebalance: every partition stops at its next fetch; heartbeats go on
-        // meanwhile, so that the session lasts while the tasks finish.
+        // Eager rebalance: every partition stops at its next fetch, after committing
+        // what it handled; heartbeats go on meanwhile, so that the session lasts while
+        // the tasks finish.
         membership.revoked.set(true);
-        while !ended && faultline_sim::timer::timeout(heartbeat, &mut stopped).await.is_err() {
-            let _ = broker.heartbeat(GROUP, &member, generation).await;
+        while !ended {
+            tokio::select! {
+                biased;
+                _ = &mut stopped => ended = true,
+                () = faultline_sim::timer::sleep(heartbeat) => {
+                    let _ = broker.heartbeat(GROUP, &member, generation).await;
+                }
+            }
         }
+        let Some(rejoin) = rejoin else {
+            leave(ctx, &broker, &member).await;
+            // The process waits for its kill; what runs beside it serves until then.
+            return std::future::pending().await;
+        };
         ctx.record(
             "group-revoked",
             format!("{GROUP} member={member} gen={generation} ({rejoin:?})"),
@@ -291,6 +316,14 @@ where
             member = format!("{}#{}.{new_joins}", ctx.name(), ctx.incarnation());
         }
     }
+}
+
+/// A stopping instance's goodbye (Kafka's `close()` sends LeaveGroup): the group
+/// rebalances at once instead of waiting out the member's session. One attempt: the
+/// process is on its way out.
+async fn leave(ctx: &HostCtx, broker: &BrokerClient, member: &str) {
+    let left = broker.leave_group(GROUP, member).await.is_ok();
+    ctx.record("group-left", format!("{GROUP} member={member} acknowledged={left}"));
 }
 
 /// This instance's place in one generation of the group, shared by its partitions'

@@ -87,6 +87,10 @@ pub enum Fault {
     Hold { a: String, b: String },
     /// Deliver what a hold parked and let traffic flow again.
     Release { a: String, b: String },
+    /// Ask the host's process to stop (SIGTERM before a deploy's restart): its
+    /// software's shutdown hooks run ([`crate::HostCtx::stop_requested`]: a consumer
+    /// leaves its group); the plan's next `crash` ends the process.
+    Stop { host: String },
     /// Kill the host's process: memory and tasks are lost, peers see the connections
     /// close, written data survives in the OS.
     Crash { host: String },
@@ -142,6 +146,7 @@ impl Fault {
             Fault::Heal { .. } => "heal",
             Fault::Hold { .. } => "hold",
             Fault::Release { .. } => "release",
+            Fault::Stop { .. } => "stop",
             Fault::Crash { .. } => "crash",
             Fault::PowerLoss { .. } => "power-loss",
             Fault::Restart { .. } => "restart",
@@ -167,7 +172,8 @@ impl Fault {
                 vec![a, b]
             }
             Fault::PartitionOneway { from, to } | Fault::LinkMessageFaults { from, to, .. } => vec![from, to],
-            Fault::Crash { host }
+            Fault::Stop { host }
+            | Fault::Crash { host }
             | Fault::PowerLoss { host }
             | Fault::Restart { host }
             | Fault::Pause { host }
@@ -190,6 +196,7 @@ impl fmt::Display for Fault {
             Fault::Heal { a, b } => write!(f, "heal {a} <-> {b}"),
             Fault::Hold { a, b } => write!(f, "hold {a} <-> {b}"),
             Fault::Release { a, b } => write!(f, "release {a} <-> {b}"),
+            Fault::Stop { host } => write!(f, "stop {host}"),
             Fault::Crash { host } => write!(f, "crash {host}"),
             Fault::PowerLoss { host } => write!(f, "power-loss {host}"),
             Fault::Restart { host } => write!(f, "restart {host}"),
@@ -293,6 +300,11 @@ impl PlanState {
             }
             Fault::Release { a, b } => {
                 self.held.remove(&pair(a, b));
+            }
+            Fault::Stop { host } => {
+                if self.down.contains(host) {
+                    return Err(format!("host {host:?} is down: only a running host can be asked to stop"));
+                }
             }
             Fault::Crash { host } | Fault::PowerLoss { host } => {
                 if !self.down.insert(host.clone()) {

@@ -241,6 +241,11 @@ const CLOCK: Intensity = Intensity::new(2_000, 300, 2_000);
 const DEPLOYS: Intensity = Intensity::new(3_000, 300, 2_000);
 /// How long a deploy's restart keeps the process down.
 const DEPLOY_DOWNTIME_MS: std::ops::RangeInclusive<u64> = 20..=100;
+/// How long a deploy waits after its stop request (SIGTERM) before it kills the old
+/// process: time for shutdown hooks (a consumer finishing its batch, committing and
+/// leaving its group, which takes well under a second) in this simulation's
+/// compressed time.
+const DEPLOY_STOP_GRACE_MS: u64 = 100;
 
 /// Message-fault rates for one episode: loss and lost responses in `loss_pct`,
 /// duplicates in 0..=10%, delays in `delay_pct`, each delay up to a bound drawn from
@@ -474,8 +479,9 @@ impl FaultMix {
                 // A deploy is a restart with the new release: the defective one at the
                 // episode's start, the fix at its end (both done by the window's end).
                 let mut rng = streams.stream(&format!("faults/deploy/{}", target.name));
+                let grace = Duration::from_millis(DEPLOY_STOP_GRACE_MS);
                 let window = FaultWindow {
-                    end: window.end - Duration::from_millis(*DEPLOY_DOWNTIME_MS.end()),
+                    end: window.end - grace - Duration::from_millis(*DEPLOY_DOWNTIME_MS.end()),
                     ..window
                 };
                 for (start, end) in intensity.episodes(&mut rng, window) {
@@ -485,7 +491,7 @@ impl FaultMix {
                     ]
                     .map(|(at, release)| {
                         let downtime = Duration::from_millis(rng.gen_range(DEPLOY_DOWNTIME_MS));
-                        (at, at + downtime, release)
+                        (at, at + grace + downtime, release)
                     });
                     // A deploy needs the host up: an episode meeting a crash is dropped
                     // whole, so no defect stays unfixed.
@@ -496,8 +502,9 @@ impl FaultMix {
                         continue;
                     }
                     for (at, restart_at, release) in deploys {
-                        push(at, Fault::Crash { host: host() });
-                        push(at, release);
+                        push(at, Fault::Stop { host: host() });
+                        push(at + grace, Fault::Crash { host: host() });
+                        push(at + grace, release);
                         push(restart_at, Fault::Restart { host: host() });
                     }
                 }

@@ -75,6 +75,8 @@ pub mod kind {
     pub const SYNC_ERROR_LOST: &str = "sync-error-lost";
     /// A power loss undid a file name never made durable by a directory sync.
     pub const NAME_UNDONE: &str = "name-undone";
+    /// A host's process was asked to stop (its shutdown hooks run).
+    pub const STOP: &str = "stop";
     /// A host's process was killed.
     pub const CRASH: &str = "crash";
     /// A host's process started again.

@@ -118,6 +118,15 @@ pub(crate) struct Shared {
     message_faults: Cell<MessageFaultRates>,
     /// Per-link rates (caller, server), over `message_faults`.
     link_message_faults: RefCell<BTreeMap<(String, String), MessageFaultRates>>,
+    /// Each host's current process life's stop request.
+    stops: RefCell<BTreeMap<String, Rc<StopRequest>>>,
+}
+
+/// A process life's stop request ([`Fault::Stop`]).
+#[derive(Debug, Default)]
+struct StopRequest {
+    requested: Cell<bool>,
+    notify: tokio::sync::Notify,
 }
 
 /// What a host's software gets from the world: its name, disk, clock, randomness and
@@ -130,6 +139,7 @@ pub struct HostCtx {
     shared: Rc<Shared>,
     /// RPC clients made by this incarnation so far (numbers their calls apart).
     clients: Rc<Cell<u32>>,
+    stop: Rc<StopRequest>,
 }
 
 impl HostCtx {
@@ -203,6 +213,17 @@ impl HostCtx {
     /// The run's trace.
     pub fn trace(&self) -> &Trace {
         &self.shared.trace
+    }
+
+    /// Completes once this process life is asked to stop ([`Fault::Stop`], a deploy's
+    /// SIGTERM): the moment for shutdown hooks. The plan kills the process later.
+    pub async fn stop_requested(&self) {
+        // Registered before the check: a request in between still wakes it.
+        let notified = self.stop.notify.notified();
+        if self.stop.requested.get() {
+            return;
+        }
+        notified.await;
     }
 
     /// A number for a new RPC client, unique within this host's incarnation.
@@ -386,6 +407,7 @@ impl World {
             defective: RefCell::new(BTreeSet::new()),
             message_faults: Cell::new(MessageFaultRates::default()),
             link_message_faults: RefCell::default(),
+            stops: RefCell::default(),
         });
         World {
             config,
@@ -444,12 +466,18 @@ impl World {
         self.sim.host(name, move || {
             let incarnation = incarnations.get();
             incarnations.set(incarnation + 1);
+            let stop = Rc::new(StopRequest::default());
+            shared
+                .stops
+                .borrow_mut()
+                .insert(host_name.to_string(), Rc::clone(&stop));
             start(HostCtx {
                 name: Arc::clone(&host_name),
                 disk: disk.clone(),
                 incarnation,
                 shared: Rc::clone(&shared),
                 clients: Rc::default(),
+                stop,
             })
         });
         Ok(())
@@ -665,6 +693,15 @@ impl World {
                 for other in self.others(host) {
                     self.links.hold(host, &other, HoldReason::Pause(host.clone()), on);
                     self.links.apply(&self.sim, host, &other);
+                }
+            }
+            Fault::Stop { host } => {
+                self.record_host(now, host, kind::STOP, "asked to stop");
+                // The wake comes from outside the host: it must not lag behind it.
+                self.sim.catch_up_host(host.as_str());
+                if let Some(stop) = self.shared.stops.borrow().get(host) {
+                    stop.requested.set(true);
+                    stop.notify.notify_waiters();
                 }
             }
             Fault::Crash { host } => {

@@ -215,6 +215,8 @@ pub enum BrokerRequest {
         member: String,
         partitions: u32,
     },
+    /// A stopping member's goodbye.
+    LeaveGroup { group: String, member: String },
     /// A member's heartbeat.
     Heartbeat {
         group: String,
@@ -337,6 +339,7 @@ impl RpcMessage for BrokerRequest {
             } => format!("offset? {group} {topic}/{partition}"),
             BrokerRequest::Metadata { topic, partition } => format!("metadata {topic}/{partition}"),
             BrokerRequest::JoinGroup { group, member, .. } => format!("join {group} member={member}"),
+            BrokerRequest::LeaveGroup { group, member } => format!("leave {group} member={member}"),
             BrokerRequest::Heartbeat {
                 group,
                 member,
@@ -1651,6 +1654,10 @@ async fn handle(state: &Shared, request: BrokerRequest) -> BrokerResponse {
             member,
             partitions,
         } => join_group(state, group, member, partitions).await,
+        BrokerRequest::LeaveGroup { group, member } => match with_group(state, &group, |g, now| g.leave(&member, now)) {
+            Some(()) => BrokerResponse::Alive,
+            None => BrokerResponse::NotLeader,
+        },
         BrokerRequest::Heartbeat {
             group,
             member,
@@ -1924,6 +1931,18 @@ impl BrokerClient {
         match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
             BrokerResponse::Joined { generation, partitions } => Ok(Some((generation, partitions))),
             BrokerResponse::JoinPending => Ok(None),
+            _ => Err(BrokerError::Unexpected),
+        }
+    }
+
+    /// A stopping member leaves `group`.
+    pub async fn leave_group(&self, group: &str, member: &str) -> Result<(), BrokerError> {
+        let request = BrokerRequest::LeaveGroup {
+            group: group.to_string(),
+            member: member.to_string(),
+        };
+        match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
+            BrokerResponse::Alive => Ok(()),
             _ => Err(BrokerError::Unexpected),
         }
     }

@@ -240,6 +240,14 @@ impl Group {
         }
     }
 
+    /// A member leaves (LeaveGroup, sent as its process stops): the others rebalance at
+    /// once rather than after its session.
+    pub fn leave(&mut self, member: &str, now: SimTime) {
+        if self.members.remove(member).is_some() {
+            self.start_rebalance(now, now);
+        }
+    }
+
     /// A member's heartbeat: refused when it is fenced or must rejoin.
     pub fn heartbeat(&mut self, member: &str, generation: u64, now: SimTime) -> Result<(), Fenced> {
         self.expire(now);

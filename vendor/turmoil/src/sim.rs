@@ -252,6 +252,14 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Catches a lagging host up to now, so that something outside the simulation may
+    /// wake one of its tasks (the task then runs at the host's next tick, as it would
+    /// had the host been ticked all along).
+    pub fn catch_up_host(&mut self, addr: impl ToIpAddr) {
+        let host = self.world.borrow_mut().lookup(addr);
+        self.catch_up_hosts(&[host]);
+    }
+
     /// Check whether a host has software running.
     pub fn is_host_running(&mut self, addr: impl ToIpAddr) -> bool {
         let host = self.world.borrow_mut().lookup(addr);
