@@ -105,6 +105,10 @@ pub struct ConsumerConfig {
     /// Instances of the target's service sharing the partitions in one consumer group
     /// (`target`, beside the database, then `target-2`, ...).
     pub instances: u32,
+    /// Static membership (Kafka's `group.instance.id`, one per instance): a restarted
+    /// instance takes its partitions back without a rebalance, and a stopping one does
+    /// not leave the group.
+    pub static_membership: bool,
     /// How long an empty fetch waits at the broker for records (a long poll).
     pub fetch_wait_ms: u64,
     /// Wait after a failure.
@@ -153,6 +157,7 @@ impl ConsumerConfig {
 pub const DEFAULT_CONSUMER: ConsumerConfig = ConsumerConfig {
     partitions: 4,
     instances: 2,
+    static_membership: false,
     fetch_wait_ms: FETCH_WAIT_MS,
     retry_ms: 50,
     retry_at_once: false,
@@ -222,9 +227,10 @@ where
     // process life and the joins it made as a new member.
     let mut new_joins = 0;
     let mut member = format!("{}#{}", ctx.name(), ctx.incarnation());
+    let instance = config.static_membership.then(|| ctx.name());
     loop {
         let joined = loop {
-            if let Ok(Some(joined)) = broker.join_group(GROUP, &member, config.partitions).await {
+            if let Ok(Some(joined)) = broker.join_group(GROUP, &member, instance, config.partitions).await {
                 break Some(joined);
             }
             tokio::select! {
@@ -234,7 +240,7 @@ where
             }
         };
         let Some((generation, partitions)) = joined else {
-            leave(ctx, &broker, &member).await;
+            leave(ctx, &broker, &member, config).await;
             // The process waits for its kill; what runs beside it serves until then.
             return std::future::pending().await;
         };
@@ -303,7 +309,7 @@ where
             }
         }
         let Some(rejoin) = rejoin else {
-            leave(ctx, &broker, &member).await;
+            leave(ctx, &broker, &member, config).await;
             // The process waits for its kill; what runs beside it serves until then.
             return std::future::pending().await;
         };
@@ -320,8 +326,11 @@ where
 
 /// A stopping instance's goodbye (Kafka's `close()` sends LeaveGroup): the group
 /// rebalances at once instead of waiting out the member's session. One attempt: the
-/// process is on its way out.
-async fn leave(ctx: &HostCtx, broker: &BrokerClient, member: &str) {
+/// process is on its way out. A static member stays (its restart takes its place).
+async fn leave(ctx: &HostCtx, broker: &BrokerClient, member: &str, config: ConsumerConfig) {
+    if config.static_membership {
+        return;
+    }
     let left = broker.leave_group(GROUP, member).await.is_ok();
     ctx.record("group-left", format!("{GROUP} member={member} acknowledged={left}"));
 }

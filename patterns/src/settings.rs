@@ -755,6 +755,16 @@ pub const SETTINGS: &[Setting] = &[
         field: Field::U32(|c| consumer(c).map(|k| &mut k.instances)),
     },
     Setting {
+        key: "consumer.group.instance.id",
+        about: "static membership: each instance joins under its own instance id, so a restarted instance takes its partitions back without a rebalance (within the session), and a stopping one does not leave the group",
+        mirrors: "Kafka consumer group.instance.id (KIP-345; unset by default: dynamic members)",
+        values: Values::Choice(&["off", "per-instance"]),
+        field: words!(static_membership, {
+            "off" => false,
+            "per-instance" => true,
+        }),
+    },
+    Setting {
         key: "topic.partitions",
         about: "partitions of the pattern's topic, one consumer task each; a key always goes to the same partition",
         mirrors: "Kafka topic num.partitions",
@@ -1054,6 +1064,10 @@ fn producer_acks(c: &mut PatternConfig) -> Option<&mut Acks> {
 
 fn error_policy(c: &mut PatternConfig) -> Option<&mut ErrorPolicy> {
     consumer(c).map(|k| &mut k.error_policy)
+}
+
+fn static_membership(c: &mut PatternConfig) -> Option<&mut bool> {
+    consumer(c).map(|k| &mut k.static_membership)
 }
 
 fn consumer_commit(c: &mut PatternConfig) -> Option<&mut CommitPoint> {

@@ -13,6 +13,7 @@ use faultline_patterns::systems::broker::{
     CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
 };
 use faultline_patterns::systems::controller::{replicas, run_controller};
+use faultline_patterns::systems::group::{Fenced, HEARTBEAT_INTERVAL_MS};
 use faultline_patterns::systems::source::{
     install_slots, LogGone, LogRetention, OutboxEvents, Source, SourceConfig, SyncPolicy,
     POSTGRES_LOG_RETENTION, SOURCE_LOG,
@@ -273,7 +274,7 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
                 cluster_ready(&ctx).await;
                 let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(100));
                 // Retried until the coordinator takes it, as a consumer does.
-                while broker.commit_offset("g", "t", 0, 3).await.is_err() {}
+                while broker.commit_offset("g", None, "t", 0, 3).await.is_err() {}
                 for n in 0..20u64 {
                     if let Ok(offset) = broker
                         .produce("t", 0, vec![(n.to_string(), n.to_string())], None)
@@ -1113,5 +1114,123 @@ fn unclean_leader_election_loses_acknowledged_records() {
     assert!(
         !elections.iter().any(|e| e.contains("(unclean)")),
         "clean elections only: {elections:?}"
+    );
+}
+
+/// What a group member saw, in order.
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// Joins group `g` on topic `t` (two partitions) as `member` until answered: the
+/// generation and the partitions.
+async fn join(broker: &BrokerClient, member: &str) -> (u64, Vec<u32>) {
+    loop {
+        if let Ok(Some(joined)) = broker.join_group("g", member, None, 2).await {
+            return joined;
+        }
+        faultline_sim::timer::sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS)).await;
+    }
+}
+
+/// A member stalled past its session (a long GC pause: its heartbeats are held) is
+/// dropped; the group rebalances and the other member takes its partition. When the
+/// stalled member wakes up it still believes it owns the partition: its commit is
+/// refused (Kafka's CommitFailedException), and the group's offset is the new owner's.
+#[test]
+fn a_zombie_consumers_commit_is_rejected_after_a_rebalance() {
+    let mut world = World::new(WorldConfig::new(Seed(11)));
+    install_cluster(&mut world, ONE_SYNCED_BROKER);
+    let log: Log = Rc::default();
+    let zombie_log = Rc::clone(&log);
+    world
+        .host("zombie", move |ctx| {
+            let log = Rc::clone(&zombie_log);
+            async move {
+                cluster_ready(&ctx).await;
+                let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(100));
+                let (generation, partitions) = join(&broker, "zombie").await;
+                log.borrow_mut().push(format!("zombie gen={generation} {partitions:?}"));
+                // It heartbeats on; from 600 ms its links are held for 3 s.
+                let until = SimTime::from_millis(4_000);
+                while ctx.now() < until {
+                    let _ = broker.heartbeat("g", "zombie", generation).await;
+                    faultline_sim::timer::sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS)).await;
+                }
+                // It handled records 0..7 of its partition and commits, as of its
+                // generation.
+                let committed = broker.commit_offset("g", Some(("zombie", generation)), "t", partitions[0], 7).await;
+                log.borrow_mut().push(format!("zombie commit {committed:?}"));
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    let survivor_log = Rc::clone(&log);
+    world
+        .host("survivor", move |ctx| {
+            let log = Rc::clone(&survivor_log);
+            async move {
+                cluster_ready(&ctx).await;
+                let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(100));
+                let (mut generation, mut partitions) = join(&broker, "survivor").await;
+                let mut read = false;
+                log.borrow_mut().push(format!("survivor gen={generation} {partitions:?}"));
+                loop {
+                    faultline_sim::timer::sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS)).await;
+                    if !read && ctx.now() >= SimTime::from_millis(5_000) {
+                        // After the zombie's attempt: whose offset the group holds.
+                        if let Ok(offset) = broker.committed_offset("g", "t", 1).await {
+                            log.borrow_mut().push(format!("group offset of t/1: {offset}"));
+                            read = true;
+                        }
+                    }
+                    match broker.heartbeat("g", "survivor", generation).await {
+                        Err(BrokerError::Fenced(Fenced::RebalanceInProgress)) => {
+                            (generation, partitions) = join(&broker, "survivor").await;
+                            log.borrow_mut().push(format!("survivor gen={generation} {partitions:?}"));
+                            // The new owner resumes the zombie's partition (1) from its
+                            // committed offset and commits what it handled.
+                            let committed = broker
+                                .commit_offset("g", Some(("survivor", generation)), "t", 1, 3)
+                                .await;
+                            log.borrow_mut().push(format!("survivor commit {committed:?}"));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        })
+        .unwrap();
+    world.set_plan(FaultPlan::from_events(vec![
+        at(600, Fault::Pause { host: "zombie".into() }),
+        at(3_600, Fault::Resume { host: "zombie".into() }),
+    ]));
+    world.run_until(SimTime::from_secs(6), |_| false).unwrap();
+    let log = log.borrow().clone();
+    let at_start: Vec<&String> = log.iter().take(2).collect();
+    assert!(
+        at_start.contains(&&"zombie gen=1 [1]".to_string()) && at_start.contains(&&"survivor gen=1 [0]".to_string()),
+        "generation 1 shares the partitions: {log:?}"
+    );
+    assert!(
+        log.contains(&"survivor gen=2 [0, 1]".to_string()),
+        "the zombie was dropped and the survivor took its partition: {log:?}"
+    );
+    assert!(
+        log.contains(&"survivor commit Ok(())".to_string()),
+        "the new owner commits: {log:?}"
+    );
+    assert!(
+        log.contains(&"zombie commit Err(Fenced(UnknownMember))".to_string()),
+        "the zombie's commit is refused: {log:?}"
+    );
+    let dropped = world
+        .trace()
+        .events()
+        .iter()
+        .any(|e| e.kind == "group-member-dropped" && e.detail == "g member=zombie");
+    assert!(dropped, "the coordinator dropped the stalled member");
+    assert!(
+        log.contains(&"group offset of t/1: 3".to_string()),
+        "the group's offset is the new owner's, not the zombie's: {log:?}"
     );
 }

@@ -213,6 +213,8 @@ pub enum BrokerRequest {
     JoinGroup {
         group: String,
         member: String,
+        /// `group.instance.id`, for a static member.
+        instance: Option<String>,
         partitions: u32,
     },
     /// A stopping member's goodbye.
@@ -1394,9 +1396,15 @@ fn with_group<R>(state: &Shared, group: &str, f: impl FnOnce(&mut Group, faultli
 /// A member's join: answers its place once the rebalance completes; the coordinator
 /// writes the new generation (`acks=all`) before it counts, and a member asks again
 /// until then.
-async fn join_group(state: &Shared, group: String, member: String, partitions: u32) -> BrokerResponse {
+async fn join_group(
+    state: &Shared,
+    group: String,
+    member: String,
+    instance: Option<String>,
+    partitions: u32,
+) -> BrokerResponse {
     let joined = with_group(state, &group, |g, now| {
-        let answer = g.join(&member, partitions, now);
+        let answer = g.join(&member, instance.as_deref(), partitions, now);
         (answer, g.ready(now))
     });
     let next = match joined {
@@ -1423,7 +1431,7 @@ async fn join_group(state: &Shared, group: String, member: String, partitions: u
     let text = format!("{group} gen={} {:?}", next.generation, next.assignment);
     let answer = with_group(state, &group, |g, now| {
         let completed = g.complete(next);
-        (completed, g.join(&member, partitions, now))
+        (completed, g.join(&member, instance.as_deref(), partitions, now))
     });
     match answer {
         None => BrokerResponse::NotLeader,
@@ -1652,8 +1660,9 @@ async fn handle(state: &Shared, request: BrokerRequest) -> BrokerResponse {
         BrokerRequest::JoinGroup {
             group,
             member,
+            instance,
             partitions,
-        } => join_group(state, group, member, partitions).await,
+        } => join_group(state, group, member, instance, partitions).await,
         BrokerRequest::LeaveGroup { group, member } => match with_group(state, &group, |g, now| g.leave(&member, now)) {
             Some(()) => BrokerResponse::Alive,
             None => BrokerResponse::NotLeader,
@@ -1915,17 +1924,20 @@ impl BrokerClient {
         }
     }
 
-    /// Joins `group` (or answers a rebalance) as `member`: its generation and
-    /// partitions once the rebalance completed, `None` while it waits.
+    /// Joins `group` (or answers a rebalance) as `member`, a static member when it
+    /// names its `instance`: its generation and partitions once the rebalance
+    /// completed, `None` while it waits.
     pub async fn join_group(
         &self,
         group: &str,
         member: &str,
+        instance: Option<&str>,
         partitions: u32,
     ) -> Result<Option<(u64, Vec<u32>)>, BrokerError> {
         let request = BrokerRequest::JoinGroup {
             group: group.to_string(),
             member: member.to_string(),
+            instance: instance.map(str::to_string),
             partitions,
         };
         match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {

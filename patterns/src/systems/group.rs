@@ -11,6 +11,12 @@
 //! SyncGroup, here the coordinator computes the same assignment). A new group waits
 //! `group.initial.rebalance.delay.ms` for more members before its first generation.
 //!
+//! Static membership (KIP-345, `group.instance.id`): a member that names its instance
+//! and joins under a new member id (its process restarted) takes the place of the
+//! instance's previous member at once, with the same partitions and no rebalance; the
+//! previous member id is fenced. Static members do not leave the group when they stop,
+//! so a restart within the session moves no partition.
+//!
 //! Fencing: a member's heartbeat or offset commit that names a generation other than the
 //! current one is refused (ILLEGAL_GENERATION), and one from a member the coordinator
 //! dropped is refused too (UNKNOWN_MEMBER_ID): the client's CommitFailedException. A
@@ -46,6 +52,9 @@ pub struct Generation {
     pub partitions: u32,
     /// Each member's partitions, by member id.
     pub assignment: BTreeMap<String, Vec<u32>>,
+    /// The static members' instance ids, by member id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, String>,
 }
 
 /// Why the coordinator refused a member's heartbeat or commit.
@@ -82,6 +91,8 @@ struct Member {
     last_seen: SimTime,
     /// It joined the rebalance in progress.
     rejoined: bool,
+    /// Its `group.instance.id`, when static.
+    instance: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -100,6 +111,9 @@ pub struct Group {
     rebalance: Option<Rebalance>,
     /// The subscribed topic's partitions, as the members' joins name them.
     partitions: u32,
+    /// A static member took its instance's place in the current generation, which is
+    /// not stored yet: no one gets an answer until it is.
+    unstored: bool,
 }
 
 impl Group {
@@ -115,6 +129,7 @@ impl Group {
                     Member {
                         last_seen: now,
                         rejoined: false,
+                        instance: stored.instances.get(id).cloned(),
                     },
                 )
             })
@@ -124,6 +139,7 @@ impl Group {
             current: stored,
             members,
             rebalance: None,
+            unstored: false,
         }
     }
 
@@ -169,11 +185,15 @@ impl Group {
     }
 
     /// A member's join (a new member's first, or a member's answer to a rebalance) of a
-    /// topic of `partitions` partitions. Answers its place in the current generation
-    /// when it is in it and no rebalance is in progress.
-    pub fn join(&mut self, member: &str, partitions: u32, now: SimTime) -> Join {
+    /// topic of `partitions` partitions, naming its `group.instance.id` when static.
+    /// Answers its place in the current generation when it is in it and no rebalance is
+    /// in progress.
+    pub fn join(&mut self, member: &str, instance: Option<&str>, partitions: u32, now: SimTime) -> Join {
         self.expire(now);
         self.partitions = partitions;
+        if let Some(instance) = instance {
+            self.replace_static(member, instance, now);
+        }
         match self.members.get_mut(member) {
             Some(known) => {
                 known.last_seen = now;
@@ -195,6 +215,7 @@ impl Group {
                     Member {
                         last_seen: now,
                         rejoined: true,
+                        instance: instance.map(str::to_string),
                     },
                 );
             }
@@ -202,27 +223,72 @@ impl Group {
         Join::Pending
     }
 
+    /// A static member joining under a new id takes its instance's previous member's
+    /// place (which is fenced from now on): in the current generation, when no
+    /// rebalance is in progress (to be stored before anyone is answered), or in the
+    /// rebalance.
+    fn replace_static(&mut self, member: &str, instance: &str, now: SimTime) {
+        let previous = self
+            .members
+            .iter()
+            .find(|(id, m)| m.instance.as_deref() == Some(instance) && id.as_str() != member)
+            .map(|(id, _)| id.clone());
+        let Some(previous) = previous else {
+            return;
+        };
+        let mut place = self.members.remove(&previous).expect("found above");
+        place.last_seen = now;
+        place.rejoined = self.rebalance.is_some();
+        self.members.insert(member.to_string(), place);
+        if self.rebalance.is_none() {
+            if let Some(partitions) = self.current.assignment.remove(&previous) {
+                self.current.assignment.insert(member.to_string(), partitions);
+            }
+            self.current.instances.remove(&previous);
+            self.current
+                .instances
+                .insert(member.to_string(), instance.to_string());
+            self.unstored = true;
+        }
+    }
+
     /// The generation the rebalance in progress would complete into now, when every
     /// remaining member has rejoined and the initial delay is over.
     pub fn ready(&self, now: SimTime) -> Option<Generation> {
-        let rebalance = self.rebalance?;
+        let Some(rebalance) = self.rebalance else {
+            // A static member's new id in the current generation.
+            return self.unstored.then(|| self.current.clone());
+        };
         let all_in = self.members.values().all(|m| m.rejoined);
         (all_in && now >= rebalance.not_before).then(|| Generation {
             generation: self.current.generation + 1,
             partitions: self.partitions,
             assignment: range_assignment(self.members.keys(), self.partitions),
+            instances: self
+                .members
+                .iter()
+                .filter_map(|(id, m)| Some((id.clone(), m.instance.clone()?)))
+                .collect(),
         })
     }
 
     /// Completes the rebalance into `next` (stored by now), if its members are still the
     /// group's; answers whether it did.
     pub fn complete(&mut self, next: Generation) -> bool {
+        if self.unstored && self.rebalance.is_none() {
+            if next != self.current {
+                return false;
+            }
+            self.unstored = false;
+            return true;
+        }
         let same_members = next.assignment.keys().eq(self.members.keys());
         if self.rebalance.is_none() || !same_members || next.generation != self.current.generation + 1 {
             return false;
         }
         self.current = next;
         self.rebalance = None;
+        self.unstored = false;
         for member in self.members.values_mut() {
             member.rejoined = false;
         }
@@ -231,6 +297,9 @@ impl Group {
 
     /// A member's place in the current generation.
     fn place(&self, member: &str) -> Join {
+        if self.unstored {
+            return Join::Pending;
+        }
         match self.current.assignment.get(member) {
             Some(partitions) => Join::Joined {
                 generation: self.current.generation,
@@ -320,10 +389,10 @@ mod tests {
 
     /// Joins `member` and completes whatever is ready, as the coordinator does.
     fn join_and_complete(group: &mut Group, member: &str, now: SimTime) -> Join {
-        let first = group.join(member, P, now);
+        let first = group.join(member, None, P, now);
         if let Some(next) = group.ready(now) {
             assert!(group.complete(next));
-            return group.join(member, P, now);
+            return group.join(member, None, P, now);
         }
         first
     }
@@ -342,20 +411,20 @@ mod tests {
     #[test]
     fn a_new_group_waits_the_initial_delay_then_every_member_gets_its_range() {
         let mut group = Group::default();
-        assert_eq!(group.join("a", P, ms(0)), Join::Pending);
-        assert_eq!(group.join("b", P, ms(10)), Join::Pending);
+        assert_eq!(group.join("a", None, P, ms(0)), Join::Pending);
+        assert_eq!(group.join("b", None, P, ms(10)), Join::Pending);
         assert_eq!(group.ready(ms(100)), None, "the initial delay is not over");
         let next = group.ready(ms(INITIAL_REBALANCE_DELAY_MS)).expect("both joined");
         assert!(group.complete(next));
         assert_eq!(
-            group.join("a", P, ms(200)),
+            group.join("a", None, P, ms(200)),
             Join::Joined {
                 generation: 1,
                 partitions: vec![0, 1]
             }
         );
         assert_eq!(
-            group.join("b", P, ms(200)),
+            group.join("b", None, P, ms(200)),
             Join::Joined {
                 generation: 1,
                 partitions: vec![2, 3]
@@ -367,11 +436,11 @@ mod tests {
     #[test]
     fn a_member_whose_session_expires_is_fenced_and_its_partitions_move() {
         let mut group = Group::default();
-        group.join("a", P, ms(0));
+        group.join("a", None, P, ms(0));
         join_and_complete(&mut group, "b", ms(INITIAL_REBALANCE_DELAY_MS));
         // b heartbeats; a falls silent (paused) past the session.
         let mut now = 200;
-        while now < 200 + SESSION_TIMEOUT_MS {
+        while now < SESSION_TIMEOUT_MS {
             assert_eq!(group.heartbeat("b", 1, ms(now)), Ok(()));
             now += HEARTBEAT_INTERVAL_MS;
         }
@@ -397,10 +466,10 @@ mod tests {
     #[test]
     fn a_rebalance_waits_for_known_members_and_allows_their_commits_meanwhile() {
         let mut group = Group::default();
-        group.join("a", P, ms(0));
+        group.join("a", None, P, ms(0));
         join_and_complete(&mut group, "a", ms(INITIAL_REBALANCE_DELAY_MS));
         // A second member arrives: a has to rejoin before generation 2.
-        assert_eq!(group.join("b", P, ms(500)), Join::Pending);
+        assert_eq!(group.join("b", None, P, ms(500)), Join::Pending);
         assert_eq!(group.ready(ms(500)), None);
         assert_eq!(group.heartbeat("a", 1, ms(550)), Err(Fenced::RebalanceInProgress));
         assert_eq!(
@@ -414,7 +483,7 @@ mod tests {
             partitions: vec![0, 1]
         });
         assert_eq!(
-            group.join("b", P, ms(600)),
+            group.join("b", None, P, ms(600)),
             Join::Joined {
                 generation: 2,
                 partitions: vec![2, 3]
@@ -425,14 +494,14 @@ mod tests {
     #[test]
     fn a_member_that_does_not_rejoin_in_time_is_dropped() {
         let mut group = Group::default();
-        group.join("a", P, ms(0));
+        group.join("a", None, P, ms(0));
         join_and_complete(&mut group, "a", ms(INITIAL_REBALANCE_DELAY_MS));
-        group.join("b", P, ms(1_000));
+        group.join("b", None, P, ms(1_000));
         // a keeps heartbeating (its session lives) but never rejoins.
         let mut now = 1_000;
         while now < 1_000 + REBALANCE_TIMEOUT_MS {
             let _ = group.heartbeat("a", 1, ms(now));
-            group.join("b", P, ms(now));
+            group.join("b", None, P, ms(now));
             now += HEARTBEAT_INTERVAL_MS;
         }
         assert_eq!(group.heartbeat("a", 1, ms(now)), Err(Fenced::UnknownMember));
@@ -443,22 +512,63 @@ mod tests {
     }
 
     #[test]
+    fn a_static_member_restarting_takes_its_place_back_without_a_rebalance() {
+        let mut group = Group::default();
+        group.join("a#0", Some("a"), P, ms(0));
+        group.join("b#0", Some("b"), P, ms(0));
+        let next = group.ready(ms(INITIAL_REBALANCE_DELAY_MS)).expect("both joined");
+        assert!(group.complete(next));
+        // b's process restarts and joins under a new member id.
+        assert_eq!(group.join("b#1", Some("b"), P, ms(500)), Join::Pending, "not stored yet");
+        let renamed = group.ready(ms(500)).expect("the new id is to be stored");
+        assert_eq!(renamed.generation, 1, "no new generation");
+        assert!(group.complete(renamed));
+        assert_eq!(
+            group.join("b#1", Some("b"), P, ms(510)),
+            Join::Joined {
+                generation: 1,
+                partitions: vec![2, 3]
+            }
+        );
+        assert_eq!(group.heartbeat("a#0", 1, ms(520)), Ok(()), "a goes on undisturbed");
+        assert_eq!(group.may_commit(Some(("b#0", 1)), ms(520)), Err(Fenced::UnknownMember));
+        assert_eq!(group.generation().instances["b#1"], "b");
+    }
+
+    #[test]
+    fn a_member_that_leaves_starts_a_rebalance_at_once() {
+        let mut group = Group::default();
+        group.join("a", None, P, ms(0));
+        join_and_complete(&mut group, "b", ms(INITIAL_REBALANCE_DELAY_MS));
+        group.leave("b", ms(300));
+        assert_eq!(group.heartbeat("a", 1, ms(310)), Err(Fenced::RebalanceInProgress));
+        assert_eq!(
+            join_and_complete(&mut group, "a", ms(320)),
+            Join::Joined {
+                generation: 2,
+                partitions: vec![0, 1, 2, 3]
+            }
+        );
+    }
+
+    #[test]
     fn a_loaded_group_continues_its_generation_and_a_stale_completion_is_refused() {
         let stored = Generation {
             generation: 7,
             partitions: P,
             assignment: range_assignment(["a".to_string(), "b".to_string()].iter(), P),
+            instances: BTreeMap::new(),
         };
         let mut group = Group::loaded(stored, ms(10_000));
         assert_eq!(group.heartbeat("a", 7, ms(10_100)), Ok(()));
         assert_eq!(group.may_commit(Some(("b", 6)), ms(10_100)), Err(Fenced::IllegalGeneration));
         // A rebalance whose membership changed while its generation was being written
         // does not complete.
-        group.join("c", P, ms(10_200));
-        group.join("a", P, ms(10_200));
-        group.join("b", P, ms(10_200));
+        group.join("c", None, P, ms(10_200));
+        group.join("a", None, P, ms(10_200));
+        group.join("b", None, P, ms(10_200));
         let next = group.ready(ms(10_200)).expect("all three joined");
-        group.join("d", P, ms(10_250));
+        group.join("d", None, P, ms(10_250));
         assert!(!group.complete(next));
         assert_eq!(group.generation().generation, 7);
     }
