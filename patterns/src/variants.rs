@@ -540,6 +540,8 @@ impl Variant {
                 crashable: true,
                 has_disk: true,
                 handles_inputs: name == hosts::TARGET || hosts::TARGET_INSTANCES.contains(&name),
+                // The brokers are restarted one at a time by rolling restarts.
+                cluster: hosts::BROKERS.contains(&name).then(|| "kafka".to_string()),
             })
             .collect()
     }

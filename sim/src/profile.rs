@@ -9,6 +9,7 @@
 //! Draws use integer arithmetic only; floating-point functions such as `ln` come from
 //! the platform's libm and could differ between machines.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rand::Rng;
@@ -36,7 +37,8 @@ pub enum Profile {
     /// Clock skew and drift steps.
     ClockSkew,
     /// Deploys of the hosts that handle inputs, one in two shipping a defect that the
-    /// next deploy fixes: poison inputs, and the restarts deploys are.
+    /// next deploy fixes: poison inputs, and the restarts deploys are; and rolling
+    /// restarts of clusters, one member at a time.
     Ops,
     /// Every kind at once, at moderate rates.
     Chaos,
@@ -89,7 +91,7 @@ pub const PROFILES: &[ProfileInfo] = &[
     ProfileInfo {
         profile: Profile::Ops,
         name: "ops",
-        description: "deploys of the sink, each a restart; one in two ships a handler defect (poison records) that the next fixes",
+        description: "deploys of the sink, each a stop and a restart; one in two ships a handler defect (poison records) that the next fixes; rolling restarts of the broker cluster",
     },
     ProfileInfo {
         profile: Profile::Chaos,
@@ -151,6 +153,9 @@ pub struct FaultTarget {
     /// Whether it handles inputs a deployed defect can fail (the sink of an
     /// integration): the `ops` profile deploys to it.
     pub handles_inputs: bool,
+    /// The cluster it is a member of, if any: a rolling restart (`ops`) stops and
+    /// restarts the members one at a time, in name order.
+    pub cluster: Option<String>,
 }
 
 /// The part of a run in which faults may be active; all heal by `end`.
@@ -225,6 +230,8 @@ struct FaultMix {
     clock: Option<Intensity>,
     /// Deploys: each episode is a defective release, live until the next deploy.
     deploys: Option<Intensity>,
+    /// Rolling restarts of each cluster: how often one starts (the mean gap only).
+    rolls: Option<Intensity>,
 }
 
 const MESSAGE: Intensity = Intensity::new(1_000, 200, 1_200);
@@ -241,6 +248,17 @@ const CLOCK: Intensity = Intensity::new(2_000, 300, 2_000);
 const DEPLOYS: Intensity = Intensity::new(3_000, 300, 2_000);
 /// How long a deploy's restart keeps the process down.
 const DEPLOY_DOWNTIME_MS: std::ops::RangeInclusive<u64> = 20..=100;
+/// A rolling restart of a cluster starts within the first 1.5 s of the fault window
+/// (a random phase), so one falls in a standard run; the next would start after its
+/// end. Its length is its members' steps.
+const ROLLS: Intensity = Intensity::new(1_500, 0, 0);
+/// How long a rolling restart waits after a member's stop request before it kills the
+/// process: time for a controlled shutdown (a broker hands its leaderships over).
+const ROLL_STOP_GRACE_MS: u64 = 300;
+/// How long it waits after a member is back before it stops the next: the operator's
+/// wait for the member to catch up (Kafka's under-replicated partitions back to zero),
+/// compressed like the sessions.
+const ROLL_SETTLE_MS: u64 = 1_000;
 /// How long a deploy waits after its stop request (SIGTERM) before it kills the old
 /// process: time for shutdown hooks (a consumer finishing its batch, committing and
 /// leaving its group, which takes well under a second) in this simulation's
@@ -302,6 +320,7 @@ impl FaultMix {
             },
             Profile::Ops => FaultMix {
                 deploys: Some(DEPLOYS),
+                rolls: Some(ROLLS),
                 ..none
             },
             Profile::Chaos => FaultMix {
@@ -314,6 +333,7 @@ impl FaultMix {
                 clock: Some(CLOCK.rate_pct(50)),
                 crash_disk_hosts_only: false,
                 deploys: Some(DEPLOYS.rate_pct(50)),
+                rolls: Some(ROLLS.rate_pct(50)),
             },
             Profile::Swarm => unreachable!("swarm mixes are drawn, not fixed"),
         }
@@ -335,6 +355,7 @@ impl FaultMix {
                 disk: pick(DISK),
                 clock: pick(CLOCK),
                 deploys: pick(DEPLOYS),
+                rolls: pick(ROLLS),
             };
             let on = [
                 mix.message,
@@ -344,6 +365,7 @@ impl FaultMix {
                 mix.disk,
                 mix.clock,
                 mix.deploys,
+                mix.rolls,
             ];
             if on.iter().any(Option::is_some) {
                 return FaultMix {
@@ -434,6 +456,8 @@ impl FaultMix {
                 }
             }
         }
+        // When each host is down for a crash episode: deploys and rolls keep out of them.
+        let mut down_by_host: BTreeMap<&str, Vec<(SimTime, SimTime)>> = BTreeMap::new();
         for target in targets {
             let host = || target.name.clone();
             if let Some(intensity) = self.pauses {
@@ -509,6 +533,7 @@ impl FaultMix {
                     }
                 }
             }
+            down_by_host.insert(&target.name, down.clone());
             if let Some(intensity) = self.clock {
                 let mut rng = streams.stream(&format!("faults/clock/{}", target.name));
                 for (start, end) in intensity.episodes(&mut rng, window) {
@@ -534,8 +559,59 @@ impl FaultMix {
                 }
             }
         }
+        if let Some(intensity) = self.rolls {
+            for (cluster, members) in clusters(targets) {
+                let mut rng = streams.stream(&format!("faults/roll/{cluster}"));
+                let grace = Duration::from_millis(ROLL_STOP_GRACE_MS);
+                let step = grace + Duration::from_millis(*DEPLOY_DOWNTIME_MS.end() + ROLL_SETTLE_MS);
+                let length = step.as_millis() as u64 * members.len() as u64;
+                let whole = Intensity::new(intensity.mean_gap_ms, length, length);
+                for (start, _) in whole.episodes(&mut rng, window) {
+                    // Each member in turn: stop, kill after the grace, restart, and a
+                    // wait before the next.
+                    let steps: Vec<(&str, SimTime, SimTime)> = members
+                        .iter()
+                        .enumerate()
+                        .map(|(i, member)| {
+                            let at = start + step * i as u32;
+                            let downtime = Duration::from_millis(rng.gen_range(DEPLOY_DOWNTIME_MS));
+                            (member.as_str(), at, at + grace + downtime)
+                        })
+                        .collect();
+                    // A member must be up for its turn: a roll meeting a crash is dropped
+                    // whole.
+                    let meets_a_crash = steps.iter().any(|(member, from, to)| {
+                        down_by_host
+                            .get(member)
+                            .is_some_and(|down| down.iter().any(|(d0, d1)| from <= d1 && d0 <= to))
+                    });
+                    if meets_a_crash {
+                        continue;
+                    }
+                    for (member, at, restart_at) in steps {
+                        push(at, Fault::Stop { host: member.to_string() });
+                        push(at + grace, Fault::Crash { host: member.to_string() });
+                        push(restart_at, Fault::Restart { host: member.to_string() });
+                    }
+                }
+            }
+        }
         FaultPlan::from_events(events)
     }
+}
+
+/// The clusters among `targets` and their crashable members, in name order.
+fn clusters(targets: &[FaultTarget]) -> BTreeMap<&str, Vec<String>> {
+    let mut clusters: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for target in targets.iter().filter(|t| t.crashable) {
+        if let Some(cluster) = &target.cluster {
+            clusters.entry(cluster).or_default().push(target.name.clone());
+        }
+    }
+    for members in clusters.values_mut() {
+        members.sort();
+    }
+    clusters
 }
 
 #[cfg(test)]
@@ -550,18 +626,28 @@ mod tests {
                 crashable: true,
                 has_disk: true,
                 handles_inputs: true,
+                cluster: None,
             },
             FaultTarget {
                 name: "b".into(),
                 crashable: true,
                 has_disk: false,
                 handles_inputs: false,
+                cluster: Some("k".into()),
             },
             FaultTarget {
                 name: "c".into(),
                 crashable: false,
                 has_disk: true,
                 handles_inputs: false,
+                cluster: None,
+            },
+            FaultTarget {
+                name: "d".into(),
+                crashable: true,
+                has_disk: true,
+                handles_inputs: false,
+                cluster: Some("k".into()),
             },
         ]
     }
@@ -580,7 +666,7 @@ mod tests {
         for info in PROFILES {
             for seed in 0..100 {
                 let p = plan(info.profile, seed);
-                p.validate(&["a", "b", "c"], WINDOW.end)
+                p.validate(&["a", "b", "c", "d"], WINDOW.end)
                     .unwrap_or_else(|e| panic!("{} seed {seed}: {e}\n{p}", info.name));
                 assert!(
                     p.unhealed().is_empty(),
@@ -621,10 +707,38 @@ mod tests {
         }
         assert_eq!(
             kinds(Profile::Ops).into_iter().collect::<Vec<_>>(),
-            ["crash", "defect", "defect-fixed", "restart"]
+            ["crash", "defect", "defect-fixed", "restart", "stop"]
         );
         let chaos = kinds(Profile::Chaos);
-        assert_eq!(chaos.len(), 17, "chaos uses every kind, got {chaos:?}");
+        assert_eq!(chaos.len(), 18, "chaos uses every kind, got {chaos:?}");
+    }
+
+    #[test]
+    fn a_rolling_restart_takes_a_clusters_members_down_one_at_a_time_after_a_stop() {
+        let mut rolled = 0;
+        for seed in 0..50 {
+            let mut down: std::collections::BTreeSet<String> = Default::default();
+            let mut stopped: BTreeMap<String, SimTime> = BTreeMap::new();
+            for e in plan(Profile::Ops, seed).events {
+                match &e.fault {
+                    Fault::Stop { host } => {
+                        stopped.insert(host.clone(), e.at);
+                    }
+                    Fault::Crash { host } if host == "b" || host == "d" => {
+                        let asked = stopped.remove(host).expect("a member is stopped before it is killed");
+                        assert_eq!(e.at.saturating_since(asked), Duration::from_millis(ROLL_STOP_GRACE_MS));
+                        down.insert(host.clone());
+                        assert_eq!(down.len(), 1, "seed {seed}: two members down at once");
+                    }
+                    Fault::Restart { host } if host == "b" || host == "d" => {
+                        down.remove(host);
+                        rolled += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(rolled >= 50, "ops rolls the cluster in most runs: {rolled} member restarts");
     }
 
     #[test]

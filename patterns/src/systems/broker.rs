@@ -588,6 +588,8 @@ struct State {
     controller: RpcClient<ControllerRequest, ControllerResponse>,
     peers: BTreeMap<u32, RpcClient<BrokerRequest, BrokerResponse>>,
     coordinator: Coordinator,
+    /// Asked to stop: its heartbeats ask the controller for a controlled shutdown.
+    shutting_down: bool,
 }
 
 type Shared = Rc<RefCell<State>>;
@@ -1301,6 +1303,7 @@ async fn heartbeat(state: Shared) {
                     broker: s.id,
                     incarnation: s.ctx.incarnation(),
                     known: s.image_version,
+                    shutting_down: s.shutting_down,
                 },
             )
         };
@@ -1547,7 +1550,14 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> fa
         controller: RpcClient::new(&ctx, CONTROLLER, CONTROLLER_PORT, CONTROLLER_TIMEOUT),
         peers: BTreeMap::new(),
         coordinator: Coordinator::default(),
+        shutting_down: false,
     }));
+    let stopping = Rc::clone(&state);
+    let stop_ctx = ctx.clone();
+    tokio::task::spawn_local(async move {
+        stop_ctx.stop_requested().await;
+        stopping.borrow_mut().shutting_down = true;
+    });
     tokio::task::spawn_local(heartbeat(Rc::clone(&state)));
     let shrinking = Rc::clone(&state);
     tokio::task::spawn_local(async move {

@@ -11,6 +11,13 @@
 //! over with whatever its log holds. ISR changes come from the leader
 //! (`AlterPartition`), checked against the partition's epoch.
 //!
+//! A broker asked to stop (a rolling restart's SIGTERM) says so in its heartbeats
+//! (KRaft's `WantShutDown`): a controlled shutdown. The controller moves the leadership
+//! of every partition it leads to another in-sync replica and takes it out of every ISR
+//! it is not the last member of, as KRaft's `ReplicationControlManager` does, so that
+//! the broker's stop costs the clients a leader change instead of a session's wait; a
+//! broker shutting down is not elected and not taken back into an ISR.
+//!
 //! Every heartbeat's answer carries the whole metadata image, which is how brokers learn
 //! their roles (KRaft brokers replay the metadata log; the image is what it yields).
 //!
@@ -80,6 +87,8 @@ pub enum ControllerRequest {
         broker: u32,
         incarnation: u32,
         known: u64,
+        /// The broker was asked to stop: a controlled shutdown.
+        shutting_down: bool,
     },
     /// Creates a partition unless it exists (auto.create.topics.enable).
     Create { topic: String, partition: u32 },
@@ -115,6 +124,11 @@ pub enum ControllerResponse {
 impl RpcMessage for ControllerRequest {
     fn label(&self) -> String {
         match self {
+            ControllerRequest::Heartbeat {
+                broker,
+                shutting_down: true,
+                ..
+            } => format!("heartbeat broker-{broker} shutting down"),
             ControllerRequest::Heartbeat { broker, .. } => format!("heartbeat broker-{broker}"),
             ControllerRequest::Create { topic, partition } => format!("create {topic}/{partition}"),
             ControllerRequest::AlterPartition {
@@ -155,6 +169,8 @@ struct Registration {
     incarnation: u32,
     last_heartbeat_ms: u64,
     fenced: bool,
+    /// This process life is in a controlled shutdown.
+    shutting_down: bool,
 }
 
 struct Controller {
@@ -172,7 +188,14 @@ impl Controller {
         self.registrations.get(&broker).is_some_and(|r| !r.fenced)
     }
 
-    fn heartbeat(&mut self, broker: u32, incarnation: u32) {
+    /// Live and not shutting down: may lead or join an ISR.
+    fn eligible(&self, broker: u32) -> bool {
+        self.registrations
+            .get(&broker)
+            .is_some_and(|r| !r.fenced && !r.shutting_down)
+    }
+
+    fn heartbeat(&mut self, broker: u32, incarnation: u32, shutting_down: bool) {
         let now = self.ctx.now().as_millis();
         let restarted = self
             .registrations
@@ -187,13 +210,60 @@ impl Controller {
             incarnation,
             last_heartbeat_ms: now,
             fenced: true,
+            shutting_down: false,
         });
         registration.incarnation = incarnation;
         registration.last_heartbeat_ms = now;
         if registration.fenced {
             registration.fenced = false;
+            registration.shutting_down = false;
             self.ctx.record("broker-registered", format!("broker-{broker}"));
             self.elect_where_leaderless();
+        }
+        let registration = self.registrations.get_mut(&broker).expect("registered above");
+        if shutting_down && !registration.shutting_down {
+            registration.shutting_down = true;
+            self.controlled_shutdown(broker);
+        }
+    }
+
+    /// Moves a stopping broker's leaderships to other in-sync replicas and takes it out
+    /// of the ISRs (where it is not the last member; a partition it alone leads keeps
+    /// it until it goes).
+    fn controlled_shutdown(&mut self, broker: u32) {
+        self.ctx
+            .record("broker-shutting-down", format!("broker-{broker}"));
+        let keys: Vec<(String, u32)> = self.image.keys().cloned().collect();
+        for key in keys {
+            let part = &self.image[&key];
+            let successor = part
+                .isr
+                .iter()
+                .copied()
+                .find(|&b| b != broker && self.eligible(b));
+            let leads = part.leader == Some(broker);
+            if !part.isr.contains(&broker) || (leads && successor.is_none()) || part.isr.len() == 1 {
+                continue;
+            }
+            let part = self.image.get_mut(&key).expect("listed");
+            part.isr.retain(|&b| b != broker);
+            if leads {
+                part.leader = successor;
+                part.leader_epoch += 1;
+                self.ctx.record(
+                    "leader-elected",
+                    format!(
+                        "{}/{} broker-{} epoch={} isr={} (controlled shutdown of broker-{broker})",
+                        key.0,
+                        key.1,
+                        successor.expect("checked above"),
+                        part.leader_epoch,
+                        isr_text(&part.isr)
+                    ),
+                );
+            }
+            part.partition_epoch += 1;
+            self.version += 1;
         }
     }
 
@@ -247,10 +317,10 @@ impl Controller {
             if part.leader.is_some() {
                 continue;
             }
-            let clean = part.isr.iter().copied().find(|&b| self.live(b));
+            let clean = part.isr.iter().copied().find(|&b| self.eligible(b));
             let unclean = || {
                 self.unclean_election
-                    .then(|| part.replicas.iter().copied().find(|&b| self.live(b)))
+                    .then(|| part.replicas.iter().copied().find(|&b| self.eligible(b)))
                     .flatten()
             };
             let (leader, how) = match clean {
@@ -330,7 +400,7 @@ impl Controller {
         let live: Vec<u32> = isr
             .iter()
             .copied()
-            .filter(|&b| b == broker || self.live(b))
+            .filter(|&b| b == broker || self.eligible(b))
             .collect();
         let Some(part) = self.image.get_mut(&key) else {
             return false;
@@ -372,6 +442,7 @@ pub async fn run_controller(
                 incarnation: 0,
                 last_heartbeat_ms: 0,
                 fenced: false,
+                shutting_down: false,
             };
             (b, registration)
         })
@@ -407,8 +478,9 @@ pub async fn run_controller(
                     broker,
                     incarnation,
                     known,
+                    shutting_down,
                 } => {
-                    c.heartbeat(broker, incarnation);
+                    c.heartbeat(broker, incarnation, shutting_down);
                     if known == c.version {
                         ControllerResponse::Unchanged
                     } else {

@@ -77,6 +77,7 @@ fn chaos_run_stepping(seed: u64, skip_idle: bool) -> (TraceHash, u64) {
             crashable: *h != "client",
             has_disk: true,
             handles_inputs: false,
+            cluster: None,
         })
         .collect();
     let window = FaultWindow {
