@@ -252,6 +252,7 @@ where
             member: member.clone(),
             generation,
             revoked: Cell::new(false),
+            revocation: tokio::sync::Notify::new(),
             fenced: Cell::new(false),
         });
         let tasks: Vec<_> = partitions
@@ -295,10 +296,11 @@ where
                 break Some(why);
             }
         };
-        // Eager rebalance: every partition stops at its next fetch, after committing
-        // what it handled; heartbeats go on meanwhile, so that the session lasts while
-        // the tasks finish.
-        membership.revoked.set(true);
+        // Eager rebalance: every partition stops after committing what it handled (a
+        // fetch waiting at the broker is abandoned, as a poll that rebalances or is
+        // woken up returns); heartbeats go on meanwhile, so that the session lasts
+        // while the tasks finish.
+        membership.revoke();
         while !ended {
             tokio::select! {
                 biased;
@@ -340,8 +342,11 @@ async fn leave(ctx: &HostCtx, broker: &BrokerClient, member: &str, config: Consu
 struct Membership {
     member: String,
     generation: u64,
-    /// The group is rebalancing: the tasks stop at their next fetch.
+    /// The group is rebalancing, or the process stopping: the tasks stop at their next
+    /// fetch.
     revoked: Cell<bool>,
+    /// Wakes the tasks' waiting fetches when the partitions are revoked.
+    revocation: tokio::sync::Notify,
     /// A commit was refused: the member was dropped or the group moved on.
     fenced: Cell<bool>,
 }
@@ -349,6 +354,20 @@ struct Membership {
 impl Membership {
     fn id(&self) -> Option<(&str, u64)> {
         Some((self.member.as_str(), self.generation))
+    }
+
+    fn revoke(&self) {
+        self.revoked.set(true);
+        self.revocation.notify_waiters();
+    }
+
+    /// Completes once the partitions are revoked.
+    async fn revoked(&self) {
+        let notified = self.revocation.notified();
+        if self.revoked.get() {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -408,10 +427,12 @@ async fn consume<H: Handler>(
                 auto_committed_at = ctx.now();
             }
         }
-        let records = match broker
-            .fetch(topic, partition, position, config.fetch_wait_ms)
-            .await
-        {
+        let fetched = tokio::select! {
+            biased;
+            () = membership.revoked() => continue,
+            fetched = broker.fetch(topic, partition, position, config.fetch_wait_ms) => fetched,
+        };
+        let records = match fetched {
             Ok(records) => records,
             Err(BrokerError::OutOfRange { start, end }) => {
                 // Kafka's auto.offset.reset: what lay between the position and where it
