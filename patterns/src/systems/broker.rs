@@ -441,8 +441,8 @@ struct Replica {
     committed: Rc<Notify>,
     /// One batch appended (or the log cut) at a time.
     writer: Rc<tokio::sync::Mutex<()>>,
-    /// An ISR change is with the controller.
-    alter_pending: bool,
+    /// The ISR proposed to the controller and not answered yet.
+    pending_isr: Option<Vec<u32>>,
     /// A follower fetcher runs for this replica.
     fetching: bool,
 }
@@ -494,8 +494,12 @@ impl Replica {
         if self.isr.len() < min_insync {
             return;
         }
+        // The maximal ISR (KIP-497): a follower whose joining is with the controller
+        // counts already, so nothing is acknowledged that a replica about to be in sync
+        // lacks (it could be elected the moment it is).
+        let pending = self.pending_isr.iter().flatten();
         let mut hw = self.log_end();
-        for b in &self.isr {
+        for b in self.isr.iter().chain(pending) {
             if *b != me {
                 hw = hw.min(followers.get(b).map_or(0, |f| f.log_end));
             }
@@ -633,7 +637,7 @@ impl State {
                     arrived: Rc::new(Notify::new()),
                     committed: Rc::new(Notify::new()),
                     writer: Rc::default(),
-                    alter_pending: false,
+                    pending_isr: None,
                     fetching: false,
                 };
                 // One frame per batch: a batch is stored whole or not at all, as Kafka
@@ -1131,10 +1135,10 @@ async fn replica_fetch(
 /// taken either way.
 fn propose_isr(state: &Shared, s: &mut State, topic: &str, partition: u32, isr: Vec<u32>) {
     let replica = s.replica(topic, partition);
-    if replica.alter_pending {
+    if replica.pending_isr.is_some() {
         return;
     }
-    replica.alter_pending = true;
+    replica.pending_isr = Some(isr.clone());
     let partition_epoch = replica.partition_epoch;
     let request = ControllerRequest::AlterPartition {
         broker: s.id,
@@ -1150,7 +1154,7 @@ fn propose_isr(state: &Shared, s: &mut State, topic: &str, partition: u32, isr: 
         let answer = controller.call(&request).await;
         let start = {
             let mut s = state.borrow_mut();
-            s.replica(&key.0, key.1).alter_pending = false;
+            s.replica(&key.0, key.1).pending_isr = None;
             match answer {
                 Ok(
                     ControllerResponse::Image { version, image }
