@@ -140,7 +140,8 @@ pub async fn run_connector(
         PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
-    );
+    )
+    .recorded_by(&setup.recorder);
     let confirming = source.clone();
     let offsets = SourceOffsets::open(
         &ctx,
@@ -639,7 +640,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultl
         )
         .await;
     let assembler = Rc::new(RefCell::new(TxAssembler::default()));
-    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |partition| {
+    run_consumers(&ctx, &setup.recorder, TOPIC, config.consumer.with_bugs(setup.bugs), |partition| {
         ApplyEvents {
             target: target.clone(),
             apply: config.apply,

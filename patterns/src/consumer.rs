@@ -37,6 +37,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use crate::bugs::{Bug, BugSet};
+use crate::history::{KafkaRead, KafkaRecord, Recorder};
 use crate::systems::broker::{
     BrokerClient, BrokerError, BrokerRecord, ClusterConfig, CLUSTER, FETCH_WAIT_MS,
 };
@@ -205,8 +206,13 @@ pub fn dead_letter_topic(topic: &str) -> String {
 /// Runs this instance's member of the group on `topic` until the host stops: a
 /// consumer task per partition its generation assigns it, and, on the first instance,
 /// the dead-letter re-drive when the policy has one.
-pub async fn run_consumers<H, F>(ctx: &HostCtx, topic: &'static str, config: ConsumerConfig, make_handler: F)
-where
+pub async fn run_consumers<H, F>(
+    ctx: &HostCtx,
+    recorder: &Recorder,
+    topic: &'static str,
+    config: ConsumerConfig,
+    make_handler: F,
+) where
     H: Handler + 'static,
     F: Fn(u32) -> H,
 {
@@ -259,13 +265,16 @@ where
             .iter()
             .map(|&p| {
                 let task = consume(
-                    ctx.clone(),
-                    broker.clone(),
-                    topic,
-                    p,
+                    Assigned {
+                        ctx: ctx.clone(),
+                        broker: broker.clone(),
+                        recorder: recorder.clone(),
+                        topic,
+                        partition: p,
+                        membership: Rc::clone(&membership),
+                    },
                     config,
                     make_handler(p),
-                    Rc::clone(&membership),
                 );
                 tokio::task::spawn_local(task)
             })
@@ -326,6 +335,37 @@ where
     }
 }
 
+/// Records a fetch in the run's history, for the checkers' Kafka-level anomalies.
+fn record_read(
+    recorder: &Recorder,
+    ctx: &HostCtx,
+    reader: &str,
+    topic: &str,
+    partition: u32,
+    records: &[BrokerRecord],
+    rewound: bool,
+) {
+    if records.is_empty() {
+        return;
+    }
+    let records = records
+        .iter()
+        .map(|r| KafkaRecord {
+            at: ctx.now(),
+            topic: topic.to_string(),
+            partition,
+            offset: r.offset,
+            key: r.key.clone(),
+            digest: faultline_sim::trace::fnv1a64(r.payload.as_bytes()),
+        })
+        .collect();
+    recorder.kafka_read(KafkaRead {
+        reader: reader.to_string(),
+        rewound,
+        records,
+    });
+}
+
 /// A stopping instance's goodbye (Kafka's `close()` sends LeaveGroup): the group
 /// rebalances at once instead of waiting out the member's session. One attempt: the
 /// process is on its way out. A static member stays (its restart takes its place).
@@ -371,15 +411,28 @@ impl Membership {
     }
 }
 
-async fn consume<H: Handler>(
+/// What a partition's consumer task owns and talks through.
+struct Assigned {
     ctx: HostCtx,
     broker: BrokerClient,
-    topic: &str,
+    recorder: Recorder,
+    topic: &'static str,
     partition: u32,
-    config: ConsumerConfig,
-    mut handler: H,
     membership: Rc<Membership>,
-) {
+}
+
+async fn consume<H: Handler>(assigned: Assigned, config: ConsumerConfig, mut handler: H) {
+    let Assigned {
+        ctx,
+        broker,
+        recorder,
+        topic,
+        partition,
+        membership,
+    } = assigned;
+    let reader = format!("{} gen={}", membership.member, membership.generation);
+    // The position went back on purpose (a failed record is tried again).
+    let mut rewound = false;
     let assignment = Assignment {
         ctx: &ctx,
         broker: &broker,
@@ -433,7 +486,11 @@ async fn consume<H: Handler>(
             fetched = broker.fetch(topic, partition, position, config.fetch_wait_ms) => fetched,
         };
         let records = match fetched {
-            Ok(records) => records,
+            Ok(records) => {
+                record_read(&recorder, &ctx, &reader, topic, partition, &records, rewound);
+                rewound = false;
+                records
+            }
             Err(BrokerError::OutOfRange { start, end }) => {
                 // Kafka's auto.offset.reset: what lay between the position and where it
                 // goes is never seen (earliest skips only what retention deleted).
@@ -485,6 +542,7 @@ async fn consume<H: Handler>(
             }
             Err(failed) => {
                 handler.reset();
+                rewound = true;
                 position = failed.resume.max(at.committed);
                 at.stored = position;
                 // What was stored before the failure is committed, as Spring Kafka's

@@ -118,6 +118,38 @@ pub struct EffectRecord {
     pub event: EventId,
 }
 
+/// A Kafka record seen by a client: one a producer had acknowledged (written), or one a
+/// consumer fetched (read). What the clients saw on the wire, not what the brokers say
+/// about their logs: the checkers name Kafka-level anomalies from these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// When the client saw it.
+    pub at: SimTime,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Its offset, as the broker answered.
+    pub offset: u64,
+    /// The key it was partitioned by.
+    pub key: String,
+    /// FNV-1a of its payload: the same record is the same digest.
+    pub digest: u64,
+}
+
+/// What consumers fetched: each fetch, by the reader that made it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaRead {
+    /// Who read: one consumer task's ownership of one partition (the instance's
+    /// process life, member and generation); its reads are one sequence of positions.
+    pub reader: String,
+    /// The consumer went back on purpose before this fetch (it resumes at a record
+    /// whose handling failed): a lower offset than its last is no anomaly.
+    pub rewound: bool,
+    /// The records fetched, in offset order.
+    pub records: Vec<KafkaRecord>,
+}
+
 /// Everything that happened that the checkers need.
 #[derive(Clone, Debug, Default)]
 pub struct History {
@@ -157,6 +189,10 @@ pub struct History {
     /// log position is gone), in the order they stopped: loud failures an operator
     /// would be paged for, as opposed to silent loss.
     pub component_failures: Vec<ComponentFailure>,
+    /// Records producers had acknowledged, with the offsets the brokers gave them.
+    pub kafka_writes: Vec<KafkaRecord>,
+    /// Consumers' fetches, in the order they returned.
+    pub kafka_reads: Vec<KafkaRead>,
 }
 
 /// A component that stopped on an error.
@@ -439,6 +475,16 @@ impl Recorder {
                 host: host.to_string(),
                 error,
             });
+    }
+
+    /// A producer's acknowledged record.
+    pub fn kafka_write(&self, record: KafkaRecord) {
+        self.0.borrow_mut().history.kafka_writes.push(record);
+    }
+
+    /// A consumer's fetch.
+    pub fn kafka_read(&self, read: KafkaRead) {
+        self.0.borrow_mut().history.kafka_reads.push(read);
     }
 
     /// Sets how many actions the workload scheduled.

@@ -69,7 +69,8 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
             PRODUCER_REQUEST_TIMEOUT,
             config.producer,
             config.consumer.cluster.brokers,
-        ),
+        )
+        .recorded_by(&setup.recorder),
     );
     let partitions = config.consumer.partitions;
     source
@@ -160,7 +161,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let window = config.dedup_window_ms.map(Duration::from_millis);
-    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| Pull {
+    run_consumers(&ctx, &setup.recorder, TOPIC, config.consumer.with_bugs(setup.bugs), |_| Pull {
         source: source.clone(),
         target: target.clone(),
         window,

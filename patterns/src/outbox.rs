@@ -117,11 +117,11 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
     setup.serve_source_api(&ctx, &source, config.relay_instances > 1);
     let relay = match config.relay {
         RelaySource::PollTable if config.cursor != RelayCursor::Unsent => {
-            tokio::task::spawn_local(relay_table_cursor(ctx.clone(), source.clone(), config))
+            tokio::task::spawn_local(relay_table_cursor(ctx.clone(), source.clone(), config, setup.recorder.clone()))
         }
         RelaySource::PollTable => {
             let table = OutboxTable::Local(source.clone());
-            tokio::task::spawn_local(relay_table(ctx.clone(), table, config, setup.bugs))
+            tokio::task::spawn_local(relay_table(ctx.clone(), table, config, setup.bugs, setup.recorder.clone()))
         }
         RelaySource::TailLog => tokio::task::spawn_local(relay_log(
             ctx.clone(),
@@ -162,9 +162,10 @@ pub async fn run_relay_instance(
     ctx: HostCtx,
     config: OutboxConfig,
     bugs: BugSet,
+    recorder: Recorder,
 ) -> faultline_sim::HostResult {
     let table = OutboxTable::Remote(RpcClient::new(&ctx, hosts::SOURCE, SOURCE_API_PORT, RPC_TIMEOUT));
-    relay_table(ctx, table, config, bugs).await;
+    relay_table(ctx, table, config, bugs, recorder).await;
     Ok(())
 }
 
@@ -241,13 +242,14 @@ impl Lease {
     }
 }
 
-async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bugs: BugSet) {
+async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bugs: BugSet, recorder: Recorder) {
     let producer = Producer::new(
         &ctx,
         PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
-    );
+    )
+    .recorded_by(&recorder);
     let mut lease = config.relay_lease_ms.map(|ms| Lease {
         lease_us: i64::try_from(ms * 1_000).unwrap_or(i64::MAX),
         held_until_us: None,
@@ -295,13 +297,14 @@ async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bug
 
 /// The table-polling relay that keeps a cursor: the ids above the last one published,
 /// the cursor saved in the source's database after each published batch.
-async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig) {
+async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig, recorder: Recorder) {
     let producer = Producer::new(
         &ctx,
         PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
-    );
+    )
+    .recorded_by(&recorder);
     let below_open = config.cursor == RelayCursor::VisibleId;
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.relay_poll_ms)).await;
@@ -330,7 +333,8 @@ async fn relay_log(ctx: HostCtx, source: Source, config: OutboxConfig, recorder:
         PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
-    );
+    )
+    .recorded_by(&recorder);
     let confirming = source.clone();
     let offsets = SourceOffsets::open(
         &ctx,
@@ -391,7 +395,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
             config.consumer.instances,
         )
         .await;
-    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
+    run_consumers(&ctx, &setup.recorder, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
         ApplyMessage {
             target: target.clone(),
         }

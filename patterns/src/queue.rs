@@ -85,7 +85,8 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
         PRODUCER_REQUEST_TIMEOUT,
         config.producer,
         config.consumer.cluster.brokers,
-    );
+    )
+    .recorded_by(&setup.recorder);
     let partitions = config.consumer.partitions;
     let message = |action: ActionId, row: RowImage| EntityMessage { action, row };
     match config.publish {
@@ -151,7 +152,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
             config.consumer.instances,
         )
         .await;
-    run_consumers(&ctx, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
+    run_consumers(&ctx, &setup.recorder, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
         target: target.clone(),
     })
     .await;

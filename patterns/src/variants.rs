@@ -648,7 +648,10 @@ impl Variant {
                 }
                 for name in hosts::RELAYS.iter().take(config.relay_instances as usize - 1) {
                     let bugs = setup.bugs;
-                    world.host(name, move |ctx| outbox::run_relay_instance(ctx, config, bugs))?;
+                    let recorder = setup.recorder.clone();
+                    world.host(name, move |ctx| {
+                        outbox::run_relay_instance(ctx, config, bugs, recorder.clone())
+                    })?;
                 }
             }
             PatternConfig::Cdc(config) => {

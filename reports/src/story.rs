@@ -43,6 +43,18 @@ pub fn render(outcome: &Outcome) -> String {
     for failure in &m.component_failures {
         let _ = writeln!(out, "FAILED: {failure}");
     }
+    if !outcome.kafka_anomalies.is_empty() {
+        let seen: Vec<String> = outcome
+            .kafka_anomalies
+            .iter()
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "kafka: {} (as the clients saw it; stories name the customers' own)",
+            seen.join(", ")
+        );
+    }
     if !outcome.unobserved.is_empty() {
         let _ = writeln!(
             out,

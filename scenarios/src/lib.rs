@@ -12,6 +12,7 @@ pub mod compare;
 pub mod detection;
 pub mod durable;
 pub mod invariants;
+pub mod kafka;
 pub mod lineage;
 pub mod magnitudes;
 pub mod metrics;

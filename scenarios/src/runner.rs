@@ -152,6 +152,9 @@ pub struct Outcome {
     /// Customers created and deleted at the source that the target never held (so never
     /// welcomed): a property of the pattern's observation, not a violation.
     pub unobserved: Vec<String>,
+    /// Kafka-level anomalies the clients saw, by Jepsen's names ([`crate::kafka`]):
+    /// how many of each.
+    pub kafka_anomalies: BTreeMap<String, u64>,
     /// Numbers beside the verdict.
     pub metrics: Metrics,
     /// Which fault landed in which operation window, and how often (see
@@ -438,7 +441,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         .into_iter()
         .map(|c| format!("customer/{}", c.0))
         .collect();
-    let violations: Vec<Violation> = check_all(&history)
+    let mut violations: Vec<Violation> = check_all(&history)
         .into_iter()
         .filter(|v| {
             scenario
@@ -447,6 +450,12 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
                 .is_none_or(|only| only.iter().any(|i| i == v.invariant))
         })
         .collect();
+    let anomalies = crate::kafka::anomalies(&history);
+    crate::kafka::annotate(&mut violations, &anomalies);
+    let mut kafka_anomalies: BTreeMap<String, u64> = BTreeMap::new();
+    for a in &anomalies {
+        *kafka_anomalies.entry(a.name.to_string()).or_default() += 1;
+    }
     let trace = world.trace();
     let causes = crate::causes::attribute(&violations, &trace.coverage().timeline());
     let counts = TraceCounts {
@@ -463,6 +472,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         trace_hash: summary.trace_hash,
         violations,
         unobserved,
+        kafka_anomalies,
         metrics: compute(&history, counts),
         coverage: trace.coverage().hits(),
         causes,

@@ -122,6 +122,8 @@ struct ProducerInner {
     request_timeout: Duration,
     config: ProducerConfig,
     ctx: HostCtx,
+    /// Where acknowledged records are recorded, when the run records them.
+    recorder: Option<crate::history::Recorder>,
     /// The producer id of epoch 0 on every partition (idempotent producers only).
     base_id: Option<u64>,
     partitions: RefCell<BTreeMap<(String, u32), PartitionQueue>>,
@@ -187,8 +189,21 @@ impl Producer {
                 request_timeout,
                 config,
                 ctx: ctx.clone(),
+                recorder: None,
                 base_id,
                 partitions: RefCell::default(),
+            }),
+        }
+    }
+
+    /// The same producer, recording every record a broker acknowledged (with the offset
+    /// it gave) in the run's history, for the checkers' Kafka-level anomalies.
+    pub fn recorded_by(self, recorder: &crate::history::Recorder) -> Self {
+        let inner = Rc::into_inner(self.inner).expect("recorded_by is called on a new producer");
+        Producer {
+            inner: Rc::new(ProducerInner {
+                recorder: Some(recorder.clone()),
+                ..inner
             }),
         }
     }
@@ -456,6 +471,18 @@ impl Producer {
             Ok(first) => {
                 if let Some(seq) = seq {
                     queue.unresolved.remove(&seq);
+                }
+                if let (Some(recorder), false) = (&inner.recorder, first == UNKNOWN_OFFSET) {
+                    for (i, (record_key, payload)) in batch.records.iter().enumerate() {
+                        recorder.kafka_write(crate::history::KafkaRecord {
+                            at: now,
+                            topic: key.0.clone(),
+                            partition: key.1,
+                            offset: first + i as u64,
+                            key: record_key.clone(),
+                            digest: faultline_sim::trace::fnv1a64(payload.as_bytes()),
+                        });
+                    }
                 }
                 for (i, done) in batch.done.into_iter().enumerate() {
                     // A caller that stopped waiting dropped its receiver: nothing to tell.

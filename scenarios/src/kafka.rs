@@ -1,0 +1,374 @@
+//! Kafka-level anomalies, named as Jepsen's Kafka checker names them, found in what the
+//! clients saw: the records producers had acknowledged (with the offsets the brokers
+//! gave them) and what consumers fetched. Nothing here asks a broker about its log.
+//!
+//! - *lost write*: an acknowledged record that no consumer read, though consumers read
+//!   past its offset, or whose offset was later read as another record (the log was cut
+//!   and written again: a leader change after an unclean election, or after the last
+//!   in-sync replica lost its page cache).
+//! - *duplicate*: one record (the same payload) at two offsets of a partition: a
+//!   producer's retry without idempotence, or an application that sent it again.
+//! - *poll skip*: a consumer's next fetch began past the offset after its last, over
+//!   records it never read (`auto.offset.reset` to the end, or past what retention
+//!   deleted).
+//! - *non-monotonic poll*: a consumer's next fetch began at or before an offset it had
+//!   read, without its going back on purpose (a reset to the earliest offset after the
+//!   log it had read was cut).
+//!
+//! A violation of an invariant on a customer whose records met one of these says so in
+//! its story ([`annotate`]): the invariant fired because of the broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use faultline_patterns::history::{History, KafkaRecord};
+use faultline_sim::SimTime;
+
+use crate::invariants::Violation;
+
+/// One anomaly, at the record (or the first record) it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anomaly {
+    /// Jepsen's name: `lost write`, `duplicate`, `poll skip`, `non-monotonic poll`.
+    pub name: &'static str,
+    /// When a client saw it happen.
+    pub at: SimTime,
+    /// The record's key (the partitioning key: a customer, or a row of one).
+    pub key: String,
+    /// What happened, for a person.
+    pub detail: String,
+}
+
+/// The partition a record is in, as `topic/partition`.
+fn partition_of(r: &KafkaRecord) -> String {
+    format!("{}/{}", r.topic, r.partition)
+}
+
+/// Every anomaly in the run's Kafka records, in the order found: lost writes, then
+/// duplicates, then each reader's skips and backward polls.
+pub fn anomalies(history: &History) -> Vec<Anomaly> {
+    let reads: Vec<&KafkaRecord> = history.kafka_reads.iter().flat_map(|r| &r.records).collect();
+    // What was read at each offset, and where each record was read.
+    let mut read_at: BTreeMap<(String, u64), BTreeSet<u64>> = BTreeMap::new();
+    let mut read_where: BTreeMap<(String, u64), BTreeSet<u64>> = BTreeMap::new();
+    let mut read_max: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &reads {
+        let p = partition_of(r);
+        read_at.entry((p.clone(), r.offset)).or_default().insert(r.digest);
+        read_where.entry((p.clone(), r.digest)).or_default().insert(r.offset);
+        let max = read_max.entry(p).or_insert(r.offset);
+        *max = (*max).max(r.offset);
+    }
+    let mut found = Vec::new();
+    let (skips, backward) = reader_anomalies(history);
+    // Offsets some reader jumped over: a record there is skipped, not lost.
+    let skipped: BTreeSet<(String, u64)> = skips
+        .iter()
+        .flat_map(|s| (s.from..s.to).map(|o| (s.partition.clone(), o)))
+        .collect();
+    for w in &history.kafka_writes {
+        let p = partition_of(w);
+        let seen_here = read_at.get(&(p.clone(), w.offset));
+        let read_elsewhere = read_where
+            .get(&(p.clone(), w.digest))
+            .is_some_and(|offsets| offsets.iter().any(|&o| o != w.offset));
+        if read_elsewhere {
+            continue;
+        }
+        let detail = match seen_here {
+            // Read there as another record (perhaps after this one): the log was cut
+            // and written again.
+            Some(seen) if seen.iter().any(|&d| d != w.digest) => format!(
+                "{p}@{} acknowledged at {} ms, later read there as another record",
+                w.offset,
+                w.at.as_millis()
+            ),
+            Some(_) => continue,
+            None => {
+                let read_past = read_max.get(&p).is_some_and(|&max| max > w.offset);
+                if !read_past || skipped.contains(&(p.clone(), w.offset)) {
+                    continue;
+                }
+                format!(
+                    "{p}@{} acknowledged at {} ms, never read though later offsets were",
+                    w.offset,
+                    w.at.as_millis()
+                )
+            }
+        };
+        found.push(Anomaly {
+            name: "lost write",
+            at: w.at,
+            key: w.key.clone(),
+            detail,
+        });
+    }
+    found.extend(duplicates(history));
+    for s in skips {
+        found.push(Anomaly {
+            name: "poll skip",
+            at: s.at,
+            key: s.key,
+            detail: format!(
+                "{} read by {} jumped from {} to {} over records it never read",
+                s.partition,
+                s.reader,
+                s.from,
+                s.to
+            ),
+        });
+    }
+    found.extend(backward);
+    found
+}
+
+/// A record (one payload) at two offsets of a partition, as written or read.
+fn duplicates(history: &History) -> Vec<Anomaly> {
+    let mut offsets: BTreeMap<(String, u64), (BTreeSet<u64>, &KafkaRecord)> = BTreeMap::new();
+    let seen = history
+        .kafka_writes
+        .iter()
+        .chain(history.kafka_reads.iter().flat_map(|r| &r.records));
+    for r in seen {
+        let entry = offsets.entry((partition_of(r), r.digest)).or_insert((BTreeSet::new(), r));
+        entry.0.insert(r.offset);
+        if r.at < entry.1.at {
+            entry.1 = r;
+        }
+    }
+    offsets
+        .into_iter()
+        .filter(|(_, (o, _))| o.len() > 1)
+        .map(|((p, _), (o, first))| Anomaly {
+            name: "duplicate",
+            at: first.at,
+            key: first.key.clone(),
+            detail: format!(
+                "one record at offsets {} of {p}",
+                o.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        })
+        .collect()
+}
+
+/// A reader's jump over offsets it never read.
+struct Skip {
+    partition: String,
+    reader: String,
+    at: SimTime,
+    key: String,
+    /// The first offset jumped over.
+    from: u64,
+    /// Where the reader went on (exclusive end of the jump).
+    to: u64,
+}
+
+/// Each reader's fetches in order: forward jumps (poll skips) and backward ones it did
+/// not make on purpose (non-monotonic polls).
+fn reader_anomalies(history: &History) -> (Vec<Skip>, Vec<Anomaly>) {
+    let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut skips = Vec::new();
+    let mut backward = Vec::new();
+    for read in &history.kafka_reads {
+        let (Some(first), Some(end)) = (read.records.first(), read.records.last()) else {
+            continue;
+        };
+        let p = partition_of(first);
+        let previous = last.insert((read.reader.clone(), p.clone()), end.offset);
+        let Some(previous) = previous else {
+            continue;
+        };
+        if first.offset > previous + 1 {
+            skips.push(Skip {
+                partition: p,
+                reader: read.reader.clone(),
+                at: first.at,
+                key: first.key.clone(),
+                from: previous + 1,
+                to: first.offset,
+            });
+        } else if first.offset <= previous && !read.rewound {
+            backward.push(Anomaly {
+                name: "non-monotonic poll",
+                at: first.at,
+                key: first.key.clone(),
+                detail: format!(
+                    "{p} read by {} went back from {previous} to {} without seeking",
+                    read.reader, first.offset
+                ),
+            });
+        }
+    }
+    (skips, backward)
+}
+
+/// The customer a key is about: `customer/7`, `contact/7` and `7` are all customer 7.
+fn customer_of(key: &str) -> Option<&str> {
+    let digits = key.rsplit(|c: char| !c.is_ascii_digit()).next()?;
+    (!digits.is_empty()).then_some(digits)
+}
+
+/// Tells each violation's story which Kafka anomalies met its customer's records (up to
+/// two, the earliest first): for a change lost or diverged, any in the run; for anything
+/// seen at an instant, those before it.
+pub fn annotate(violations: &mut [Violation], anomalies: &[Anomaly]) {
+    if anomalies.is_empty() {
+        return;
+    }
+    let mut by_customer: BTreeMap<&str, Vec<&Anomaly>> = BTreeMap::new();
+    for a in anomalies {
+        if let Some(customer) = customer_of(&a.key) {
+            by_customer.entry(customer).or_default().push(a);
+        }
+    }
+    for list in by_customer.values_mut() {
+        list.sort_by_key(|a| a.at);
+    }
+    for v in violations.iter_mut() {
+        let Some(list) = customer_of(&v.key).and_then(|c| by_customer.get(c)) else {
+            continue;
+        };
+        let mut named: Vec<String> = Vec::new();
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        for a in list {
+            if v.invariant != "convergence" && a.at > v.at {
+                break;
+            }
+            if names.insert(a.name) {
+                named.push(format!("{} ({})", a.name, a.detail));
+            }
+            if named.len() == 2 {
+                break;
+            }
+        }
+        if !named.is_empty() {
+            v.story = format!("{}; Kafka: {}", v.story, named.join("; "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_patterns::history::KafkaRead;
+
+    fn record(offset: u64, key: &str, digest: u64, at_ms: u64) -> KafkaRecord {
+        KafkaRecord {
+            at: SimTime::from_millis(at_ms),
+            topic: "t".to_string(),
+            partition: 0,
+            offset,
+            key: key.to_string(),
+            digest,
+        }
+    }
+
+    fn read(reader: &str, records: Vec<KafkaRecord>, rewound: bool) -> KafkaRead {
+        KafkaRead {
+            reader: reader.to_string(),
+            rewound,
+            records,
+        }
+    }
+
+    fn names(history: &History) -> Vec<(&'static str, String)> {
+        anomalies(history).into_iter().map(|a| (a.name, a.key)).collect()
+    }
+
+    #[test]
+    fn a_clean_run_has_no_anomaly_and_an_unread_tail_is_not_lost() {
+        let history = History {
+            kafka_writes: vec![record(0, "1", 10, 1), record(1, "2", 11, 1), record(2, "3", 12, 1)],
+            kafka_reads: vec![read("a", vec![record(0, "1", 10, 5), record(1, "2", 11, 5)], false)],
+            ..History::default()
+        };
+        assert!(anomalies(&history).is_empty(), "offset 2 was never read past");
+    }
+
+    #[test]
+    fn an_offset_read_as_another_record_or_never_read_though_later_ones_were_is_a_lost_write() {
+        let history = History {
+            kafka_writes: vec![record(0, "1", 10, 1), record(1, "2", 11, 1), record(2, "3", 12, 1)],
+            // Offset 1 was read, then cut and written again with another record (reader c
+            // reads it there); offset 2 vanished though a later offset was read (reader b
+            // began at 3, its committed offset).
+            kafka_reads: vec![
+                read("a", vec![record(0, "1", 10, 5), record(1, "2", 11, 5)], false),
+                read("c", vec![record(0, "1", 10, 7), record(1, "4", 99, 7)], false),
+                read("b", vec![record(3, "5", 13, 6)], false),
+            ],
+            ..History::default()
+        };
+        assert_eq!(
+            names(&history),
+            vec![("lost write", "2".to_string()), ("lost write", "3".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_jump_forward_is_a_poll_skip_not_a_lost_write_and_a_jump_back_is_non_monotonic_unless_rewound() {
+        let history = History {
+            kafka_writes: (0..8).map(|o| record(o, &o.to_string(), 100 + o, 1)).collect(),
+            kafka_reads: vec![
+                read("a", vec![record(0, "0", 100, 2), record(1, "1", 101, 2)], false),
+                // Reset to the end: 2..5 jumped over.
+                read("a", vec![record(5, "5", 105, 3)], false),
+                // The consumer goes back on purpose after a failed record: fine.
+                read("a", vec![record(5, "5", 105, 4)], true),
+                // Back to 0 without seeking: non-monotonic.
+                read("a", vec![record(0, "0", 100, 5), record(6, "6", 106, 5)], false),
+            ],
+            ..History::default()
+        };
+        let found = anomalies(&history);
+        let kinds: Vec<&str> = found.iter().map(|a| a.name).collect();
+        assert_eq!(kinds, vec!["poll skip", "non-monotonic poll"], "{found:?}");
+        assert!(found[0].detail.contains("jumped from 2 to 5"), "{}", found[0].detail);
+    }
+
+    #[test]
+    fn one_payload_at_two_offsets_is_a_duplicate() {
+        let history = History {
+            kafka_writes: vec![record(0, "1", 10, 1), record(1, "1", 10, 2)],
+            ..History::default()
+        };
+        let found = anomalies(&history);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].name, "duplicate");
+        assert_eq!(found[0].detail, "one record at offsets 0, 1 of t/0");
+    }
+
+    #[test]
+    fn a_violation_on_the_customer_names_the_anomaly_before_it() {
+        let lost = Anomaly {
+            name: "lost write",
+            at: SimTime::from_millis(100),
+            key: "7".to_string(),
+            detail: "t/0@3 acknowledged at 100 ms, never read though later offsets were".to_string(),
+        };
+        let later = Anomaly {
+            name: "duplicate",
+            at: SimTime::from_millis(900),
+            ..lost.clone()
+        };
+        let violation = |invariant, key: &str| Violation {
+            invariant,
+            kind: "k",
+            key: key.to_string(),
+            at: SimTime::from_millis(500),
+            story: "story".to_string(),
+            evidence: vec![],
+        };
+        let mut violations = vec![
+            violation("monotonic", "contact/7"),
+            violation("convergence", "customer/7"),
+            violation("monotonic", "customer/8"),
+        ];
+        annotate(&mut violations, &[lost, later]);
+        assert_eq!(
+            violations[0].story,
+            "story; Kafka: lost write (t/0@3 acknowledged at 100 ms, never read though later offsets were)"
+        );
+        assert!(violations[1].story.contains("; duplicate ("), "convergence takes any");
+        assert_eq!(violations[2].story, "story", "another customer");
+    }
+}
