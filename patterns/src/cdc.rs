@@ -640,14 +640,18 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultl
         )
         .await;
     let assembler = Rc::new(RefCell::new(TxAssembler::default()));
-    run_consumers(&ctx, &setup.recorder, TOPIC, config.consumer.with_bugs(setup.bugs), |partition| {
-        ApplyEvents {
+    run_consumers(
+        &ctx,
+        &setup.recorder,
+        TOPIC,
+        config.consumer.with_bugs(setup.bugs),
+        |partition| ApplyEvents {
             target: target.clone(),
             apply: config.apply,
             partition,
             assembler: Rc::clone(&assembler),
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }

@@ -236,7 +236,10 @@ pub async fn run_consumers<H, F>(
     let instance = config.static_membership.then(|| ctx.name());
     loop {
         let joined = loop {
-            if let Ok(Some(joined)) = broker.join_group(GROUP, &member, instance, config.partitions).await {
+            if let Ok(Some(joined)) = broker
+                .join_group(GROUP, &member, instance, config.partitions)
+                .await
+            {
                 break Some(joined);
             }
             tokio::select! {
@@ -374,7 +377,10 @@ async fn leave(ctx: &HostCtx, broker: &BrokerClient, member: &str, config: Consu
         return;
     }
     let left = broker.leave_group(GROUP, member).await.is_ok();
-    ctx.record("group-left", format!("{GROUP} member={member} acknowledged={left}"));
+    ctx.record(
+        "group-left",
+        format!("{GROUP} member={member} acknowledged={left}"),
+    );
 }
 
 /// This instance's place in one generation of the group, shared by its partitions'
@@ -518,15 +524,7 @@ async fn consume<H: Handler>(assigned: Assigned, config: ConsumerConfig, mut han
             continue;
         }
         let handled = loop {
-            let handled = handle_batch(
-                &assignment,
-                config,
-                &mut handler,
-                &records,
-                &given_up,
-                &mut at,
-            )
-            .await;
+            let handled = handle_batch(&assignment, config, &mut handler, &records, &given_up, &mut at).await;
             if handled.is_ok() || !config.retry_at_once {
                 break handled;
             }

@@ -161,12 +161,18 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, RPC_TIMEOUT);
     let window = config.dedup_window_ms.map(Duration::from_millis);
-    run_consumers(&ctx, &setup.recorder, TOPIC, config.consumer.with_bugs(setup.bugs), |_| Pull {
-        source: source.clone(),
-        target: target.clone(),
-        window,
-        pending: BTreeSet::new(),
-    })
+    run_consumers(
+        &ctx,
+        &setup.recorder,
+        TOPIC,
+        config.consumer.with_bugs(setup.bugs),
+        |_| Pull {
+            source: source.clone(),
+            target: target.clone(),
+            window,
+            pending: BTreeSet::new(),
+        },
+    )
     .await;
     Ok(())
 }

@@ -116,12 +116,18 @@ pub async fn run_source(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
     // The other instances' relays reach the outbox table through the source's API.
     setup.serve_source_api(&ctx, &source, config.relay_instances > 1);
     let relay = match config.relay {
-        RelaySource::PollTable if config.cursor != RelayCursor::Unsent => {
-            tokio::task::spawn_local(relay_table_cursor(ctx.clone(), source.clone(), config, setup.recorder.clone()))
-        }
+        RelaySource::PollTable if config.cursor != RelayCursor::Unsent => tokio::task::spawn_local(
+            relay_table_cursor(ctx.clone(), source.clone(), config, setup.recorder.clone()),
+        ),
         RelaySource::PollTable => {
             let table = OutboxTable::Local(source.clone());
-            tokio::task::spawn_local(relay_table(ctx.clone(), table, config, setup.bugs, setup.recorder.clone()))
+            tokio::task::spawn_local(relay_table(
+                ctx.clone(),
+                table,
+                config,
+                setup.bugs,
+                setup.recorder.clone(),
+            ))
         }
         RelaySource::TailLog => tokio::task::spawn_local(relay_log(
             ctx.clone(),
@@ -242,7 +248,13 @@ impl Lease {
     }
 }
 
-async fn relay_table(ctx: HostCtx, table: OutboxTable, config: OutboxConfig, bugs: BugSet, recorder: Recorder) {
+async fn relay_table(
+    ctx: HostCtx,
+    table: OutboxTable,
+    config: OutboxConfig,
+    bugs: BugSet,
+    recorder: Recorder,
+) {
     let producer = Producer::new(
         &ctx,
         PRODUCER_REQUEST_TIMEOUT,
@@ -395,11 +407,15 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: OutboxConfig) -> fau
             config.consumer.instances,
         )
         .await;
-    run_consumers(&ctx, &setup.recorder, TOPIC, config.consumer.with_bugs(setup.bugs), |_| {
-        ApplyMessage {
+    run_consumers(
+        &ctx,
+        &setup.recorder,
+        TOPIC,
+        config.consumer.with_bugs(setup.bugs),
+        |_| ApplyMessage {
             target: target.clone(),
-        }
-    })
+        },
+    )
     .await;
     Ok(())
 }

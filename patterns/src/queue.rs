@@ -152,9 +152,15 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
             config.consumer.instances,
         )
         .await;
-    run_consumers(&ctx, &setup.recorder, TOPIC, config.consumer.with_bugs(setup.bugs), |_| ApplyRow {
-        target: target.clone(),
-    })
+    run_consumers(
+        &ctx,
+        &setup.recorder,
+        TOPIC,
+        config.consumer.with_bugs(setup.bugs),
+        |_| ApplyRow {
+            target: target.clone(),
+        },
+    )
     .await;
     Ok(())
 }

@@ -519,7 +519,11 @@ impl Variant {
     pub fn hosts(&self) -> Vec<FaultTarget> {
         let mut names = vec![hosts::SOURCE, hosts::TARGET];
         if let Some(consumer) = self.config.consumer() {
-            names.extend(hosts::TARGET_INSTANCES.iter().take(consumer.instances as usize - 1));
+            names.extend(
+                hosts::TARGET_INSTANCES
+                    .iter()
+                    .take(consumer.instances as usize - 1),
+            );
             names.extend(hosts::BROKERS.iter().take(consumer.cluster.brokers as usize));
         }
         match self.config {
@@ -629,21 +633,30 @@ impl Variant {
             PatternConfig::NotifyPull(config) => {
                 host!(hosts::SOURCE, notify_pull::run_source, config);
                 host!(hosts::TARGET, notify_pull::run_target, config);
-                for name in hosts::TARGET_INSTANCES.iter().take(config.consumer.instances as usize - 1) {
+                for name in hosts::TARGET_INSTANCES
+                    .iter()
+                    .take(config.consumer.instances as usize - 1)
+                {
                     host!(name, notify_pull::run_target, config);
                 }
             }
             PatternConfig::Queue(config) => {
                 host!(hosts::SOURCE, queue::run_source, config);
                 host!(hosts::TARGET, queue::run_target, config);
-                for name in hosts::TARGET_INSTANCES.iter().take(config.consumer.instances as usize - 1) {
+                for name in hosts::TARGET_INSTANCES
+                    .iter()
+                    .take(config.consumer.instances as usize - 1)
+                {
                     host!(name, queue::run_target, config);
                 }
             }
             PatternConfig::Outbox(config) => {
                 host!(hosts::SOURCE, outbox::run_source, config);
                 host!(hosts::TARGET, outbox::run_target, config);
-                for name in hosts::TARGET_INSTANCES.iter().take(config.consumer.instances as usize - 1) {
+                for name in hosts::TARGET_INSTANCES
+                    .iter()
+                    .take(config.consumer.instances as usize - 1)
+                {
                     host!(name, outbox::run_target, config);
                 }
                 for name in hosts::RELAYS.iter().take(config.relay_instances as usize - 1) {
@@ -660,7 +673,10 @@ impl Variant {
                     move |ctx| run_source_with_api(ctx, setup.clone())
                 })?;
                 host!(hosts::TARGET, cdc::run_target, config);
-                for name in hosts::TARGET_INSTANCES.iter().take(config.consumer.instances as usize - 1) {
+                for name in hosts::TARGET_INSTANCES
+                    .iter()
+                    .take(config.consumer.instances as usize - 1)
+                {
                     host!(name, cdc::run_target, config);
                 }
                 let snapshot = setup.bootstrap == Some(crate::bootstrap::Bootstrap::Snapshot);

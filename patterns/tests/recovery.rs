@@ -1148,7 +1148,8 @@ fn a_zombie_consumers_commit_is_rejected_after_a_rebalance() {
                 cluster_ready(&ctx).await;
                 let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(100));
                 let (generation, partitions) = join(&broker, "zombie").await;
-                log.borrow_mut().push(format!("zombie gen={generation} {partitions:?}"));
+                log.borrow_mut()
+                    .push(format!("zombie gen={generation} {partitions:?}"));
                 // It heartbeats on; from 600 ms its links are held for 3 s.
                 let until = SimTime::from_millis(4_000);
                 while ctx.now() < until {
@@ -1157,7 +1158,9 @@ fn a_zombie_consumers_commit_is_rejected_after_a_rebalance() {
                 }
                 // It handled records 0..7 of its partition and commits, as of its
                 // generation.
-                let committed = broker.commit_offset("g", Some(("zombie", generation)), "t", partitions[0], 7).await;
+                let committed = broker
+                    .commit_offset("g", Some(("zombie", generation)), "t", partitions[0], 7)
+                    .await;
                 log.borrow_mut().push(format!("zombie commit {committed:?}"));
                 std::future::pending::<()>().await;
                 Ok(())
@@ -1173,7 +1176,8 @@ fn a_zombie_consumers_commit_is_rejected_after_a_rebalance() {
                 let broker = BrokerClient::new(&ctx, 1, Duration::from_millis(100));
                 let (mut generation, mut partitions) = join(&broker, "survivor").await;
                 let mut read = false;
-                log.borrow_mut().push(format!("survivor gen={generation} {partitions:?}"));
+                log.borrow_mut()
+                    .push(format!("survivor gen={generation} {partitions:?}"));
                 loop {
                     faultline_sim::timer::sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS)).await;
                     if !read && ctx.now() >= SimTime::from_millis(5_000) {
@@ -1186,7 +1190,8 @@ fn a_zombie_consumers_commit_is_rejected_after_a_rebalance() {
                     match broker.heartbeat("g", "survivor", generation).await {
                         Err(BrokerError::Fenced(Fenced::RebalanceInProgress)) => {
                             (generation, partitions) = join(&broker, "survivor").await;
-                            log.borrow_mut().push(format!("survivor gen={generation} {partitions:?}"));
+                            log.borrow_mut()
+                                .push(format!("survivor gen={generation} {partitions:?}"));
                             // The new owner resumes the zombie's partition (1) from its
                             // committed offset and commits what it handled.
                             let committed = broker
@@ -1201,14 +1206,25 @@ fn a_zombie_consumers_commit_is_rejected_after_a_rebalance() {
         })
         .unwrap();
     world.set_plan(FaultPlan::from_events(vec![
-        at(600, Fault::Pause { host: "zombie".into() }),
-        at(3_600, Fault::Resume { host: "zombie".into() }),
+        at(
+            600,
+            Fault::Pause {
+                host: "zombie".into(),
+            },
+        ),
+        at(
+            3_600,
+            Fault::Resume {
+                host: "zombie".into(),
+            },
+        ),
     ]));
     world.run_until(SimTime::from_secs(6), |_| false).unwrap();
     let log = log.borrow().clone();
     let at_start: Vec<&String> = log.iter().take(2).collect();
     assert!(
-        at_start.contains(&&"zombie gen=1 [1]".to_string()) && at_start.contains(&&"survivor gen=1 [0]".to_string()),
+        at_start.contains(&&"zombie gen=1 [1]".to_string())
+            && at_start.contains(&&"survivor gen=1 [0]".to_string()),
         "generation 1 shares the partitions: {log:?}"
     );
     assert!(

@@ -54,7 +54,10 @@ pub fn anomalies(history: &History) -> Vec<Anomaly> {
     for r in &reads {
         let p = partition_of(r);
         read_at.entry((p.clone(), r.offset)).or_default().insert(r.digest);
-        read_where.entry((p.clone(), r.digest)).or_default().insert(r.offset);
+        read_where
+            .entry((p.clone(), r.digest))
+            .or_default()
+            .insert(r.offset);
         let max = read_max.entry(p).or_insert(r.offset);
         *max = (*max).max(r.offset);
     }
@@ -110,10 +113,7 @@ pub fn anomalies(history: &History) -> Vec<Anomaly> {
             key: s.key,
             detail: format!(
                 "{} read by {} jumped from {} to {} over records it never read",
-                s.partition,
-                s.reader,
-                s.from,
-                s.to
+                s.partition, s.reader, s.from, s.to
             ),
         });
     }
@@ -129,7 +129,9 @@ fn duplicates(history: &History) -> Vec<Anomaly> {
         .iter()
         .chain(history.kafka_reads.iter().flat_map(|r| &r.records));
     for r in seen {
-        let entry = offsets.entry((partition_of(r), r.digest)).or_insert((BTreeSet::new(), r));
+        let entry = offsets
+            .entry((partition_of(r), r.digest))
+            .or_insert((BTreeSet::new(), r));
         entry.0.insert(r.offset);
         if r.at < entry.1.at {
             entry.1 = r;
@@ -277,8 +279,16 @@ mod tests {
     #[test]
     fn a_clean_run_has_no_anomaly_and_an_unread_tail_is_not_lost() {
         let history = History {
-            kafka_writes: vec![record(0, "1", 10, 1), record(1, "2", 11, 1), record(2, "3", 12, 1)],
-            kafka_reads: vec![read("a", vec![record(0, "1", 10, 5), record(1, "2", 11, 5)], false)],
+            kafka_writes: vec![
+                record(0, "1", 10, 1),
+                record(1, "2", 11, 1),
+                record(2, "3", 12, 1),
+            ],
+            kafka_reads: vec![read(
+                "a",
+                vec![record(0, "1", 10, 5), record(1, "2", 11, 5)],
+                false,
+            )],
             ..History::default()
         };
         assert!(anomalies(&history).is_empty(), "offset 2 was never read past");
@@ -287,7 +297,11 @@ mod tests {
     #[test]
     fn an_offset_read_as_another_record_or_never_read_though_later_ones_were_is_a_lost_write() {
         let history = History {
-            kafka_writes: vec![record(0, "1", 10, 1), record(1, "2", 11, 1), record(2, "3", 12, 1)],
+            kafka_writes: vec![
+                record(0, "1", 10, 1),
+                record(1, "2", 11, 1),
+                record(2, "3", 12, 1),
+            ],
             // Offset 1 was read, then cut and written again with another record (reader c
             // reads it there); offset 2 vanished though a later offset was read (reader b
             // began at 3, its committed offset).
@@ -322,7 +336,11 @@ mod tests {
         let found = anomalies(&history);
         let kinds: Vec<&str> = found.iter().map(|a| a.name).collect();
         assert_eq!(kinds, vec!["poll skip", "non-monotonic poll"], "{found:?}");
-        assert!(found[0].detail.contains("jumped from 2 to 5"), "{}", found[0].detail);
+        assert!(
+            found[0].detail.contains("jumped from 2 to 5"),
+            "{}",
+            found[0].detail
+        );
     }
 
     #[test]
@@ -368,7 +386,10 @@ mod tests {
             violations[0].story,
             "story; Kafka: lost write (t/0@3 acknowledged at 100 ms, never read though later offsets were)"
         );
-        assert!(violations[1].story.contains("; duplicate ("), "convergence takes any");
+        assert!(
+            violations[1].story.contains("; duplicate ("),
+            "convergence takes any"
+        );
         assert_eq!(violations[2].story, "story", "another customer");
     }
 }

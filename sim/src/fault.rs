@@ -303,7 +303,9 @@ impl PlanState {
             }
             Fault::Stop { host } => {
                 if self.down.contains(host) {
-                    return Err(format!("host {host:?} is down: only a running host can be asked to stop"));
+                    return Err(format!(
+                        "host {host:?} is down: only a running host can be asked to stop"
+                    ));
                 }
             }
             Fault::Crash { host } | Fault::PowerLoss { host } => {

@@ -589,9 +589,24 @@ impl FaultMix {
                         continue;
                     }
                     for (member, at, restart_at) in steps {
-                        push(at, Fault::Stop { host: member.to_string() });
-                        push(at + grace, Fault::Crash { host: member.to_string() });
-                        push(restart_at, Fault::Restart { host: member.to_string() });
+                        push(
+                            at,
+                            Fault::Stop {
+                                host: member.to_string(),
+                            },
+                        );
+                        push(
+                            at + grace,
+                            Fault::Crash {
+                                host: member.to_string(),
+                            },
+                        );
+                        push(
+                            restart_at,
+                            Fault::Restart {
+                                host: member.to_string(),
+                            },
+                        );
                     }
                 }
             }
@@ -725,8 +740,13 @@ mod tests {
                         stopped.insert(host.clone(), e.at);
                     }
                     Fault::Crash { host } if host == "b" || host == "d" => {
-                        let asked = stopped.remove(host).expect("a member is stopped before it is killed");
-                        assert_eq!(e.at.saturating_since(asked), Duration::from_millis(ROLL_STOP_GRACE_MS));
+                        let asked = stopped
+                            .remove(host)
+                            .expect("a member is stopped before it is killed");
+                        assert_eq!(
+                            e.at.saturating_since(asked),
+                            Duration::from_millis(ROLL_STOP_GRACE_MS)
+                        );
                         down.insert(host.clone());
                         assert_eq!(down.len(), 1, "seed {seed}: two members down at once");
                     }
@@ -738,7 +758,10 @@ mod tests {
                 }
             }
         }
-        assert!(rolled >= 50, "ops rolls the cluster in most runs: {rolled} member restarts");
+        assert!(
+            rolled >= 50,
+            "ops rolls the cluster in most runs: {rolled} member restarts"
+        );
     }
 
     #[test]

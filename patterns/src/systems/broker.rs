@@ -33,11 +33,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::bugs::{Bug, BugSet};
-use crate::systems::group::{Fenced, Generation, Group, Join};
 use crate::systems::controller::{
     isr_text, ControllerRequest, ControllerResponse, Image, PartitionState, CONTROLLER, CONTROLLER_PORT,
     HEARTBEAT_MS,
 };
+use crate::systems::group::{Fenced, Generation, Group, Join};
 use faultline_sim::{serve, HostCtx, LogFile, LogPos, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
 
@@ -1361,7 +1361,11 @@ fn generation_key(group: &str) -> String {
 /// Runs `f` on `group` as this broker's coordinator knows it now (after dropping the
 /// members whose session or rebalance time ran out); `None` when this broker does not
 /// coordinate (it does not lead `__consumer_offsets`).
-fn with_group<R>(state: &Shared, group: &str, f: impl FnOnce(&mut Group, faultline_sim::SimTime) -> R) -> Option<R> {
+fn with_group<R>(
+    state: &Shared,
+    group: &str,
+    f: impl FnOnce(&mut Group, faultline_sim::SimTime) -> R,
+) -> Option<R> {
     let mut guard = state.borrow_mut();
     let s = &mut *guard;
     if !s.image.contains_key(&(OFFSETS_TOPIC.to_string(), 0)) {
@@ -1395,7 +1399,8 @@ fn with_group<R>(state: &Shared, group: &str, f: impl FnOnce(&mut Group, faultli
     }
     let entry = s.coordinator.groups.entry(group.to_string()).or_default();
     for member in entry.expire(now) {
-        s.ctx.record("group-member-dropped", format!("{group} member={member}"));
+        s.ctx
+            .record("group-member-dropped", format!("{group} member={member}"));
     }
     Some(f(entry, now))
 }
@@ -1416,8 +1421,17 @@ async fn join_group(
     });
     let next = match joined {
         None => return BrokerResponse::NotLeader,
-        Some((Join::Joined { generation, partitions }, _)) => {
-            return BrokerResponse::Joined { generation, partitions };
+        Some((
+            Join::Joined {
+                generation,
+                partitions,
+            },
+            _,
+        )) => {
+            return BrokerResponse::Joined {
+                generation,
+                partitions,
+            };
         }
         Some((Join::Pending, None)) => return BrokerResponse::JoinPending,
         Some((Join::Pending, Some(next))) => next,
@@ -1447,7 +1461,13 @@ async fn join_group(
                 state.borrow().ctx.record("group-generation", text);
             }
             match answer {
-                Join::Joined { generation, partitions } => BrokerResponse::Joined { generation, partitions },
+                Join::Joined {
+                    generation,
+                    partitions,
+                } => BrokerResponse::Joined {
+                    generation,
+                    partitions,
+                },
                 Join::Pending => BrokerResponse::JoinPending,
             }
         }
@@ -1677,10 +1697,12 @@ async fn handle(state: &Shared, request: BrokerRequest) -> BrokerResponse {
             instance,
             partitions,
         } => join_group(state, group, member, instance, partitions).await,
-        BrokerRequest::LeaveGroup { group, member } => match with_group(state, &group, |g, now| g.leave(&member, now)) {
-            Some(()) => BrokerResponse::Alive,
-            None => BrokerResponse::NotLeader,
-        },
+        BrokerRequest::LeaveGroup { group, member } => {
+            match with_group(state, &group, |g, now| g.leave(&member, now)) {
+                Some(()) => BrokerResponse::Alive,
+                None => BrokerResponse::NotLeader,
+            }
+        }
         BrokerRequest::Heartbeat {
             group,
             member,
@@ -1955,7 +1977,10 @@ impl BrokerClient {
             partitions,
         };
         match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
-            BrokerResponse::Joined { generation, partitions } => Ok(Some((generation, partitions))),
+            BrokerResponse::Joined {
+                generation,
+                partitions,
+            } => Ok(Some((generation, partitions))),
             BrokerResponse::JoinPending => Ok(None),
             _ => Err(BrokerError::Unexpected),
         }

@@ -154,7 +154,8 @@ impl Group {
         let overdue = |member: &Member, rebalance: Option<Rebalance>| {
             now.saturating_since(member.last_seen).as_millis() as u64 >= SESSION_TIMEOUT_MS
                 || rebalance.is_some_and(|r| {
-                    !member.rejoined && now.saturating_since(r.since).as_millis() as u64 >= REBALANCE_TIMEOUT_MS
+                    !member.rejoined
+                        && now.saturating_since(r.since).as_millis() as u64 >= REBALANCE_TIMEOUT_MS
                 })
         };
         let gone: Vec<String> = self
@@ -359,7 +360,10 @@ impl Group {
 
 /// Kafka's `RangeAssignor` for one topic: members in id order, each a contiguous range,
 /// the first `partitions % members` one partition more.
-pub fn range_assignment<'a>(members: impl Iterator<Item = &'a String>, partitions: u32) -> BTreeMap<String, Vec<u32>> {
+pub fn range_assignment<'a>(
+    members: impl Iterator<Item = &'a String>,
+    partitions: u32,
+) -> BTreeMap<String, Vec<u32>> {
     let members: Vec<&String> = members.collect();
     let mut assignment = BTreeMap::new();
     if members.is_empty() {
@@ -457,9 +461,15 @@ mod tests {
             }
         );
         // The zombie wakes up: its commit and heartbeat are refused.
-        assert_eq!(group.may_commit(Some(("a", 1)), ms(now + 10)), Err(Fenced::UnknownMember));
+        assert_eq!(
+            group.may_commit(Some(("a", 1)), ms(now + 10)),
+            Err(Fenced::UnknownMember)
+        );
         assert_eq!(group.heartbeat("a", 1, ms(now + 10)), Err(Fenced::UnknownMember));
-        assert_eq!(group.may_commit(Some(("b", 1)), ms(now + 10)), Err(Fenced::IllegalGeneration));
+        assert_eq!(
+            group.may_commit(Some(("b", 1)), ms(now + 10)),
+            Err(Fenced::IllegalGeneration)
+        );
         assert_eq!(group.may_commit(Some(("b", 2)), ms(now + 10)), Ok(()));
     }
 
@@ -478,10 +488,13 @@ mod tests {
             "what a handled before the rebalance may still be committed"
         );
         assert_eq!(group.may_commit(None, ms(560)), Err(Fenced::UnknownMember));
-        assert_eq!(join_and_complete(&mut group, "a", ms(600)), Join::Joined {
-            generation: 2,
-            partitions: vec![0, 1]
-        });
+        assert_eq!(
+            join_and_complete(&mut group, "a", ms(600)),
+            Join::Joined {
+                generation: 2,
+                partitions: vec![0, 1]
+            }
+        );
         assert_eq!(
             group.join("b", None, P, ms(600)),
             Join::Joined {
@@ -505,10 +518,13 @@ mod tests {
             now += HEARTBEAT_INTERVAL_MS;
         }
         assert_eq!(group.heartbeat("a", 1, ms(now)), Err(Fenced::UnknownMember));
-        assert_eq!(join_and_complete(&mut group, "b", ms(now)), Join::Joined {
-            generation: 2,
-            partitions: vec![0, 1, 2, 3]
-        });
+        assert_eq!(
+            join_and_complete(&mut group, "b", ms(now)),
+            Join::Joined {
+                generation: 2,
+                partitions: vec![0, 1, 2, 3]
+            }
+        );
     }
 
     #[test]
@@ -519,7 +535,11 @@ mod tests {
         let next = group.ready(ms(INITIAL_REBALANCE_DELAY_MS)).expect("both joined");
         assert!(group.complete(next));
         // b's process restarts and joins under a new member id.
-        assert_eq!(group.join("b#1", Some("b"), P, ms(500)), Join::Pending, "not stored yet");
+        assert_eq!(
+            group.join("b#1", Some("b"), P, ms(500)),
+            Join::Pending,
+            "not stored yet"
+        );
         let renamed = group.ready(ms(500)).expect("the new id is to be stored");
         assert_eq!(renamed.generation, 1, "no new generation");
         assert!(group.complete(renamed));
@@ -530,8 +550,15 @@ mod tests {
                 partitions: vec![2, 3]
             }
         );
-        assert_eq!(group.heartbeat("a#0", 1, ms(520)), Ok(()), "a goes on undisturbed");
-        assert_eq!(group.may_commit(Some(("b#0", 1)), ms(520)), Err(Fenced::UnknownMember));
+        assert_eq!(
+            group.heartbeat("a#0", 1, ms(520)),
+            Ok(()),
+            "a goes on undisturbed"
+        );
+        assert_eq!(
+            group.may_commit(Some(("b#0", 1)), ms(520)),
+            Err(Fenced::UnknownMember)
+        );
         assert_eq!(group.generation().instances["b#1"], "b");
     }
 
@@ -561,7 +588,10 @@ mod tests {
         };
         let mut group = Group::loaded(stored, ms(10_000));
         assert_eq!(group.heartbeat("a", 7, ms(10_100)), Ok(()));
-        assert_eq!(group.may_commit(Some(("b", 6)), ms(10_100)), Err(Fenced::IllegalGeneration));
+        assert_eq!(
+            group.may_commit(Some(("b", 6)), ms(10_100)),
+            Err(Fenced::IllegalGeneration)
+        );
         // A rebalance whose membership changed while its generation was being written
         // does not complete.
         group.join("c", None, P, ms(10_200));

@@ -164,7 +164,12 @@ pub struct AfterCommitWelcome {
 
 /// Sends a welcome in the background on `ctx`'s host, with retries: a crash of that
 /// host before it lands loses it.
-pub fn send_welcome_after_commit(ctx: &HostCtx, welcomer: &Welcomer, customer: CustomerId, key: Option<String>) {
+pub fn send_welcome_after_commit(
+    ctx: &HostCtx,
+    welcomer: &Welcomer,
+    customer: CustomerId,
+    key: Option<String>,
+) {
     let welcomer = welcomer.clone();
     let pending = ctx.window(windows::AFTER_COMMIT_BEFORE_EFFECT);
     tokio::task::spawn_local(async move {

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::bugs::{Bug, BugSet};
 use crate::domain::RowImage;
 use crate::systems::notifier::Welcomer;
-use crate::systems::target::{send_welcome_after_commit, AfterCommitWelcome, Applied, Target, INBOX_DUPLICATE};
+use crate::systems::target::{
+    send_welcome_after_commit, AfterCommitWelcome, Applied, Target, INBOX_DUPLICATE,
+};
 use crate::RPC_TIMEOUT;
 
 /// The port the target's database listens on.
@@ -35,7 +37,10 @@ pub const DATABASE_TIMEOUT: Duration = Duration::from_millis(1_000);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum TargetDbRequest {
     /// [`Target::apply_leaving_welcomes`].
-    Apply { images: Vec<RowImage>, message: Option<String> },
+    Apply {
+        images: Vec<RowImage>,
+        message: Option<String>,
+    },
     /// [`Target::apply_snapshot`].
     ApplySnapshot { images: Vec<RowImage> },
     /// [`Target::inbox_contains`].
@@ -101,7 +106,9 @@ pub async fn serve_database(ctx: HostCtx, target: Target) -> faultline_sim::Host
                     Ok(applied) => TargetDbResponse::Snapshot { applied },
                     Err(_) => TargetDbResponse::Failed,
                 },
-                TargetDbRequest::InboxHolds { id } => TargetDbResponse::InboxHolds(target.inbox_contains(&id)),
+                TargetDbRequest::InboxHolds { id } => {
+                    TargetDbResponse::InboxHolds(target.inbox_contains(&id))
+                }
             }
         }
     })
@@ -155,7 +162,12 @@ impl TargetHandle {
                 match remote.database.call(&request).await {
                     Ok(TargetDbResponse::Applied { applied, welcomes }) => {
                         for welcome in welcomes {
-                            send_welcome_after_commit(&remote.ctx, &remote.welcomer, welcome.customer, welcome.key);
+                            send_welcome_after_commit(
+                                &remote.ctx,
+                                &remote.welcomer,
+                                welcome.customer,
+                                welcome.key,
+                            );
                         }
                         Ok(applied)
                     }
