@@ -342,11 +342,10 @@ pub async fn run_consumers<H, F>(
 fn record_read(
     recorder: &Recorder,
     ctx: &HostCtx,
-    reader: &str,
+    (reader, start, rewound): (&str, u64, bool),
     topic: &str,
     partition: u32,
     records: &[BrokerRecord],
-    rewound: bool,
 ) {
     if records.is_empty() {
         return;
@@ -364,6 +363,7 @@ fn record_read(
         .collect();
     recorder.kafka_read(KafkaRead {
         reader: reader.to_string(),
+        start,
         rewound,
         records,
     });
@@ -493,7 +493,8 @@ async fn consume<H: Handler>(assigned: Assigned, config: ConsumerConfig, mut han
         };
         let records = match fetched {
             Ok(records) => {
-                record_read(&recorder, &ctx, &reader, topic, partition, &records, rewound);
+                let read = (reader.as_str(), committed, rewound);
+                record_read(&recorder, &ctx, read, topic, partition, &records);
                 rewound = false;
                 records
             }

@@ -143,6 +143,9 @@ pub struct KafkaRead {
     /// Who read: one consumer task's ownership of one partition (the instance's
     /// process life, member and generation); its reads are one sequence of positions.
     pub reader: String,
+    /// The committed offset the reader started from: its first fetch should begin
+    /// there.
+    pub start: u64,
     /// The consumer went back on purpose before this fetch (it resumes at a record
     /// whose handling failed): a lower offset than its last is no anomaly.
     pub rewound: bool,

@@ -176,26 +176,27 @@ fn reader_anomalies(history: &History) -> (Vec<Skip>, Vec<Anomaly>) {
         };
         let p = partition_of(first);
         let previous = last.insert((read.reader.clone(), p.clone()), end.offset);
-        let Some(previous) = previous else {
-            continue;
-        };
-        if first.offset > previous + 1 {
+        // The first fetch should begin at the committed offset the reader started from.
+        let expected = previous.map_or(read.start, |previous| previous + 1);
+        if first.offset > expected {
             skips.push(Skip {
                 partition: p,
                 reader: read.reader.clone(),
                 at: first.at,
                 key: first.key.clone(),
-                from: previous + 1,
+                from: expected,
                 to: first.offset,
             });
-        } else if first.offset <= previous && !read.rewound {
+        } else if first.offset < expected && !read.rewound {
             backward.push(Anomaly {
                 name: "non-monotonic poll",
                 at: first.at,
                 key: first.key.clone(),
                 detail: format!(
-                    "{p} read by {} went back from {previous} to {} without seeking",
-                    read.reader, first.offset
+                    "{p} read by {} went back from {} to {} without seeking",
+                    read.reader,
+                    expected - 1,
+                    first.offset
                 ),
             });
         }
@@ -209,9 +210,24 @@ fn customer_of(key: &str) -> Option<&str> {
     (!digits.is_empty()).then_some(digits)
 }
 
-/// Tells each violation's story which Kafka anomalies met its customer's records (up to
-/// two, the earliest first): for a change lost or diverged, any in the run; for anything
-/// seen at an instant, those before it.
+/// Whether an anomaly of this name can make this invariant fire: records lost or
+/// skipped lose changes and their effects, records twice or read backwards apply old
+/// versions again and repeat effects; lateness is no anomaly of Kafka's.
+fn can_cause(invariant: &str, anomaly: &str) -> bool {
+    match invariant {
+        "convergence" => anomaly != "non-monotonic poll",
+        "monotonic" => matches!(anomaly, "duplicate" | "non-monotonic poll"),
+        "exactly-once-effects" => anomaly != "non-monotonic poll",
+        "liveness" => matches!(anomaly, "lost write" | "poll skip"),
+        "bounded-staleness" => false,
+        _ => true,
+    }
+}
+
+/// Tells each violation's story which Kafka anomalies met its customer's records and
+/// can cause it (up to two, the earliest first): for a change lost or diverged, any in
+/// the run; for anything seen at an instant, those before it. An attribution by
+/// customer and time, as [`crate::causes`] attributes by time: a hint where to look.
 pub fn annotate(violations: &mut [Violation], anomalies: &[Anomaly]) {
     if anomalies.is_empty() {
         return;
@@ -234,6 +250,9 @@ pub fn annotate(violations: &mut [Violation], anomalies: &[Anomaly]) {
         for a in list {
             if v.invariant != "convergence" && a.at > v.at {
                 break;
+            }
+            if !can_cause(v.invariant, a.name) {
+                continue;
             }
             if names.insert(a.name) {
                 named.push(format!("{} ({})", a.name, a.detail));
@@ -267,6 +286,7 @@ mod tests {
     fn read(reader: &str, records: Vec<KafkaRecord>, rewound: bool) -> KafkaRead {
         KafkaRead {
             reader: reader.to_string(),
+            start: records.first().map_or(0, |r| r.offset),
             rewound,
             records,
         }
@@ -344,6 +364,28 @@ mod tests {
     }
 
     #[test]
+    fn a_first_fetch_past_the_committed_offset_is_a_poll_skip() {
+        // The consumer started from its committed offset 1, but the broker had deleted
+        // 1..3 (retention) and it was reset to the log's start.
+        let history = History {
+            kafka_writes: (1..5).map(|o| record(o, &o.to_string(), 100 + o, 1)).collect(),
+            kafka_reads: vec![KafkaRead {
+                start: 1,
+                ..read("a", vec![record(3, "3", 103, 2), record(4, "4", 104, 2)], false)
+            }],
+            ..History::default()
+        };
+        let found = anomalies(&history);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].name, "poll skip");
+        assert!(
+            found[0].detail.contains("jumped from 1 to 3"),
+            "{}",
+            found[0].detail
+        );
+    }
+
+    #[test]
     fn one_payload_at_two_offsets_is_a_duplicate() {
         let history = History {
             kafka_writes: vec![record(0, "1", 10, 1), record(1, "1", 10, 2)],
@@ -377,11 +419,13 @@ mod tests {
             evidence: vec![],
         };
         let mut violations = vec![
-            violation("monotonic", "contact/7"),
+            violation("referential", "contact/7"),
             violation("convergence", "customer/7"),
-            violation("monotonic", "customer/8"),
+            violation("referential", "customer/8"),
+            violation("bounded-staleness", "customer/7"),
         ];
         annotate(&mut violations, &[lost, later]);
+        assert_eq!(violations[3].story, "story", "lateness is not Kafka's anomaly");
         assert_eq!(
             violations[0].story,
             "story; Kafka: lost write (t/0@3 acknowledged at 100 ms, never read though later offsets were)"
