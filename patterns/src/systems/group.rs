@@ -387,6 +387,13 @@ mod tests {
     /// The partitions every test's members subscribe to.
     const P: u32 = 4;
 
+    fn joined(generation: u64, partitions: &[u32]) -> Join {
+        Join::Joined {
+            generation,
+            partitions: partitions.to_vec(),
+        }
+    }
+
     fn ms(ms: u64) -> SimTime {
         SimTime::from_millis(ms)
     }
@@ -420,20 +427,8 @@ mod tests {
         assert_eq!(group.ready(ms(100)), None, "the initial delay is not over");
         let next = group.ready(ms(INITIAL_REBALANCE_DELAY_MS)).expect("both joined");
         assert!(group.complete(next));
-        assert_eq!(
-            group.join("a", None, P, ms(200)),
-            Join::Joined {
-                generation: 1,
-                partitions: vec![0, 1]
-            }
-        );
-        assert_eq!(
-            group.join("b", None, P, ms(200)),
-            Join::Joined {
-                generation: 1,
-                partitions: vec![2, 3]
-            }
-        );
+        assert_eq!(group.join("a", None, P, ms(200)), joined(1, &[0, 1]));
+        assert_eq!(group.join("b", None, P, ms(200)), joined(1, &[2, 3]));
         assert_eq!(group.heartbeat("a", 1, ms(300)), Ok(()));
     }
 
@@ -455,10 +450,7 @@ mod tests {
         );
         assert_eq!(
             join_and_complete(&mut group, "b", ms(now)),
-            Join::Joined {
-                generation: 2,
-                partitions: vec![0, 1, 2, 3]
-            }
+            joined(2, &[0, 1, 2, 3])
         );
         // The zombie wakes up: its commit and heartbeat are refused.
         assert_eq!(
@@ -488,20 +480,8 @@ mod tests {
             "what a handled before the rebalance may still be committed"
         );
         assert_eq!(group.may_commit(None, ms(560)), Err(Fenced::UnknownMember));
-        assert_eq!(
-            join_and_complete(&mut group, "a", ms(600)),
-            Join::Joined {
-                generation: 2,
-                partitions: vec![0, 1]
-            }
-        );
-        assert_eq!(
-            group.join("b", None, P, ms(600)),
-            Join::Joined {
-                generation: 2,
-                partitions: vec![2, 3]
-            }
-        );
+        assert_eq!(join_and_complete(&mut group, "a", ms(600)), joined(2, &[0, 1]));
+        assert_eq!(group.join("b", None, P, ms(600)), joined(2, &[2, 3]));
     }
 
     #[test]
@@ -520,10 +500,7 @@ mod tests {
         assert_eq!(group.heartbeat("a", 1, ms(now)), Err(Fenced::UnknownMember));
         assert_eq!(
             join_and_complete(&mut group, "b", ms(now)),
-            Join::Joined {
-                generation: 2,
-                partitions: vec![0, 1, 2, 3]
-            }
+            joined(2, &[0, 1, 2, 3])
         );
     }
 
@@ -543,13 +520,7 @@ mod tests {
         let renamed = group.ready(ms(500)).expect("the new id is to be stored");
         assert_eq!(renamed.generation, 1, "no new generation");
         assert!(group.complete(renamed));
-        assert_eq!(
-            group.join("b#1", Some("b"), P, ms(510)),
-            Join::Joined {
-                generation: 1,
-                partitions: vec![2, 3]
-            }
-        );
+        assert_eq!(group.join("b#1", Some("b"), P, ms(510)), joined(1, &[2, 3]));
         assert_eq!(
             group.heartbeat("a#0", 1, ms(520)),
             Ok(()),
@@ -571,10 +542,7 @@ mod tests {
         assert_eq!(group.heartbeat("a", 1, ms(310)), Err(Fenced::RebalanceInProgress));
         assert_eq!(
             join_and_complete(&mut group, "a", ms(320)),
-            Join::Joined {
-                generation: 2,
-                partitions: vec![0, 1, 2, 3]
-            }
+            joined(2, &[0, 1, 2, 3])
         );
     }
 
