@@ -1187,19 +1187,18 @@ fn a_zombie_consumers_commit_is_rejected_after_a_rebalance() {
                             read = true;
                         }
                     }
-                    match broker.heartbeat("g", "survivor", generation).await {
-                        Err(BrokerError::Fenced(Fenced::RebalanceInProgress)) => {
-                            (generation, partitions) = join(&broker, "survivor").await;
-                            log.borrow_mut()
-                                .push(format!("survivor gen={generation} {partitions:?}"));
-                            // The new owner resumes the zombie's partition (1) from its
-                            // committed offset and commits what it handled.
-                            let committed = broker
-                                .commit_offset("g", Some(("survivor", generation)), "t", 1, 3)
-                                .await;
-                            log.borrow_mut().push(format!("survivor commit {committed:?}"));
-                        }
-                        _ => {}
+                    if let Err(BrokerError::Fenced(Fenced::RebalanceInProgress)) =
+                        broker.heartbeat("g", "survivor", generation).await
+                    {
+                        (generation, partitions) = join(&broker, "survivor").await;
+                        log.borrow_mut()
+                            .push(format!("survivor gen={generation} {partitions:?}"));
+                        // The new owner resumes the zombie's partition (1) from its
+                        // committed offset and commits what it handled.
+                        let committed = broker
+                            .commit_offset("g", Some(("survivor", generation)), "t", 1, 3)
+                            .await;
+                        log.borrow_mut().push(format!("survivor commit {committed:?}"));
                     }
                 }
             }
