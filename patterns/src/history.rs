@@ -192,6 +192,10 @@ pub struct History {
     /// log position is gone), in the order they stopped: loud failures an operator
     /// would be paged for, as opposed to silent loss.
     pub component_failures: Vec<ComponentFailure>,
+    /// How many times the applications handed each record to a producer, by topic,
+    /// partition and payload digest: a record stored more often than it was sent was
+    /// duplicated by Kafka (a retry), not by the application.
+    pub kafka_sends: BTreeMap<(String, u32, u64), u64>,
     /// Records producers had acknowledged, with the offsets the brokers gave them.
     pub kafka_writes: Vec<KafkaRecord>,
     /// Consumers' fetches, in the order they returned.
@@ -478,6 +482,16 @@ impl Recorder {
                 host: host.to_string(),
                 error,
             });
+    }
+
+    /// A record handed to a producer (each `send`, retries not counted).
+    pub fn kafka_send(&self, topic: &str, partition: u32, digest: u64) {
+        let mut inner = self.0.borrow_mut();
+        *inner
+            .history
+            .kafka_sends
+            .entry((topic.to_string(), partition, digest))
+            .or_default() += 1;
     }
 
     /// A producer's acknowledged record.

@@ -121,16 +121,18 @@ pub fn anomalies(history: &History) -> Vec<Anomaly> {
     found
 }
 
-/// A record (one payload) at two offsets of a partition, as written or read.
+/// A record stored at more offsets of a partition than the applications sent it (as
+/// written or read): Kafka stored one send twice. An application that sends the same
+/// payload again (a relay re-publishing, a notification of the same key) is not one.
 fn duplicates(history: &History) -> Vec<Anomaly> {
-    let mut offsets: BTreeMap<(String, u64), (BTreeSet<u64>, &KafkaRecord)> = BTreeMap::new();
+    let mut offsets: BTreeMap<(String, u32, u64), (BTreeSet<u64>, &KafkaRecord)> = BTreeMap::new();
     let seen = history
         .kafka_writes
         .iter()
         .chain(history.kafka_reads.iter().flat_map(|r| &r.records));
     for r in seen {
         let entry = offsets
-            .entry((partition_of(r), r.digest))
+            .entry((r.topic.clone(), r.partition, r.digest))
             .or_insert((BTreeSet::new(), r));
         entry.0.insert(r.offset);
         if r.at < entry.1.at {
@@ -139,14 +141,18 @@ fn duplicates(history: &History) -> Vec<Anomaly> {
     }
     offsets
         .into_iter()
-        .filter(|(_, (o, _))| o.len() > 1)
-        .map(|((p, _), (o, first))| Anomaly {
+        // A record never counted as sent (a producer that records nothing) counts once.
+        .filter(|(key, (o, _))| o.len() as u64 > history.kafka_sends.get(key).copied().unwrap_or(0).max(1))
+        .map(|(key, (o, first))| Anomaly {
             name: "duplicate",
             at: first.at,
             key: first.key.clone(),
             detail: format!(
-                "one record at offsets {} of {p}",
-                o.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                "one record sent {} time(s) at offsets {} of {}/{}",
+                history.kafka_sends.get(&key).copied().unwrap_or(0).max(1),
+                o.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                key.0,
+                key.1
             ),
         })
         .collect()
@@ -386,15 +392,22 @@ mod tests {
     }
 
     #[test]
-    fn one_payload_at_two_offsets_is_a_duplicate() {
-        let history = History {
+    fn one_send_at_two_offsets_is_a_duplicate_and_two_sends_are_not() {
+        let mut history = History {
             kafka_writes: vec![record(0, "1", 10, 1), record(1, "1", 10, 2)],
             ..History::default()
         };
+        history.kafka_sends.insert(("t".to_string(), 0, 10), 1);
         let found = anomalies(&history);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].name, "duplicate");
-        assert_eq!(found[0].detail, "one record at offsets 0, 1 of t/0");
+        assert_eq!(
+            found[0].detail,
+            "one record sent 1 time(s) at offsets 0, 1 of t/0"
+        );
+        // The application sent it twice (a relay re-publishing): Kafka kept each once.
+        history.kafka_sends.insert(("t".to_string(), 0, 10), 2);
+        assert!(anomalies(&history).is_empty());
     }
 
     #[test]

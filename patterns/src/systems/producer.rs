@@ -258,6 +258,13 @@ impl Producer {
         flush: bool,
     ) -> tokio::sync::oneshot::Receiver<Delivery> {
         let (done, delivery) = tokio::sync::oneshot::channel();
+        if let Some(recorder) = &self.inner.recorder {
+            recorder.kafka_send(
+                topic,
+                partition,
+                faultline_sim::trace::fnv1a64(payload.as_bytes()),
+            );
+        }
         let start = {
             let mut partitions = self.inner.partitions.borrow_mut();
             let queue = partitions.entry((topic.to_string(), partition)).or_default();
