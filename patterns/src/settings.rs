@@ -671,6 +671,13 @@ pub const SETTINGS: &[Setting] = &[
         field: Field::OptionalU64(|c| cluster(c).map(|k| &mut k.retention_ms)),
     },
     Setting {
+        key: "topic.retention.bytes",
+        about: "bytes of keys and payloads a partition keeps: its oldest batches are deleted while the rest still hold this much (checked every 250 ms); a consumer further behind loses them; off keeps them",
+        mirrors: "Kafka topic retention.bytes (-1: unlimited)",
+        values: Values::CountOrOff { min: 1, max: 1 << 40 },
+        field: Field::OptionalU64(|c| cluster(c).map(|k| &mut k.retention_bytes)),
+    },
+    Setting {
         key: "topic.replication.factor",
         about: "replicas of each partition, one per broker host: the number of broker hosts",
         mirrors: "Kafka topic replication.factor (the broker's default.replication.factor is 1; production clusters use 3)",

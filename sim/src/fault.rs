@@ -114,6 +114,12 @@ pub enum Fault {
     Defect { host: String },
     /// Deploy the fix: the defect's inputs are handled again.
     DefectFixed { host: String },
+    /// An operator reclaims the host's disk by keeping only its last `keep_ms` of data
+    /// (on a Kafka broker: a dynamic `log.retention.ms` set with `kafka-configs` when its
+    /// disk fills), until lifted: whatever a lagging reader had not read yet is gone.
+    Purge { host: String, keep_ms: u64 },
+    /// Lift the purge: the host keeps its data as configured again.
+    PurgeLifted { host: String },
     /// Set a host's clock offset and drift (zero both to heal).
     ClockSkew {
         host: String,
@@ -156,6 +162,8 @@ impl Fault {
             Fault::DiskHeal { .. } => "disk-heal",
             Fault::Defect { .. } => "defect",
             Fault::DefectFixed { .. } => "defect-fixed",
+            Fault::Purge { .. } => "purge",
+            Fault::PurgeLifted { .. } => "purge-lifted",
             Fault::ClockSkew { .. } => "clock-skew",
             Fault::MessageFaults { .. } => "message-faults",
             Fault::LinkMessageFaults { .. } => "link-message-faults",
@@ -182,6 +190,8 @@ impl Fault {
             | Fault::DiskHeal { host, .. }
             | Fault::Defect { host }
             | Fault::DefectFixed { host }
+            | Fault::Purge { host, .. }
+            | Fault::PurgeLifted { host }
             | Fault::ClockSkew { host, .. } => vec![host],
             Fault::MessageFaults { .. } => vec![],
         }
@@ -206,6 +216,8 @@ impl fmt::Display for Fault {
             Fault::DiskHeal { host, kind } => write!(f, "disk {} off {host}", kind.name()),
             Fault::Defect { host } => write!(f, "defect deployed to {host}"),
             Fault::DefectFixed { host } => write!(f, "defect fixed on {host}"),
+            Fault::Purge { host, keep_ms } => write!(f, "purge {host} keeping {keep_ms}ms"),
+            Fault::PurgeLifted { host } => write!(f, "purge lifted on {host}"),
             Fault::ClockSkew {
                 host,
                 skew_ms,
@@ -266,6 +278,7 @@ struct PlanState {
     partitioned: BTreeSet<(String, String)>,
     held: BTreeSet<(String, String)>,
     disk_faults: BTreeSet<(String, DiskFaultKind)>,
+    purged: BTreeSet<String>,
     defective: BTreeSet<String>,
     skewed: BTreeMap<String, (i64, i64)>,
     message_faults: bool,
@@ -342,6 +355,17 @@ impl PlanState {
             Fault::DefectFixed { host } => {
                 self.defective.remove(host);
             }
+            Fault::Purge { host, keep_ms } => {
+                if *keep_ms == 0 {
+                    return Err("a purge keeps at least 1 ms of data: set keep_ms".to_string());
+                }
+                self.purged.insert(host.clone());
+            }
+            Fault::PurgeLifted { host } => {
+                if !self.purged.remove(host) {
+                    return Err(format!("host {host:?} is not purged"));
+                }
+            }
             Fault::ClockSkew {
                 host,
                 skew_ms,
@@ -386,6 +410,7 @@ impl PlanState {
                 .map(|(h, k)| format!("{h} has disk fault {}", k.name())),
         );
         open.extend(self.defective.iter().map(|h| format!("{h} runs a defect")));
+        open.extend(self.purged.iter().map(|h| format!("{h} is purged")));
         open.extend(self.skewed.keys().map(|h| format!("{h} has a skewed clock")));
         if self.message_faults {
             open.push("message faults are on".to_string());

@@ -232,6 +232,8 @@ struct FaultMix {
     deploys: Option<Intensity>,
     /// Rolling restarts of each cluster: how often one starts (the mean gap only).
     rolls: Option<Intensity>,
+    /// Purges of a cluster member's disk by its operators (retention cut short).
+    purges: Option<Intensity>,
 }
 
 const MESSAGE: Intensity = Intensity::new(1_000, 200, 1_200);
@@ -259,6 +261,12 @@ const ROLL_STOP_GRACE_MS: u64 = 300;
 /// wait for the member to catch up (Kafka's under-replicated partitions back to zero),
 /// compressed like the sessions.
 const ROLL_SETTLE_MS: u64 = 1_000;
+/// An operator cuts a broker's retention to reclaim its disk for 0.5 to 3 s, every
+/// 6 s or so per broker.
+const PURGES: Intensity = Intensity::new(6_000, 500, 3_000);
+/// How much data a purged member keeps: short enough to reach a reader that lags by a
+/// few seconds (a consumer down, paused or blocked), never one that keeps up.
+const PURGE_KEEP_MS: std::ops::RangeInclusive<u64> = 1_000..=3_000;
 /// How long a deploy waits after its stop request (SIGTERM) before it kills the old
 /// process: time for shutdown hooks (a consumer finishing its batch, committing and
 /// leaving its group, which takes well under a second) in this simulation's
@@ -334,6 +342,7 @@ impl FaultMix {
                 crash_disk_hosts_only: false,
                 deploys: Some(DEPLOYS.rate_pct(50)),
                 rolls: Some(ROLLS.rate_pct(50)),
+                purges: Some(PURGES.rate_pct(50)),
             },
             Profile::Swarm => unreachable!("swarm mixes are drawn, not fixed"),
         }
@@ -356,6 +365,7 @@ impl FaultMix {
                 clock: pick(CLOCK),
                 deploys: pick(DEPLOYS),
                 rolls: pick(ROLLS),
+                purges: None,
             };
             let on = [
                 mix.message,
@@ -368,8 +378,15 @@ impl FaultMix {
                 mix.rolls,
             ];
             if on.iter().any(Option::is_some) {
+                let power_loss_pct = rng.gen_range(0..=100);
+                // Drawn after the others, so that the kinds older than purges keep
+                // each seed's draws.
+                let purges = rng
+                    .gen_bool(0.5)
+                    .then(|| PURGES.rate_pct(rng.gen_range(25..=200)));
                 return FaultMix {
-                    power_loss_pct: rng.gen_range(0..=100),
+                    power_loss_pct,
+                    purges,
                     ..mix
                 };
             }
@@ -611,6 +628,22 @@ impl FaultMix {
                 }
             }
         }
+        if let Some(intensity) = self.purges {
+            for target in targets.iter().filter(|t| t.cluster.is_some() && t.has_disk) {
+                let mut rng = streams.stream(&format!("faults/purge/{}", target.name));
+                for (start, end) in intensity.episodes(&mut rng, window) {
+                    let keep_ms = rng.gen_range(PURGE_KEEP_MS);
+                    let host = target.name.clone();
+                    push(start, Fault::Purge { host, keep_ms });
+                    push(
+                        end,
+                        Fault::PurgeLifted {
+                            host: target.name.clone(),
+                        },
+                    );
+                }
+            }
+        }
         FaultPlan::from_events(events)
     }
 }
@@ -725,7 +758,8 @@ mod tests {
             ["crash", "defect", "defect-fixed", "restart", "stop"]
         );
         let chaos = kinds(Profile::Chaos);
-        assert_eq!(chaos.len(), 18, "chaos uses every kind, got {chaos:?}");
+        assert_eq!(chaos.len(), 20, "chaos uses every kind, got {chaos:?}");
+        assert!(kinds(Profile::Swarm).contains("purge"));
     }
 
     #[test]
@@ -771,6 +805,8 @@ mod tests {
                 match &e.fault {
                     Fault::Crash { host } | Fault::PowerLoss { host } => assert_ne!(host, "c"),
                     Fault::DiskFault { host, .. } => assert_ne!(host, "b"),
+                    // Only a cluster member with a disk has data its operators purge.
+                    Fault::Purge { host, .. } => assert_eq!(host, "d"),
                     _ => {}
                 }
             }

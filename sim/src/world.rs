@@ -115,6 +115,8 @@ pub(crate) struct Shared {
     clocks: RefCell<BTreeMap<String, HostClock>>,
     /// Hosts running a deployed defect.
     defective: RefCell<BTreeSet<String>>,
+    /// Hosts under a purge, and how much data they keep (ms).
+    purged: RefCell<BTreeMap<String, u64>>,
     message_faults: Cell<MessageFaultRates>,
     /// Per-link rates (caller, server), over `message_faults`.
     link_message_faults: RefCell<BTreeMap<(String, String), MessageFaultRates>>,
@@ -196,6 +198,12 @@ impl HostCtx {
     /// fails the inputs it finds poison.
     pub fn defective(&self) -> bool {
         self.shared.defective.borrow().contains(&*self.name)
+    }
+
+    /// How much of its data the host keeps while an operator purges it
+    /// ([`crate::Fault::Purge`]), in ms; `None` when no purge is on.
+    pub fn purge_keep_ms(&self) -> Option<u64> {
+        self.shared.purged.borrow().get(&*self.name).copied()
     }
 
     /// A random stream for `purpose`, private to this host and incarnation.
@@ -405,6 +413,7 @@ impl World {
             streams,
             clocks: RefCell::new(BTreeMap::new()),
             defective: RefCell::new(BTreeSet::new()),
+            purged: RefCell::new(BTreeMap::new()),
             message_faults: Cell::new(MessageFaultRates::default()),
             link_message_faults: RefCell::default(),
             stops: RefCell::default(),
@@ -752,6 +761,12 @@ impl World {
             }
             Fault::DefectFixed { host } => {
                 self.shared.defective.borrow_mut().remove(host);
+            }
+            Fault::Purge { host, keep_ms } => {
+                self.shared.purged.borrow_mut().insert(host.clone(), *keep_ms);
+            }
+            Fault::PurgeLifted { host } => {
+                self.shared.purged.borrow_mut().remove(host);
             }
             Fault::ClockSkew {
                 host,

@@ -536,6 +536,80 @@ fn retention_outrunning_a_cut_off_consumer_loses_changes_and_latest_skips_more()
     assert!(latest > earliest, "latest {latest}, earliest {earliest}");
 }
 
+/// Retention by size and an operator's purge reach a lagging consumer the same way
+/// as retention by age: the target is down from 1 s to 4 s (its partitions wait for
+/// target-2 to notice), and either every partition keeps 2 KB, or every broker keeps
+/// only its last 500 ms of data from 1.5 s to 3.5 s (`log.retention.ms` cut short when
+/// a disk fills). The same outage with neither loses nothing (the test above).
+#[test]
+fn retention_by_size_and_a_purge_delete_what_a_lagging_consumer_has_not_read() {
+    use faultline::patterns::Variant;
+    use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
+    use faultline::sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime};
+    let at = |ms: u64, fault: Fault| FaultEvent {
+        at: SimTime::from_millis(ms),
+        fault,
+    };
+    let outage = vec![
+        at(
+            1_000,
+            Fault::Crash {
+                host: "target".into(),
+            },
+        ),
+        at(
+            4_000,
+            Fault::Restart {
+                host: "target".into(),
+            },
+        ),
+    ];
+    let mut purged = outage.clone();
+    for broker in ["broker-1", "broker-2", "broker-3"] {
+        purged.push(at(
+            1_500,
+            Fault::Purge {
+                host: broker.into(),
+                keep_ms: 500,
+            },
+        ));
+        purged.push(at(3_500, Fault::PurgeLifted { host: broker.into() }));
+    }
+    // Changes missing at quiesce, and the trace's deletions by retention.
+    let lost = |pattern: &str, events: &[FaultEvent]| -> (usize, usize) {
+        let variant = Variant::resolve(pattern, &[]).unwrap();
+        let (mut missing, mut deleted) = (0, 0);
+        for seed in 0..3 {
+            let spec = RunSpec {
+                faults: Faults::Plan(FaultPlan::from_events(events.to_vec())),
+                ..RunSpec::new(variant, Scenario::standard(), Profile::None, Seed(seed))
+            };
+            let outcome = run(&spec, RunOptions::default()).unwrap();
+            missing += outcome
+                .violations
+                .iter()
+                .filter(|v| v.invariant == "convergence" && v.kind == "missing")
+                .count();
+            deleted += outcome
+                .events_by_kind
+                .get("retention-deleted")
+                .copied()
+                .unwrap_or(0) as usize;
+        }
+        (missing, deleted)
+    };
+    let (by_size, size_deletions) = lost("outbox-inbox+topic.retention.bytes=2048", &outage);
+    assert!(
+        size_deletions > 0 && by_size > 0,
+        "{by_size} missing, {size_deletions} deletions"
+    );
+    let (by_purge, purge_deletions) = lost("outbox-inbox", &purged);
+    assert!(
+        purge_deletions > 0 && by_purge > 0,
+        "{by_purge} missing, {purge_deletions} deletions"
+    );
+}
+
 /// A deployed defect fails one key in eight on every attempt until the fix: blocking
 /// holds (late, nothing lost), skipping loses the change, and re-driving dead letters
 /// after the fix applies them behind the versions that followed them.

@@ -130,6 +130,9 @@ pub struct ClusterConfig {
     pub replica_lag_max_ms: u64,
     /// `retention.ms` of every topic: records older are deleted; `None` keeps them.
     pub retention_ms: Option<u64>,
+    /// `retention.bytes` of every partition: the oldest segments are deleted while the
+    /// rest still hold this much; `None` (Kafka's -1) keeps them.
+    pub retention_bytes: Option<u64>,
 }
 
 /// Three brokers, `min.insync.replicas=2`, clean elections, page-cache flushing,
@@ -141,6 +144,7 @@ pub const CLUSTER: ClusterConfig = ClusterConfig {
     flush_every_batch: false,
     replica_lag_max_ms: 1_500,
     retention_ms: None,
+    retention_bytes: None,
 };
 
 /// A producer's identity and the sequence number of this record (idempotent producer).
@@ -163,7 +167,7 @@ pub struct BrokerRecord {
     pub payload: String,
     /// The producer sequence, when the producer is idempotent.
     pub producer: Option<ProducerSeq>,
-    /// When the leader appended it (ms), kept only where retention needs its age.
+    /// When the leader appended it (ms): its age, for retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appended_at_ms: Option<u64>,
     /// The leader epoch it was appended under.
@@ -450,6 +454,38 @@ struct Replica {
 impl Replica {
     fn log_end(&self) -> u64 {
         self.records.len() as u64
+    }
+
+    /// The log start retention leaves: past the records older than `retention_ms`,
+    /// then past the oldest segments while the rest still hold `retention_bytes`
+    /// (Kafka never deletes the active segment by size).
+    fn retained_start(&self, now_ms: u64, retention_ms: Option<u64>, retention_bytes: Option<u64>) -> u64 {
+        let live = self.records.get(self.log_start as usize..).unwrap_or_default();
+        let expired = retention_ms.map_or(0, |ms| {
+            live.iter()
+                .take_while(|r| r.appended_at_ms.is_some_and(|at| at + ms <= now_ms))
+                .count()
+        });
+        let mut start = self.log_start + expired as u64;
+        if let Some(limit) = retention_bytes {
+            let size = |from: u64, to: u64| -> u64 {
+                self.records[from as usize..to as usize]
+                    .iter()
+                    .map(|r| (r.key.len() + r.payload.len()) as u64)
+                    .sum()
+            };
+            let mut held = size(start, self.log_end());
+            let segments = self.frames.windows(2).map(|w| (w[0].0, w[1].0));
+            for (first, next) in segments.skip_while(|&(first, _)| first < self.log_start + expired as u64) {
+                let segment = size(first, next);
+                if first != start || held - segment < limit {
+                    break;
+                }
+                held -= segment;
+                start = next;
+            }
+        }
+        start
     }
 
     fn last_epoch(&self) -> Option<u64> {
@@ -999,7 +1035,7 @@ async fn append_as_leader(
                 }
             }
         }
-        let appended_at_ms = s.config.retention_ms.map(|_| s.ctx.now().as_millis());
+        let appended_at_ms = Some(s.ctx.now().as_millis());
         let flush = s.config.flush_every_batch;
         let replica = s.replica(topic, partition);
         let first = replica.log_end();
@@ -1474,29 +1510,28 @@ async fn join_group(
     }
 }
 
-/// Deletes, per partition, the records older than `retention.ms` from the head of the
-/// log (each batch its own segment: Kafka's `segment.ms` compressed away), advancing
-/// the log start; the new starts are made durable first, so nothing deleted returns
-/// after a restart. Each replica applies it to its own log by the records' append
-/// times, which the leader stamped. The offsets topic is compacted, not deleted.
-async fn enforce_retention(state: &Shared, retention_ms: u64) {
+/// Deletes, per partition, what retention no longer keeps from the head of the log
+/// (each batch its own segment: Kafka's `segment.ms` compressed away), advancing the log
+/// start; the new starts are made durable first, so nothing deleted returns after a
+/// restart. Each replica applies it to its own log, by the append times the leader
+/// stamped and its own sizes. The offsets topic is compacted, not deleted.
+async fn enforce_retention(state: &Shared) {
     let (disk, next) = {
         let s = state.borrow();
         let now = s.ctx.now().as_millis();
+        // An operator's purge is a shorter `log.retention.ms` on this broker.
+        let retention_ms = match (s.config.retention_ms, s.ctx.purge_keep_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut next = s.log_starts.clone();
         for ((topic, partition), replica) in &s.replicas {
             if topic == OFFSETS_TOPIC {
                 continue;
             }
-            let expired = replica
-                .records
-                .get(replica.log_start as usize..)
-                .unwrap_or_default()
-                .iter()
-                .take_while(|r| r.appended_at_ms.is_some_and(|at| at + retention_ms <= now))
-                .count() as u64;
-            if expired > 0 {
-                next.insert(format!("{topic}-{partition}"), replica.log_start + expired);
+            let start = replica.retained_start(now, retention_ms, s.config.retention_bytes);
+            if start > replica.log_start {
+                next.insert(format!("{topic}-{partition}"), start);
             }
         }
         if next == s.log_starts {
@@ -1590,15 +1625,14 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> fa
             shrink_isrs(&shrinking);
         }
     });
-    if let Some(retention_ms) = config.retention_ms {
-        let retaining = Rc::clone(&state);
-        tokio::task::spawn_local(async move {
-            loop {
-                faultline_sim::timer::sleep(Duration::from_millis(RETENTION_CHECK_MS)).await;
-                enforce_retention(&retaining, retention_ms).await;
-            }
-        });
-    }
+    // Always on: an operator may purge any broker.
+    let retaining = Rc::clone(&state);
+    tokio::task::spawn_local(async move {
+        loop {
+            faultline_sim::timer::sleep(Duration::from_millis(RETENTION_CHECK_MS)).await;
+            enforce_retention(&retaining).await;
+        }
+    });
     if !config.flush_every_batch {
         // The OS writes dirty pages back on its own schedule.
         let syncing = Rc::clone(&state);
