@@ -143,6 +143,43 @@ pub enum Fault {
     },
 }
 
+/// A fault kind a plan can name, with what it does.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultKindInfo {
+    /// The kebab-case name, as plans write it.
+    pub name: &'static str,
+    /// What it does, in a line.
+    pub description: &'static str,
+}
+
+/// Every fault kind, in the order plans and `faultline list` show them.
+pub const FAULT_KINDS: &[FaultKindInfo] = &[
+    kind("partition", "cut the link between two hosts both ways; in-flight data is lost"),
+    kind("partition-oneway", "cut one direction of a link"),
+    kind("heal", "undo the partitions between two hosts"),
+    kind("hold", "park every message between two hosts (a stalled route)"),
+    kind("release", "deliver what a hold parked and let traffic flow"),
+    kind("stop", "ask a process to stop (SIGTERM): its shutdown hooks run, a consumer leaves its group"),
+    kind("crash", "kill a process: memory lost, written data kept by the OS"),
+    kind("power-loss", "cut a host's power: unsynced writes lost or torn, peers get no goodbye"),
+    kind("restart", "start a crashed or powered-off host again"),
+    kind("pause", "stall a host (a long GC pause, a VM freeze): its links are held, its timers run on"),
+    kind("resume", "end a pause: parked messages are delivered"),
+    kind("disk-fault", "switch on a disk fault: write errors, sync errors or a full disk"),
+    kind("disk-heal", "switch a disk fault off"),
+    kind("defect", "deploy a handler defect: the inputs it finds poison fail on every attempt"),
+    kind("defect-fixed", "deploy the fix"),
+    kind("purge", "an operator cuts a broker's retention to reclaim its disk: what a lagging reader had not read is deleted"),
+    kind("purge-lifted", "retention back as configured"),
+    kind("clock-skew", "set a host's clock offset and drift"),
+    kind("message-faults", "lose, duplicate and delay requests and responses of every call"),
+    kind("link-message-faults", "the same on one directed link (a congested route, a failing NIC)"),
+];
+
+const fn kind(name: &'static str, description: &'static str) -> FaultKindInfo {
+    FaultKindInfo { name, description }
+}
+
 impl Fault {
     /// The kebab-case name of the fault kind.
     pub fn kind_name(&self) -> &'static str {
@@ -510,6 +547,61 @@ impl fmt::Display for FaultPlan {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_fault_kind_is_listed_once() {
+        let names: Vec<&str> = FAULT_KINDS.iter().map(|k| k.name).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        let host = || "h".to_string();
+        let every = [
+            Fault::Partition { a: host(), b: host() },
+            Fault::PartitionOneway {
+                from: host(),
+                to: host(),
+            },
+            Fault::Heal { a: host(), b: host() },
+            Fault::Hold { a: host(), b: host() },
+            Fault::Release { a: host(), b: host() },
+            Fault::Stop { host: host() },
+            Fault::Crash { host: host() },
+            Fault::PowerLoss { host: host() },
+            Fault::Restart { host: host() },
+            Fault::Pause { host: host() },
+            Fault::Resume { host: host() },
+            Fault::DiskFault {
+                host: host(),
+                kind: DiskFaultKind::Full,
+            },
+            Fault::DiskHeal {
+                host: host(),
+                kind: DiskFaultKind::Full,
+            },
+            Fault::Defect { host: host() },
+            Fault::DefectFixed { host: host() },
+            Fault::Purge {
+                host: host(),
+                keep_ms: 1,
+            },
+            Fault::PurgeLifted { host: host() },
+            Fault::ClockSkew {
+                host: host(),
+                skew_ms: 1,
+                drift_ppm: 0,
+            },
+            Fault::MessageFaults {
+                rates: MessageFaultRates::default(),
+            },
+            Fault::LinkMessageFaults {
+                from: host(),
+                to: host(),
+                rates: MessageFaultRates::default(),
+            },
+        ];
+        assert_eq!(every.iter().map(Fault::kind_name).collect::<Vec<_>>(), names);
+    }
+
     use super::*;
 
     fn ev(at_ms: u64, fault: Fault) -> FaultEvent {

@@ -42,7 +42,7 @@ pub use capture::TraceCapture;
 pub use clock::{HostClock, WallTime};
 pub use coverage::{Coverage, WindowGuard};
 pub use disk::{Disk, DiskConfig, DiskError, DiskFaultKind, IoLatency, LogFile, LogPos, LogRecord, Recovery};
-pub use fault::{Fault, FaultEvent, FaultPlan, MessageFaultRates, PlanError};
+pub use fault::{Fault, FaultEvent, FaultKindInfo, FaultPlan, MessageFaultRates, PlanError, FAULT_KINDS};
 pub use panic::{BudgetExceeded, CaughtPanic};
 pub use profile::{FaultTarget, FaultWindow, Profile, ProfileInfo, PROFILES};
 pub use rng::{RngStreams, Seed, SimRng};

@@ -125,6 +125,21 @@ impl Profile {
         PROFILES.iter().map(|p| p.name).collect()
     }
 
+    /// The fault kinds this profile's plans may hold, in [`crate::FAULT_KINDS`] order
+    /// (swarm: every kind it can draw).
+    pub fn kinds(self) -> Vec<&'static str> {
+        let mix = match self {
+            Profile::Swarm => FaultMix::every_kind(),
+            other => FaultMix::of(other),
+        };
+        let kinds = mix.kinds();
+        crate::FAULT_KINDS
+            .iter()
+            .map(|k| k.name)
+            .filter(|k| kinds.contains(k))
+            .collect()
+    }
+
     /// The fault plan this profile draws for `seed`.
     pub fn generate(self, streams: &RngStreams, targets: &[FaultTarget], window: FaultWindow) -> FaultPlan {
         let mix = match self {
@@ -345,6 +360,54 @@ impl FaultMix {
                 purges: Some(PURGES.rate_pct(50)),
             },
             Profile::Swarm => unreachable!("swarm mixes are drawn, not fixed"),
+        }
+    }
+
+    /// The kinds a plan drawn from this mix may hold.
+    fn kinds(&self) -> std::collections::BTreeSet<&'static str> {
+        let mut kinds = std::collections::BTreeSet::new();
+        let mut on = |when: bool, names: &[&'static str]| {
+            if when {
+                kinds.extend(names);
+            }
+        };
+        on(self.message.is_some(), &["message-faults", "link-message-faults"]);
+        on(
+            self.links.is_some(),
+            &["partition", "partition-oneway", "heal", "hold", "release"],
+        );
+        on(self.pauses.is_some(), &["pause", "resume"]);
+        if self.crashes.is_some() {
+            on(true, &["restart"]);
+            on(self.power_loss_pct < 100, &["crash"]);
+            on(self.power_loss_pct > 0, &["power-loss"]);
+        }
+        on(self.disk.is_some(), &["disk-fault", "disk-heal"]);
+        on(self.clock.is_some(), &["clock-skew"]);
+        on(
+            self.deploys.is_some(),
+            &["stop", "crash", "restart", "defect", "defect-fixed"],
+        );
+        on(self.rolls.is_some(), &["stop", "crash", "restart"]);
+        on(self.purges.is_some(), &["purge", "purge-lifted"]);
+        kinds
+    }
+
+    /// Every kind swarm can turn on.
+    fn every_kind() -> FaultMix {
+        let on = Some(MESSAGE);
+        FaultMix {
+            message: on,
+            links: on,
+            pauses: on,
+            crashes: on,
+            power_loss_pct: 50,
+            crash_disk_hosts_only: false,
+            disk: on,
+            clock: on,
+            deploys: on,
+            rolls: on,
+            purges: on,
         }
     }
 
@@ -738,28 +801,36 @@ mod tests {
                 .map(|e| e.fault.kind_name())
                 .collect()
         };
-        assert!(kinds(Profile::None).is_empty());
-        assert_eq!(
-            kinds(Profile::FlakyNet).into_iter().collect::<Vec<_>>(),
-            ["link-message-faults", "message-faults"]
-        );
-        let crashes = kinds(Profile::Crashes);
-        assert!(crashes.contains("crash") && crashes.contains("power-loss") && crashes.contains("restart"));
-        let storage = kinds(Profile::Storage);
-        assert!(
-            storage.contains("disk-fault") && storage.contains("power-loss") && !storage.contains("crash")
-        );
-        let partitions = kinds(Profile::Partitions);
-        for k in ["partition", "partition-oneway", "hold", "pause"] {
-            assert!(partitions.contains(k), "partitions lacks {k}");
+        // What each profile says it draws is what fifty of its plans hold.
+        for info in PROFILES.iter().filter(|p| p.profile != Profile::Swarm) {
+            assert_eq!(
+                kinds(info.profile).into_iter().collect::<Vec<_>>(),
+                {
+                    let mut said = info.profile.kinds();
+                    said.sort();
+                    said
+                },
+                "{}",
+                info.name
+            );
         }
+        assert!(kinds(Profile::None).is_empty());
         assert_eq!(
             kinds(Profile::Ops).into_iter().collect::<Vec<_>>(),
             ["crash", "defect", "defect-fixed", "restart", "stop"]
         );
-        let chaos = kinds(Profile::Chaos);
-        assert_eq!(chaos.len(), 20, "chaos uses every kind, got {chaos:?}");
-        assert!(kinds(Profile::Swarm).contains("purge"));
+        let storage = kinds(Profile::Storage);
+        assert!(
+            storage.contains("disk-fault") && storage.contains("power-loss") && !storage.contains("crash")
+        );
+        assert_eq!(
+            Profile::Chaos.kinds().len(),
+            crate::FAULT_KINDS.len(),
+            "chaos uses every kind"
+        );
+        assert_eq!(Profile::Swarm.kinds().len(), crate::FAULT_KINDS.len());
+        let swarm = kinds(Profile::Swarm);
+        assert!(swarm.contains("purge") && swarm.iter().all(|k| Profile::Swarm.kinds().contains(k)));
     }
 
     #[test]

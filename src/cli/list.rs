@@ -8,7 +8,7 @@ use faultline::patterns::{Variant, VARIANTS};
 use faultline::scenarios::detection::detect;
 use faultline::scenarios::sweep::default_jobs;
 use faultline::scenarios::INVARIANTS;
-use faultline::sim::PROFILES;
+use faultline::sim::{FAULT_KINDS, PROFILES};
 use serde::Serialize;
 
 use super::{exit, resolve_variant, Format};
@@ -20,6 +20,29 @@ const VARIANTS_DOC: &str = "docs/VARIANTS.md";
 struct Named {
     name: &'static str,
     description: &'static str,
+}
+
+/// A fault kind and the profiles whose plans may hold it.
+#[derive(Serialize)]
+struct FaultKindEntry {
+    name: &'static str,
+    description: &'static str,
+    profiles: Vec<&'static str>,
+}
+
+fn fault_kinds() -> Vec<FaultKindEntry> {
+    FAULT_KINDS
+        .iter()
+        .map(|k| FaultKindEntry {
+            name: k.name,
+            description: k.description,
+            profiles: PROFILES
+                .iter()
+                .filter(|p| p.profile.kinds().contains(&k.name))
+                .map(|p| p.name)
+                .collect(),
+        })
+        .collect()
 }
 
 /// A planted bug, where it shows, and how often its invariant catches it.
@@ -72,7 +95,7 @@ pub fn list(format: Format, detection_seeds: u64) -> ExitCode {
                     }
                 })
                 .collect();
-            let all = serde_json::json!({ "patterns": patterns, "variants_doc": VARIANTS_DOC, "profiles": profiles, "invariants": invariants, "bugs": bugs });
+            let all = serde_json::json!({ "patterns": patterns, "variants_doc": VARIANTS_DOC, "profiles": profiles, "fault_kinds": fault_kinds(), "invariants": invariants, "bugs": bugs });
             println!(
                 "{}",
                 serde_json::to_string_pretty(&all).expect("plain data serialises")
@@ -95,6 +118,13 @@ pub fn list(format: Format, detection_seeds: u64) -> ExitCode {
                     );
                 }
                 println!();
+                if title == "profiles" {
+                    println!("fault kinds (in plans; the profiles that draw each):");
+                    for k in fault_kinds() {
+                        println!("  {:<31} {} [{}]", k.name, k.description, k.profiles.join(", "));
+                    }
+                    println!();
+                }
             }
         }
     }
