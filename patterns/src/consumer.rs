@@ -452,7 +452,23 @@ async fn consume<H: Handler>(assigned: Assigned, config: ConsumerConfig, mut han
             return;
         }
         match broker.committed_offset(GROUP, topic, partition).await {
-            Ok(offset) => break offset,
+            Ok(Some(offset)) => break offset,
+            // Expired (offsets retention): Kafka's auto.offset.reset, from the
+            // partition's earliest or latest offset.
+            Ok(None) => match broker.list_offsets(topic, partition).await {
+                Ok((start, end)) => {
+                    let to = match config.auto_offset_reset {
+                        OffsetReset::Earliest => start,
+                        OffsetReset::Latest => end,
+                    };
+                    ctx.record(
+                        "offset-reset",
+                        format!("{topic}/{partition} no committed offset, to {to} (holds {start}..{end})"),
+                    );
+                    break to;
+                }
+                Err(_) => faultline_sim::timer::sleep(retry).await,
+            },
             Err(_) => faultline_sim::timer::sleep(retry).await,
         }
     };
@@ -620,9 +636,12 @@ async fn replay_dead_letters<H: Handler>(
     let every = Duration::from_millis(config.dead_letter_replay_ms);
     loop {
         faultline_sim::timer::sleep(every).await;
-        let Ok(mut committed) = broker.committed_offset(DEAD_LETTER_GROUP, &dead_letters, 0).await else {
+        // An expired position starts again from the first dead letter (the re-drive's
+        // auto.offset.reset is earliest).
+        let Ok(committed) = broker.committed_offset(DEAD_LETTER_GROUP, &dead_letters, 0).await else {
             continue;
         };
+        let mut committed = committed.unwrap_or(0);
         let Ok(records) = broker.fetch(&dead_letters, 0, committed, 0).await else {
             continue;
         };

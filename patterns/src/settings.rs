@@ -678,6 +678,13 @@ pub const SETTINGS: &[Setting] = &[
         field: Field::OptionalU64(|c| cluster(c).map(|k| &mut k.retention_bytes)),
     },
     Setting {
+        key: "broker.offsets.retention.ms",
+        about: "a consumer group's committed offsets are deleted once it has had no member this long (checked every 250 ms); its consumers then start where consumer.auto.offset.reset says; off keeps them",
+        mirrors: "Kafka broker offsets.retention.minutes (10080, 7 days: longer than any run here, so off), given in ms here; counted from when the group became empty (KIP-211)",
+        values: Values::MillisOrOff { min: 1, max: HOUR_MS },
+        field: Field::OptionalU64(|c| cluster(c).map(|k| &mut k.offsets_retention_ms)),
+    },
+    Setting {
         key: "topic.replication.factor",
         about: "replicas of each partition, one per broker host: the number of broker hosts",
         mirrors: "Kafka topic replication.factor (the broker's default.replication.factor is 1; production clusters use 3)",

@@ -610,6 +610,65 @@ fn retention_by_size_and_a_purge_delete_what_a_lagging_consumer_has_not_read() {
     );
 }
 
+/// `offsets.retention.minutes`: both instances of the target's service are down from
+/// 1 s to 5 s, their sessions run out and the group is empty; with offsets kept 1 s
+/// after that, the group's offsets are deleted, and the restarted consumers find none.
+/// `latest` skips everything written while the group was away; `earliest` reads the
+/// whole topic again, which the inbox absorbs. With the preset (offsets kept) nothing
+/// expires.
+#[test]
+fn a_group_away_longer_than_offsets_retention_loses_its_offsets() {
+    use faultline::patterns::Variant;
+    use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
+    use faultline::sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime};
+    let at = |ms: u64, fault: Fault| FaultEvent {
+        at: SimTime::from_millis(ms),
+        fault,
+    };
+    let mut events = Vec::new();
+    for host in ["target", "target-2"] {
+        events.push(at(1_000, Fault::Crash { host: host.into() }));
+        events.push(at(5_000, Fault::Restart { host: host.into() }));
+    }
+    let plan = FaultPlan::from_events(events);
+    // Changes missing, offsets expired, and resets.
+    let expired = |pattern: &str| -> (usize, usize, usize) {
+        let variant = Variant::resolve(pattern, &[]).unwrap();
+        let (mut missing, mut expired, mut resets) = (0, 0, 0);
+        for seed in 0..3 {
+            let spec = RunSpec {
+                faults: Faults::Plan(plan.clone()),
+                ..RunSpec::new(variant, Scenario::standard(), Profile::None, Seed(seed))
+            };
+            let outcome = run(&spec, RunOptions::default()).unwrap();
+            missing += outcome
+                .violations
+                .iter()
+                .filter(|v| v.invariant == "convergence" && v.kind == "missing")
+                .count();
+            let count = |kind: &str| outcome.events_by_kind.get(kind).copied().unwrap_or(0) as usize;
+            expired += count("offset-expired");
+            resets += count("offset-reset");
+        }
+        (missing, expired, resets)
+    };
+    assert_eq!(expired("outbox-inbox"), (0, 0, 0));
+    let (earliest_missing, earliest_expired, earliest_resets) =
+        expired("outbox-inbox+broker.offsets.retention.ms=1000");
+    assert!(
+        earliest_expired > 0 && earliest_resets > 0,
+        "{earliest_expired} {earliest_resets}"
+    );
+    assert_eq!(earliest_missing, 0, "earliest reads everything again");
+    let (latest_missing, latest_expired, _) =
+        expired("outbox-inbox+broker.offsets.retention.ms=1000+consumer.auto.offset.reset=latest");
+    assert!(latest_expired > 0);
+    assert!(
+        latest_missing > 0,
+        "latest skips what was written while the group was away"
+    );
+}
+
 /// A deployed defect fails one key in eight on every attempt until the fix: blocking
 /// holds (late, nothing lost), skipping loses the change, and re-driving dead letters
 /// after the fix applies them behind the versions that followed them.

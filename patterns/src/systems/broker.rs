@@ -133,6 +133,11 @@ pub struct ClusterConfig {
     /// `retention.bytes` of every partition: the oldest segments are deleted while the
     /// rest still hold this much; `None` (Kafka's -1) keeps them.
     pub retention_bytes: Option<u64>,
+    /// `offsets.retention.minutes`, in ms: a group's committed offsets are deleted
+    /// once it has had no member this long (KIP-211; a consumer that assigns itself
+    /// its partitions: this long after its last commit); `None` keeps them (Kafka's
+    /// 7 days outlast any run).
+    pub offsets_retention_ms: Option<u64>,
 }
 
 /// Three brokers, `min.insync.replicas=2`, clean elections, page-cache flushing,
@@ -145,6 +150,7 @@ pub const CLUSTER: ClusterConfig = ClusterConfig {
     replica_lag_max_ms: 1_500,
     retention_ms: None,
     retention_bytes: None,
+    offsets_retention_ms: None,
 };
 
 /// A producer's identity and the sequence number of this record (idempotent producer).
@@ -210,6 +216,9 @@ pub enum BrokerRequest {
         topic: String,
         partition: u32,
     },
+    /// A partition's first and next offsets (the leader's log start and high
+    /// watermark: Kafka's ListOffsets for the earliest and latest).
+    ListOffsets { topic: String, partition: u32 },
     /// Which broker leads a partition (creating it if it does not exist).
     Metadata { topic: String, partition: u32 },
     /// A member's join of `group`, whose topic has `partitions` partitions (the classic
@@ -262,7 +271,13 @@ pub enum BrokerResponse {
         end: u64,
     },
     Committed,
-    Offset(u64),
+    /// A committed offset; `None` when it expired (deleted by offsets retention).
+    Offset(Option<u64>),
+    /// A partition's log start and high watermark.
+    Offsets {
+        start: u64,
+        end: u64,
+    },
     /// The member's generation and partitions.
     Joined {
         generation: u64,
@@ -343,6 +358,7 @@ impl RpcMessage for BrokerRequest {
                 topic,
                 partition,
             } => format!("offset? {group} {topic}/{partition}"),
+            BrokerRequest::ListOffsets { topic, partition } => format!("list-offsets {topic}/{partition}"),
             BrokerRequest::Metadata { topic, partition } => format!("metadata {topic}/{partition}"),
             BrokerRequest::JoinGroup { group, member, .. } => format!("join {group} member={member}"),
             BrokerRequest::LeaveGroup { group, member } => format!("leave {group} member={member}"),
@@ -372,7 +388,9 @@ impl RpcMessage for BrokerResponse {
             BrokerResponse::Records(r) => format!("records n={}", r.len()),
             BrokerResponse::OutOfRange { start, end } => format!("offset out of range {start}..{end}"),
             BrokerResponse::Committed => "committed".to_string(),
-            BrokerResponse::Offset(o) => format!("offset {o}"),
+            BrokerResponse::Offset(Some(o)) => format!("offset {o}"),
+            BrokerResponse::Offset(None) => "offset none".to_string(),
+            BrokerResponse::Offsets { start, end } => format!("offsets {start}..{end}"),
             BrokerResponse::Joined {
                 generation,
                 partitions,
@@ -486,6 +504,15 @@ impl Replica {
             }
         }
         start
+    }
+
+    /// The last record of `key` a coordinator of `epoch` counts (see
+    /// [`State::committed_offset`]).
+    fn last_committed(&self, key: &str, epoch: u64) -> Option<&BrokerRecord> {
+        self.records
+            .iter()
+            .rev()
+            .find(|r| r.key == key && (r.offset < self.high_watermark || r.epoch < epoch))
     }
 
     fn last_epoch(&self) -> Option<u64> {
@@ -864,22 +891,31 @@ impl State {
     /// offsets topic. A new coordinator loads its whole log when it becomes leader
     /// (Kafka's `GroupMetadataManager` reads to the log end), so it sees every commit
     /// written under earlier leaders even while its high watermark catches up; a commit
-    /// it takes itself counts once the in-sync replicas have it.
+    /// it takes itself counts once the in-sync replicas have it. A group that never
+    /// committed here is at 0: the integration was deployed before the run, its group
+    /// with it, and had read nothing yet. An expired offset (a tombstone) is none.
     fn committed_offset(&mut self, key: &str) -> BrokerResponse {
         let replica = self.replica(OFFSETS_TOPIC, 0);
         let Some(epoch) = replica.leader_epoch() else {
             return BrokerResponse::NotLeader;
         };
-        let high_watermark = replica.high_watermark;
         let offset = replica
-            .records
-            .iter()
-            .rev()
-            .find(|r| r.key == key && (r.offset < high_watermark || r.epoch < epoch))
-            .map_or(0, |r| {
-                r.payload.parse().expect("offsets are written by this module")
-            });
+            .last_committed(key, epoch)
+            .map_or(Some(0), |r| r.payload.parse().ok());
         BrokerResponse::Offset(offset)
+    }
+
+    /// A partition's log start and high watermark, at the leader only.
+    fn list_offsets(&mut self, topic: &str, partition: u32) -> BrokerResponse {
+        let replica = self.replica(topic, partition);
+        if replica.leader_epoch().is_none() {
+            return BrokerResponse::NotLeader;
+        }
+        let end = replica.high_watermark.min(replica.log_end());
+        BrokerResponse::Offsets {
+            start: replica.log_start.min(end),
+            end,
+        }
     }
 
     /// Takes a batch just written to a replica's log at `pos` into memory: its records,
@@ -1404,6 +1440,18 @@ fn with_group<R>(
 ) -> Option<R> {
     let mut guard = state.borrow_mut();
     let s = &mut *guard;
+    let now = s.ctx.now();
+    let ctx = s.ctx.clone();
+    let entry = coordinator(s)?.groups.entry(group.to_string()).or_default();
+    for member in entry.expire(now) {
+        ctx.record("group-member-dropped", format!("{group} member={member}"));
+    }
+    Some(f(entry, now))
+}
+
+/// The groups this broker coordinates, loaded when it took the offsets topic's
+/// leadership; `None` when it does not lead it.
+fn coordinator(s: &mut State) -> Option<&mut Coordinator> {
     if !s.image.contains_key(&(OFFSETS_TOPIC.to_string(), 0)) {
         return None;
     }
@@ -1433,12 +1481,76 @@ fn with_group<R>(
             writing: Default::default(),
         };
     }
-    let entry = s.coordinator.groups.entry(group.to_string()).or_default();
-    for member in entry.expire(now) {
-        s.ctx
-            .record("group-member-dropped", format!("{group} member={member}"));
+    Some(&mut s.coordinator)
+}
+
+/// Deletes the committed offsets of every group that has had no member for
+/// `offsets.retention.minutes` (KIP-211; a group this coordinator never saw a member of,
+/// such as a consumer that assigns itself its partitions, counts from its last commit),
+/// as Kafka's `GroupMetadataManager` cleans up every
+/// `offsets.retention.check.interval.ms`: a tombstone per offset, written `acks=all`.
+/// A consumer of the group finds no offset and goes where `auto.offset.reset` says.
+async fn expire_offsets(state: &Shared, retention_ms: u64) {
+    let expired: Vec<String> = {
+        let mut guard = state.borrow_mut();
+        let s = &mut *guard;
+        let now = s.ctx.now();
+        if coordinator(s).is_none() {
+            return;
+        }
+        let Some(replica) = s.replicas.get(&(OFFSETS_TOPIC.to_string(), 0)) else {
+            return;
+        };
+        let Some(epoch) = replica.leader_epoch() else {
+            return;
+        };
+        let mut latest: BTreeMap<&str, &BrokerRecord> = BTreeMap::new();
+        for r in replica
+            .records
+            .iter()
+            .filter(|r| r.offset < replica.high_watermark || r.epoch < epoch)
+            .filter(|r| !r.key.starts_with("generation/"))
+        {
+            latest.insert(&r.key, r);
+        }
+        let groups = &mut s.coordinator.groups;
+        let ctx = &s.ctx;
+        latest
+            .into_iter()
+            .filter(|(_, r)| !r.payload.is_empty())
+            .filter(|(key, r)| {
+                let committed_at = r.appended_at_ms.unwrap_or(0);
+                let group = key.split('/').next().unwrap_or_default();
+                let empty_since = match groups.get_mut(group) {
+                    Some(g) => {
+                        for member in g.expire(now) {
+                            ctx.record("group-member-dropped", format!("{group} member={member}"));
+                        }
+                        if !g.is_empty() {
+                            return false;
+                        }
+                        g.empty_since()
+                            .map_or(committed_at, |t| t.as_millis().max(committed_at))
+                    }
+                    None => committed_at,
+                };
+                now.as_millis() >= empty_since + retention_ms
+            })
+            .map(|(key, _)| key.to_string())
+            .collect()
+    };
+    if expired.is_empty() {
+        return;
     }
-    Some(f(entry, now))
+    let tombstones = expired.iter().map(|key| (key.clone(), String::new())).collect();
+    if let BrokerResponse::Produced { .. } =
+        produce(state, OFFSETS_TOPIC.to_string(), 0, tombstones, None, Acks::All).await
+    {
+        let s = state.borrow();
+        for key in expired {
+            s.ctx.record("offset-expired", key);
+        }
+    }
 }
 
 /// A member's join: answers its place once the rebalance completes; the coordinator
@@ -1625,6 +1737,15 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> fa
             shrink_isrs(&shrinking);
         }
     });
+    if let Some(retention_ms) = config.offsets_retention_ms {
+        let expiring = Rc::clone(&state);
+        tokio::task::spawn_local(async move {
+            loop {
+                faultline_sim::timer::sleep(Duration::from_millis(RETENTION_CHECK_MS)).await;
+                expire_offsets(&expiring, retention_ms).await;
+            }
+        });
+    }
     // Always on: an operator may purge any broker.
     let retaining = Rc::clone(&state);
     tokio::task::spawn_local(async move {
@@ -1724,6 +1845,7 @@ async fn handle(state: &Shared, request: BrokerRequest) -> BrokerResponse {
             }
             s.committed_offset(&offset_key(&group, &topic, partition))
         }
+        BrokerRequest::ListOffsets { topic, partition } => state.borrow_mut().list_offsets(&topic, partition),
         BrokerRequest::Metadata { topic, partition } => metadata(state, topic, partition).await,
         BrokerRequest::JoinGroup {
             group,
@@ -1969,6 +2091,18 @@ impl BrokerClient {
         }
     }
 
+    /// A partition's earliest and latest offsets (its log start and high watermark).
+    pub async fn list_offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), BrokerError> {
+        let request = BrokerRequest::ListOffsets {
+            topic: topic.to_string(),
+            partition,
+        };
+        match self.cluster.call(topic, partition, &request).await? {
+            BrokerResponse::Offsets { start, end } => Ok((start, end)),
+            _ => Err(BrokerError::Unexpected),
+        }
+    }
+
     /// Commits `group`'s position (the next offset to process) through the group
     /// coordinator, as `member` of its generation (`None`: a consumer that assigned
     /// itself the partition).
@@ -2046,13 +2180,13 @@ impl BrokerClient {
         }
     }
 
-    /// `group`'s committed position (0 when none).
+    /// `group`'s committed position; `None` when it expired (offsets retention).
     pub async fn committed_offset(
         &self,
         group: &str,
         topic: &str,
         partition: u32,
-    ) -> Result<u64, BrokerError> {
+    ) -> Result<Option<u64>, BrokerError> {
         let request = BrokerRequest::FetchOffset {
             group: group.to_string(),
             topic: topic.to_string(),

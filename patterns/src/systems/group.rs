@@ -114,6 +114,8 @@ pub struct Group {
     /// A static member took its instance's place in the current generation, which is
     /// not stored yet: no one gets an answer until it is.
     unstored: bool,
+    /// When its last member went (offsets retention counts from then).
+    empty_since: Option<SimTime>,
 }
 
 impl Group {
@@ -140,12 +142,30 @@ impl Group {
             members,
             rebalance: None,
             unstored: false,
+            empty_since: None,
         }
     }
 
     /// The current generation.
     pub fn generation(&self) -> &Generation {
         &self.current
+    }
+
+    /// Whether the group has no member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// When the group lost its last member, if it has none since; `None` also when
+    /// it never had one this coordinator saw.
+    pub fn empty_since(&self) -> Option<SimTime> {
+        self.empty_since.filter(|_| self.members.is_empty())
+    }
+
+    fn note_if_empty(&mut self, now: SimTime) {
+        if self.members.is_empty() {
+            self.empty_since.get_or_insert(now);
+        }
     }
 
     /// Drops the members whose session expired or that did not rejoin within the
@@ -169,6 +189,7 @@ impl Group {
         }
         if !gone.is_empty() {
             self.start_rebalance(now, now);
+            self.note_if_empty(now);
         }
         gone
     }
@@ -211,6 +232,7 @@ impl Group {
                     now
                 };
                 self.start_rebalance(now, not_before);
+                self.empty_since = None;
                 self.members.insert(
                     member.to_string(),
                     Member {
@@ -315,6 +337,7 @@ impl Group {
     pub fn leave(&mut self, member: &str, now: SimTime) {
         if self.members.remove(member).is_some() {
             self.start_rebalance(now, now);
+            self.note_if_empty(now);
         }
     }
 
@@ -482,6 +505,25 @@ mod tests {
         assert_eq!(group.may_commit(None, ms(560)), Err(Fenced::UnknownMember));
         assert_eq!(join_and_complete(&mut group, "a", ms(600)), joined(2, &[0, 1]));
         assert_eq!(group.join("b", None, P, ms(600)), joined(2, &[2, 3]));
+    }
+
+    #[test]
+    fn a_group_is_empty_from_its_last_members_leave_or_expiry_until_someone_joins() {
+        let mut group = Group::default();
+        assert_eq!(group.empty_since(), None, "never had a member");
+        group.join("a", None, P, ms(0));
+        join_and_complete(&mut group, "b", ms(INITIAL_REBALANCE_DELAY_MS));
+        group.leave("a", ms(300));
+        assert_eq!(group.empty_since(), None, "b is still in");
+        // b falls silent: empty from the moment its session is found expired.
+        let late = 300 + SESSION_TIMEOUT_MS + 50;
+        assert_eq!(group.expire(ms(late)), ["b".to_string()]);
+        assert!(group.is_empty());
+        assert_eq!(group.empty_since(), Some(ms(late)));
+        group.expire(ms(late + 1_000));
+        assert_eq!(group.empty_since(), Some(ms(late)), "counted from the first time");
+        group.join("c", None, P, ms(late + 2_000));
+        assert_eq!(group.empty_since(), None);
     }
 
     #[test]
