@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::bugs::Bug;
 use crate::connect::{fail_task, SourceOffsets, SourcePosition};
 use crate::consumer::{run_consumers, ConsumerConfig, Handled, Handler};
-use crate::domain::{RowImage, TxId};
+use crate::domain::{RowImage, TxId, Version};
 use crate::outbox::partition_of;
 use crate::systems::broker::{BrokerRecord, Producer, ProducerConfig, PRODUCER_REQUEST_TIMEOUT};
 use crate::systems::source::{
@@ -82,6 +82,9 @@ pub struct CdcConfig {
     pub offset_flush_interval_ms: u64,
     /// How the target consumes.
     pub consumer: ConsumerConfig,
+    /// Debezium's `tombstones.on.delete`: after each delete event, a tombstone (the
+    /// row's key, no value), so that a compacted topic can drop the row's every record.
+    pub tombstones_on_delete: bool,
 }
 
 /// Debezium's `snapshot.mode`, for what it decides here: what a connector does when
@@ -245,7 +248,13 @@ pub async fn run_connector(
             offsets.acknowledged(SourcePosition::at(next));
             offsets.flush().await;
         }
-        let events = row_events(&commits, next, position, config.consumer.partitions);
+        let events = row_events(
+            &commits,
+            next,
+            position,
+            config.consumer.partitions,
+            config.tombstones_on_delete,
+        );
         if events.is_empty() {
             // Records that hold no change (outbox marks, leases) move the position too.
             offsets.acknowledged(SourcePosition::at(next));
@@ -275,12 +284,15 @@ pub async fn run_connector(
 /// The row events of a poll's commits from `position` on, in log order: each with its
 /// partition, key, payload and the position just after it (inside its transaction, or
 /// the next record's start after its last event). The first commit, when it stands at
-/// `position`, starts after the events already published.
+/// `position`, starts after the events already published. With `tombstones`, a delete
+/// event is followed by its row's tombstone (an empty payload) at the same position, as
+/// Debezium gives both one source offset.
 fn row_events(
     commits: &[(faultline_sim::LogPos, Commit)],
     next: faultline_sim::LogPos,
     position: SourcePosition,
     partitions: u32,
+    tombstones: bool,
 ) -> Vec<(u32, String, String, SourcePosition)> {
     let mut events = Vec::new();
     for (i, (at, commit)) in commits.iter().enumerate() {
@@ -304,12 +316,16 @@ fn row_events(
             } else {
                 SourcePosition::at(after_commit)
             };
+            let partition = partition_of(row.key.customer, partitions);
             events.push((
-                partition_of(row.key.customer, partitions),
+                partition,
                 row.key.to_string(),
                 serde_json::to_string(&event).expect("row events serialise"),
                 after,
             ));
+            if tombstones && row.is_delete() {
+                events.push((partition, row.key.to_string(), String::new(), after));
+            }
         }
     }
     events
@@ -591,6 +607,20 @@ impl ApplyEvents {
 
 impl Handler for ApplyEvents {
     async fn handle(&mut self, record: &BrokerRecord) -> Result<Handled, ()> {
+        if record.payload.is_empty() {
+            // A tombstone. The row-by-row sink deletes the row by its key whatever it
+            // holds (a JDBC sink's delete.enabled=true): after compaction it may be all
+            // that is left of the delete. The transaction-aware apply took the delete
+            // with its transaction.
+            if self.apply == CdcApply::RowByRow {
+                let key = record.key.parse().expect("row events are keyed by their row");
+                let delete = RowImage::new(key, Version::ANY, None);
+                self.target.apply(&[delete], None).await?;
+                return Ok(Handled::Done);
+            }
+            self.apply_ready().await?;
+            return Ok(self.progress());
+        }
         let event: RowEvent = serde_json::from_str(&record.payload).expect("payloads are row events");
         if self.apply == CdcApply::RowByRow {
             if event.snapshot {

@@ -217,6 +217,9 @@ pub async fn run_consumers<H, F>(
     F: Fn(u32) -> H,
 {
     let broker = BrokerClient::new(ctx, config.cluster.brokers, RPC_TIMEOUT);
+    if config.cluster.compact {
+        recorder.kafka_topic_compacted(topic);
+    }
     if config.error_policy == ErrorPolicy::DeadLetter && ctx.name() == crate::hosts::TARGET {
         let redrive = replay_dead_letters(
             ctx.clone(),
@@ -358,7 +361,7 @@ fn record_read(
             partition,
             offset: r.offset,
             key: r.key.clone(),
-            digest: faultline_sim::trace::fnv1a64(r.payload.as_bytes()),
+            digest: crate::history::record_digest(&r.key, &r.payload),
         })
         .collect();
     recorder.kafka_read(KafkaRead {

@@ -69,13 +69,43 @@ impl fmt::Display for EntityKey {
     }
 }
 
+impl std::str::FromStr for EntityKey {
+    type Err = String;
+
+    /// Reads a key as [`EntityKey`]'s `Display` writes it (`contact/7`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (table, id) = text
+            .split_once('/')
+            .ok_or_else(|| format!("{text:?} is not a row key (table/id)"))?;
+        let table = [Table::Customer, Table::Address, Table::Contact]
+            .into_iter()
+            .find(|t| t.name() == table)
+            .ok_or_else(|| format!("{table:?} is not a table"))?;
+        let customer = id.parse().map_err(|_| format!("{id:?} is not a customer id"))?;
+        Ok(EntityKey {
+            table,
+            customer: CustomerId(customer),
+        })
+    }
+}
+
 /// A row's version at the source: 1 on create, +1 on every committed change.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Version(pub u64);
 
+impl Version {
+    /// The version of a delete by key alone (a sink's `DELETE` on a Kafka tombstone,
+    /// which carries no version): newer than every version, as such a delete removes
+    /// whatever the row holds.
+    pub const ANY: Version = Version(u64::MAX);
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Version::ANY {
+            return f.write_str("v(any)");
+        }
         write!(f, "v{}", self.0)
     }
 }

@@ -133,8 +133,18 @@ pub struct KafkaRecord {
     pub offset: u64,
     /// The key it was partitioned by.
     pub key: String,
-    /// FNV-1a of its payload: the same record is the same digest.
+    /// Its [`record_digest`]: the same record is the same digest.
     pub digest: u64,
+}
+
+/// FNV-1a of a record's key and payload: two tombstones (no payload) of different keys
+/// are different records.
+pub fn record_digest(key: &str, payload: &str) -> u64 {
+    let mut bytes = Vec::with_capacity(key.len() + 1 + payload.len());
+    bytes.extend_from_slice(key.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(payload.as_bytes());
+    faultline_sim::trace::fnv1a64(&bytes)
 }
 
 /// What consumers fetched: each fetch, by the reader that made it.
@@ -200,6 +210,9 @@ pub struct History {
     pub kafka_writes: Vec<KafkaRecord>,
     /// Consumers' fetches, in the order they returned.
     pub kafka_reads: Vec<KafkaRead>,
+    /// The topics configured with `cleanup.policy=compact`: there a record a later one
+    /// of the same key superseded may be gone by design.
+    pub kafka_compacted_topics: std::collections::BTreeSet<String>,
 }
 
 /// A component that stopped on an error.
@@ -497,6 +510,15 @@ impl Recorder {
     /// A producer's acknowledged record.
     pub fn kafka_write(&self, record: KafkaRecord) {
         self.0.borrow_mut().history.kafka_writes.push(record);
+    }
+
+    /// A topic's configuration says `cleanup.policy=compact`.
+    pub fn kafka_topic_compacted(&self, topic: &str) {
+        self.0
+            .borrow_mut()
+            .history
+            .kafka_compacted_topics
+            .insert(topic.to_string());
     }
 
     /// A consumer's fetch.

@@ -678,6 +678,23 @@ pub const SETTINGS: &[Setting] = &[
         field: Field::OptionalU64(|c| cluster(c).map(|k| &mut k.retention_bytes)),
     },
     Setting {
+        key: "topic.cleanup.policy",
+        about: "delete: records go only by retention; compact: the log cleaner also drops every record a later one of the same key supersedes, and tombstones after topic.delete.retention.ms (with topic.retention.ms set as well: compact,delete)",
+        mirrors: "Kafka topic cleanup.policy (delete); the cleaner's min.cleanable.dirty.ratio 0.5 and log.cleaner.backoff.ms 15000 (compressed to 750)",
+        values: Values::Choice(&["delete", "compact"]),
+        field: words!(compact, {
+            "delete" => false,
+            "compact" => true,
+        }),
+    },
+    Setting {
+        key: "topic.delete.retention.ms",
+        about: "with topic.cleanup.policy = compact: how long the cleaner keeps a tombstone after it first cleaned past it; a consumer further behind never reads the delete",
+        mirrors: "Kafka topic delete.retention.ms (86400000, a day; compressed 20× to 4320000, longer than any run)",
+        values: Values::Millis { min: 1, max: 4 * HOUR_MS },
+        field: Field::U64(|c| cluster(c).map(|k| &mut k.delete_retention_ms)),
+    },
+    Setting {
         key: "broker.offsets.retention.ms",
         about: "a consumer group's committed offsets are deleted once it has had no member this long (checked every 250 ms); its consumers then start where consumer.auto.offset.reset says; off keeps them",
         mirrors: "Kafka broker offsets.retention.minutes (10080, 7 days: longer than any run here, so off), given in ms here; counted from when the group became empty (KIP-211)",
@@ -879,6 +896,16 @@ pub const SETTINGS: &[Setting] = &[
         }),
     },
     Setting {
+        key: "connector.tombstones.on.delete",
+        about: "after each delete event, publish a tombstone (the row's key, no value) so a compacted topic can drop the row's every record; the row-by-row sink deletes the row on it",
+        mirrors: "Debezium tombstones.on.delete (true)",
+        values: Values::Bool,
+        field: Field::Bool(|c| match c {
+            PatternConfig::Cdc(d) => Some(&mut d.tombstones_on_delete),
+            _ => None,
+        }),
+    },
+    Setting {
         key: "source.max.slot.wal.keep.size",
         about: "bytes of log a replication slot may hold back; a slot further behind its source's log end is invalidated at the next checkpoint and its log removed (CDC, and the outbox with relay.source = tail-log); off: a slot holds the log as long as its reader stays away",
         mirrors: "PostgreSQL max_slot_wal_keep_size (-1: unlimited)",
@@ -1066,6 +1093,10 @@ fn offset_reset(c: &mut PatternConfig) -> Option<&mut OffsetReset> {
 
 fn cluster(c: &mut PatternConfig) -> Option<&mut ClusterConfig> {
     consumer(c).map(|k| &mut k.cluster)
+}
+
+fn compact(c: &mut PatternConfig) -> Option<&mut bool> {
+    cluster(c).map(|k| &mut k.compact)
 }
 
 fn flush_every_batch(c: &mut PatternConfig) -> Option<&mut bool> {

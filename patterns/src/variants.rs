@@ -195,6 +195,7 @@ const CDC: CdcConfig = CdcConfig {
     producer: CONNECT_SOURCE_PRODUCER_IDEMPOTENT,
     offset_flush_interval_ms: OFFSET_FLUSH_INTERVAL_MS,
     consumer: DEFAULT_CONSUMER,
+    tombstones_on_delete: true,
 };
 
 /// Every variant, in the order `faultline list` shows them.

@@ -15,6 +15,11 @@
 //!   read, without its going back on purpose (a reset to the earliest offset after the
 //!   log it had read was cut).
 //!
+//! On a topic configured with `cleanup.policy=compact`, a record that a later record of
+//! the same key superseded may be gone by design: never reading it is neither a lost
+//! write nor a skip. A tombstone the cleaner dropped after `delete.retention.ms` is
+//! superseded by nothing: jumping it is a poll skip.
+//!
 //! A violation of an invariant on a customer whose records met one of these says so in
 //! its story ([`annotate`]): the invariant fired because of the broker.
 
@@ -46,6 +51,7 @@ fn partition_of(r: &KafkaRecord) -> String {
 /// Every anomaly in the run's Kafka records, in the order found: lost writes, then
 /// duplicates, then each reader's skips and backward polls.
 pub fn anomalies(history: &History) -> Vec<Anomaly> {
+    let compaction = Compaction::of(history);
     let reads: Vec<&KafkaRecord> = history.kafka_reads.iter().flat_map(|r| &r.records).collect();
     // What was read at each offset, and where each record was read.
     let mut read_at: BTreeMap<(String, u64), BTreeSet<u64>> = BTreeMap::new();
@@ -62,7 +68,7 @@ pub fn anomalies(history: &History) -> Vec<Anomaly> {
         *max = (*max).max(r.offset);
     }
     let mut found = Vec::new();
-    let (skips, backward) = reader_anomalies(history);
+    let (skips, backward) = reader_anomalies(history, &compaction);
     // Offsets some reader jumped over: a record there is skipped, not lost.
     let skipped: BTreeSet<(String, u64)> = skips
         .iter()
@@ -86,6 +92,7 @@ pub fn anomalies(history: &History) -> Vec<Anomaly> {
                 w.at.as_millis()
             ),
             Some(_) => continue,
+            None if compaction.superseded(w) => continue,
             None => {
                 let read_past = read_max.get(&p).is_some_and(|&max| max > w.offset);
                 if !read_past || skipped.contains(&(p.clone(), w.offset)) {
@@ -158,6 +165,62 @@ fn duplicates(history: &History) -> Vec<Anomaly> {
         .collect()
 }
 
+/// What compaction may remove: on compacted topics, each partition's records by key,
+/// from every record a client saw.
+struct Compaction<'a> {
+    /// The last offset at which each (partition, key) was seen.
+    last: BTreeMap<(String, &'a str), u64>,
+    /// Every offset a client saw a record at, with its key, by partition.
+    keys: BTreeMap<(String, u64), &'a str>,
+    topics: &'a BTreeSet<String>,
+}
+
+impl<'a> Compaction<'a> {
+    fn of(history: &'a History) -> Compaction<'a> {
+        let mut last: BTreeMap<(String, &str), u64> = BTreeMap::new();
+        let mut keys = BTreeMap::new();
+        let seen = history
+            .kafka_writes
+            .iter()
+            .chain(history.kafka_reads.iter().flat_map(|r| &r.records))
+            .filter(|r| history.kafka_compacted_topics.contains(&r.topic));
+        for r in seen {
+            let at = last.entry((partition_of(r), r.key.as_str())).or_insert(r.offset);
+            *at = (*at).max(r.offset);
+            keys.insert((partition_of(r), r.offset), r.key.as_str());
+        }
+        Compaction {
+            last,
+            keys,
+            topics: &history.kafka_compacted_topics,
+        }
+    }
+
+    /// Whether a later record of its key supersedes this one on a compacted topic.
+    fn superseded(&self, r: &KafkaRecord) -> bool {
+        self.topics.contains(&r.topic)
+            && self
+                .last
+                .get(&(partition_of(r), r.key.as_str()))
+                .is_some_and(|&last| last > r.offset)
+    }
+
+    /// Whether compaction explains a reader's jump over `from..to` of `partition` (of
+    /// `topic`): every record known there was superseded.
+    fn explains(&self, topic: &str, partition: &str, from: u64, to: u64) -> bool {
+        self.topics.contains(topic)
+            && (from..to).all(|offset| {
+                self.keys
+                    .get(&(partition.to_string(), offset))
+                    .is_none_or(|key| {
+                        self.last
+                            .get(&(partition.to_string(), *key))
+                            .is_some_and(|&last| last > offset)
+                    })
+            })
+    }
+}
+
 /// A reader's jump over offsets it never read.
 struct Skip {
     partition: String,
@@ -172,7 +235,7 @@ struct Skip {
 
 /// Each reader's fetches in order: forward jumps (poll skips) and backward ones it did
 /// not make on purpose (non-monotonic polls).
-fn reader_anomalies(history: &History) -> (Vec<Skip>, Vec<Anomaly>) {
+fn reader_anomalies(history: &History, compaction: &Compaction) -> (Vec<Skip>, Vec<Anomaly>) {
     let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut skips = Vec::new();
     let mut backward = Vec::new();
@@ -184,7 +247,7 @@ fn reader_anomalies(history: &History) -> (Vec<Skip>, Vec<Anomaly>) {
         let previous = last.insert((read.reader.clone(), p.clone()), end.offset);
         // The first fetch should begin at the committed offset the reader started from.
         let expected = previous.map_or(read.start, |previous| previous + 1);
-        if first.offset > expected {
+        if first.offset > expected && !compaction.explains(&first.topic, &p, expected, first.offset) {
             skips.push(Skip {
                 partition: p,
                 reader: read.reader.clone(),
@@ -341,6 +404,47 @@ mod tests {
         assert_eq!(
             names(&history),
             vec![("lost write", "2".to_string()), ("lost write", "3".to_string())]
+        );
+    }
+
+    #[test]
+    fn on_a_compacted_topic_a_superseded_record_may_be_missed_but_a_dropped_tombstone_is_a_poll_skip() {
+        // Key "1" written at 0 and again at 2; key "2" (a tombstone) at 1 and never
+        // again; key "3" at 3.
+        let writes = vec![
+            record(0, "1", 10, 1),
+            record(1, "2", 11, 1),
+            record(2, "1", 12, 1),
+            record(3, "3", 13, 1),
+        ];
+        // Reader a began at 0 and found only 1, 2, 3 (offset 0 cleaned away); reader b
+        // began at 0 and found only 2, 3 (the tombstone at 1 dropped as well).
+        let reads = vec![
+            KafkaRead {
+                start: 0,
+                ..read("a", vec![record(1, "2", 11, 5), record(2, "1", 12, 5), record(3, "3", 13, 5)], false)
+            },
+            KafkaRead {
+                start: 0,
+                ..read("b", vec![record(2, "1", 12, 6), record(3, "3", 13, 6)], false)
+            },
+        ];
+        let compacted = History {
+            kafka_writes: writes.clone(),
+            kafka_reads: reads.clone(),
+            kafka_compacted_topics: ["t".to_string()].into(),
+            ..History::default()
+        };
+        assert_eq!(names(&compacted), vec![("poll skip", "1".to_string())]);
+        // On a topic kept by retention alone both jumps are skips.
+        let deleted = History {
+            kafka_writes: writes,
+            kafka_reads: reads,
+            ..History::default()
+        };
+        assert_eq!(
+            names(&deleted),
+            vec![("poll skip", "2".to_string()), ("poll skip", "1".to_string())]
         );
     }
 

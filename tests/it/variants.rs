@@ -1,7 +1,7 @@
 //! Every variant's characteristic behaviour, shown through the checker's output and the
 //! metrics only, never through a pattern's internals.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{run_seed, run_seed_single};
 use faultline::patterns::VARIANTS;
@@ -667,6 +667,63 @@ fn a_group_away_longer_than_offsets_retention_loses_its_offsets() {
         latest_missing > 0,
         "latest skips what was written while the group was away"
     );
+}
+
+/// Compaction, with the target's service down from 1 s to 4 s (both instances): on an
+/// outbox topic, whose records are events keyed by customer, the cleaner keeps only
+/// each customer's last event and the earlier changes are lost; on a CDC topic, whose
+/// records are row images keyed by row, the last image is the row and the consumer
+/// converges, deletes coming as tombstones; unless the tombstones are dropped
+/// (`delete.retention.ms`) before the consumer is back: those rows live on at the
+/// target, and the consumer's jump over them is a poll skip.
+#[test]
+fn compaction_loses_events_keeps_row_state_and_drops_tombstones_after_delete_retention() {
+    use faultline::patterns::Variant;
+    use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
+    use faultline::sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime};
+    let at = |ms: u64, fault: Fault| FaultEvent {
+        at: SimTime::from_millis(ms),
+        fault,
+    };
+    let mut events = Vec::new();
+    for host in ["target", "target-2"] {
+        events.push(at(1_000, Fault::Crash { host: host.into() }));
+        events.push(at(4_000, Fault::Restart { host: host.into() }));
+    }
+    let plan = FaultPlan::from_events(events);
+    // Convergence violations by kind, records the cleaner removed, and poll skips.
+    let outcome = |pattern: &str| -> (BTreeMap<&'static str, usize>, usize, u64) {
+        let variant = Variant::resolve(pattern, &[]).unwrap();
+        let (mut kinds, mut cleaned, mut skips) = (BTreeMap::new(), 0, 0);
+        for seed in 0..3 {
+            let spec = RunSpec {
+                faults: Faults::Plan(plan.clone()),
+                ..RunSpec::new(variant, Scenario::standard(), Profile::None, Seed(seed))
+            };
+            let outcome = run(&spec, RunOptions::default()).unwrap();
+            for v in outcome.violations.iter().filter(|v| v.invariant == "convergence") {
+                *kinds.entry(v.kind).or_insert(0) += 1;
+            }
+            cleaned += outcome.events_by_kind.get("log-cleaned").copied().unwrap_or(0) as usize;
+            skips += outcome.kafka_anomalies.get("poll skip").copied().unwrap_or(0);
+        }
+        (kinds, cleaned, skips)
+    };
+    let (events_kinds, events_cleaned, events_skips) = outcome("outbox-inbox+topic.cleanup.policy=compact");
+    assert!(events_cleaned > 0);
+    assert!(events_kinds.get("missing").is_some_and(|&n| n > 0), "{events_kinds:?}");
+    assert_eq!(events_skips, 0, "what compaction removed is no skip");
+    let (rows_kinds, rows_cleaned, rows_skips) = outcome("cdc-row+topic.cleanup.policy=compact");
+    assert!(rows_cleaned > 0);
+    assert!(rows_kinds.is_empty(), "the last image of each row is the row: {rows_kinds:?}");
+    assert_eq!(rows_skips, 0);
+    let (dropped_kinds, _, dropped_skips) =
+        outcome("cdc-row+topic.cleanup.policy=compact+topic.delete.retention.ms=500");
+    assert!(
+        dropped_kinds.get("resurrected").is_some_and(|&n| n > 0),
+        "deletes never read: {dropped_kinds:?}"
+    );
+    assert!(dropped_skips > 0, "the jump over a dropped tombstone is a poll skip");
 }
 
 /// A deployed defect fails one key in eight on every attempt until the fix: blocking

@@ -26,7 +26,7 @@
 //! leader. Order holds within a partition only.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -66,6 +66,15 @@ const LOG_STARTS_FILE: &str = "log-starts.json";
 /// How often retention runs (Kafka's `log.retention.check.interval.ms`, 300000,
 /// compressed to this simulation's seconds-long runs).
 const RETENTION_CHECK_MS: u64 = 250;
+/// What the log cleaner has removed from each partition (Kafka swaps in each cleaned
+/// segment durably, and keeps its `cleaner-offset-checkpoint`).
+const CLEANED_FILE: &str = "cleaner-offset-checkpoint.json";
+/// How long the log cleaner sleeps when no log needs cleaning (Kafka's
+/// `log.cleaner.backoff.ms`, 15000, compressed 20×).
+const CLEANER_BACKOFF_MS: u64 = 750;
+/// A log is cleaned once its uncleaned part is this share of its cleanable bytes
+/// (Kafka's `min.cleanable.dirty.ratio`, 0.5), in percent.
+const MIN_CLEANABLE_DIRTY_PCT: u64 = 50;
 /// How many of a producer's last batches per partition the broker remembers to answer a
 /// retry as stored (Kafka's `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`): the reason
 /// `max.in.flight.requests.per.connection` may not exceed 5 with idempotence.
@@ -138,6 +147,12 @@ pub struct ClusterConfig {
     /// its partitions: this long after its last commit); `None` keeps them (Kafka's
     /// 7 days outlast any run).
     pub offsets_retention_ms: Option<u64>,
+    /// `cleanup.policy=compact` on every topic but the offsets topic: the log cleaner
+    /// keeps each key's last record (with `delete`, the default, only retention deletes).
+    pub compact: bool,
+    /// `delete.retention.ms`: how long the cleaner keeps a tombstone (a record with no
+    /// value) after it first cleaned past it; a reader further behind never sees it.
+    pub delete_retention_ms: u64,
 }
 
 /// Three brokers, `min.insync.replicas=2`, clean elections, page-cache flushing,
@@ -151,7 +166,13 @@ pub const CLUSTER: ClusterConfig = ClusterConfig {
     retention_ms: None,
     retention_bytes: None,
     offsets_retention_ms: None,
+    compact: false,
+    delete_retention_ms: DELETE_RETENTION_MS,
 };
+
+/// `delete.retention.ms` (Kafka's 86400000, a day) compressed 20× like the sessions:
+/// longer than any run.
+pub const DELETE_RETENTION_MS: u64 = 4_320_000;
 
 /// A producer's identity and the sequence number of this record (idempotent producer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -442,6 +463,19 @@ enum Role {
     },
 }
 
+/// The log cleaner's work on one replica of a compacted topic, as durable as its
+/// swapped-in segments.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Cleaned {
+    /// The offsets it removed: records a later record of the same key superseded, and
+    /// tombstones past their delete horizon.
+    removed: BTreeSet<u64>,
+    /// The first offset not cleaned yet (the start of the dirty part).
+    first_dirty: u64,
+    /// Tombstones cleaned past once, and when they may go (KIP-534's delete horizon).
+    horizons: BTreeMap<u64, u64>,
+}
+
 /// This broker's replica of one partition.
 struct Replica {
     log: LogFile,
@@ -450,6 +484,8 @@ struct Replica {
     frames: Vec<(u64, LogPos)>,
     /// The first offset retention has not deleted.
     log_start: u64,
+    /// What the log cleaner removed (compacted topics).
+    cleaned: Cleaned,
     /// Offsets below are on every in-sync replica: what consumers may read.
     high_watermark: u64,
     /// Each leader epoch in the log and its first offset, ascending.
@@ -513,6 +549,66 @@ impl Replica {
             .iter()
             .rev()
             .find(|r| r.key == key && (r.offset < self.high_watermark || r.epoch < epoch))
+    }
+
+    /// Whether a consumer fetching at `offset` finds a record below the high
+    /// watermark the cleaner kept.
+    fn readable_from(&self, offset: u64) -> bool {
+        let readable = self.high_watermark.min(self.log_end());
+        (offset..readable).any(|o| !self.cleaned.removed.contains(&o))
+    }
+
+    /// One pass of the log cleaner over the cleanable part (below the active segment
+    /// and the high watermark), when its dirty part is `MIN_CLEANABLE_DIRTY_PCT` of it
+    /// or a tombstone's horizon passed: each key's latest record in the dirty part
+    /// supersedes its earlier ones; a tombstone is kept `delete_retention_ms` from the
+    /// pass that first cleaned past it. Answers the new state, if it changed.
+    fn clean(&self, now_ms: u64, delete_retention_ms: u64) -> Option<Cleaned> {
+        let active = self.frames.last().map_or(self.log_end(), |&(first, _)| first);
+        let uncleanable = active.min(self.high_watermark);
+        let start = self.log_start;
+        if uncleanable <= start {
+            return None;
+        }
+        let first_dirty = self.cleaned.first_dirty.max(start);
+        let kept = |from: u64, to: u64| {
+            (from..to)
+                .filter(|o| !self.cleaned.removed.contains(o))
+                .map(|o| &self.records[o as usize])
+        };
+        let bytes = |from: u64, to: u64| -> u64 {
+            kept(from, to).map(|r| (r.key.len() + r.payload.len()) as u64).sum()
+        };
+        let (dirty, total) = (bytes(first_dirty.min(uncleanable), uncleanable), bytes(start, uncleanable));
+        let horizon_passed = self.cleaned.horizons.values().any(|&h| h <= now_ms);
+        if !(total > 0 && dirty * 100 >= total * MIN_CLEANABLE_DIRTY_PCT) && !horizon_passed {
+            return None;
+        }
+        let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in kept(first_dirty.min(uncleanable), uncleanable) {
+            latest.insert(&r.key, r.offset);
+        }
+        let mut next = self.cleaned.clone();
+        for r in kept(start, uncleanable) {
+            let superseded = latest.get(r.key.as_str()).is_some_and(|&o| o > r.offset);
+            if superseded {
+                next.removed.insert(r.offset);
+                next.horizons.remove(&r.offset);
+            } else if r.payload.is_empty() {
+                match next.horizons.get(&r.offset) {
+                    Some(&h) if h <= now_ms => {
+                        next.removed.insert(r.offset);
+                        next.horizons.remove(&r.offset);
+                    }
+                    Some(_) => {}
+                    None => {
+                        next.horizons.insert(r.offset, now_ms + delete_retention_ms);
+                    }
+                }
+            }
+        }
+        next.first_dirty = uncleanable.max(self.cleaned.first_dirty);
+        (next != self.cleaned).then_some(next)
     }
 
     fn last_epoch(&self) -> Option<u64> {
@@ -652,6 +748,8 @@ struct State {
     image_version: u64,
     /// The durable log start offsets, by `topic-partition`.
     log_starts: BTreeMap<String, u64>,
+    /// The durable work of the log cleaner, by `topic-partition`.
+    cleaned: BTreeMap<String, Cleaned>,
     controller: RpcClient<ControllerRequest, ControllerResponse>,
     peers: BTreeMap<u32, RpcClient<BrokerRequest, BrokerResponse>>,
     coordinator: Coordinator,
@@ -683,6 +781,11 @@ impl State {
             .get(&format!("{topic}-{partition}"))
             .copied()
             .unwrap_or(0);
+        let cleaned = self
+            .cleaned
+            .get(&format!("{topic}-{partition}"))
+            .cloned()
+            .unwrap_or_default();
         self.replicas
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
@@ -692,6 +795,7 @@ impl State {
                     records: Vec::new(),
                     frames: Vec::new(),
                     log_start,
+                    cleaned,
                     high_watermark: 0,
                     epochs: Vec::new(),
                     role: Role::Unknown,
@@ -881,10 +985,14 @@ impl State {
         if offset >= readable {
             return BrokerResponse::Records(Vec::new());
         }
-        let end = offset
-            .saturating_add(u64::from(max.min(FETCH_MAX_RECORDS)))
-            .min(readable);
-        BrokerResponse::Records(replica.records[offset as usize..end as usize].to_vec())
+        // Past what the cleaner removed: a consumer's position jumps its gaps.
+        let records = replica.records[offset as usize..readable as usize]
+            .iter()
+            .filter(|r| !replica.cleaned.removed.contains(&r.offset))
+            .take(max.min(FETCH_MAX_RECORDS) as usize)
+            .cloned()
+            .collect();
+        BrokerResponse::Records(records)
     }
 
     /// The group's last committed offset, from the coordinator's replica of the
@@ -943,6 +1051,10 @@ impl State {
         replica.log.truncate(pos);
         replica.frames.truncate(at);
         replica.records.truncate(first as usize);
+        // What the cleaner did past the cut is moot; it cleans the new records anew.
+        replica.cleaned.removed.retain(|&o| o < first);
+        replica.cleaned.horizons.retain(|&o, _| o < first);
+        replica.cleaned.first_dirty = replica.cleaned.first_dirty.min(first);
         replica.epochs.retain(|&(_, start)| start < first);
         replica.high_watermark = replica.high_watermark.min(first);
         self.ctx
@@ -1669,6 +1781,55 @@ async fn enforce_retention(state: &Shared) {
     s.log_starts = next;
 }
 
+/// The log cleaner (compacted topics): a pass over every replica of this broker (the
+/// offsets topic aside, which is read whole here); what it removes is made durable
+/// before readers miss it, as Kafka swaps a cleaned segment in.
+async fn clean_logs(state: &Shared, delete_retention_ms: u64) {
+    let (disk, next) = {
+        let s = state.borrow();
+        let now = s.ctx.now().as_millis();
+        let mut next = s.cleaned.clone();
+        for ((topic, partition), replica) in &s.replicas {
+            if topic == OFFSETS_TOPIC {
+                continue;
+            }
+            if let Some(cleaned) = replica.clean(now, delete_retention_ms) {
+                next.insert(format!("{topic}-{partition}"), cleaned);
+            }
+        }
+        if next == s.cleaned {
+            return;
+        }
+        (s.ctx.disk().clone(), next)
+    };
+    let bytes = serde_json::to_vec(&next).expect("the cleaner's state serialises");
+    if disk.replace(CLEANED_FILE, &bytes).await.is_err() {
+        return;
+    }
+    let mut guard = state.borrow_mut();
+    let s = &mut *guard;
+    for ((topic, partition), replica) in s.replicas.iter_mut() {
+        let Some(cleaned) = next.get(&format!("{topic}-{partition}")) else {
+            continue;
+        };
+        // A cut since (a new leader's log) drops what the pass decided past it.
+        let end = replica.log_end();
+        let mut cleaned = cleaned.clone();
+        cleaned.removed.retain(|&o| o < end);
+        cleaned.horizons.retain(|&o, _| o < end);
+        cleaned.first_dirty = cleaned.first_dirty.min(end);
+        if cleaned != replica.cleaned {
+            let removed = cleaned.removed.len().saturating_sub(replica.cleaned.removed.len());
+            s.ctx.record(
+                "log-cleaned",
+                format!("{topic}/{partition} removed {removed}, clean below {}", cleaned.first_dirty),
+            );
+            replica.cleaned = cleaned;
+        }
+    }
+    s.cleaned = next;
+}
+
 fn log_file(topic: &str, partition: u32) -> String {
     format!("{topic}-{partition}.log")
 }
@@ -1702,6 +1863,12 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> fa
     } else {
         serde_json::from_slice(&bytes).expect("the broker's log starts are written by this module")
     };
+    let bytes = ctx.disk().read_all(CLEANED_FILE);
+    let cleaned = if bytes.is_empty() {
+        BTreeMap::new()
+    } else {
+        serde_json::from_slice(&bytes).expect("the cleaner's state is written by this module")
+    };
     // Log recovery: every partition's log made durable before it serves a fetch (what a
     // crash left in the page cache would otherwise be served, and then taken back by a
     // later power loss).
@@ -1718,6 +1885,7 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> fa
         image: Image::new(),
         image_version: 0,
         log_starts,
+        cleaned,
         controller: RpcClient::new(&ctx, CONTROLLER, CONTROLLER_PORT, CONTROLLER_TIMEOUT),
         peers: BTreeMap::new(),
         coordinator: Coordinator::default(),
@@ -1743,6 +1911,15 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> fa
             loop {
                 faultline_sim::timer::sleep(Duration::from_millis(RETENTION_CHECK_MS)).await;
                 expire_offsets(&expiring, retention_ms).await;
+            }
+        });
+    }
+    if config.compact {
+        let cleaning = Rc::clone(&state);
+        tokio::task::spawn_local(async move {
+            loop {
+                faultline_sim::timer::sleep(Duration::from_millis(CLEANER_BACKOFF_MS)).await;
+                clean_logs(&cleaning, config.delete_retention_ms).await;
             }
         });
     }
@@ -1804,7 +1981,7 @@ async fn handle(state: &Shared, request: BrokerRequest) -> BrokerResponse {
                     return BrokerResponse::NotLeader;
                 }
                 let replica = s.replica(&topic, partition);
-                (replica.leader_epoch().is_some() && replica.high_watermark <= offset && wait_ms > 0)
+                (replica.leader_epoch().is_some() && !replica.readable_from(offset) && wait_ms > 0)
                     .then(|| Rc::clone(&replica.committed))
             };
             if let Some(committed) = waiting {

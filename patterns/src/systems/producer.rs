@@ -259,11 +259,7 @@ impl Producer {
     ) -> tokio::sync::oneshot::Receiver<Delivery> {
         let (done, delivery) = tokio::sync::oneshot::channel();
         if let Some(recorder) = &self.inner.recorder {
-            recorder.kafka_send(
-                topic,
-                partition,
-                faultline_sim::trace::fnv1a64(payload.as_bytes()),
-            );
+            recorder.kafka_send(topic, partition, crate::history::record_digest(&key, &payload));
         }
         let start = {
             let mut partitions = self.inner.partitions.borrow_mut();
@@ -487,7 +483,7 @@ impl Producer {
                             partition: key.1,
                             offset: first + i as u64,
                             key: record_key.clone(),
-                            digest: faultline_sim::trace::fnv1a64(payload.as_bytes()),
+                            digest: crate::history::record_digest(record_key, payload),
                         });
                     }
                 }
