@@ -96,8 +96,8 @@ pub struct Version(pub u64);
 
 impl Version {
     /// The version of a delete by key alone (a sink's `DELETE` on a Kafka tombstone,
-    /// which carries no version): newer than every version, as such a delete removes
-    /// whatever the row holds.
+    /// which carries no version): the target removes the live row at whatever version
+    /// it holds (see the target's apply).
     pub const ANY: Version = Version(u64::MAX);
 }
 

@@ -8,7 +8,9 @@
 //! version before the commit (that counts as no delay), and a version superseded at the
 //! source by a delete before the target ever saw it is reflected once the delete commits
 //! while the target holds nothing live for the key (a batch copy never shows a customer
-//! who lived between two copies, and need not).
+//! who lived between two copies, and need not). A delete is visible once the target's
+//! row is gone, whatever version the target recorded the removal at: readers cannot
+//! see a deleted row's version.
 
 use std::collections::BTreeMap;
 
@@ -44,8 +46,10 @@ impl KeyTimeline {
         // version a rollback or a stale overwrite took back is visible only once shown
         // again.
         let mut since = None;
-        for &(at, v, _) in &self.applies {
-            if v >= version {
+        for &(at, v, gone) in &self.applies {
+            // Readers cannot see a deleted row's version: a delete shows as soon as the
+            // row is gone (a sink's delete by key records the version it held).
+            if v >= version || (deleted && gone) {
                 since.get_or_insert(at);
             } else {
                 since = None;

@@ -24,7 +24,7 @@ use faultline_sim::{Disk, DiskError, HostCtx, LogFile, SimTime, WallTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
-use crate::domain::{CustomerId, EntityKey, RowImage, Table};
+use crate::domain::{CustomerId, EntityKey, RowImage, Table, Version};
 use crate::history::{Recorder, RowState, RowVersion, Rows};
 use crate::systems::notifier::Welcomer;
 use crate::windows;
@@ -620,21 +620,29 @@ impl State {
 
     /// The images this apply takes: all of them, or with the version check only those
     /// newer than what is held.
+    /// A delete by key alone ([`Version::ANY`]: a tombstone) is a `DELETE` by primary
+    /// key: it removes the live row at whatever version it holds, whatever the rule,
+    /// and does nothing when no row is live.
     fn accept(&self, images: &[RowImage]) -> Vec<RowImage> {
         images
             .iter()
-            .filter(|image| {
+            .filter_map(|image| {
                 let held = self.rows.get(&image.key);
-                match self.config.rule {
+                if image.version == Version::ANY {
+                    return held
+                        .filter(|held| held.data.is_some())
+                        .map(|held| RowImage::new(image.key, held.version, None));
+                }
+                let newer = match self.config.rule {
                     ApplyRule::Blind => true,
                     ApplyRule::NewerVersion => held.is_none_or(|held| held.version < image.version),
                     ApplyRule::LaterWallClock => match (self.stamps.get(&image.key), image.written_at) {
                         (Some(held), Some(incoming)) => incoming > *held,
                         _ => true,
                     },
-                }
+                };
+                newer.then(|| image.clone())
             })
-            .cloned()
             .collect()
     }
 
