@@ -210,13 +210,11 @@ impl<'a> Compaction<'a> {
     fn explains(&self, topic: &str, partition: &str, from: u64, to: u64) -> bool {
         self.topics.contains(topic)
             && (from..to).all(|offset| {
-                self.keys
-                    .get(&(partition.to_string(), offset))
-                    .is_none_or(|key| {
-                        self.last
-                            .get(&(partition.to_string(), *key))
-                            .is_some_and(|&last| last > offset)
-                    })
+                self.keys.get(&(partition.to_string(), offset)).is_none_or(|key| {
+                    self.last
+                        .get(&(partition.to_string(), *key))
+                        .is_some_and(|&last| last > offset)
+                })
             })
     }
 }
@@ -422,7 +420,15 @@ mod tests {
         let reads = vec![
             KafkaRead {
                 start: 0,
-                ..read("a", vec![record(1, "2", 11, 5), record(2, "1", 12, 5), record(3, "3", 13, 5)], false)
+                ..read(
+                    "a",
+                    vec![
+                        record(1, "2", 11, 5),
+                        record(2, "1", 12, 5),
+                        record(3, "3", 13, 5),
+                    ],
+                    false,
+                )
             },
             KafkaRead {
                 start: 0,

@@ -281,7 +281,7 @@ const ROLL_SETTLE_MS: u64 = 1_000;
 const PURGES: Intensity = Intensity::new(6_000, 500, 3_000);
 /// How much data a purged member keeps: short enough to reach a reader that lags by a
 /// few seconds (a consumer down, paused or blocked), never one that keeps up.
-const PURGE_KEEP_MS: std::ops::RangeInclusive<u64> = 1_000..=3_000;
+const PURGE_KEEP_MS: std::ops::RangeInclusive<u64> = 2_000..=5_000;
 /// How long a deploy waits after its stop request (SIGTERM) before it kills the old
 /// process: time for shutdown hooks (a consumer finishing its batch, committing and
 /// leaving its group, which takes well under a second) in this simulation's

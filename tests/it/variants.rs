@@ -711,11 +711,17 @@ fn compaction_loses_events_keeps_row_state_and_drops_tombstones_after_delete_ret
     };
     let (events_kinds, events_cleaned, events_skips) = outcome("outbox-inbox+topic.cleanup.policy=compact");
     assert!(events_cleaned > 0);
-    assert!(events_kinds.get("missing").is_some_and(|&n| n > 0), "{events_kinds:?}");
+    assert!(
+        events_kinds.get("missing").is_some_and(|&n| n > 0),
+        "{events_kinds:?}"
+    );
     assert_eq!(events_skips, 0, "what compaction removed is no skip");
     let (rows_kinds, rows_cleaned, rows_skips) = outcome("cdc-row+topic.cleanup.policy=compact");
     assert!(rows_cleaned > 0);
-    assert!(rows_kinds.is_empty(), "the last image of each row is the row: {rows_kinds:?}");
+    assert!(
+        rows_kinds.is_empty(),
+        "the last image of each row is the row: {rows_kinds:?}"
+    );
     assert_eq!(rows_skips, 0);
     let (dropped_kinds, _, dropped_skips) =
         outcome("cdc-row+topic.cleanup.policy=compact+topic.delete.retention.ms=500");
@@ -723,7 +729,10 @@ fn compaction_loses_events_keeps_row_state_and_drops_tombstones_after_delete_ret
         dropped_kinds.get("resurrected").is_some_and(|&n| n > 0),
         "deletes never read: {dropped_kinds:?}"
     );
-    assert!(dropped_skips > 0, "the jump over a dropped tombstone is a poll skip");
+    assert!(
+        dropped_skips > 0,
+        "the jump over a dropped tombstone is a poll skip"
+    );
 }
 
 /// A deployed defect fails one key in eight on every attempt until the fix: blocking

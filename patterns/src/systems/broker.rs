@@ -577,9 +577,14 @@ impl Replica {
                 .map(|o| &self.records[o as usize])
         };
         let bytes = |from: u64, to: u64| -> u64 {
-            kept(from, to).map(|r| (r.key.len() + r.payload.len()) as u64).sum()
+            kept(from, to)
+                .map(|r| (r.key.len() + r.payload.len()) as u64)
+                .sum()
         };
-        let (dirty, total) = (bytes(first_dirty.min(uncleanable), uncleanable), bytes(start, uncleanable));
+        let (dirty, total) = (
+            bytes(first_dirty.min(uncleanable), uncleanable),
+            bytes(start, uncleanable),
+        );
         let horizon_passed = self.cleaned.horizons.values().any(|&h| h <= now_ms);
         if !(total > 0 && dirty * 100 >= total * MIN_CLEANABLE_DIRTY_PCT) && !horizon_passed {
             return None;
@@ -1819,10 +1824,16 @@ async fn clean_logs(state: &Shared, delete_retention_ms: u64) {
         cleaned.horizons.retain(|&o, _| o < end);
         cleaned.first_dirty = cleaned.first_dirty.min(end);
         if cleaned != replica.cleaned {
-            let removed = cleaned.removed.len().saturating_sub(replica.cleaned.removed.len());
+            let removed = cleaned
+                .removed
+                .len()
+                .saturating_sub(replica.cleaned.removed.len());
             s.ctx.record(
                 "log-cleaned",
-                format!("{topic}/{partition} removed {removed}, clean below {}", cleaned.first_dirty),
+                format!(
+                    "{topic}/{partition} removed {removed}, clean below {}",
+                    cleaned.first_dirty
+                ),
             );
             replica.cleaned = cleaned;
         }
