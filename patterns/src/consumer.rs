@@ -265,7 +265,7 @@ pub async fn run_consumers<H, F>(
             generation,
             revoked: Cell::new(false),
             revocation: tokio::sync::Notify::new(),
-            fenced: Cell::new(false),
+            fenced: Cell::new(None),
         });
         let tasks: Vec<_> = partitions
             .iter()
@@ -304,8 +304,8 @@ pub async fn run_consumers<H, F>(
                 }
                 () = faultline_sim::timer::sleep(heartbeat) => {}
             }
-            if membership.fenced.get() {
-                break Some(Fenced::UnknownMember);
+            if let Some(why) = membership.fenced.get() {
+                break Some(why);
             }
             if let Err(BrokerError::Fenced(why)) = broker.heartbeat(GROUP, &member, generation).await {
                 break Some(why);
@@ -396,8 +396,8 @@ struct Membership {
     revoked: Cell<bool>,
     /// Wakes the tasks' waiting fetches when the partitions are revoked.
     revocation: tokio::sync::Notify,
-    /// A commit was refused: the member was dropped or the group moved on.
-    fenced: Cell<bool>,
+    /// A commit was refused, and why: the member was dropped or the group moved on.
+    fenced: Cell<Option<Fenced>>,
 }
 
 impl Membership {
@@ -685,7 +685,7 @@ impl Assignment<'_> {
     /// Whether the partition is still this member's: no rebalance began and no commit
     /// was refused.
     fn owned(&self) -> bool {
-        !self.membership.revoked.get() && !self.membership.fenced.get()
+        !self.membership.revoked.get() && self.membership.fenced.get().is_none()
     }
 
     /// Commits `offset` as the member of its generation; answers whether it was stored.
@@ -698,7 +698,7 @@ impl Assignment<'_> {
         match committed {
             Ok(()) => true,
             Err(BrokerError::Fenced(why)) => {
-                if !self.membership.fenced.replace(true) {
+                if self.membership.fenced.replace(Some(why)).is_none() {
                     self.ctx.record(
                         "commit-fenced",
                         format!(
@@ -753,7 +753,7 @@ async fn handle_batch<H: Handler>(
         if config.commit == CommitPoint::BeforeProcessing && assignment.commit(record.offset + 1).await {
             *committed = record.offset + 1;
         }
-        if assignment.membership.fenced.get() {
+        if assignment.membership.fenced.get().is_some() {
             // The partition is another member's now: stop handling its records.
             return Err(BatchFailed {
                 record: None,
