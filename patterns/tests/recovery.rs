@@ -286,7 +286,11 @@ fn broker_keeps_every_acknowledged_record_across_power_loss_and_offsets_survive(
                 }
                 faultline_sim::timer::sleep(Duration::from_millis(300)).await;
                 let records = broker.fetch("t", 0, 0, 0).await.unwrap();
-                let committed = broker.committed_offset("g", "t", 0).await.unwrap();
+                let committed = broker
+                    .committed_offset("g", "t", 0)
+                    .await
+                    .unwrap()
+                    .expect("offsets are kept for the run");
                 *after.borrow_mut() = Some((records.iter().map(|r| r.offset).collect(), committed));
                 std::future::pending::<()>().await;
                 Ok(())
@@ -1182,7 +1186,7 @@ fn a_zombie_consumers_commit_is_rejected_after_a_rebalance() {
                     faultline_sim::timer::sleep(Duration::from_millis(HEARTBEAT_INTERVAL_MS)).await;
                     if !read && ctx.now() >= SimTime::from_millis(5_000) {
                         // After the zombie's attempt: whose offset the group holds.
-                        if let Ok(offset) = broker.committed_offset("g", "t", 1).await {
+                        if let Ok(Some(offset)) = broker.committed_offset("g", "t", 1).await {
                             log.borrow_mut().push(format!("group offset of t/1: {offset}"));
                             read = true;
                         }

@@ -586,7 +586,8 @@ impl Replica {
             bytes(start, uncleanable),
         );
         let horizon_passed = self.cleaned.horizons.values().any(|&h| h <= now_ms);
-        if !(total > 0 && dirty * 100 >= total * MIN_CLEANABLE_DIRTY_PCT) && !horizon_passed {
+        let dirty_enough = total > 0 && dirty * 100 >= total * MIN_CLEANABLE_DIRTY_PCT;
+        if !dirty_enough && !horizon_passed {
             return None;
         }
         let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
