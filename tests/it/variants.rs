@@ -536,6 +536,58 @@ fn retention_outrunning_a_cut_off_consumer_loses_changes_and_latest_skips_more()
     assert!(latest > earliest, "latest {latest}, earliest {earliest}");
 }
 
+/// `hosts` crashed at `from_ms` and restarted at `to_ms`.
+fn outage(hosts: &[&str], from_ms: u64, to_ms: u64) -> Vec<faultline::sim::FaultEvent> {
+    use faultline::sim::{Fault, FaultEvent, SimTime};
+    let at = |ms: u64, fault: Fault| FaultEvent {
+        at: SimTime::from_millis(ms),
+        fault,
+    };
+    hosts
+        .iter()
+        .flat_map(|&host| {
+            [
+                at(from_ms, Fault::Crash { host: host.into() }),
+                at(to_ms, Fault::Restart { host: host.into() }),
+            ]
+        })
+        .collect()
+}
+
+/// Seeds 0..3 of `pattern` in the standard scenario under exactly `events`.
+fn runs_under(pattern: &str, events: &[faultline::sim::FaultEvent]) -> Vec<faultline::scenarios::Outcome> {
+    use faultline::patterns::Variant;
+    use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
+    use faultline::sim::{FaultPlan, Seed};
+    let variant = Variant::resolve(pattern, &[]).unwrap();
+    (0..3)
+        .map(|seed| {
+            let spec = RunSpec {
+                faults: Faults::Plan(FaultPlan::from_events(events.to_vec())),
+                ..RunSpec::new(variant, Scenario::standard(), Profile::None, Seed(seed))
+            };
+            run(&spec, RunOptions::default()).unwrap()
+        })
+        .collect()
+}
+
+/// How many events of `kind` the runs' traces hold.
+fn events_of(outcomes: &[faultline::scenarios::Outcome], kind: &str) -> usize {
+    outcomes
+        .iter()
+        .map(|o| o.events_by_kind.get(kind).copied().unwrap_or(0) as usize)
+        .sum()
+}
+
+/// How many violations of `invariant` / `kind` the runs found.
+fn violations_of(outcomes: &[faultline::scenarios::Outcome], invariant: &str, kind: &str) -> usize {
+    outcomes
+        .iter()
+        .flat_map(|o| &o.violations)
+        .filter(|v| v.invariant == invariant && v.kind == kind)
+        .count()
+}
+
 /// Retention by size and an operator's purge reach a lagging consumer the same way
 /// as retention by age: the target is down from 1 s to 4 s (its partitions wait for
 /// target-2 to notice), and either every partition keeps 2 KB, or every broker keeps
@@ -543,29 +595,14 @@ fn retention_outrunning_a_cut_off_consumer_loses_changes_and_latest_skips_more()
 /// a disk fills). The same outage with neither loses nothing (the test above).
 #[test]
 fn retention_by_size_and_a_purge_delete_what_a_lagging_consumer_has_not_read() {
-    use faultline::patterns::Variant;
-    use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
-    use faultline::sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime};
-    let at = |ms: u64, fault: Fault| FaultEvent {
-        at: SimTime::from_millis(ms),
-        fault,
-    };
-    let outage = vec![
-        at(
-            1_000,
-            Fault::Crash {
-                host: "target".into(),
-            },
-        ),
-        at(
-            4_000,
-            Fault::Restart {
-                host: "target".into(),
-            },
-        ),
-    ];
-    let mut purged = outage.clone();
+    use faultline::sim::{Fault, FaultEvent, SimTime};
+    let target_down = outage(&["target"], 1_000, 4_000);
+    let mut purged = target_down.clone();
     for broker in ["broker-1", "broker-2", "broker-3"] {
+        let at = |ms: u64, fault: Fault| FaultEvent {
+            at: SimTime::from_millis(ms),
+            fault,
+        };
         purged.push(at(
             1_500,
             Fault::Purge {
@@ -575,39 +612,20 @@ fn retention_by_size_and_a_purge_delete_what_a_lagging_consumer_has_not_read() {
         ));
         purged.push(at(3_500, Fault::PurgeLifted { host: broker.into() }));
     }
-    // Changes missing at quiesce, and the trace's deletions by retention.
-    let lost = |pattern: &str, events: &[FaultEvent]| -> (usize, usize) {
-        let variant = Variant::resolve(pattern, &[]).unwrap();
-        let (mut missing, mut deleted) = (0, 0);
-        for seed in 0..3 {
-            let spec = RunSpec {
-                faults: Faults::Plan(FaultPlan::from_events(events.to_vec())),
-                ..RunSpec::new(variant, Scenario::standard(), Profile::None, Seed(seed))
-            };
-            let outcome = run(&spec, RunOptions::default()).unwrap();
-            missing += outcome
-                .violations
-                .iter()
-                .filter(|v| v.invariant == "convergence" && v.kind == "missing")
-                .count();
-            deleted += outcome
-                .events_by_kind
-                .get("retention-deleted")
-                .copied()
-                .unwrap_or(0) as usize;
-        }
-        (missing, deleted)
-    };
-    let (by_size, size_deletions) = lost("outbox-inbox+topic.retention.bytes=2048", &outage);
-    assert!(
-        size_deletions > 0 && by_size > 0,
-        "{by_size} missing, {size_deletions} deletions"
-    );
-    let (by_purge, purge_deletions) = lost("outbox-inbox", &purged);
-    assert!(
-        purge_deletions > 0 && by_purge > 0,
-        "{by_purge} missing, {purge_deletions} deletions"
-    );
+    for (pattern, events) in [
+        ("outbox-inbox+topic.retention.bytes=2048", &target_down),
+        ("outbox-inbox", &purged),
+    ] {
+        let runs = runs_under(pattern, events);
+        let (missing, deleted) = (
+            violations_of(&runs, "convergence", "missing"),
+            events_of(&runs, "retention-deleted"),
+        );
+        assert!(
+            deleted > 0 && missing > 0,
+            "{pattern}: {missing} missing, {deleted} deletions"
+        );
+    }
 }
 
 /// `offsets.retention.minutes`: both instances of the target's service are down from
@@ -618,39 +636,15 @@ fn retention_by_size_and_a_purge_delete_what_a_lagging_consumer_has_not_read() {
 /// expires.
 #[test]
 fn a_group_away_longer_than_offsets_retention_loses_its_offsets() {
-    use faultline::patterns::Variant;
-    use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
-    use faultline::sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime};
-    let at = |ms: u64, fault: Fault| FaultEvent {
-        at: SimTime::from_millis(ms),
-        fault,
-    };
-    let mut events = Vec::new();
-    for host in ["target", "target-2"] {
-        events.push(at(1_000, Fault::Crash { host: host.into() }));
-        events.push(at(5_000, Fault::Restart { host: host.into() }));
-    }
-    let plan = FaultPlan::from_events(events);
+    let group_away = outage(&["target", "target-2"], 1_000, 5_000);
     // Changes missing, offsets expired, and resets.
     let expired = |pattern: &str| -> (usize, usize, usize) {
-        let variant = Variant::resolve(pattern, &[]).unwrap();
-        let (mut missing, mut expired, mut resets) = (0, 0, 0);
-        for seed in 0..3 {
-            let spec = RunSpec {
-                faults: Faults::Plan(plan.clone()),
-                ..RunSpec::new(variant, Scenario::standard(), Profile::None, Seed(seed))
-            };
-            let outcome = run(&spec, RunOptions::default()).unwrap();
-            missing += outcome
-                .violations
-                .iter()
-                .filter(|v| v.invariant == "convergence" && v.kind == "missing")
-                .count();
-            let count = |kind: &str| outcome.events_by_kind.get(kind).copied().unwrap_or(0) as usize;
-            expired += count("offset-expired");
-            resets += count("offset-reset");
-        }
-        (missing, expired, resets)
+        let runs = runs_under(pattern, &group_away);
+        (
+            violations_of(&runs, "convergence", "missing"),
+            events_of(&runs, "offset-expired"),
+            events_of(&runs, "offset-reset"),
+        )
     };
     assert_eq!(expired("outbox-inbox"), (0, 0, 0));
     let (earliest_missing, earliest_expired, earliest_resets) =
@@ -678,36 +672,23 @@ fn a_group_away_longer_than_offsets_retention_loses_its_offsets() {
 /// target, and the consumer's jump over them is a poll skip.
 #[test]
 fn compaction_loses_events_keeps_row_state_and_drops_tombstones_after_delete_retention() {
-    use faultline::patterns::Variant;
-    use faultline::scenarios::{run, Faults, RunOptions, RunSpec, Scenario};
-    use faultline::sim::{Fault, FaultEvent, FaultPlan, Seed, SimTime};
-    let at = |ms: u64, fault: Fault| FaultEvent {
-        at: SimTime::from_millis(ms),
-        fault,
-    };
-    let mut events = Vec::new();
-    for host in ["target", "target-2"] {
-        events.push(at(1_000, Fault::Crash { host: host.into() }));
-        events.push(at(4_000, Fault::Restart { host: host.into() }));
-    }
-    let plan = FaultPlan::from_events(events);
+    let group_away = outage(&["target", "target-2"], 1_000, 4_000);
     // Convergence violations by kind, records the cleaner removed, and poll skips.
     let outcome = |pattern: &str| -> (BTreeMap<&'static str, usize>, usize, u64) {
-        let variant = Variant::resolve(pattern, &[]).unwrap();
-        let (mut kinds, mut cleaned, mut skips) = (BTreeMap::new(), 0, 0);
-        for seed in 0..3 {
-            let spec = RunSpec {
-                faults: Faults::Plan(plan.clone()),
-                ..RunSpec::new(variant, Scenario::standard(), Profile::None, Seed(seed))
-            };
-            let outcome = run(&spec, RunOptions::default()).unwrap();
-            for v in outcome.violations.iter().filter(|v| v.invariant == "convergence") {
-                *kinds.entry(v.kind).or_insert(0) += 1;
-            }
-            cleaned += outcome.events_by_kind.get("log-cleaned").copied().unwrap_or(0) as usize;
-            skips += outcome.kafka_anomalies.get("poll skip").copied().unwrap_or(0);
+        let runs = runs_under(pattern, &group_away);
+        let mut kinds = BTreeMap::new();
+        for v in runs
+            .iter()
+            .flat_map(|o| &o.violations)
+            .filter(|v| v.invariant == "convergence")
+        {
+            *kinds.entry(v.kind).or_insert(0) += 1;
         }
-        (kinds, cleaned, skips)
+        let skips = runs
+            .iter()
+            .map(|o| o.kafka_anomalies.get("poll skip").copied().unwrap_or(0))
+            .sum();
+        (kinds, events_of(&runs, "log-cleaned"), skips)
     };
     let (events_kinds, events_cleaned, events_skips) = outcome("outbox-inbox+topic.cleanup.policy=compact");
     assert!(events_cleaned > 0);

@@ -26,7 +26,7 @@
 //! leader. Order holds within a partition only.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -467,13 +467,22 @@ enum Role {
 /// swapped-in segments.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Cleaned {
-    /// The offsets it removed: records a later record of the same key superseded, and
-    /// tombstones past their delete horizon.
-    removed: BTreeSet<u64>,
+    /// The records it removed, by offset and the leader epoch they were appended under
+    /// (a record written at that offset after a truncation is another record): those a
+    /// later record of the same key superseded, and tombstones past their horizon.
+    removed: BTreeMap<u64, u64>,
     /// The first offset not cleaned yet (the start of the dirty part).
     first_dirty: u64,
-    /// Tombstones cleaned past once, and when they may go (KIP-534's delete horizon).
-    horizons: BTreeMap<u64, u64>,
+    /// Tombstones cleaned past once (offset, epoch), and when they may go (KIP-534's
+    /// delete horizon).
+    horizons: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Cleaned {
+    /// Whether the cleaner removed this record.
+    fn removed(&self, r: &BrokerRecord) -> bool {
+        self.removed.get(&r.offset) == Some(&r.epoch)
+    }
 }
 
 /// This broker's replica of one partition.
@@ -555,7 +564,9 @@ impl Replica {
     /// watermark the cleaner kept.
     fn readable_from(&self, offset: u64) -> bool {
         let readable = self.high_watermark.min(self.log_end());
-        (offset..readable).any(|o| !self.cleaned.removed.contains(&o))
+        self.records
+            .get(offset as usize..readable as usize)
+            .is_some_and(|records| records.iter().any(|r| !self.cleaned.removed(r)))
     }
 
     /// One pass of the log cleaner over the cleanable part (below the active segment
@@ -572,9 +583,9 @@ impl Replica {
         }
         let first_dirty = self.cleaned.first_dirty.max(start);
         let kept = |from: u64, to: u64| {
-            (from..to)
-                .filter(|o| !self.cleaned.removed.contains(o))
-                .map(|o| &self.records[o as usize])
+            self.records[from as usize..to as usize]
+                .iter()
+                .filter(|r| !self.cleaned.removed(r))
         };
         let bytes = |from: u64, to: u64| -> u64 {
             kept(from, to)
@@ -585,7 +596,7 @@ impl Replica {
             bytes(first_dirty.min(uncleanable), uncleanable),
             bytes(start, uncleanable),
         );
-        let horizon_passed = self.cleaned.horizons.values().any(|&h| h <= now_ms);
+        let horizon_passed = self.cleaned.horizons.values().any(|&(_, h)| h <= now_ms);
         let dirty_enough = total > 0 && dirty * 100 >= total * MIN_CLEANABLE_DIRTY_PCT;
         if !dirty_enough && !horizon_passed {
             return None;
@@ -598,17 +609,18 @@ impl Replica {
         for r in kept(start, uncleanable) {
             let superseded = latest.get(r.key.as_str()).is_some_and(|&o| o > r.offset);
             if superseded {
-                next.removed.insert(r.offset);
+                next.removed.insert(r.offset, r.epoch);
                 next.horizons.remove(&r.offset);
             } else if r.payload.is_empty() {
                 match next.horizons.get(&r.offset) {
-                    Some(&h) if h <= now_ms => {
-                        next.removed.insert(r.offset);
+                    Some(&(epoch, h)) if epoch == r.epoch && h <= now_ms => {
+                        next.removed.insert(r.offset, r.epoch);
                         next.horizons.remove(&r.offset);
                     }
-                    Some(_) => {}
-                    None => {
-                        next.horizons.insert(r.offset, now_ms + delete_retention_ms);
+                    Some(&(epoch, _)) if epoch == r.epoch => {}
+                    _ => {
+                        next.horizons
+                            .insert(r.offset, (r.epoch, now_ms + delete_retention_ms));
                     }
                 }
             }
@@ -994,7 +1006,7 @@ impl State {
         // Past what the cleaner removed: a consumer's position jumps its gaps.
         let records = replica.records[offset as usize..readable as usize]
             .iter()
-            .filter(|r| !replica.cleaned.removed.contains(&r.offset))
+            .filter(|r| !replica.cleaned.removed(r))
             .take(max.min(FETCH_MAX_RECORDS) as usize)
             .cloned()
             .collect();
@@ -1058,7 +1070,7 @@ impl State {
         replica.frames.truncate(at);
         replica.records.truncate(first as usize);
         // What the cleaner did past the cut is moot; it cleans the new records anew.
-        replica.cleaned.removed.retain(|&o| o < first);
+        replica.cleaned.removed.retain(|&o, _| o < first);
         replica.cleaned.horizons.retain(|&o, _| o < first);
         replica.cleaned.first_dirty = replica.cleaned.first_dirty.min(first);
         replica.epochs.retain(|&(_, start)| start < first);
@@ -1821,7 +1833,7 @@ async fn clean_logs(state: &Shared, delete_retention_ms: u64) {
         // A cut since (a new leader's log) drops what the pass decided past it.
         let end = replica.log_end();
         let mut cleaned = cleaned.clone();
-        cleaned.removed.retain(|&o| o < end);
+        cleaned.removed.retain(|&o, _| o < end);
         cleaned.horizons.retain(|&o, _| o < end);
         cleaned.first_dirty = cleaned.first_dirty.min(end);
         if cleaned != replica.cleaned {
