@@ -596,7 +596,11 @@ impl Replica {
             bytes(first_dirty.min(uncleanable), uncleanable),
             bytes(start, uncleanable),
         );
-        let horizon_passed = self.cleaned.horizons.values().any(|&(_, h)| h <= now_ms);
+        let horizon_passed = self
+            .cleaned
+            .horizons
+            .range(start..)
+            .any(|(_, &(_, h))| h <= now_ms);
         let dirty_enough = total > 0 && dirty * 100 >= total * MIN_CLEANABLE_DIRTY_PCT;
         if !dirty_enough && !horizon_passed {
             return None;
@@ -606,6 +610,9 @@ impl Replica {
             latest.insert(&r.key, r.offset);
         }
         let mut next = self.cleaned.clone();
+        // Below the log start retention deleted everything: nothing left to track.
+        next.removed.retain(|&o, _| o >= start);
+        next.horizons.retain(|&o, _| o >= start);
         for r in kept(start, uncleanable) {
             let superseded = latest.get(r.key.as_str()).is_some_and(|&o| o > r.offset);
             if superseded {
