@@ -68,6 +68,64 @@ fn skipping_idle_stretches_leaves_every_variant_run_as_stepping_every_tick() {
     }
 }
 
+/// A world that skips idle time enters a host's runtime only when the host has work,
+/// and tokio reseeds its thread RNG at every entry: a fair `select!` (which draws from
+/// it) would choose differently than in the run stepping every tick. Every `select!`
+/// in the code that runs inside the world is therefore `biased;` (the rest of the rule
+/// is in `clippy.toml`: no watch channels, no runtime-wide spawns).
+#[test]
+fn every_select_in_the_workspace_is_biased() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in [
+        "sim/src",
+        "patterns/src",
+        "scenarios/src",
+        "reports/src",
+        "src",
+        "examples",
+    ] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 20, "the scan found only {} files", files.len());
+    let mut selects = 0;
+    let mut fair = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("a source file reads");
+        for (at, _) in text.match_indices("select! {") {
+            selects += 1;
+            let body = text[at + "select! {".len()..].trim_start();
+            if !body.starts_with("biased;") {
+                let line = text[..at].lines().count();
+                fair.push(format!(
+                    "{}:{line}",
+                    file.strip_prefix(root).unwrap_or(file).display()
+                ));
+            }
+        }
+    }
+    assert!(
+        selects > 0,
+        "no select! found: the scan looks in the wrong places"
+    );
+    assert!(fair.is_empty(), "select! without `biased;` at {fair:?}");
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.map(|e| e.expect("a directory entry").path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
 /// `variant profile seed` → trace hash, for every variant under every profile.
 fn current_hashes() -> BTreeMap<String, String> {
     let specs: Vec<RunSpec> = VARIANTS

@@ -15,7 +15,25 @@ use crate::fixture::{self, Bump, Count, PORT};
 
 const HOSTS: [&str; 3] = ["client", "server", "ticker"];
 
-async fn ticker(ctx: faultline_sim::HostCtx) -> faultline_sim::HostResult {
+/// How the ticker's `select!` chooses between two ready branches.
+#[derive(Clone, Copy)]
+enum Choice {
+    /// tokio's fair choice, drawn from its thread RNG: seeded, so the same seed gives
+    /// the same run, but reseeded at every entry into a runtime, so stepping every
+    /// tick and skipping idle stretches draw differently. The world's own software
+    /// never does this (a test holds every `select!` in the workspace to `biased;`).
+    Fair,
+    /// The first ready branch, as every `select!` in the workspace chooses.
+    Biased,
+}
+
+/// Which of the ticker's two waits finished first.
+enum Ticked<R> {
+    Paused,
+    Replied(R),
+}
+
+async fn ticker(ctx: faultline_sim::HostCtx, choice: Choice) -> faultline_sim::HostResult {
     let rpc: RpcClient<Bump, Count> = RpcClient::new(&ctx, "server", PORT, fixture::TIMEOUT);
     let (log, _) = LogFile::open(ctx.disk(), "ticks.log");
     let mut rng = ctx.rng("ticks");
@@ -24,14 +42,25 @@ async fn ticker(ctx: faultline_sim::HostCtx) -> faultline_sim::HostResult {
         n += 1;
         let pause = Duration::from_millis(rng.gen_range(1..20));
         let bump = Bump { n };
-        tokio::select! {
-            _ = faultline_sim::timer::sleep(pause) => {
+        let ticked = match choice {
+            Choice::Fair => tokio::select! {
+                _ = faultline_sim::timer::sleep(pause) => Ticked::Paused,
+                reply = rpc.call(&bump) => Ticked::Replied(reply),
+            },
+            Choice::Biased => tokio::select! {
+                biased;
+                _ = faultline_sim::timer::sleep(pause) => Ticked::Paused,
+                reply = rpc.call(&bump) => Ticked::Replied(reply),
+            },
+        };
+        match ticked {
+            Ticked::Paused => {
                 let _ = log.append(&n.to_le_bytes()).await;
                 if rng.gen_bool(0.5) {
                     let _ = log.sync().await;
                 }
             }
-            reply = rpc.call(&bump) => {
+            Ticked::Replied(reply) => {
                 ctx.record("ticker", format!("reply ok={}", reply.is_ok()));
                 if reply.is_err() {
                     // Back off: a refused connect fails at once, and a tight loop would
@@ -45,12 +74,12 @@ async fn ticker(ctx: faultline_sim::HostCtx) -> faultline_sim::HostResult {
 
 /// One chaos run of the three-host workload; returns its trace hash.
 pub fn chaos_run(seed: u64) -> TraceHash {
-    chaos_run_stepping(seed, true).0
+    chaos_run_stepping(seed, true, Choice::Fair).0
 }
 
 /// One chaos run, skipping idle stretches or stepping every tick; returns its trace
 /// hash and how many steps it took.
-fn chaos_run_stepping(seed: u64, skip_idle: bool) -> (TraceHash, u64) {
+fn chaos_run_stepping(seed: u64, skip_idle: bool, choice: Choice) -> (TraceHash, u64) {
     let obs = fixture::Shared::default();
     let mut world = World::new(WorldConfig {
         keep_trace_events: false,
@@ -69,7 +98,7 @@ fn chaos_run_stepping(seed: u64, skip_idle: bool) -> (TraceHash, u64) {
             fixture::client(ctx, client_obs.clone(), 100, Duration::from_millis(7))
         })
         .unwrap();
-    world.host("ticker", ticker).unwrap();
+    world.host("ticker", move |ctx| ticker(ctx, choice)).unwrap();
     let targets: Vec<FaultTarget> = HOSTS
         .iter()
         .map(|h| FaultTarget {
@@ -93,8 +122,8 @@ fn chaos_run_stepping(seed: u64, skip_idle: bool) -> (TraceHash, u64) {
 fn skipping_idle_stretches_leaves_every_trace_as_stepping_every_tick_for_50_seeds() {
     let (mut skipping, mut every_tick) = (0, 0);
     for seed in 0..50 {
-        let (hash, steps) = chaos_run_stepping(seed, true);
-        let (hash_every_tick, steps_every_tick) = chaos_run_stepping(seed, false);
+        let (hash, steps) = chaos_run_stepping(seed, true, Choice::Biased);
+        let (hash_every_tick, steps_every_tick) = chaos_run_stepping(seed, false, Choice::Biased);
         assert_eq!(
             hash, hash_every_tick,
             "seed {seed}: skipping idle stretches changed the run"

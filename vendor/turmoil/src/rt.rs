@@ -25,10 +25,6 @@ pub enum Kind<'a> {
 
     /// A runtime that is running simulated host software.
     Host { software: Software<'a> },
-
-    /// A runtime without any software. The network topology uses this for
-    /// time tracking and message delivery.
-    NoSoftware,
 }
 
 /// Runtime configuration.
@@ -79,25 +75,6 @@ pub struct Rt<'a> {
     /// Simulated time this runtime was not ticked for because it had nothing to do;
     /// `Sim` catches it up before its next tick.
     pub(crate) lag: Duration,
-}
-
-/// Pending once (asking to be polled again at once), then ready: polled through
-/// `LocalSet::run_until`, the set looks into its queues exactly once.
-struct YieldOnce {
-    yielded: bool,
-}
-
-impl Future for YieldOnce {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> std::task::Poll<()> {
-        if self.yielded {
-            return std::task::Poll::Ready(());
-        }
-        self.yielded = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    }
 }
 
 /// A waker that only records that it was woken.
@@ -152,23 +129,6 @@ impl<'a> Rt<'a> {
             local,
             nodename,
             handle: Some(handle),
-            config,
-            woken: Arc::default(),
-            started: true,
-            lag: Duration::ZERO,
-        }
-    }
-
-    pub(crate) fn no_software() -> Self {
-        let mut config = Config::default();
-        let (tokio, local) = init(&mut config);
-
-        Self {
-            kind: Kind::NoSoftware,
-            tokio,
-            local,
-            nodename: String::new().into(),
-            handle: None,
             config,
             woken: Arc::default(),
             started: true,
@@ -243,20 +203,6 @@ impl<'a> Rt<'a> {
             }
             Some(_) => Ok(false),
             None => Ok(true),
-        }
-    }
-
-    /// Leaves the runtime as `ticks` idle ticks would, without advancing its clock: a
-    /// long tick that stands for several must not change what later ticks do. An idle
-    /// tick changes two things besides the time. tokio reseeds the thread's RNG (which
-    /// `select!` draws from) from the runtime's seed generator at every `block_on`, and
-    /// the `LocalSet` counts every look into its queues to decide when to serve woken
-    /// tasks from outside first. Each skipped tick therefore enters the runtime once and
-    /// looks into the (empty) queues once, as an idle tick does.
-    pub(crate) fn skip_ticks(&mut self, ticks: u128) {
-        for _ in 0..ticks {
-            self.tokio
-                .block_on(self.local.run_until(YieldOnce { yielded: false }));
         }
     }
 

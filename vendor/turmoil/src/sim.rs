@@ -214,7 +214,7 @@ impl<'a> Sim<'a> {
 
     /// Advances a lagging host's runtime through the stretch it was not ticked in (it
     /// had nothing to do there), as the ordinary ticks it missed would have.
-    fn catch_up(world: &RefCell<World>, addr: IpAddr, rt: &mut Rt<'a>, nominal: Duration) -> Result<()> {
+    fn catch_up(world: &RefCell<World>, addr: IpAddr, rt: &mut Rt<'a>) -> Result<()> {
         let lag = std::mem::take(&mut rt.lag);
         if lag.is_zero() {
             return Ok(());
@@ -229,8 +229,6 @@ impl<'a> Sim<'a> {
             world.current = Some(addr);
             world.current_host_mut().timer.now(rt.now());
         }
-        let ticks = lag.as_nanos() / nominal.as_nanos().max(1);
-        rt.skip_ticks(ticks.saturating_sub(1));
         let result = World::enter(world, || rt.tick(lag));
         let mut world = world.borrow_mut();
         world.current = None;
@@ -241,11 +239,10 @@ impl<'a> Sim<'a> {
     /// Catches up every lagging host among `addrs` (before something from outside,
     /// a crash or a bounce, touches it).
     fn catch_up_hosts(&mut self, addrs: &[IpAddr]) {
-        let nominal = self.config.tick;
         for &addr in addrs {
             if let Some(rt) = self.rts.get_mut(&addr) {
                 if rt.is_software_running() {
-                    Self::catch_up(&self.world, addr, rt, nominal)
+                    Self::catch_up(&self.world, addr, rt)
                         .expect("a host catching up has nothing to do, so nothing to fail");
                 }
             }
@@ -527,7 +524,7 @@ impl<'a> Sim<'a> {
                 continue;
             }
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
-            Self::catch_up(&self.world, addr, rt, self.config.tick)?;
+            Self::catch_up(&self.world, addr, rt)?;
             {
                 let mut world = self.world.borrow_mut();
                 // We need to move deliverable messages off the network and
@@ -546,10 +543,6 @@ impl<'a> Sim<'a> {
                 world.current_host_mut().timer.now(rt.now());
             }
 
-            // A longer step stands for several ordinary ones: draw the seeds they would
-            // have (see `Rt::skip_ticks`) before the one tick that does the work.
-            let skipped = (tick.as_nanos() / self.config.tick.as_nanos().max(1)).saturating_sub(1);
-            rt.skip_ticks(skipped);
             let is_software_finished = World::enter(&self.world, || rt.tick(tick))?;
 
             if rt.is_client() {

@@ -1,6 +1,5 @@
 use crate::envelope::{Envelope, Protocol};
 use crate::host::Host;
-use crate::rt::Rt;
 use crate::{config, TRACING_TARGET};
 
 use crate::fast_map::FastIndexMap;
@@ -19,10 +18,11 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: FastIndexMap<Pair, Link>,
 
-    /// We don't use a Rt for async. Right now, we just use it to tick time
-    /// forward in the same way we do it elsewhere. We'd like to represent
-    /// network state with async in the future.
-    rt: Rt<'static>,
+    /// The network's clock: where it started and how far it has been stepped. (It
+    /// was a runtime of its own, entered to read the time for every link on every
+    /// step; only differences between its instants matter.)
+    origin: Instant,
+    elapsed: Duration,
 }
 
 /// This type is used as the key in the [`Topology::links`] map. See [`new`]
@@ -177,14 +177,15 @@ impl Topology {
         Topology {
             config,
             links: FastIndexMap::default(),
-            rt: Rt::no_software(),
+            origin: Instant::now(),
+            elapsed: Duration::ZERO,
         }
     }
 
     /// Register a link between two hosts
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
-        assert!(self.links.insert(pair, Link::new(self.rt.now())).is_none());
+        assert!(self.links.insert(pair, Link::new(self.now())).is_none());
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -308,10 +309,15 @@ impl Topology {
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
-        let _ = self.rt.tick(duration);
+        self.elapsed += duration;
+        let now = self.now();
         for link in self.links.values_mut() {
-            link.tick(self.rt.now());
+            link.tick(now);
         }
+    }
+
+    fn now(&self) -> Instant {
+        self.origin + self.elapsed
     }
 
     pub(crate) fn iter_mut(&mut self) -> LinksIter<'_> {
