@@ -423,14 +423,19 @@ impl Recorder {
         } else {
             &mut agreement.target
         };
-        let live: BTreeMap<EntityKey, Version> = rows
+        let live = rows
             .iter()
             .filter(|(_, row)| row.data.is_some())
-            .map(|(key, row)| (*key, row.version))
-            .collect();
-        if *side == live {
+            .map(|(key, row)| (*key, row.version));
+        // Most reloads change nothing: compare before building anything (both in key order).
+        if side
+            .iter()
+            .map(|(key, version)| (*key, *version))
+            .eq(live.clone())
+        {
             return false;
         }
+        let live: BTreeMap<EntityKey, Version> = live.collect();
         let mut touched: BTreeSet<EntityKey> = side.keys().copied().collect();
         touched.extend(rows.keys().copied());
         *side = live;

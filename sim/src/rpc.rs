@@ -1,6 +1,9 @@
 //! Request/response messaging over turmoil TCP, with the faults TCP alone cannot make.
 //!
-//! Frames are length-delimited (`u32` big-endian length, then JSON). A client keeps a
+//! Frames are length-delimited (`u32` big-endian length, then MessagePack with named
+//! fields: self-describing as JSON is, so optional and tagged fields round-trip, but
+//! strings travel as raw bytes, and a payload that is itself JSON text is not escaped
+//! a second time). A client keeps a
 //! small pool of idle connections and opens a new one whenever none is idle, so calls in
 //! flight at once travel on separate connections and may overtake each other. Every call
 //! has a deadline; a connection that timed out or failed is dropped, never reused (a
@@ -107,21 +110,26 @@ struct ResponseFrame<T> {
     body: T,
 }
 
+/// `value` as a frame: its length, then its encoding.
+fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
+    let mut buf = vec![0u8; 4];
+    rmp_serde::encode::write_named(&mut buf, value).map_err(|e| RpcError::Codec(e.to_string()))?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME_BYTES {
+        return Err(RpcError::Codec(format!(
+            "frame of {len} bytes exceeds {MAX_FRAME_BYTES}"
+        )));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(buf)
+}
+
 async fn write_frame<T: Serialize>(
     stream: &mut (impl AsyncWrite + Unpin),
     value: &T,
 ) -> Result<(), RpcError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| RpcError::Codec(e.to_string()))?;
-    if bytes.len() > MAX_FRAME_BYTES {
-        return Err(RpcError::Codec(format!(
-            "frame of {} bytes exceeds {MAX_FRAME_BYTES}",
-            bytes.len()
-        )));
-    }
-    let mut buf = Vec::with_capacity(4 + bytes.len());
-    buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&bytes);
-    stream.write_all(&buf).await.map_err(io_error)
+    let frame = encode_frame(value)?;
+    stream.write_all(&frame).await.map_err(io_error)
 }
 
 async fn read_frame<T: DeserializeOwned>(stream: &mut (impl AsyncRead + Unpin)) -> Result<T, RpcError> {
@@ -135,7 +143,7 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut (impl AsyncRead + Unpin)) 
     }
     let mut buf = vec![0u8; len];
     stream.read_exact(&mut buf).await.map_err(io_error)?;
-    serde_json::from_slice(&buf).map_err(|e| RpcError::Codec(e.to_string()))
+    rmp_serde::from_slice(&buf).map_err(|e| RpcError::Codec(e.to_string()))
 }
 
 fn io_error(e: io::Error) -> RpcError {
@@ -383,7 +391,7 @@ impl ClientState {
             kind::DUPLICATE,
             format!("call={} after={}ms", call_id(frame.id), after.as_millis()),
         );
-        let copy = serde_json::to_value(frame).map_err(|e| RpcError::Codec(e.to_string()))?;
+        let copy = encode_frame(frame)?;
         crate::timer::sleep(after).await;
         let _ = crate::timer::timeout(self.timeout, self.exchange_raw(&copy, frame.id)).await;
         Ok(())
@@ -456,10 +464,10 @@ impl ClientState {
     }
 
     /// Sends an already-encoded duplicate on a fresh connection and discards the answer.
-    async fn exchange_raw(&self, frame: &serde_json::Value, id: u64) -> Result<(), RpcError> {
+    async fn exchange_raw(&self, frame: &[u8], id: u64) -> Result<(), RpcError> {
         let mut stream = self.connect().await?;
-        write_frame(&mut stream, frame).await?;
-        let response: ResponseFrame<serde_json::Value> = read_frame(&mut stream).await?;
+        stream.write_all(frame).await.map_err(io_error)?;
+        let response: ResponseFrame<serde::de::IgnoredAny> = read_frame(&mut stream).await?;
         debug_assert_eq!(response.id, id);
         Ok(())
     }

@@ -801,19 +801,13 @@ impl State {
     fn replica(&mut self, topic: &str, partition: u32) -> &mut Replica {
         let ctx = &self.ctx;
         let sequences = &mut self.sequences;
-        let log_start = self
-            .log_starts
-            .get(&format!("{topic}-{partition}"))
-            .copied()
-            .unwrap_or(0);
-        let cleaned = self
-            .cleaned
-            .get(&format!("{topic}-{partition}"))
-            .cloned()
-            .unwrap_or_default();
+        let (log_starts, cleaned) = (&self.log_starts, &self.cleaned);
         self.replicas
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
+                let name = format!("{topic}-{partition}");
+                let log_start = log_starts.get(&name).copied().unwrap_or(0);
+                let cleaned = cleaned.get(&name).cloned().unwrap_or_default();
                 let (log, recovery) = LogFile::open(ctx.disk(), &log_file(topic, partition));
                 let mut replica = Replica {
                     log,
