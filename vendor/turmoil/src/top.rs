@@ -18,6 +18,11 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: FastIndexMap<Pair, Link>,
 
+    /// For each host, the positions in `links` of the links it is an end of (links
+    /// are never removed, so positions hold): what arrived for a host is found
+    /// without looking at every link.
+    links_of: FastIndexMap<IpAddr, Vec<usize>>,
+
     /// The network's clock: where it started and how far it has been stepped. (It
     /// was a runtime of its own, entered to read the time for every link on every
     /// step; only differences between its instants matter.)
@@ -149,8 +154,10 @@ struct Link {
     /// or are on hold.
     sent: VecDeque<Sent>,
 
-    /// Messages that are ready to be delivered.
-    deliverable: FastIndexMap<IpAddr, VecDeque<Envelope>>,
+    /// Messages that are ready to be delivered, by destination: at most the link's two
+    /// ends, so a list beats a map (it was a map, looked up for every running host on
+    /// every step).
+    deliverable: Vec<(IpAddr, VecDeque<Envelope>)>,
 
     /// The current network time, moved forward with [`Link::tick`].
     now: Instant,
@@ -177,6 +184,7 @@ impl Topology {
         Topology {
             config,
             links: FastIndexMap::default(),
+            links_of: FastIndexMap::default(),
             origin: Instant::now(),
             elapsed: Duration::ZERO,
         }
@@ -185,7 +193,10 @@ impl Topology {
     /// Register a link between two hosts
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
-        assert!(self.links.insert(pair, Link::new(self.now())).is_none());
+        let (at, replaced) = self.links.insert_full(pair, Link::new(self.now()));
+        assert!(replaced.is_none());
+        self.links_of.entry(a).or_default().push(at);
+        self.links_of.entry(b).or_default().push(at);
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -251,10 +262,13 @@ impl Topology {
 
     // Move messages from any network links to the `dst` host.
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        for (pair, link) in &mut self.links {
-            if pair.0 == dst.addr || pair.1 == dst.addr {
-                link.deliver_messages(&self.config, rand, dst);
-            }
+        let Some(links) = self.links_of.get(&dst.addr) else {
+            return;
+        };
+        // In the order of `links`, as walking every link and picking dst's did.
+        for &at in links {
+            let (_, link) = self.links.get_index_mut(at).expect("links are never removed");
+            link.deliver_messages(&self.config, rand, dst);
         }
     }
 
@@ -303,8 +317,10 @@ impl Topology {
 
     /// Whether messages have arrived for `dst` and wait for it to take them.
     pub(crate) fn has_deliverable_for(&self, dst: IpAddr) -> bool {
-        self.links.iter().any(|(pair, link)| {
-            (pair.0 == dst || pair.1 == dst) && link.deliverable.get(&dst).is_some_and(|q| !q.is_empty())
+        self.links_of.get(&dst).is_some_and(|links| {
+            links.iter().any(|&at| {
+                self.links[at].arrived_for(dst).is_some_and(|q| !q.is_empty())
+            })
         })
     }
 
@@ -360,7 +376,7 @@ impl Link {
             state_b_a: State::Healthy,
             config: config::Link::default(),
             sent: VecDeque::new(),
-            deliverable: FastIndexMap::default(),
+            deliverable: Vec::new(),
             now,
         }
     }
@@ -437,6 +453,21 @@ impl Link {
         Ok(())
     }
 
+    fn arrived_for(&self, dst: IpAddr) -> Option<&VecDeque<Envelope>> {
+        self.deliverable.iter().find(|(to, _)| *to == dst).map(|(_, queue)| queue)
+    }
+
+    fn arrived_for_mut(&mut self, dst: IpAddr) -> &mut VecDeque<Envelope> {
+        let at = match self.deliverable.iter().position(|(to, _)| *to == dst) {
+            Some(at) => at,
+            None => {
+                self.deliverable.push((dst, VecDeque::new()));
+                self.deliverable.len() - 1
+            }
+        };
+        &mut self.deliverable[at].1
+    }
+
     fn tick(&mut self, now: Instant) {
         self.now = now;
         self.process_deliverables();
@@ -457,10 +488,7 @@ impl Link {
                         dst: sent.dst,
                         message: sent.protocol,
                     };
-                    self.deliverable
-                        .entry(sent.dst.ip())
-                        .or_default()
-                        .push_back(envelope);
+                    self.arrived_for_mut(sent.dst.ip()).push_back(envelope);
                     deliverable += 1;
                 }
             }
@@ -477,9 +505,7 @@ impl Link {
         host: &mut Host,
     ) {
         let deliverable = self
-            .deliverable
-            .entry(host.addr)
-            .or_default()
+            .arrived_for_mut(host.addr)
             .drain(..)
             .collect::<Vec<Envelope>>();
 
