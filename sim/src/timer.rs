@@ -29,7 +29,10 @@ pub use tokio::time::error::Elapsed;
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
     due: RefCell<BTreeMap<SimTime, u32>>,
-    by_host: RefCell<BTreeMap<(IpAddr, SimTime), u32>>,
+    /// A world has a handful of hosts, and `due_by` asks about one of them for every
+    /// host on every step: a short list of per-host maps answers with one comparison
+    /// of addresses per host and a look at the first deadline.
+    by_host: RefCell<Vec<(IpAddr, BTreeMap<SimTime, u32>)>>,
 }
 
 impl Timers {
@@ -42,22 +45,33 @@ impl Timers {
     pub(crate) fn due_by(&self, host: IpAddr, at: SimTime) -> bool {
         self.by_host
             .borrow()
-            .range((host, SimTime::ZERO)..=(host, at))
-            .next()
-            .is_some()
+            .iter()
+            .find(|(h, _)| *h == host)
+            .and_then(|(_, due)| due.keys().next())
+            .is_some_and(|&first| first <= at)
     }
 
     fn add(&self, host: Option<IpAddr>, at: SimTime) {
         add_one(&mut self.due.borrow_mut(), at);
         if let Some(host) = host {
-            add_one(&mut self.by_host.borrow_mut(), (host, at));
+            let mut by_host = self.by_host.borrow_mut();
+            let at_host = match by_host.iter().position(|(h, _)| *h == host) {
+                Some(i) => i,
+                None => {
+                    by_host.push((host, BTreeMap::new()));
+                    by_host.len() - 1
+                }
+            };
+            add_one(&mut by_host[at_host].1, at);
         }
     }
 
     fn remove(&self, host: Option<IpAddr>, at: SimTime) {
         remove_one(&mut self.due.borrow_mut(), at);
         if let Some(host) = host {
-            remove_one(&mut self.by_host.borrow_mut(), (host, at));
+            if let Some((_, due)) = self.by_host.borrow_mut().iter_mut().find(|(h, _)| *h == host) {
+                remove_one(due, at);
+            }
         }
     }
 }
