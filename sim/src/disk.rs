@@ -371,8 +371,12 @@ impl Disk {
             return Err(DiskError::SyncFailed);
         }
         inode.durable_len = upto;
-        let detail = format!("{file} bytes={bytes}");
-        state.trace.record(now(), &state.host, kind::SYNC, detail);
+        state.trace.record_fmt(
+            now(),
+            &state.host,
+            kind::SYNC,
+            format_args!("{file} bytes={bytes}"),
+        );
         Ok(())
     }
 

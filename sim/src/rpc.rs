@@ -59,7 +59,17 @@ pub const LATE_SHARE: f64 = 0.1;
 
 /// A call id as the trace shows it: `client.n`, unique per host.
 pub fn call_id(id: u64) -> String {
-    format!("{}.{}", id >> 32, id & 0xffff_ffff)
+    CallId(id).to_string()
+}
+
+/// A call id, written as the trace shows it (`client.n`) without building a string.
+#[derive(Clone, Copy)]
+struct CallId(u64);
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0 >> 32, self.0 & 0xffff_ffff)
+    }
 }
 
 /// A message that can cross the simulated network.
@@ -180,19 +190,19 @@ async fn serve_connection<Req: RpcMessage, Resp: RpcMessage>(
         if frame.hold_us > 0 {
             crate::timer::sleep(Duration::from_micros(frame.hold_us)).await;
         }
-        ctx.record(
+        ctx.record_fmt(
             kind::DELIVER,
-            format!("call={} from={peer} {}", call_id(frame.id), frame.body.label()),
+            format_args!("call={} from={peer} {}", CallId(frame.id), frame.body.label()),
         );
         if ctx.now().as_micros() > frame.deadline_us {
-            ctx.record(kind::LATE_ARRIVAL, format!("call={}", call_id(frame.id)));
+            ctx.record_fmt(kind::LATE_ARRIVAL, format_args!("call={}", CallId(frame.id)));
             ctx.cover(windows::TIMEOUT_LATE_ARRIVAL);
         }
         let response = handler(frame.body).await;
         if !frame.reply {
-            ctx.record(
+            ctx.record_fmt(
                 kind::LOST_RESPONSE,
-                format!("call={} to={peer} {}", call_id(frame.id), response.label()),
+                format_args!("call={} to={peer} {}", CallId(frame.id), response.label()),
             );
             ctx.cover(windows::LOST_RESPONSE_AFTER_HANDLER);
             // The connection broke after the handler ran: nothing more on it is read
@@ -270,14 +280,15 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
     /// Sends `request` and waits for the response, the timeout, or a failure.
     pub async fn call(&self, request: &Req) -> Result<Resp, RpcError> {
         let s = &self.state;
-        let (id, id_text, faults) = s.begin(request);
+        let (id, faults) = s.begin(request);
+        let id_text = CallId(id);
         if faults.lose_request {
-            s.ctx.record(
+            s.ctx.record_fmt(
                 kind::DROP,
-                format!("call={id_text} to={} {}", s.target, request.label()),
+                format_args!("call={id_text} to={} {}", s.target, request.label()),
             );
             crate::timer::sleep(s.timeout).await;
-            s.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
+            s.ctx.record_fmt(kind::TIMEOUT, format_args!("call={id_text}"));
             return Err(RpcError::Timeout(s.timeout));
         }
         let frame = s.frame(id, &faults, request);
@@ -285,7 +296,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> RpcClient<Req, Resp> {
         if let Some(after) = faults.duplicate_after {
             s.duplicate(&frame, after).await?;
         }
-        s.finish(&id_text, outcome.map_err(|_| ()))
+        s.finish(id_text, outcome.map_err(|_| ()))
     }
 
     async fn connection(&self) -> Result<TcpStream, RpcError> {
@@ -348,22 +359,24 @@ impl ClientState {
 
     /// The next call id, with the trace's send and delay records and the fault hook's
     /// decision for it.
-    fn begin<Req: RpcMessage>(&self, request: &Req) -> (u64, String, CallFaults) {
+    fn begin<Req: RpcMessage>(&self, request: &Req) -> (u64, CallFaults) {
         let id = (u64::from(self.client) << 32) | self.next_call.get();
         self.next_call.set(self.next_call.get() + 1);
-        let id_text = call_id(id);
+        let id_text = CallId(id);
         let faults = self.decide();
-        self.ctx.record(
+        self.ctx.record_fmt(
             kind::SEND,
-            format!("call={id_text} to={} {}", self.target, request.label()),
+            format_args!("call={id_text} to={} {}", self.target, request.label()),
         );
         for (what, delay) in [("request", faults.delay), ("response", faults.response_delay)] {
             if let Some(delay) = delay {
-                let detail = format!("call={id_text} {what} by={}ms", delay.as_millis());
-                self.ctx.record(kind::DELAY, detail);
+                self.ctx.record_fmt(
+                    kind::DELAY,
+                    format_args!("call={id_text} {what} by={}ms", delay.as_millis()),
+                );
             }
         }
-        (id, id_text, faults)
+        (id, faults)
     }
 
     fn frame<'a, Req>(&self, id: u64, faults: &CallFaults, body: &'a Req) -> RequestFrame<&'a Req> {
@@ -389,7 +402,7 @@ impl ClientState {
     ) -> Result<(), RpcError> {
         self.ctx.record(
             kind::DUPLICATE,
-            format!("call={} after={}ms", call_id(frame.id), after.as_millis()),
+            format!("call={} after={}ms", CallId(frame.id), after.as_millis()),
         );
         let copy = encode_frame(frame)?;
         crate::timer::sleep(after).await;
@@ -400,22 +413,24 @@ impl ClientState {
     /// The trace's record of how a call ended, and its result.
     fn finish<Resp: RpcMessage>(
         &self,
-        id_text: &str,
+        id_text: CallId,
         outcome: Result<Result<Resp, RpcError>, ()>,
     ) -> Result<Resp, RpcError> {
         match outcome {
             Ok(Ok(response)) => {
-                self.ctx
-                    .record(kind::RESPONSE, format!("call={id_text} {}", response.label()));
+                self.ctx.record_fmt(
+                    kind::RESPONSE,
+                    format_args!("call={id_text} {}", response.label()),
+                );
                 Ok(response)
             }
             Ok(Err(error)) => {
                 self.ctx
-                    .record(kind::CALL_ERROR, format!("call={id_text} {error}"));
+                    .record_fmt(kind::CALL_ERROR, format_args!("call={id_text} {error}"));
                 Err(error)
             }
             Err(()) => {
-                self.ctx.record(kind::TIMEOUT, format!("call={id_text}"));
+                self.ctx.record_fmt(kind::TIMEOUT, format_args!("call={id_text}"));
                 Err(RpcError::Timeout(self.timeout))
             }
         }
@@ -546,7 +561,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> PipelinedClient<Req, Resp> {
     /// its response, the timeout, or the connection's failure.
     pub async fn call(&self, request: &Req) -> Result<Resp, RpcError> {
         let s = &self.state;
-        let (id, id_text, faults) = s.begin(request);
+        let (id, faults) = s.begin(request);
         let frame = s.frame(id, &faults, request);
         let used = RefCell::new(None);
         let exchange = async {
@@ -566,7 +581,7 @@ impl<Req: RpcMessage, Resp: RpcMessage> PipelinedClient<Req, Resp> {
         if let Some(after) = faults.duplicate_after {
             s.duplicate(&frame, after).await?;
         }
-        s.finish(&id_text, outcome)
+        s.finish(CallId(id), outcome)
     }
 
     /// Writes the frame on the connection (opening one if none is open) and returns
@@ -588,11 +603,11 @@ impl<Req: RpcMessage, Resp: RpcMessage> PipelinedClient<Req, Resp> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         pipe.waiting.borrow_mut().insert(frame.id, reply);
         if faults.lose_request {
-            self.state.ctx.record(
+            self.state.ctx.record_fmt(
                 kind::DROP,
-                format!(
+                format_args!(
                     "call={} to={} {}",
-                    call_id(frame.id),
+                    CallId(frame.id),
                     self.state.target,
                     frame.body.label()
                 ),

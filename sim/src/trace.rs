@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{self, Write};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -144,6 +145,35 @@ impl TraceLog {
     }
 
     fn record(&mut self, at: SimTime, host: &Arc<str>, kind: &'static str, detail: String) -> EventId {
+        let id = self.begin(at, host, kind);
+        self.hash = fnv1a64_extend(self.hash, detail.as_bytes());
+        self.end(id, at, host, kind, detail)
+    }
+
+    /// As [`TraceLog::record`], formatting `detail` only if events are kept: otherwise
+    /// its pieces go straight into the hash, which is the hash of the whole text
+    /// (FNV-1a takes bytes one at a time).
+    fn record_fmt(
+        &mut self,
+        at: SimTime,
+        host: &Arc<str>,
+        kind: &'static str,
+        detail: fmt::Arguments<'_>,
+    ) -> EventId {
+        if self.keep_events {
+            return self.record(at, host, kind, detail.to_string());
+        }
+        let id = self.begin(at, host, kind);
+        let mut hashing = FnvWriter(self.hash);
+        // Writing into a hash cannot fail; a Display impl that fails would have failed
+        // `to_string` too.
+        let _ = fmt::Write::write_fmt(&mut hashing, detail);
+        self.hash = hashing.0;
+        self.end(id, at, host, kind, String::new())
+    }
+
+    /// Counts the event and hashes what comes before its detail.
+    fn begin(&mut self, at: SimTime, host: &Arc<str>, kind: &'static str) -> EventId {
         let id = EventId(self.count);
         self.count += 1;
         *self.counts_by_kind.entry(kind).or_insert(0) += 1;
@@ -151,9 +181,20 @@ impl TraceLog {
         h = fnv1a64_extend(h, host.as_bytes());
         h = fnv1a64_extend(h, &[0]);
         h = fnv1a64_extend(h, kind.as_bytes());
-        h = fnv1a64_extend(h, &[0]);
-        h = fnv1a64_extend(h, detail.as_bytes());
-        self.hash = fnv1a64_extend(h, &[0xff]);
+        self.hash = fnv1a64_extend(h, &[0]);
+        id
+    }
+
+    /// Closes the event's hash after its detail and keeps the event if asked to.
+    fn end(
+        &mut self,
+        id: EventId,
+        at: SimTime,
+        host: &Arc<str>,
+        kind: &'static str,
+        detail: String,
+    ) -> EventId {
+        self.hash = fnv1a64_extend(self.hash, &[0xff]);
         if self.keep_events {
             self.events.push(TraceEvent {
                 id,
@@ -164,6 +205,16 @@ impl TraceLog {
             });
         }
         id
+    }
+}
+
+/// Extends an FNV-1a hash with whatever is written into it.
+struct FnvWriter(u64);
+
+impl fmt::Write for FnvWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 = fnv1a64_extend(self.0, s.as_bytes());
+        Ok(())
     }
 }
 
@@ -186,6 +237,26 @@ impl Trace {
         kind: &'static str,
         detail: impl Into<String>,
     ) -> EventId {
+        let mut log = self.within_budget();
+        log.record(at, host, kind, detail.into())
+    }
+
+    /// Records an event whose detail is formatted only if events are kept (`format_args!`
+    /// at the call site): the same event, and the same hash, as [`Trace::record`] with
+    /// the formatted text, without building the text when only the hash is kept.
+    pub fn record_fmt(
+        &self,
+        at: SimTime,
+        host: &Arc<str>,
+        kind: &'static str,
+        detail: fmt::Arguments<'_>,
+    ) -> EventId {
+        let mut log = self.within_budget();
+        log.record_fmt(at, host, kind, detail)
+    }
+
+    /// The log, after checking the run's event budget.
+    fn within_budget(&self) -> std::cell::RefMut<'_, TraceLog> {
         let mut log = self.0.borrow_mut();
         if log.count >= log.events_max {
             // Once: the unwind and whatever records during it must not panic again.
@@ -195,7 +266,7 @@ impl Trace {
             crate::panic::panic_on_budget("trace events", limit);
             log = self.0.borrow_mut();
         }
-        log.record(at, host, kind, detail.into())
+        log
     }
 
     /// The run's fault coverage counters (kept beside the trace, not hashed).
@@ -266,6 +337,21 @@ mod tests {
 
     fn host(name: &str) -> Arc<str> {
         Arc::from(name)
+    }
+
+    #[test]
+    fn a_detail_hashed_as_it_is_written_hashes_as_the_formatted_text() {
+        for keep in [false, true] {
+            let (formatted, streamed) = (Trace::new(keep), Trace::new(keep));
+            for (n, who) in [(7u64, "broker-1"), (1 << 33, "")] {
+                let at = SimTime::from_millis(n);
+                formatted.record(at, &host("a"), "send", format!("call={n} to={who} x"));
+                streamed.record_fmt(at, &host("a"), "send", format_args!("call={n} to={who} x"));
+            }
+            assert_eq!(formatted.hash(), streamed.hash(), "keep_events={keep}");
+            assert_eq!(formatted.len(), streamed.len());
+            assert_eq!(formatted.take_events(), streamed.take_events());
+        }
     }
 
     #[test]

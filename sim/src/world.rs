@@ -218,6 +218,12 @@ impl HostCtx {
         self.shared.trace.record(self.now(), &self.name, kind, detail)
     }
 
+    /// As [`HostCtx::record`] with `format_args!`: the detail is formatted only if the
+    /// run keeps its events (otherwise it is hashed as it is written).
+    pub fn record_fmt(&self, kind: &'static str, detail: std::fmt::Arguments<'_>) -> EventId {
+        self.shared.trace.record_fmt(self.now(), &self.name, kind, detail)
+    }
+
     /// The run's trace.
     pub fn trace(&self) -> &Trace {
         &self.shared.trace

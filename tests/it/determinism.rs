@@ -68,6 +68,28 @@ fn skipping_idle_stretches_leaves_every_variant_run_as_stepping_every_tick() {
     }
 }
 
+/// Keeping a run's events changes only what the run keeps: trace details written with
+/// `record_fmt` are hashed as they are formatted when events are not kept, and must
+/// hash as the kept text does.
+#[test]
+fn keeping_trace_events_leaves_every_variant_run_unchanged() {
+    let keeping = RunOptions {
+        keep_trace: true,
+        ..RunOptions::default()
+    };
+    for variant in VARIANTS {
+        let spec = RunSpec::new(variant, Scenario::standard(), Profile::Chaos, Seed(5));
+        let hashed = run(&spec, RunOptions::default()).expect("the run completes");
+        let kept = run(&spec, keeping).expect("the run completes");
+        assert_eq!(
+            (hashed.trace_hash, &hashed.violations),
+            (kept.trace_hash, &kept.violations),
+            "{} seed 5 under chaos: keeping the trace changed the run",
+            variant.name
+        );
+    }
+}
+
 /// A world that skips idle time enters a host's runtime only when the host has work,
 /// and tokio reseeds its thread RNG at every entry: a fair `select!` (which draws from
 /// it) would choose differently than in the run stepping every tick. Every `select!`
