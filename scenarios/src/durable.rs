@@ -15,21 +15,46 @@ use faultline_patterns::systems::source::{SOURCE_BASE, SOURCE_LOG};
 use faultline_patterns::systems::target::{TARGET_BASE, TARGET_LOG};
 use faultline_sim::disk::frames;
 use faultline_sim::Disk;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// A source log record, as far as the checker reads it: a commit's row images (other
+/// records, and a commit's other fields, are skipped unread).
+#[derive(Deserialize)]
+struct SourceRecord {
+    #[serde(rename = "Commit")]
+    commit: Option<RowImages>,
+}
+
+#[derive(Deserialize)]
+struct RowImages {
+    rows: Vec<RowImage>,
+}
+
+/// A target log record, as far as the checker reads it: a transaction's row images.
+#[derive(Deserialize)]
+struct TargetRecord {
+    rows: Option<Vec<RowImage>>,
+}
 
 /// The source's durable rows: its base, then each durable commit's row images.
 pub fn source_rows(disk: &Disk) -> Rows {
-    decode(disk, SOURCE_BASE, SOURCE_LOG, |record| {
-        record.get("Commit")?.get("rows")
+    decode(disk, SOURCE_BASE, SOURCE_LOG, |record: SourceRecord| {
+        record.commit.map(|c| c.rows)
     })
 }
 
 /// The target's durable rows: its base, then each durable transaction's row images.
 pub fn target_rows(disk: &Disk) -> Rows {
-    decode(disk, TARGET_BASE, TARGET_LOG, |record| record.get("rows"))
+    decode(disk, TARGET_BASE, TARGET_LOG, |record: TargetRecord| record.rows)
 }
 
-fn decode(disk: &Disk, base: &str, log: &str, rows_of: impl Fn(&Value) -> Option<&Value>) -> Rows {
+fn decode<R: DeserializeOwned>(
+    disk: &Disk,
+    base: &str,
+    log: &str,
+    rows_of: impl Fn(R) -> Option<Vec<RowImage>>,
+) -> Rows {
     let base_bytes = disk.durable_content(base);
     let mut rows: Rows = if base_bytes.is_empty() {
         Rows::new()
@@ -40,13 +65,11 @@ fn decode(disk: &Disk, base: &str, log: &str, rows_of: impl Fn(&Value) -> Option
     };
     let content = disk.durable_content(log);
     for (i, frame) in frames(&content).into_iter().enumerate() {
-        let record: Value =
-            serde_json::from_slice(frame).unwrap_or_else(|e| panic!("{log} record {i} is not JSON: {e}"));
-        let Some(images) = rows_of(&record) else {
+        let record: R = serde_json::from_slice(frame)
+            .unwrap_or_else(|e| panic!("{log} record {i} is not a record this reader knows: {e}"));
+        let Some(images) = rows_of(record) else {
             continue;
         };
-        let images: Vec<RowImage> = serde_json::from_value(images.clone())
-            .unwrap_or_else(|e| panic!("{log} record {i} has no row images: {e}"));
         for image in images {
             rows.insert(
                 image.key,
