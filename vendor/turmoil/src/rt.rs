@@ -176,10 +176,25 @@ impl<'a> Rt<'a> {
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
     pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
-        self.woken.0.store(false, Ordering::Relaxed);
+        self.tick_after(Duration::ZERO, duration, || {})
+    }
+
+    /// A tick that first crosses `lag` (a stretch the host had nothing to do in: its
+    /// clock advances and none of its tasks is polled), then runs `arrive` (the
+    /// network handing over what arrived for the host), then ticks for `duration`:
+    /// one runtime entry where catching up and ticking took two.
+    pub(crate) fn tick_after(&mut self, lag: Duration, duration: Duration, arrive: impl FnOnce()) -> Result<bool> {
         self.started = false;
+        let woken = &self.woken;
+        let local = &self.local;
         self.tokio.block_on(async {
-            self.local
+            if !lag.is_zero() {
+                sleep(lag).await;
+            }
+            arrive();
+            // What arrived woke tasks the tick below runs: that is not a wake to report.
+            woken.0.store(false, Ordering::Relaxed);
+            local
                 .run_until(async {
                     sleep(duration).await;
                 })
