@@ -57,12 +57,8 @@ pub const DUPLICATE_DELAY_MAX_MS: u64 = 50;
 /// congested or rerouted path).
 pub const LATE_SHARE: f64 = 0.1;
 
-/// A call id as the trace shows it: `client.n`, unique per host.
-pub fn call_id(id: u64) -> String {
-    CallId(id).to_string()
-}
-
-/// A call id, written as the trace shows it (`client.n`) without building a string.
+/// A call id as the trace shows it: `client.n`, unique per host (a `Display`, so a
+/// trace detail that is only hashed never builds it as a string).
 #[derive(Clone, Copy)]
 struct CallId(u64);
 
