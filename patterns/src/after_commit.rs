@@ -25,10 +25,16 @@ pub struct AfterCommitPublisher {
 impl AfterCommitPublisher {
     /// A publisher over `producer`.
     pub fn new(ctx: &HostCtx, producer: Producer) -> Self {
+        let pending: Rc<RefCell<(usize, Option<WindowGuard>)>> = Rc::default();
+        let reported = Rc::downgrade(&pending);
+        ctx.report_progress("after-commit", move || {
+            let n = reported.upgrade().map_or(0, |p| p.borrow().0);
+            (n > 0).then(|| format!("{n} record(s) not yet acknowledged"))
+        });
         AfterCommitPublisher {
             producer,
             ctx: ctx.clone(),
-            pending: Rc::default(),
+            pending,
         }
     }
 

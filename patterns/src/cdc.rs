@@ -17,7 +17,7 @@
 //! snapshot when the connector is signalled (`connector.snapshot.signal.ms`), after
 //! which streaming resumes where it paused.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -187,6 +187,15 @@ pub async fn run_connector(
         .snapshot_signal_ms
         .filter(|_| ctx.disk().read_all(SIGNAL_DONE_FILE).is_empty())
         .map(faultline_sim::SimTime::from_millis);
+    // A signalled snapshot still to take sends every row again.
+    let signalled = Rc::new(Cell::new(signal.is_some()));
+    let reported = Rc::downgrade(&signalled);
+    ctx.report_progress("snapshot-signal", move || {
+        reported
+            .upgrade()
+            .filter(|s| s.get())
+            .map(|_| "a signalled snapshot is not yet done".to_string())
+    });
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.connector_poll_ms)).await;
         if signal.is_some_and(|at| ctx.now() >= at) {
@@ -200,6 +209,7 @@ pub async fn run_connector(
             take_snapshot(&ctx, &producer, config, false).await;
             if ctx.disk().replace(SIGNAL_DONE_FILE, b"done").await.is_ok() {
                 signal = None;
+                signalled.set(false);
             }
         }
         let position = offsets.position();
@@ -673,6 +683,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: CdcConfig) -> faultl
     run_consumers(
         &ctx,
         &setup.recorder,
+        &setup.kafka,
         TOPIC,
         config.consumer.with_bugs(setup.bugs),
         |partition| ApplyEvents {

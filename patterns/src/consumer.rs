@@ -42,6 +42,7 @@ use crate::systems::broker::{
     BrokerClient, BrokerError, BrokerRecord, ClusterConfig, CLUSTER, FETCH_WAIT_MS,
 };
 use crate::systems::group::{Fenced, HEARTBEAT_INTERVAL_MS};
+use crate::systems::kafka_progress::KafkaProgress;
 use crate::windows;
 use crate::RPC_TIMEOUT;
 
@@ -209,6 +210,7 @@ pub fn dead_letter_topic(topic: &str) -> String {
 pub async fn run_consumers<H, F>(
     ctx: &HostCtx,
     recorder: &Recorder,
+    kafka: &KafkaProgress,
     topic: &'static str,
     config: ConsumerConfig,
     make_handler: F,
@@ -220,10 +222,17 @@ pub async fn run_consumers<H, F>(
     if config.cluster.compact {
         recorder.kafka_topic_compacted(topic);
     }
+    kafka.consumed(topic, config.partitions);
+    // Out of the group (joining, or between a revocation and the next join): its
+    // partitions may come back to this member.
+    let outside = faultline_sim::progress::Work::default();
+    ctx.report_progress("consumer", outside.probe("member(s) joining the group"));
     if config.error_policy == ErrorPolicy::DeadLetter && ctx.name() == crate::hosts::TARGET {
+        kafka.consumed(&dead_letter_topic(topic), 1);
         let redrive = replay_dead_letters(
             ctx.clone(),
             broker.clone(),
+            kafka.clone(),
             topic,
             config,
             make_handler(config.partitions),
@@ -238,6 +247,7 @@ pub async fn run_consumers<H, F>(
     let mut member = format!("{}#{}", ctx.name(), ctx.incarnation());
     let instance = config.static_membership.then(|| ctx.name());
     loop {
+        let joining = outside.start();
         let joined = loop {
             if let Ok(Some(joined)) = broker
                 .join_group(GROUP, &member, instance, config.partitions)
@@ -260,6 +270,7 @@ pub async fn run_consumers<H, F>(
             "group-joined",
             format!("{GROUP} member={member} gen={generation} partitions={partitions:?}"),
         );
+        drop(joining);
         let membership = Rc::new(Membership {
             member: member.clone(),
             generation,
@@ -275,6 +286,7 @@ pub async fn run_consumers<H, F>(
                         ctx: ctx.clone(),
                         broker: broker.clone(),
                         recorder: recorder.clone(),
+                        kafka: kafka.clone(),
                         topic,
                         partition: p,
                         membership: Rc::clone(&membership),
@@ -315,6 +327,7 @@ pub async fn run_consumers<H, F>(
         // fetch waiting at the broker is abandoned, as a poll that rebalances or is
         // woken up returns); heartbeats go on meanwhile, so that the session lasts
         // while the tasks finish.
+        let _rejoining = outside.start();
         membership.revoke();
         while !ended {
             tokio::select! {
@@ -425,6 +438,7 @@ struct Assigned {
     ctx: HostCtx,
     broker: BrokerClient,
     recorder: Recorder,
+    kafka: KafkaProgress,
     topic: &'static str,
     partition: u32,
     membership: Rc<Membership>,
@@ -435,6 +449,7 @@ async fn consume<H: Handler>(assigned: Assigned, config: ConsumerConfig, mut han
         ctx,
         broker,
         recorder,
+        kafka,
         topic,
         partition,
         membership,
@@ -476,6 +491,8 @@ async fn consume<H: Handler>(assigned: Assigned, config: ConsumerConfig, mut han
         }
     };
     let mut position = committed;
+    // The partition's owner in the run's view of its Kafka stage, while this task lives.
+    let progress = kafka.task(topic, partition, committed);
     let mut at = Positions {
         committed,
         stored: committed,
@@ -505,11 +522,14 @@ async fn consume<H: Handler>(assigned: Assigned, config: ConsumerConfig, mut han
                 auto_committed_at = ctx.now();
             }
         }
+        progress.at(position, at.committed);
+        progress.fetching(true);
         let fetched = tokio::select! {
             biased;
             () = membership.revoked() => continue,
             fetched = broker.fetch(topic, partition, position, config.fetch_wait_ms) => fetched,
         };
+        progress.fetching(false);
         let records = match fetched {
             Ok(records) => {
                 let read = (reader.as_str(), committed, rewound);
@@ -631,14 +651,19 @@ async fn give_up(
 async fn replay_dead_letters<H: Handler>(
     ctx: HostCtx,
     broker: BrokerClient,
+    kafka: KafkaProgress,
     topic: &'static str,
     config: ConsumerConfig,
     mut handler: H,
 ) {
     let dead_letters = dead_letter_topic(topic);
     let every = Duration::from_millis(config.dead_letter_replay_ms);
+    // Idle only between rounds, at the position its last round reached.
+    let progress = kafka.task(&dead_letters, 0, 0);
     loop {
+        progress.fetching(true);
         faultline_sim::timer::sleep(every).await;
+        progress.fetching(false);
         // An expired position starts again from the first dead letter (the re-drive's
         // auto.offset.reset is earliest).
         let Ok(committed) = broker.committed_offset(DEAD_LETTER_GROUP, &dead_letters, 0).await else {
@@ -659,15 +684,16 @@ async fn replay_dead_letters<H: Handler>(
                 "dead-letter-replayed",
                 format!("{dead_letters}@{} key={}", record.offset, record.key),
             );
-            committed = record.offset + 1;
             if broker
-                .commit_offset(DEAD_LETTER_GROUP, None, &dead_letters, 0, committed)
+                .commit_offset(DEAD_LETTER_GROUP, None, &dead_letters, 0, record.offset + 1)
                 .await
                 .is_err()
             {
                 break;
             }
+            committed = record.offset + 1;
         }
+        progress.at(committed, committed);
         handler.reset();
     }
 }

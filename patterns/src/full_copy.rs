@@ -77,6 +77,11 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: FullCopyConfig) -> f
             },
         )
         .await;
+    // Each period's copy can change the target for as long as the sides differ: the
+    // job never waits on anything it could report as done.
+    ctx.report_progress("copy-job", move || {
+        Some(format!("copies the source every {} ms", config.period_ms))
+    });
     let timeout = Duration::from_millis(config.snapshot_timeout_ms);
     let source: RpcClient<SourceRequest, SourceResponse> =
         RpcClient::new(&ctx, "source", SOURCE_API_PORT, timeout);

@@ -88,6 +88,9 @@ pub struct Setup {
     pub source: SourceConfig,
     /// Planted bugs switched on for this run.
     pub bugs: BugSet,
+    /// The run's view of its Kafka stage, which its brokers and consumers report into
+    /// (for ending a run that can no longer progress).
+    pub kafka: systems::kafka_progress::KafkaProgress,
 }
 
 impl Setup {
@@ -112,6 +115,10 @@ impl Setup {
         };
         let target = Target::recover(ctx, config, self.recorder.clone()).await;
         if self.bootstrap == Some(bootstrap::Bootstrap::InitialCopy) && !target.is_bootstrapped() {
+            let copying = target.clone();
+            ctx.report_progress("initial-copy", move || {
+                (!copying.is_bootstrapped()).then(|| "the initial copy is not done".to_string())
+            });
             tokio::task::spawn_local(bootstrap::initial_copy(ctx.clone(), target.clone()));
         }
         target

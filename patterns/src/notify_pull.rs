@@ -164,6 +164,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: NotifyConfig) -> fau
     run_consumers(
         &ctx,
         &setup.recorder,
+        &setup.kafka,
         TOPIC,
         config.consumer.with_bugs(setup.bugs),
         |_| Pull {

@@ -155,6 +155,7 @@ pub async fn run_target(ctx: HostCtx, setup: Setup, config: QueueConfig) -> faul
     run_consumers(
         &ctx,
         &setup.recorder,
+        &setup.kafka,
         TOPIC,
         config.consumer.with_bugs(setup.bugs),
         |_| ApplyRow {

@@ -85,12 +85,18 @@ impl<T: Clone + Display + 'static> RetryQueue<T> {
     /// An empty queue on this host; `key` names an item's entity, for a policy that
     /// orders per key.
     pub fn new(ctx: &HostCtx, policy: RetryPolicy, bugs: BugSet, key: fn(&T) -> u64) -> Self {
+        let outstanding: Rc<RefCell<(usize, Option<WindowGuard>)>> = Rc::default();
+        let reported = Rc::downgrade(&outstanding);
+        ctx.report_progress("retry-queue", move || {
+            let n = reported.upgrade().map_or(0, |o| o.borrow().0);
+            (n > 0).then(|| format!("{n} item(s) not yet sent or given up"))
+        });
         RetryQueue {
             items: Rc::default(),
             key,
             in_flight: Rc::default(),
             wake: Rc::new(Notify::new()),
-            outstanding: Rc::default(),
+            outstanding,
             policy,
             ctx: ctx.clone(),
             bugs,

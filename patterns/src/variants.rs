@@ -705,7 +705,10 @@ impl Variant {
             })?;
             for name in hosts::BROKERS.iter().take(cluster.brokers as usize) {
                 let bugs = setup.bugs;
-                world.host(name, move |ctx| systems::broker::run_broker(ctx, bugs, cluster))?;
+                let kafka = setup.kafka.clone();
+                world.host(name, move |ctx| {
+                    systems::broker::run_broker(ctx, bugs, cluster, kafka.clone())
+                })?;
             }
         }
         // Both sides start from the same rows, restored onto their disks, unless the

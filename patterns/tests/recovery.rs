@@ -45,7 +45,9 @@ fn install_cluster(world: &mut World, cluster: ClusterConfig) {
     for n in 1..=cluster.brokers {
         let name = format!("broker-{n}");
         world
-            .host(&name, move |ctx| run_broker(ctx, BugSet::NONE, cluster))
+            .host(&name, move |ctx| {
+                run_broker(ctx, BugSet::NONE, cluster, Default::default())
+            })
             .unwrap();
         install_logs(world.disk(&name).unwrap(), &[("t".to_string(), 1)]);
     }
@@ -418,6 +420,7 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
         schedule: creates(60, 20),
         source: variant.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE),
         bugs: BugSet::NONE,
+        kafka: Default::default(),
     };
     let mut world = World::new(WorldConfig::new(Seed(5)));
     variant.install(&mut world, &setup).unwrap();

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use faultline_scenarios::runner::RunFailure;
 use faultline_scenarios::Outcome;
+use faultline_sim::Ended;
 
 /// Trace events a failed run's story shows before the failure.
 pub const FAILURE_TAIL_EVENTS: usize = 40;
@@ -63,9 +64,17 @@ pub fn render(outcome: &Outcome) -> String {
             outcome.unobserved.join(", ")
         );
     }
+    let ended = match outcome.summary.ended {
+        Ended::Idle => format!(
+            "nothing could change any more from {} ms, judged as at its deadline, {} ms",
+            outcome.summary.end.as_millis(),
+            m.end_ms
+        ),
+        Ended::Settled | Ended::Deadline => format!("run ended at {} ms", m.end_ms),
+    };
     let _ = match m.converged_at_ms {
-        Some(at) => writeln!(out, "converged at {at} ms; run ended at {} ms", m.end_ms),
-        None => writeln!(out, "never converged; run ended at {} ms", m.end_ms),
+        Some(at) => writeln!(out, "converged at {at} ms; {ended}"),
+        None => writeln!(out, "never converged; {ended}"),
     };
     if outcome.violations.is_empty() {
         let _ = writeln!(out, "\nverdict: PASS - every invariant held");

@@ -16,8 +16,8 @@ use faultline_patterns::history::Recorder;
 use faultline_patterns::{hosts, Setup, Variant};
 use faultline_sim::trace::kind;
 use faultline_sim::{
-    CaughtPanic, FaultPlan, Profile, RunSummary, Seed, SimTime, TraceEvent, TraceHash, World, WorldConfig,
-    WorldError,
+    CaughtPanic, Ended, FaultPlan, Profile, RunSummary, Seed, SimTime, TraceEvent, TraceHash, World,
+    WorldConfig, WorldError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -193,6 +193,10 @@ pub struct RunOptions {
     /// Step every tick, idle or not: the same run, only slower (to measure the skipping
     /// of idle stretches, and to test that it changes nothing).
     pub step_every_tick: bool,
+    /// Run to the deadline a run that can no longer progress, instead of ending it
+    /// where nothing can change any more (its verdict is the same either way; its
+    /// trace goes on with heartbeats and empty polls).
+    pub run_to_deadline: bool,
 }
 
 /// Why a run gave no verdict.
@@ -390,6 +394,7 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         schedule,
         source: variant.source_config(scenario.source_sync, scenario.source_workers as usize, spec.bugs),
         bugs: spec.bugs,
+        kafka: Default::default(),
     };
     // The run's identity opens its trace, so the fingerprint tells variants apart even
     // where their behaviour happens to coincide.
@@ -420,6 +425,20 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
     let deadline = scenario
         .deadline()
         .max(last_fault_at + Duration::from_millis(scenario.quiesce_ms));
+    if !options.run_to_deadline {
+        // Not when the sides agree (the settled predicate ends such a run), nor while a
+        // sync still to come would change the durable state the checker reads.
+        let agreeing = recorder.clone();
+        let judged = [hosts::SOURCE, hosts::TARGET].map(|host| {
+            world
+                .disk(host)
+                .expect("the variant registered its hosts")
+                .clone()
+        });
+        world.end_when_idle_from(quiet_from + settle, move || {
+            agreeing.agreed_since().is_some() || judged.iter().any(|disk| disk.unsynced().is_some())
+        });
+    }
     let summary = world
         .run_until(deadline, |now| {
             now >= quiet_from + settle && recorder.agreed_since().is_some_and(|since| now >= since + settle)
@@ -435,7 +454,13 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
     let disk = |host| world.disk(host).expect("the variant registered its hosts");
     let final_source = crate::durable::source_rows(disk(hosts::SOURCE));
     let final_target = crate::durable::target_rows(disk(hosts::TARGET));
-    let mut history = recorder.finish(final_source, final_target, summary.end, last_fault_at);
+    // A run that ended because nothing could change any more is judged as at its
+    // deadline: what a reader of the target would have seen by then is what it saw.
+    let judged_at = match summary.ended {
+        Ended::Idle => deadline,
+        Ended::Settled | Ended::Deadline => summary.end,
+    };
+    let mut history = recorder.finish(final_source, final_target, judged_at, last_fault_at);
     history.staleness_bound = Some(Duration::from_millis(scenario.staleness_bound_ms));
     let unobserved = crate::invariants::unobserved_customers(&history)
         .into_iter()

@@ -399,6 +399,24 @@ impl Disk {
         Ok(())
     }
 
+    /// The first file (in name order) holding writes a power loss now would drop, or
+    /// whose name (or removal) is not yet durable: what a sync still to come would
+    /// change about the disk's durable state.
+    pub fn unsynced(&self) -> Option<String> {
+        let state = self.0.borrow();
+        let unsynced = state.names.iter().find(|(name, ino)| {
+            state.durable_names.get(*name) != Some(ino)
+                || state.inodes.get(ino).is_some_and(|f| f.unsynced_len() > 0)
+        });
+        let removed = || {
+            state
+                .durable_names
+                .keys()
+                .find(|name| !state.names.contains_key(*name))
+        };
+        unsynced.map(|(name, _)| name).or_else(removed).cloned()
+    }
+
     /// Whether every name the process sees would survive a power loss now.
     pub fn dir_synced(&self) -> bool {
         let state = self.0.borrow();
@@ -651,6 +669,22 @@ pub(crate) mod tests {
         d.lose_power(SimTime::from_millis(5));
         assert_eq!(d.read_all("f"), b"durable");
         assert!(kinds(&trace).iter().any(|k| k == kind::UNSYNCED_LOST));
+    }
+
+    #[test]
+    fn unsynced_names_what_a_sync_still_to_come_would_change() {
+        let (d, _) = disk(0.0);
+        assert_eq!(d.unsynced(), None);
+        now_or_never(d.append("f", b"abc")).unwrap();
+        assert_eq!(d.unsynced().as_deref(), Some("f"), "data and name not durable");
+        now_or_never(d.sync("f")).unwrap();
+        assert_eq!(d.unsynced().as_deref(), Some("f"), "the name is not durable");
+        now_or_never(d.sync_dir()).unwrap();
+        assert_eq!(d.unsynced(), None);
+        d.rename("f", "g");
+        assert_eq!(d.unsynced().as_deref(), Some("g"), "a rename not yet durable");
+        now_or_never(d.sync_dir()).unwrap();
+        assert_eq!(d.unsynced(), None);
     }
 
     #[test]

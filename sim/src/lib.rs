@@ -31,6 +31,7 @@ pub mod disk;
 pub mod fault;
 pub mod panic;
 pub mod profile;
+pub mod progress;
 pub mod rng;
 pub mod rpc;
 pub mod time;
@@ -45,6 +46,7 @@ pub use disk::{Disk, DiskConfig, DiskError, DiskFaultKind, IoLatency, LogFile, L
 pub use fault::{Fault, FaultEvent, FaultKindInfo, FaultPlan, MessageFaultRates, PlanError, FAULT_KINDS};
 pub use panic::{BudgetExceeded, CaughtPanic};
 pub use profile::{FaultTarget, FaultWindow, Profile, ProfileInfo, PROFILES};
+pub use progress::Ended;
 pub use rng::{RngStreams, Seed, SimRng};
 pub use rpc::{serve, PipelinedClient, RpcClient, RpcError, RpcMessage};
 pub use time::SimTime;

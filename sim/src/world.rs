@@ -20,6 +20,7 @@ use crate::clock::{HostClock, WallTime, EPOCH_UNIX_SECS};
 use crate::disk::{Disk, DiskConfig};
 use crate::fault::{Fault, FaultPlan, MessageFaultRates, PlanError};
 use crate::panic::CaughtPanic;
+use crate::progress::Ended;
 use crate::rng::{RngStreams, Seed, SimRng};
 use crate::time::SimTime;
 use crate::timer::{self, Timers};
@@ -122,6 +123,10 @@ pub(crate) struct Shared {
     link_message_faults: RefCell<BTreeMap<(String, String), MessageFaultRates>>,
     /// Each host's current process life's stop request.
     stops: RefCell<BTreeMap<String, Rc<StopRequest>>>,
+    /// Each host's current process life (its incarnation), once it started.
+    lives: RefCell<BTreeMap<String, u32>>,
+    /// What each host's components report of their pending work.
+    progress: crate::progress::Probes,
 }
 
 /// A process life's stop request ([`Fault::Stop`]).
@@ -160,6 +165,17 @@ impl HostCtx {
     /// run's coverage.
     pub fn window(&self, window: &'static str) -> crate::coverage::WindowGuard {
         self.shared.trace.coverage().open(&self.name, window)
+    }
+
+    /// Registers a probe of `component`'s pending work on this host, for this process
+    /// life: `Some(what)` while it holds work that can still change what the systems
+    /// hold. A host that registers none keeps every run to its deadline or agreement
+    /// ([`crate::progress`]). The probe must read state only (no clock, randomness or
+    /// trace).
+    pub fn report_progress(&self, component: &'static str, probe: impl Fn() -> Option<String> + 'static) {
+        self.shared
+            .progress
+            .register(&self.name, self.incarnation, component, Box::new(probe));
     }
 
     /// Counts one hit of a window the component saw a fault land in itself.
@@ -365,8 +381,9 @@ pub struct RunSummary {
     pub end: SimTime,
     /// Steps taken.
     pub steps: u64,
-    /// Whether the settled predicate stopped the run before its deadline.
-    pub settled: bool,
+    /// What stopped the run: the settled predicate, nothing left to happen, or the
+    /// deadline.
+    pub ended: crate::progress::Ended,
     /// Fault events applied.
     pub faults_applied: usize,
     /// The trace's fingerprint.
@@ -388,6 +405,9 @@ pub struct World {
     steps: u64,
     /// Deadlines of the timers host code waits on.
     timers: Rc<Timers>,
+    /// From when a run with nothing left to happen ends, and unless what
+    /// ([`World::end_when_idle_from`]).
+    idle_from: Option<(SimTime, Box<dyn Fn() -> bool>)>,
 }
 
 impl World {
@@ -423,6 +443,8 @@ impl World {
             message_faults: Cell::new(MessageFaultRates::default()),
             link_message_faults: RefCell::default(),
             stops: RefCell::default(),
+            lives: RefCell::default(),
+            progress: crate::progress::Probes::default(),
         });
         World {
             config,
@@ -435,7 +457,40 @@ impl World {
             world_host: Arc::from(WORLD_HOST),
             steps: 0,
             timers: Rc::default(),
+            idle_from: None,
         }
+    }
+
+    /// Ends the run, from `from` on, at the first step boundary where nothing can
+    /// change any more ([`crate::progress`]): every fault of the plan applied, nothing
+    /// in motion, and every host that is up reporting no pending work; not while
+    /// `unless` holds (a run its settled predicate is about to end). Without it a run
+    /// ends only when settled or at its deadline. `unless` must read state only, as
+    /// probes do.
+    pub fn end_when_idle_from(&mut self, from: SimTime, unless: impl Fn() -> bool + 'static) {
+        self.idle_from = Some((from, Box::new(unless)));
+    }
+
+    /// What keeps the run from ending as idle now, if anything: a host's pending work,
+    /// or a host that reported none.
+    pub fn pending_work(&self) -> Option<String> {
+        let lives = self.shared.lives.borrow();
+        let up = self
+            .hosts
+            .iter()
+            .filter(|(_, entry)| !entry.down)
+            .map(|(name, _)| (name.as_str(), lives.get(name).copied().unwrap_or(0)));
+        self.shared.progress.pending(up)
+    }
+
+    /// Whether the run can end as idle at `now` ([`World::end_when_idle_from`]).
+    fn idle_end(&self, now: SimTime) -> bool {
+        self.idle_from
+            .as_ref()
+            .is_some_and(|(from, unless)| now >= *from && !unless())
+            && self.next_fault == self.plan.events.len()
+            && self.sim.is_idle()
+            && self.pending_work().is_none()
     }
 
     /// Registers a host. `start` runs now and again after every restart, each time with a
@@ -486,6 +541,10 @@ impl World {
                 .stops
                 .borrow_mut()
                 .insert(host_name.to_string(), Rc::clone(&stop));
+            shared
+                .lives
+                .borrow_mut()
+                .insert(host_name.to_string(), incarnation);
             start(HostCtx {
                 name: Arc::clone(&host_name),
                 disk: disk.clone(),
@@ -552,7 +611,7 @@ impl World {
         let trace = self.shared.trace.clone();
         let capture = self.config.capture_tracing;
         let _capture_guard = capture.then(|| capture::install(trace.clone()));
-        let stopped_settled = match crate::panic::capture(|| self.step_until(deadline, settled)) {
+        let ended = match crate::panic::capture(|| self.step_until(deadline, settled)) {
             Ok(stepped) => stepped?,
             Err(panic) => {
                 return Err(WorldError::Panicked {
@@ -564,19 +623,19 @@ impl World {
         Ok(RunSummary {
             end: self.now(),
             steps: self.steps,
-            settled: stopped_settled,
+            ended,
             faults_applied: self.next_fault,
             trace_hash: trace.hash(),
             trace_events: trace.len(),
         })
     }
 
-    /// The stepping loop of [`World::run_until`]; answers whether `settled` stopped it.
+    /// The stepping loop of [`World::run_until`]; answers what stopped it.
     fn step_until(
         &mut self,
         deadline: SimTime,
         mut settled: impl FnMut(SimTime) -> bool,
-    ) -> Result<bool, WorldError> {
+    ) -> Result<Ended, WorldError> {
         let _timers = timer::install(Rc::clone(&self.timers));
         loop {
             let now = self.now();
@@ -584,10 +643,13 @@ impl World {
             // the step after it is an ordinary one.
             let faulted = self.apply_due_faults(now);
             if now >= deadline {
-                return Ok(false);
+                return Ok(Ended::Deadline);
             }
             if self.next_fault == self.plan.events.len() && settled(now) {
-                return Ok(true);
+                return Ok(Ended::Settled);
+            }
+            if self.idle_end(now) {
+                return Ok(Ended::Idle);
             }
             let tick = if faulted {
                 self.config.tick
@@ -654,6 +716,16 @@ impl World {
             ticks = ticks.min(ticks_until(event.at, true));
         }
         ticks = ticks.min(ticks_until(deadline, true));
+        // The instant idle ends begin is a boundary in both stepping modes: nothing
+        // changes inside a stretch, so probes answer the same at its start as inside.
+        if let Some(from) = self
+            .idle_from
+            .as_ref()
+            .map(|(from, _)| *from)
+            .filter(|&from| from > now)
+        {
+            ticks = ticks.min(ticks_until(from, true));
+        }
         if ticks <= 1 {
             return tick;
         }

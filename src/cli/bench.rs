@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// (same traces), to see what the skipping saves.
     #[arg(long)]
     step_every_tick: bool,
+    /// Run to the deadline runs that can no longer progress, instead of ending them
+    /// there: the same verdicts, to see what ending them saves.
+    #[arg(long)]
+    run_to_deadline: bool,
 }
 
 /// Totals of a set of runs.
@@ -102,6 +106,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     scenario.instant_io = args.instant_io;
     let options = RunOptions {
         step_every_tick: args.step_every_tick,
+        run_to_deadline: args.run_to_deadline,
         ..RunOptions::default()
     };
     let jobs = args.jobs.unwrap_or_else(default_jobs);

@@ -53,6 +53,10 @@ pub struct ReproArgs {
     /// slower).
     #[arg(long)]
     step_every_tick: bool,
+    /// Run to the deadline even when nothing can change any more (the same verdict; the
+    /// trace goes on with heartbeats and empty polls)
+    #[arg(long)]
+    run_to_deadline: bool,
 }
 
 /// Resolves the flags into a run, or says what is wrong.
@@ -128,6 +132,7 @@ pub fn repro(args: ReproArgs) -> ExitCode {
     let options = RunOptions {
         keep_trace: true,
         step_every_tick: args.step_every_tick,
+        run_to_deadline: args.run_to_deadline,
     };
     let outcome = match run(&spec, options) {
         Ok(outcome) => outcome,
@@ -138,6 +143,7 @@ pub fn repro(args: ReproArgs) -> ExitCode {
         // idle stretches as well.
         let again = RunOptions {
             step_every_tick: !args.step_every_tick,
+            run_to_deadline: args.run_to_deadline,
             ..RunOptions::default()
         };
         match run(&spec, again) {

@@ -7,9 +7,10 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use faultline::patterns::VARIANTS;
-use faultline::scenarios::sweep::{default_jobs, sweep};
-use faultline::scenarios::{run, RunOptions, RunSpec, Scenario};
-use faultline::sim::{Profile, Seed, PROFILES};
+use faultline::scenarios::metrics::Metrics;
+use faultline::scenarios::sweep::{default_jobs, sweep, sweep_fold};
+use faultline::scenarios::{run, Outcome, RunOptions, RunSpec, Scenario};
+use faultline::sim::{Ended, Profile, Seed, PROFILES};
 
 use crate::run_seed;
 
@@ -66,6 +67,82 @@ fn skipping_idle_stretches_leaves_every_variant_run_as_stepping_every_tick() {
             );
         }
     }
+}
+
+/// A run that can no longer progress ends where nothing can change any more, and is
+/// judged as at its deadline: every verdict, anomaly, coverage count and metric must be
+/// what running to the deadline gives (but the calls, which count only what was
+/// simulated), and such a run must not have settled later. `FAULTLINE_IDLE_SEEDS`
+/// widens the sweep (seeds per variant and profile; 1 by default).
+#[test]
+fn ending_runs_that_cannot_progress_leaves_every_verdict_as_running_to_the_deadline() {
+    let seeds: u64 = std::env::var("FAULTLINE_IDLE_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let specs: Vec<RunSpec> = VARIANTS
+        .iter()
+        .flat_map(|v| {
+            PROFILES.iter().flat_map(move |p| {
+                (0..seeds).map(move |seed| RunSpec::new(v, Scenario::standard(), p.profile, Seed(seed)))
+            })
+        })
+        .collect();
+    let to_deadline = RunOptions {
+        run_to_deadline: true,
+        ..RunOptions::default()
+    };
+    let mut differences = Vec::new();
+    let mut ended_idle = 0;
+    sweep_fold(
+        specs.len(),
+        default_jobs(),
+        RunOptions::default(),
+        |i| specs[i].clone(),
+        |spec, early| {
+            let early = early.expect("the run completes");
+            let full = run(spec, to_deadline).expect("the run completes");
+            let judged = |o: &Outcome| {
+                let metrics = Metrics {
+                    calls: 0,
+                    calls_per_action: 0.0,
+                    ..o.metrics.clone()
+                };
+                format!(
+                    "{:?}",
+                    (
+                        &o.violations,
+                        &o.unobserved,
+                        &o.kafka_anomalies,
+                        &o.coverage,
+                        &o.causes,
+                        metrics
+                    )
+                )
+            };
+            let idle = early.summary.ended == Ended::Idle;
+            let same = judged(&early) == judged(&full)
+                && (!idle
+                    || (full.summary.ended == Ended::Deadline && early.summary.end <= full.summary.end));
+            (
+                idle,
+                (!same).then(|| format!("{} {} seed {}", spec.variant.name, spec.faults.name(), spec.seed)),
+            )
+        },
+        |_, (idle, difference): (bool, Option<String>)| {
+            ended_idle += usize::from(idle);
+            differences.extend(difference);
+        },
+        |_| {},
+        &AtomicBool::new(false),
+    );
+    assert!(
+        differences.is_empty(),
+        "ending early changed these runs' verdicts:\n  {}",
+        differences.join("\n  ")
+    );
+    // Runs that lose data under faults never converge: the sweep must contain some.
+    assert!(ended_idle > 0, "no run ended early: the test compared nothing");
 }
 
 /// Keeping a run's events changes only what the run keeps: trace details written with

@@ -38,6 +38,7 @@ use crate::systems::controller::{
     HEARTBEAT_MS,
 };
 use crate::systems::group::{Fenced, Generation, Group, Join};
+use crate::systems::kafka_progress::{KafkaProgress, ReplicaEnd};
 use faultline_sim::{serve, HostCtx, LogFile, LogPos, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
 
@@ -783,6 +784,21 @@ struct State {
 }
 
 type Shared = Rc<RefCell<State>>;
+
+/// Every replica this broker holds open, for the run's view of its Kafka stage.
+fn replica_ends(state: &State) -> Vec<ReplicaEnd> {
+    state
+        .replicas
+        .iter()
+        .map(|((topic, partition), replica)| ReplicaEnd {
+            topic: topic.clone(),
+            partition: *partition,
+            log_end: replica.log_end(),
+            high_watermark: replica.high_watermark,
+            leads: matches!(replica.role, Role::Leader { .. }),
+        })
+        .collect()
+}
 
 /// The consumer groups this broker coordinates while it leads `__consumer_offsets`,
 /// loaded from that log when it took over (Kafka's `GroupMetadataManager` loads every
@@ -1881,7 +1897,12 @@ fn broker_id(ctx: &HostCtx) -> u32 {
 }
 
 /// Runs a broker on this host (`broker-N`) until it stops.
-pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> faultline_sim::HostResult {
+pub async fn run_broker(
+    ctx: HostCtx,
+    bugs: BugSet,
+    config: ClusterConfig,
+    kafka: KafkaProgress,
+) -> faultline_sim::HostResult {
     let bytes = ctx.disk().read_all(LOG_STARTS_FILE);
     let log_starts = if bytes.is_empty() {
         BTreeMap::new()
@@ -1916,6 +1937,9 @@ pub async fn run_broker(ctx: HostCtx, bugs: BugSet, config: ClusterConfig) -> fa
         coordinator: Coordinator::default(),
         shutting_down: false,
     }));
+    let reporting = Rc::downgrade(&state);
+    kafka.broker(move || reporting.upgrade().map(|state| replica_ends(&state.borrow())));
+    ctx.report_progress("kafka", move || kafka.pending());
     let stopping = Rc::clone(&state);
     let stop_ctx = ctx.clone();
     tokio::task::spawn_local(async move {

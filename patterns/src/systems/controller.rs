@@ -434,6 +434,9 @@ pub async fn run_controller(
     unclean_election: bool,
     topics: Vec<(String, u32)>,
 ) -> faultline_sim::HostResult {
+    // Metadata alone changes nothing the systems hold: the brokers and consumers report
+    // the records it moves.
+    ctx.report_progress("controller", || None);
     // The cluster was up before the integration started: every broker registered (its
     // first process life), every topic led by its preferred replica with all in sync.
     let registrations = (1..=brokers)

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod controller;
 pub mod group;
+pub mod kafka_progress;
 pub mod notifier;
 pub mod producer;
 pub mod source;

@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::Duration;
 
+use faultline_sim::progress::Work;
 use faultline_sim::{serve, HostCtx, RpcClient, RpcMessage};
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,9 @@ impl RpcMessage for WelcomeSent {
 
 /// Runs the notification service; every welcome it performs goes into the history.
 pub async fn run_notifier(ctx: HostCtx, recorder: Recorder) -> faultline_sim::HostResult {
+    // It only answers the welcomes sent to it: their senders report them until
+    // acknowledged.
+    ctx.report_progress("notifier", || None);
     let seen: Rc<RefCell<BTreeSet<String>>> = Rc::default();
     let handler_ctx = ctx.clone();
     serve(ctx, NOTIFIER_PORT, move |request: WelcomeRequest| {
@@ -92,15 +96,20 @@ pub struct Welcomer {
     ctx: HostCtx,
     /// Planted: a fresh idempotency key per attempt, made inside the retry loop.
     key_per_attempt: bool,
+    /// Welcomes being sent (attempts and backoffs), reported as pending work.
+    sending: Work,
 }
 
 impl Welcomer {
     /// A client on this host; each call gives up after `timeout`.
     pub fn new(ctx: &HostCtx, timeout: Duration) -> Self {
+        let sending = Work::default();
+        ctx.report_progress("welcomes", sending.probe("welcome(s) not yet acknowledged"));
         Welcomer {
             rpc: RpcClient::new(ctx, crate::hosts::NOTIFIER, NOTIFIER_PORT, timeout),
             ctx: ctx.clone(),
             key_per_attempt: false,
+            sending,
         }
     }
 
@@ -116,6 +125,7 @@ impl Welcomer {
     /// Welcomes `customer`, retrying until acknowledged or out of attempts; answers
     /// whether it was acknowledged. A call that timed out may still have been performed.
     pub async fn welcome(&self, customer: CustomerId, key: Option<String>) -> bool {
+        let _sending = self.sending.start();
         let mut request = WelcomeRequest {
             customer,
             key: key.clone(),

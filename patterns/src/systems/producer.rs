@@ -126,7 +126,7 @@ struct ProducerInner {
     recorder: Option<crate::history::Recorder>,
     /// The producer id of epoch 0 on every partition (idempotent producers only).
     base_id: Option<u64>,
-    partitions: RefCell<BTreeMap<(String, u32), PartitionQueue>>,
+    partitions: Rc<RefCell<BTreeMap<(String, u32), PartitionQueue>>>,
 }
 
 /// A record handed to the producer and not yet in a batch.
@@ -182,6 +182,18 @@ impl Producer {
         let base_id = config
             .idempotent
             .then(|| faultline_sim::trace::fnv1a64(ctx.name().as_bytes()) ^ u64::from(ctx.incarnation()));
+        let partitions: Rc<RefCell<BTreeMap<(String, u32), PartitionQueue>>> = Rc::default();
+        let reported = Rc::downgrade(&partitions);
+        ctx.report_progress("producer", move || {
+            let partitions = reported.upgrade()?;
+            let partitions = partitions.borrow();
+            partitions.iter().find_map(|((topic, partition), queue)| {
+                let held = queue.waiting.len() + queue.retries.len() + queue.in_flight;
+                (held > 0).then(|| {
+                    format!("{topic}/{partition}: {held} record(s) or batch(es) not yet acknowledged")
+                })
+            })
+        });
         Producer {
             inner: Rc::new(ProducerInner {
                 cluster: Cluster::new(ctx, brokers, request_timeout),
@@ -191,7 +203,7 @@ impl Producer {
                 ctx: ctx.clone(),
                 recorder: None,
                 base_id,
-                partitions: RefCell::default(),
+                partitions,
             }),
         }
     }

@@ -324,6 +324,10 @@ struct State {
     relay_lease: Option<(String, i64)>,
     /// The replication slots and the log start (persisted at checkpoints).
     slots: Slots,
+    /// Where each slot's reader last asked to read from in this process life: all it
+    /// holds is before it (PostgreSQL's `pg_stat_replication.sent_lsn` as the reader
+    /// acknowledged it).
+    slot_reads: BTreeMap<String, LogPos>,
     /// Transactions holding an id and not yet committed or aborted, with the epoch they
     /// began in.
     open: BTreeMap<TxId, u64>,
@@ -498,6 +502,7 @@ impl Source {
                 relay_cursor,
                 relay_lease,
                 slots,
+                slot_reads: BTreeMap::new(),
                 open: BTreeMap::new(),
                 epoch: 0,
                 replayed,
@@ -508,6 +513,30 @@ impl Source {
             locks: KeyedLocks::default(),
             log_synced: Rc::default(),
         }
+        .reporting_progress()
+    }
+
+    /// Reports the durable log a live replication slot's reader has not yet asked
+    /// past: a log tailer or connector still to publish it.
+    fn reporting_progress(self) -> Source {
+        let state = Rc::downgrade(&self.state);
+        self.state.borrow().ctx.report_progress("replication", move || {
+            let state = state.upgrade()?;
+            let state = state.borrow();
+            let durable_end = state.log.durable_end();
+            state.slots.slots.iter().find_map(|(slot, at)| {
+                let read = state.slot_reads.get(slot);
+                // A reader below the log's start can never read on (it fails, or takes a
+                // snapshot, which it reports itself).
+                let behind = *at != SlotState::Lost
+                    && read.is_none_or(|&from| from < durable_end && from >= state.slots.log_start);
+                behind.then(|| match read {
+                    Some(from) => format!("slot {slot} read to {} of {}", from.0, durable_end.0),
+                    None => format!("slot {slot} not read since the restart"),
+                })
+            })
+        });
+        self
     }
 
     /// Runs the periodic sync (when the policy asks for it) until the host stops.
@@ -978,9 +1007,17 @@ impl Source {
         let workers = self.state.borrow().config.workers.max(1);
         let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(workers));
         let after_commit = Rc::new(after_commit);
-        let now = self.state.borrow().ctx.now();
+        let (now, ctx) = {
+            let state = self.state.borrow();
+            (state.ctx.now(), state.ctx.clone())
+        };
         let start = schedule.partition_point(|(at, _)| *at < now);
+        // Every action still to run counts until it ended (committed or not).
+        let actions = faultline_sim::progress::Work::default();
+        ctx.report_progress("workload", actions.probe("action(s) still to run"));
+        let mut to_run: Vec<_> = (start..schedule.len()).map(|_| actions.start()).collect();
         for index in start..schedule.len() {
+            let running = to_run.pop();
             let wait = schedule[index].0.saturating_since(self.state.borrow().ctx.now());
             faultline_sim::timer::sleep(wait).await;
             let connection = Arc::clone(&connections)
@@ -995,6 +1032,7 @@ impl Source {
                     after_commit(&commit);
                 }
                 drop(connection);
+                drop(running);
             });
         }
         let _all = connections
@@ -1191,6 +1229,7 @@ impl Source {
         from: LogPos,
         max: usize,
     ) -> Result<(Vec<(LogPos, Commit)>, LogPos), LogGone> {
+        self.state.borrow_mut().slot_reads.insert(slot.to_string(), from);
         let state = self.state.borrow();
         if state.slots.slots.get(slot) == Some(&SlotState::Lost) {
             return Err(LogGone::SlotLost(slot.to_string()));

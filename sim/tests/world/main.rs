@@ -648,9 +648,63 @@ fn settled_predicate_stops_the_run_early_only_after_the_last_fault() {
         ),
     ]));
     let summary = world.run_until(SimTime::from_secs(10), |_| true).unwrap();
-    assert!(summary.settled);
+    assert_eq!(summary.ended, faultline_sim::Ended::Settled);
     assert_eq!(summary.end, SimTime::from_millis(300));
     assert_eq!(summary.faults_applied, 2);
+}
+
+/// A world ends early only once every host reports no pending work, after the given
+/// instant and the last fault, and not while the caller's condition holds; a host that
+/// reports nothing keeps the run going.
+#[test]
+fn a_run_ends_where_no_host_reports_pending_work() {
+    fn world(report_on_b: bool, unless: bool) -> faultline_sim::RunSummary {
+        let mut world = World::new(WorldConfig::new(Seed(1)));
+        world
+            .host("a", |ctx| async move {
+                // Busy until a timer at 700 ms ends its work.
+                let work = faultline_sim::progress::Work::default();
+                ctx.report_progress("job", work.probe("job(s) running"));
+                let job = work.start();
+                faultline_sim::timer::sleep(std::time::Duration::from_millis(700)).await;
+                drop(job);
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+            .unwrap();
+        world
+            .host("b", move |ctx| async move {
+                if report_on_b {
+                    ctx.report_progress("idle", || None);
+                }
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+            .unwrap();
+        world.set_plan(plan(vec![
+            at(900, Fault::Crash { host: host("b") }),
+            at(950, Fault::Restart { host: host("b") }),
+        ]));
+        world.end_when_idle_from(SimTime::from_millis(500), move || unless);
+        world.run_until(SimTime::from_secs(10), |_| false).unwrap()
+    }
+    let ended = world(true, false);
+    assert_eq!(ended.ended, faultline_sim::Ended::Idle);
+    // After the job (700 ms) and the last fault (950 ms): the restarted host reports
+    // in its first tick, so the first boundary with nothing pending is the next one.
+    assert_eq!(ended.end, SimTime::from_millis(951));
+    let silent = world(false, false);
+    assert_eq!(
+        silent.ended,
+        faultline_sim::Ended::Deadline,
+        "a host that reports nothing is busy"
+    );
+    let held = world(true, true);
+    assert_eq!(
+        held.ended,
+        faultline_sim::Ended::Deadline,
+        "the caller's condition holds it"
+    );
 }
 
 /// Three calls 400 ms apart, each on a new connection (the accept completes the
