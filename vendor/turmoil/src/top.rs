@@ -23,6 +23,11 @@ pub(crate) struct Topology {
     /// without looking at every link.
     links_of: FastIndexMap<IpAddr, Vec<usize>>,
 
+    /// For each host, how many messages arrived for it and wait for it to take them
+    /// (kept as links tick and hosts take their messages: asked for every running host
+    /// on every step, which looking through its links made a cost per link).
+    arrived: FastIndexMap<IpAddr, usize>,
+
     /// The network's clock: where it started and how far it has been stepped. (It
     /// was a runtime of its own, entered to read the time for every link on every
     /// step; only differences between its instants matter.)
@@ -185,6 +190,7 @@ impl Topology {
             config,
             links: FastIndexMap::default(),
             links_of: FastIndexMap::default(),
+            arrived: FastIndexMap::default(),
             origin: Instant::now(),
             elapsed: Duration::ZERO,
         }
@@ -251,7 +257,7 @@ impl Topology {
         message: Protocol,
     ) -> Result<()> {
         if let Some(link) = self.links.get_mut(&Pair::new(src.ip(), dst.ip())) {
-            link.enqueue_message(&self.config, rand, src, dst, message)
+            link.enqueue_message(&self.config, rand, src, dst, message, &mut self.arrived)
         } else {
             Err(Error::new(
                 ErrorKind::ConnectionRefused,
@@ -266,9 +272,12 @@ impl Topology {
             return;
         };
         // In the order of `links`, as walking every link and picking dst's did.
+        // Everything that arrived for dst is taken below; what a refused message sends
+        // back (on a link already drained) counts again.
+        self.arrived.swap_remove(&dst.addr);
         for &at in links {
             let (_, link) = self.links.get_index_mut(at).expect("links are never removed");
-            link.deliver_messages(&self.config, rand, dst);
+            link.deliver_messages(&self.config, rand, dst, &mut self.arrived);
         }
     }
 
@@ -317,18 +326,22 @@ impl Topology {
 
     /// Whether messages have arrived for `dst` and wait for it to take them.
     pub(crate) fn has_deliverable_for(&self, dst: IpAddr) -> bool {
-        self.links_of.get(&dst).is_some_and(|links| {
-            links.iter().any(|&at| {
-                self.links[at].arrived_for(dst).is_some_and(|q| !q.is_empty())
-            })
-        })
+        let has = self.arrived.get(&dst).is_some_and(|&n| n > 0);
+        debug_assert_eq!(
+            has,
+            self.links_of.get(&dst).is_some_and(|links| links
+                .iter()
+                .any(|&at| self.links[at].arrived_for(dst).is_some_and(|q| !q.is_empty()))),
+            "the count of arrived messages agrees with the links' queues"
+        );
+        has
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
         self.elapsed += duration;
         let now = self.now();
         for link in self.links.values_mut() {
-            link.tick(now);
+            link.tick(now, &mut self.arrived);
         }
     }
 
@@ -388,12 +401,13 @@ impl Link {
         src: SocketAddr,
         dst: SocketAddr,
         message: Protocol,
+        arrived: &mut FastIndexMap<IpAddr, usize>,
     ) -> Result<()> {
         tracing::trace!(target: TRACING_TARGET, ?src, ?dst, protocol = %message, "Send");
 
         self.rand_partition_or_repair(global_config, rand);
         let result = self.enqueue(global_config, rand, src, dst, message);
-        self.process_deliverables();
+        self.process_deliverables(arrived);
         result
     }
 
@@ -468,12 +482,13 @@ impl Link {
         &mut self.deliverable[at].1
     }
 
-    fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, now: Instant, arrived: &mut FastIndexMap<IpAddr, usize>) {
         self.now = now;
-        self.process_deliverables();
+        self.process_deliverables(arrived);
     }
 
-    fn process_deliverables(&mut self) {
+    /// Moves what is due into the destinations' queues, counting each in `arrived`.
+    fn process_deliverables(&mut self, arrived: &mut FastIndexMap<IpAddr, usize>) {
         // TODO: `drain_filter` is not yet stable, and so we have a low quality
         // implementation here that avoids clones.
         let mut deliverable = 0;
@@ -489,6 +504,7 @@ impl Link {
                         message: sent.protocol,
                     };
                     self.arrived_for_mut(sent.dst.ip()).push_back(envelope);
+                    *arrived.entry(sent.dst.ip()).or_default() += 1;
                     deliverable += 1;
                 }
             }
@@ -503,6 +519,7 @@ impl Link {
         global_config: &config::Link,
         rand: &mut dyn RngCore,
         host: &mut Host,
+        arrived: &mut FastIndexMap<IpAddr, usize>,
     ) {
         let deliverable = self
             .arrived_for_mut(host.addr)
@@ -512,7 +529,7 @@ impl Link {
         for message in deliverable {
             let (src, dst) = (message.src, message.dst);
             if let Err(message) = host.receive_from_network(message) {
-                let _ = self.enqueue_message(global_config, rand, dst, src, message);
+                let _ = self.enqueue_message(global_config, rand, dst, src, message, arrived);
             }
         }
     }
