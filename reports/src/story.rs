@@ -64,11 +64,10 @@ pub fn render(outcome: &Outcome) -> String {
             outcome.unobserved.join(", ")
         );
     }
-    let ended = match outcome.summary.ended {
+    let ended = match outcome.ended {
         Ended::Idle => format!(
             "nothing could change any more from {} ms, judged as at its deadline, {} ms",
-            outcome.summary.end.as_millis(),
-            m.end_ms
+            outcome.stopped_at_ms, m.end_ms
         ),
         Ended::Settled | Ended::Deadline => format!("run ended at {} ms", m.end_ms),
     };

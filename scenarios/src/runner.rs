@@ -157,6 +157,12 @@ pub struct Outcome {
     pub kafka_anomalies: BTreeMap<String, u64>,
     /// Numbers beside the verdict.
     pub metrics: Metrics,
+    /// What ended the run: its sides agreed (`settled`), nothing could change any more
+    /// (`idle`: judged as at its deadline, `metrics.end_ms`), or the deadline.
+    pub ended: Ended,
+    /// The simulated instant the run stopped at (before `metrics.end_ms` for an idle
+    /// run).
+    pub stopped_at_ms: u64,
     /// Which fault landed in which operation window, and how often (see
     /// `faultline_sim::coverage`).
     pub coverage: BTreeMap<String, u64>,
@@ -499,6 +505,8 @@ fn run_inside(spec: &RunSpec, options: RunOptions) -> Result<Outcome, Box<RunFai
         unobserved,
         kafka_anomalies,
         metrics: compute(&history, counts),
+        ended: summary.ended,
+        stopped_at_ms: summary.end.as_millis(),
         coverage: trace.coverage().hits(),
         causes,
         events_by_kind: trace.counts_by_kind(),
