@@ -144,8 +144,6 @@ impl Probes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
-    use std::rc::Rc;
 
     #[test]
     fn a_host_that_reports_nothing_is_busy_and_a_restart_replaces_the_old_probes() {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use faultline::patterns::VARIANTS;
+use faultline::patterns::bugs::{BugSet, BUGS};
+use faultline::patterns::{Variant, VARIANTS};
 use faultline::scenarios::metrics::Metrics;
 use faultline::scenarios::sweep::{default_jobs, sweep, sweep_fold};
 use faultline::scenarios::{run, Outcome, RunOptions, RunSpec, Scenario};
@@ -72,22 +73,30 @@ fn skipping_idle_stretches_leaves_every_variant_run_as_stepping_every_tick() {
 /// A run that can no longer progress ends where nothing can change any more, and is
 /// judged as at its deadline: every verdict, anomaly, coverage count and metric must be
 /// what running to the deadline gives (but the calls, which count only what was
-/// simulated), and such a run must not have settled later. `FAULTLINE_IDLE_SEEDS`
-/// widens the sweep (seeds per variant and profile; 1 by default).
+/// simulated), and such a run must not have settled later. Every variant under every
+/// profile, and every planted bug where it is planted (a defect must not hide work
+/// from the probes either). `FAULTLINE_IDLE_SEEDS` widens the sweep (seeds per cell; 1
+/// by default).
 #[test]
 fn ending_runs_that_cannot_progress_leaves_every_verdict_as_running_to_the_deadline() {
     let seeds: u64 = std::env::var("FAULTLINE_IDLE_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let specs: Vec<RunSpec> = VARIANTS
-        .iter()
-        .flat_map(|v| {
-            PROFILES.iter().flat_map(move |p| {
-                (0..seeds).map(move |seed| RunSpec::new(v, Scenario::standard(), p.profile, Seed(seed)))
-            })
+    let variants = VARIANTS.iter().flat_map(|v| {
+        PROFILES.iter().flat_map(move |p| {
+            (0..seeds).map(move |seed| RunSpec::new(v, Scenario::standard(), p.profile, Seed(seed)))
         })
-        .collect();
+    });
+    let bugs = BUGS.iter().flat_map(|bug| {
+        let variant = Variant::resolve(bug.variant, &[]).expect("the registry names real variants");
+        let profile = Profile::from_name(bug.profile).expect("the registry names real profiles");
+        (0..seeds).map(move |seed| RunSpec {
+            bugs: BugSet::of(&[bug.bug]),
+            ..RunSpec::new(variant, Scenario::standard(), profile, Seed(seed))
+        })
+    });
+    let specs: Vec<RunSpec> = variants.chain(bugs).collect();
     let to_deadline = RunOptions {
         run_to_deadline: true,
         ..RunOptions::default()
@@ -100,8 +109,27 @@ fn ending_runs_that_cannot_progress_leaves_every_verdict_as_running_to_the_deadl
         RunOptions::default(),
         |i| specs[i].clone(),
         |spec, early| {
-            let early = early.expect("the run completes");
-            let full = run(spec, to_deadline).expect("the run completes");
+            // A planted bug may make a run fail (a panic, a runaway): the same either way.
+            let (early, full) = match (early, run(spec, to_deadline)) {
+                (Ok(early), Ok(full)) => (early, full),
+                (Err(early), Err(full)) => {
+                    let same = early.message == full.message;
+                    return (
+                        false,
+                        (!same)
+                            .then(|| format!("{} seed {}: failed differently", spec.variant.name, spec.seed)),
+                    );
+                }
+                _ => {
+                    return (
+                        false,
+                        Some(format!(
+                            "{} seed {}: failed one way only",
+                            spec.variant.name, spec.seed
+                        )),
+                    )
+                }
+            };
             let judged = |o: &Outcome| {
                 let metrics = Metrics {
                     calls: 0,
