@@ -115,10 +115,7 @@ impl Setup {
         };
         let target = Target::recover(ctx, config, self.recorder.clone()).await;
         if self.bootstrap == Some(bootstrap::Bootstrap::InitialCopy) && !target.is_bootstrapped() {
-            let copying = target.clone();
-            ctx.report_progress("initial-copy", move || {
-                (!copying.is_bootstrapped()).then(|| "the initial copy is not done".to_string())
-            });
+            target.report_bootstrap_progress();
             tokio::task::spawn_local(bootstrap::initial_copy(ctx.clone(), target.clone()));
         }
         target

@@ -265,13 +265,7 @@ async fn relay_table(
     if let OutboxTable::Local(source) = &table {
         // Whichever instance relays them, unsent rows are work still to do (a
         // remote instance's poll in hand is still unsent here).
-        let source = source.clone();
-        ctx.report_progress("outbox", move || {
-            let unsent = source.outbox_unsent(1);
-            unsent
-                .first()
-                .map(|m| format!("outbox message {} not yet sent", m.tx.0))
-        });
+        source.report_outbox_progress(None);
     }
     let mut lease = config.relay_lease_ms.map(|ms| Lease {
         lease_us: i64::try_from(ms * 1_000).unwrap_or(i64::MAX),
@@ -329,15 +323,9 @@ async fn relay_table_cursor(ctx: HostCtx, source: Source, config: OutboxConfig, 
     )
     .recorded_by(&recorder);
     let below_open = config.cursor == RelayCursor::VisibleId;
-    let reading = source.clone();
-    ctx.report_progress("outbox", move || {
-        // What the relay's own query still finds; a message its cursor passed is
-        // never found again, so it is no work left.
-        let ahead = reading.outbox_after(reading.relay_cursor(), 1, below_open);
-        ahead
-            .first()
-            .map(|m| format!("outbox message {} above the cursor", m.tx.0))
-    });
+    // What the relay's own query still finds; a message its cursor passed is never
+    // found again, so it is no work left.
+    source.report_outbox_progress(Some(below_open));
     loop {
         faultline_sim::timer::sleep(Duration::from_millis(config.relay_poll_ms)).await;
         let batch = source.outbox_after(source.relay_cursor(), config.relay_batch_max, below_open);

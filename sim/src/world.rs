@@ -125,8 +125,10 @@ pub(crate) struct Shared {
     stops: RefCell<BTreeMap<String, Rc<StopRequest>>>,
     /// Each host's current process life (its incarnation), once it started.
     lives: RefCell<BTreeMap<String, u32>>,
-    /// What each host's components report of their pending work.
+    /// What each host's components report of their pending work, kept only when the
+    /// run may end as idle ([`World::end_when_idle_from`]).
     progress: crate::progress::Probes,
+    keep_probes: Cell<bool>,
 }
 
 /// A process life's stop request ([`Fault::Stop`]).
@@ -171,11 +173,16 @@ impl HostCtx {
     /// life: `Some(what)` while it holds work that can still change what the systems
     /// hold. A host that registers none keeps every run to its deadline or agreement
     /// ([`crate::progress`]). The probe must read state only (no clock, randomness or
-    /// trace).
+    /// trace) and hold its component weakly: a probe that kept a dead life's component
+    /// alive would keep its connections open, and change the run.
     pub fn report_progress(&self, component: &'static str, probe: impl Fn() -> Option<String> + 'static) {
-        self.shared
-            .progress
-            .register(&self.name, self.incarnation, component, Box::new(probe));
+        // A run that cannot end as idle drops its probes at once: a world without
+        // them, which a test compares with one that keeps them.
+        if self.shared.keep_probes.get() {
+            self.shared
+                .progress
+                .register(&self.name, self.incarnation, component, Box::new(probe));
+        }
     }
 
     /// Counts one hit of a window the component saw a fault land in itself.
@@ -445,6 +452,7 @@ impl World {
             stops: RefCell::default(),
             lives: RefCell::default(),
             progress: crate::progress::Probes::default(),
+            keep_probes: Cell::new(false),
         });
         World {
             config,
@@ -469,6 +477,7 @@ impl World {
     /// probes do.
     pub fn end_when_idle_from(&mut self, from: SimTime, unless: impl Fn() -> bool + 'static) {
         self.idle_from = Some((from, Box::new(unless)));
+        self.shared.keep_probes.set(true);
     }
 
     /// What keeps the run from ending as idle now, if anything: a host's pending work,

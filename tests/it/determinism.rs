@@ -88,6 +88,16 @@ fn ending_runs_that_cannot_progress_leaves_every_verdict_as_running_to_the_deadl
             (0..seeds).map(move |seed| RunSpec::new(v, Scenario::standard(), p.profile, Seed(seed)))
         })
     });
+    // A bootstrap starts the target empty: the initial copy reports itself too.
+    let bootstrap = Scenario {
+        name: "bootstrap".to_string(),
+        bootstrap: true,
+        ..Scenario::standard()
+    };
+    let bootstraps = VARIANTS.iter().flat_map(|v| {
+        let bootstrap = bootstrap.clone();
+        (0..seeds).map(move |seed| RunSpec::new(v, bootstrap.clone(), Profile::Chaos, Seed(seed)))
+    });
     let bugs = BUGS.iter().flat_map(|bug| {
         let variant = Variant::resolve(bug.variant, &[]).expect("the registry names real variants");
         let profile = Profile::from_name(bug.profile).expect("the registry names real profiles");
@@ -96,8 +106,16 @@ fn ending_runs_that_cannot_progress_leaves_every_verdict_as_running_to_the_deadl
             ..RunSpec::new(variant, Scenario::standard(), profile, Seed(seed))
         })
     });
-    let specs: Vec<RunSpec> = variants.chain(bugs).collect();
+    let specs: Vec<RunSpec> = variants.chain(bootstraps).chain(bugs).collect();
+    // Both runs keep their events: up to where the early one ended, they must be the
+    // same run (a run to its deadline registers no probes, so this also shows that
+    // reporting progress changes nothing).
+    let early = RunOptions {
+        keep_trace: true,
+        ..RunOptions::default()
+    };
     let to_deadline = RunOptions {
+        keep_trace: true,
         run_to_deadline: true,
         ..RunOptions::default()
     };
@@ -106,7 +124,7 @@ fn ending_runs_that_cannot_progress_leaves_every_verdict_as_running_to_the_deadl
     sweep_fold(
         specs.len(),
         default_jobs(),
-        RunOptions::default(),
+        early,
         |i| specs[i].clone(),
         |spec, early| {
             // A planted bug may make a run fail (a panic, a runaway): the same either way.
@@ -149,13 +167,25 @@ fn ending_runs_that_cannot_progress_leaves_every_verdict_as_running_to_the_deadl
                 )
             };
             let idle = early.summary.ended == Ended::Idle;
-            let same = judged(&early) == judged(&full)
-                && (!idle
-                    || (full.summary.ended == Ended::Deadline && early.summary.end <= full.summary.end));
-            (
-                idle,
-                (!same).then(|| format!("{} {} seed {}", spec.variant.name, spec.faults.name(), spec.seed)),
-            )
+            let prefix = full.trace.get(..early.trace.len()) == Some(&early.trace[..]);
+            let differs = if !prefix {
+                Some("its trace")
+            } else if judged(&early) != judged(&full) {
+                Some("its verdict")
+            } else if idle && (full.summary.ended != Ended::Deadline || early.summary.end > full.summary.end)
+            {
+                Some("its end: it settled later")
+            } else {
+                None
+            };
+            let run = format!(
+                "{} {} under {} seed {}",
+                spec.scenario.name,
+                spec.variant.name,
+                spec.faults.name(),
+                spec.seed
+            );
+            (idle, differs.map(|what| format!("{run}: {what}")))
         },
         |_, (idle, difference): (bool, Option<String>)| {
             ended_idle += usize::from(idle);
@@ -166,7 +196,7 @@ fn ending_runs_that_cannot_progress_leaves_every_verdict_as_running_to_the_deadl
     );
     assert!(
         differences.is_empty(),
-        "ending early changed these runs' verdicts:\n  {}",
+        "ending early changed these runs:\n  {}",
         differences.join("\n  ")
     );
     // Runs that lose data under faults never converge: the sweep must contain some.

@@ -888,6 +888,31 @@ impl Source {
         whole_transactions(state.outbox_unsent.range(from..horizon).map(|(_, m)| m), max)
     }
 
+    /// Reports the outbox messages a relay still has to send: every unsent one, or
+    /// with `cursor` (`Some(below_open)`) those its cursor query still finds (a message
+    /// the cursor passed is never found again). Held weakly, as every probe is.
+    pub fn report_outbox_progress(&self, cursor: Option<bool>) {
+        let state = Rc::downgrade(&self.state);
+        self.state.borrow().ctx.report_progress("outbox", move || {
+            let state = state.upgrade()?;
+            let state = state.borrow();
+            let first = match cursor {
+                None => state.outbox_unsent.keys().next().copied(),
+                Some(below_open) => {
+                    let from = TxId(state.relay_cursor.0.saturating_add(1));
+                    let horizon = match state.open.keys().next() {
+                        Some(oldest) if below_open => *oldest,
+                        _ => TxId(u64::MAX),
+                    };
+                    (from < horizon)
+                        .then(|| state.outbox_unsent.range(from..horizon).next().map(|(tx, _)| *tx))
+                        .flatten()
+                }
+            };
+            first.map(|tx| format!("outbox message {} not yet sent", tx.0))
+        });
+    }
+
     /// The last outbox id the cursor-reading relay published.
     pub fn relay_cursor(&self) -> TxId {
         self.state.borrow().relay_cursor

@@ -417,6 +417,18 @@ impl Target {
         self.state.borrow().bootstrapped
     }
 
+    /// Reports a bootstrap's copy as pending work until it is done. The probe holds
+    /// the target weakly: a dead life's target (its clients' connections among it)
+    /// must go with its process.
+    pub fn report_bootstrap_progress(&self) {
+        let state = Rc::downgrade(&self.state);
+        self.state.borrow().ctx.report_progress("initial-copy", move || {
+            let state = state.upgrade()?;
+            let done = state.borrow().bootstrapped;
+            (!done).then(|| "the initial copy is not done".to_string())
+        });
+    }
+
     /// Every row the target holds now (live or tombstoned).
     pub fn rows(&self) -> Rows {
         self.state.borrow().rows.clone()
