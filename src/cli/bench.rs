@@ -15,7 +15,7 @@ use faultline::scenarios::sweep::{default_jobs, sweep_fold};
 use faultline::scenarios::{RunOptions, RunSpec, Scenario};
 use faultline::sim::{Profile, Seed};
 
-use super::{exit, unknown};
+use super::{exit, resolve_variant, unknown};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// The fault profile.
     #[arg(long, default_value = "chaos")]
     profile: String,
+    /// Variants to measure: comma-separated names (presets, or with settings:
+    /// `outbox-inbox+producer.linger.ms=0`), or `all`.
+    #[arg(long, default_value = "all")]
+    patterns: String,
     /// Actions per run (the standard scenario has 500); to see how cost grows.
     #[arg(long)]
     actions: Option<u64>,
@@ -95,6 +99,19 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     let Some(profile) = Profile::from_name(&args.profile) else {
         return unknown("profile", &args.profile, &Profile::names());
     };
+    let variants: Vec<&'static Variant> = if args.patterns == "all" {
+        Variant::all()
+    } else {
+        match args
+            .patterns
+            .split(',')
+            .map(|name| resolve_variant(name.trim(), &[], &[]))
+            .collect()
+        {
+            Ok(variants) => variants,
+            Err(code) => return code,
+        }
+    };
     if args.seeds == 0 || args.jobs == Some(0) {
         eprintln!("error: --seeds and --jobs must be at least 1");
         return ExitCode::from(exit::BAD_INPUT);
@@ -117,8 +134,9 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         scenario.actions,
         default_jobs()
     );
+    let width = variants.iter().map(|v| v.name.len()).max().unwrap_or(0).max(20);
     println!(
-        "\n{:<20} {:>14} {:>16} {:>16}",
+        "\n{:<width$} {:>14} {:>16} {:>16}",
         "variant", "runs/s (1 core)", "sim-s per wall-s", "messages/s"
     );
     let specs_of = |v: &'static Variant| -> Vec<RunSpec> {
@@ -128,12 +146,12 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     };
     let mut one_core_secs = 0.0;
     let mut all_specs = Vec::new();
-    for variant in Variant::all() {
+    for variant in variants {
         let specs = specs_of(variant);
         let (t, secs) = sweep(&specs, 1, options);
         one_core_secs += secs;
         println!(
-            "{:<20} {:>14.1} {:>16.0} {:>16.0}",
+            "{:<width$} {:>14.1} {:>16.0} {:>16.0}",
             variant.name,
             t.runs as f64 / secs,
             t.sim_ms as f64 / 1_000.0 / secs,
@@ -143,7 +161,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     }
     let (t, parallel_secs) = sweep(&all_specs, jobs, options);
     println!(
-        "\nall variants: {} runs in {:.2} s on 1 core, {:.2} s on {jobs} threads: speed-up {:.2}x ({:.1} runs/s)",
+        "\nall measured: {} runs in {:.2} s on 1 core, {:.2} s on {jobs} threads: speed-up {:.2}x ({:.1} runs/s)",
         t.runs,
         one_core_secs,
         parallel_secs,

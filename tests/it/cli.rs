@@ -35,6 +35,13 @@ fn repro_json_has_the_documented_fields() {
     assert_eq!(hash.len(), 16);
     assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
     assert!(json["metrics"].is_object());
+    // What ended the run, and where it stopped: at or before the instant it is judged at.
+    assert!(
+        ["settled", "idle", "deadline"].contains(&json["ended"].as_str().unwrap()),
+        "{}",
+        json["ended"]
+    );
+    assert!(json["stopped_at_ms"].as_u64().unwrap() <= json["metrics"]["end_ms"].as_u64().unwrap());
     for v in json["violations"].as_array().unwrap() {
         for field in ["invariant", "kind", "key", "at_ms"] {
             assert!(!v[field].is_null(), "violation lacks {field}: {v}");
@@ -76,6 +83,27 @@ fn repro_text_starts_with_the_seed_and_prints_its_own_repro_command() {
     let repro = "repro: faultline repro --pattern cdc-tx --profile none --seed 5";
     assert!(out.contains(repro), "{out}");
     assert!(out.contains("verdict: PASS"), "{out}");
+}
+
+#[test]
+fn bench_measures_the_patterns_it_is_given_and_refuses_unknown_ones() {
+    let out = faultline(&["bench", "--patterns", "push", "--seeds", "1", "--jobs", "1"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("variant"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert!(rows[0].starts_with("push "), "{text}");
+    assert!(text.contains("all measured: 1 runs"), "{text}");
+    let out = faultline(&["bench", "--patterns", "push,nope", "--seeds", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("unknown pattern \"nope\""));
 }
 
 #[test]
