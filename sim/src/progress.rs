@@ -18,7 +18,10 @@
 //!
 //! Probes read state only: no time, no randomness, no trace event. State does not change
 //! inside an idle stretch, so the answer is the same whether the world steps every tick
-//! or crosses the stretch in one step, and runs stay identical across both modes.
+//! or crosses the stretch in one step, and runs stay identical across both modes. They
+//! hold their components weakly: a probe that kept a dead process life's component
+//! alive would keep its connections open, and change the run. A world that is not to
+//! end runs early keeps no probe at all.
 //!
 //! A wrong "nothing pending" would change a verdict; the scenarios crate's test runs
 //! sweeps both ways (ending early and running to the deadline) and compares their

@@ -1254,7 +1254,15 @@ impl Source {
         from: LogPos,
         max: usize,
     ) -> Result<(Vec<(LogPos, Commit)>, LogPos), LogGone> {
-        self.state.borrow_mut().slot_reads.insert(slot.to_string(), from);
+        {
+            let mut state = self.state.borrow_mut();
+            match state.slot_reads.get_mut(slot) {
+                Some(read) => *read = from,
+                None => {
+                    state.slot_reads.insert(slot.to_string(), from);
+                }
+            }
+        }
         let state = self.state.borrow();
         if state.slots.slots.get(slot) == Some(&SlotState::Lost) {
             return Err(LogGone::SlotLost(slot.to_string()));
