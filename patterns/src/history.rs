@@ -287,6 +287,47 @@ impl Agreement {
     }
 }
 
+/// The keys whose live version in `live` (in key order) differs from `side`'s, with the
+/// new one (`None`: no longer live), in key order.
+fn live_changes(
+    side: &BTreeMap<EntityKey, Version>,
+    live: impl Iterator<Item = (EntityKey, Version)>,
+) -> Vec<(EntityKey, Option<Version>)> {
+    let mut changed = Vec::new();
+    let mut old = side.iter().map(|(key, version)| (*key, *version)).peekable();
+    let mut new = live.peekable();
+    loop {
+        match (old.peek().copied(), new.peek().copied()) {
+            (None, None) => return changed,
+            (Some((key, _)), None) => {
+                changed.push((key, None));
+                old.next();
+            }
+            (None, Some((key, version))) => {
+                changed.push((key, Some(version)));
+                new.next();
+            }
+            (Some((old_key, old_version)), Some((new_key, new_version))) => match old_key.cmp(&new_key) {
+                std::cmp::Ordering::Less => {
+                    changed.push((old_key, None));
+                    old.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    changed.push((new_key, Some(new_version)));
+                    new.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if old_version != new_version {
+                        changed.push((new_key, Some(new_version)));
+                    }
+                    old.next();
+                    new.next();
+                }
+            },
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     history: History,
@@ -415,31 +456,34 @@ impl Recorder {
     }
 
     /// Replaces one side's live versions with `rows`'; says whether they changed.
+    ///
+    /// Only the keys whose live version differs are touched: a reload usually changes a
+    /// few rows of a large table, and walking both sides once (in key order) is linear,
+    /// where re-deciding every key's agreement was linear times a map lookup per key.
+    /// Deciding an unchanged key again changes nothing, so the outcome is the same.
     fn replace_side(&self, at: SimTime, rows: &Rows, source: bool) -> bool {
         let mut inner = self.0.borrow_mut();
         let agreement = &mut inner.agreement;
         let side = if source {
-            &mut agreement.source
+            &agreement.source
         } else {
-            &mut agreement.target
+            &agreement.target
         };
         let live = rows
             .iter()
             .filter(|(_, row)| row.data.is_some())
             .map(|(key, row)| (*key, row.version));
-        // Most reloads change nothing: compare before building anything (both in key order).
-        if side
-            .iter()
-            .map(|(key, version)| (*key, *version))
-            .eq(live.clone())
-        {
+        let changed = live_changes(side, live);
+        if changed.is_empty() {
             return false;
         }
-        let live: BTreeMap<EntityKey, Version> = live.collect();
-        let mut touched: BTreeSet<EntityKey> = side.keys().copied().collect();
-        touched.extend(rows.keys().copied());
-        *side = live;
-        for key in touched {
+        for (key, version) in changed {
+            let side = if source {
+                &mut agreement.source
+            } else {
+                &mut agreement.target
+            };
+            Agreement::set(side, key, version);
             agreement.update(key, at);
         }
         true
@@ -558,5 +602,97 @@ impl Recorder {
         history.end = end;
         history.last_fault_at = last_fault_at;
         history
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CustomerId, Table};
+    use proptest::prelude::*;
+
+    fn key(n: u64) -> EntityKey {
+        let table = [Table::Customer, Table::Address, Table::Contact][(n % 3) as usize];
+        EntityKey {
+            table,
+            customer: CustomerId(n / 3),
+        }
+    }
+
+    /// Rows from (key number, version, live) triples.
+    fn rows(spec: &[(u64, u64, bool)]) -> Rows {
+        spec.iter()
+            .map(|&(k, v, live)| {
+                let data = live.then(Fields::new);
+                (
+                    key(k),
+                    RowState {
+                        version: Version(v),
+                        data,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The agreement as replacing a side used to decide it: every key either side holds
+    /// decided again, in key order.
+    fn replaced_whole(mut agreement: Agreement, at: SimTime, rows: &Rows) -> Agreement {
+        let live: BTreeMap<EntityKey, Version> = rows
+            .iter()
+            .filter(|(_, row)| row.data.is_some())
+            .map(|(key, row)| (*key, row.version))
+            .collect();
+        let mut touched: BTreeSet<EntityKey> = agreement.source.keys().copied().collect();
+        touched.extend(rows.keys().copied());
+        agreement.source = live;
+        for key in touched {
+            agreement.update(key, at);
+        }
+        agreement
+    }
+
+    fn spec() -> impl Strategy<Value = Vec<(u64, u64, bool)>> {
+        prop::collection::vec((0u64..24, 1u64..4, any::<bool>()), 0..20)
+    }
+
+    proptest! {
+        /// Touching only the keys whose live version changed decides agreement exactly
+        /// as deciding every key again did.
+        #[test]
+        fn replacing_a_side_touches_only_what_changed(
+            source in spec(),
+            target in spec(),
+            reloaded in spec(),
+            agreed_at in 0u64..5,
+        ) {
+            let recorder = Recorder::starting(rows(&source), rows(&target));
+            {
+                let mut inner = recorder.0.borrow_mut();
+                // Sides that agree have agreed since some instant (never `None` then).
+                if inner.agreement.differing.is_empty() {
+                    inner.agreement.agreed_since = Some(SimTime::from_millis(agreed_at));
+                }
+            }
+            let at = SimTime::from_millis(7);
+            let reloaded = rows(&reloaded);
+            let expected = {
+                let inner = recorder.0.borrow();
+                let before = Agreement {
+                    source: inner.agreement.source.clone(),
+                    target: inner.agreement.target.clone(),
+                    differing: inner.agreement.differing.clone(),
+                    agreed_since: inner.agreement.agreed_since,
+                };
+                replaced_whole(before, at, &reloaded)
+            };
+            let before_source = recorder.0.borrow().agreement.source.clone();
+            let changed = recorder.replace_side(at, &reloaded, true);
+            let inner = recorder.0.borrow();
+            prop_assert_eq!(&inner.agreement.source, &expected.source);
+            prop_assert_eq!(&inner.agreement.differing, &expected.differing);
+            prop_assert_eq!(inner.agreement.agreed_since, expected.agreed_since);
+            prop_assert_eq!(changed, before_source != expected.source);
+        }
     }
 }
