@@ -28,6 +28,7 @@
 //! `ErrorKind::Other` text, cannot model the power-loss versus process-kill difference,
 //! and scans every pending write on each operation.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -43,7 +44,7 @@ use crate::time::SimTime;
 use crate::trace::{kind, Trace};
 
 mod log;
-pub use log::{frames, LogFile, LogPos, LogRecord, Recovery};
+pub use log::{frames, LogFile, LogPos, LogRecord, Recovered, Recovery, Replay};
 
 /// How long one kind of disk operation takes: uniform in `min_us..=max_us`, or with
 /// `tail_probability` uniform in `max_us..=tail_max_us` instead (a device's slow tail:
@@ -188,11 +189,32 @@ struct Inode {
     durable_len: usize,
     /// Ranges whose fsync failed: readable now, zeros after a power loss.
     holes: Vec<(usize, usize)>,
+    /// What a reader derived from a prefix of `data`, while that prefix is unchanged.
+    memo: Option<Memo>,
 }
 
 impl Inode {
     fn unsynced_len(&self) -> usize {
         self.data.len() - self.durable_len
+    }
+
+    /// Forgets the memo when bytes from `from` on changed (cut, zeroed or replaced).
+    fn changed_from(&mut self, from: usize) {
+        if self.memo.as_ref().is_some_and(|m| from < m.covers) {
+            self.memo = None;
+        }
+    }
+}
+
+/// A value derived from the first `covers` bytes of a file ([`Disk::remember`]).
+struct Memo {
+    covers: usize,
+    value: Rc<dyn Any>,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memo {{ covers: {} }}", self.covers)
     }
 }
 
@@ -455,6 +477,7 @@ impl Disk {
     pub fn install(&self, file: &str, bytes: &[u8]) {
         let mut state = self.0.borrow_mut();
         let inode = state.open_or_create(file);
+        inode.changed_from(0);
         inode.data = bytes.to_vec();
         inode.durable_len = bytes.len();
         inode.holes.clear();
@@ -471,6 +494,7 @@ impl Disk {
         };
         let inode = state.inodes.get_mut(&ino).expect("named inodes exist");
         let len = usize::try_from(len).unwrap_or(usize::MAX).min(inode.data.len());
+        inode.changed_from(len);
         inode.data.truncate(len);
         inode.durable_len = inode.durable_len.min(len);
         inode.holes.retain(|(start, _)| *start < len);
@@ -535,6 +559,36 @@ impl Disk {
         data
     }
 
+    /// Keeps `value`, which the caller derived from the first `len` bytes of `file`,
+    /// beside the file for as long as those bytes stay as they are (appends keep it; a
+    /// cut, a power loss's zeroing or dropping, or a new install below `len` forget it).
+    /// It survives the process's crashes, as the file does, but it is not data: nothing
+    /// in the run reads it but [`Disk::take_memo`], so it only saves deriving the same value
+    /// from the same bytes again (a log replayed at each recovery). The derivation must
+    /// depend on those bytes alone, and on settings fixed for the run.
+    pub fn remember<T: Any>(&self, file: &str, len: u64, value: Rc<T>) {
+        let mut state = self.0.borrow_mut();
+        let Some(&ino) = state.names.get(file) else {
+            return;
+        };
+        let inode = state.inodes.get_mut(&ino).expect("named inodes exist");
+        let covers = usize::try_from(len).expect("file lengths fit");
+        assert!(covers <= inode.data.len(), "a memo covers bytes the file has");
+        inode.memo = Some(Memo { covers, value });
+    }
+
+    /// The value last remembered beside `file` as a `T`, and how many of its first bytes
+    /// it was derived from, if those bytes are unchanged since. Taking it leaves nothing
+    /// behind (the caller extends it and remembers the result).
+    pub fn take_memo<T: Any>(&self, file: &str) -> Option<(u64, Rc<T>)> {
+        let mut state = self.0.borrow_mut();
+        let ino = *state.names.get(file)?;
+        let inode = state.inodes.get_mut(&ino)?;
+        let memo = inode.memo.take()?;
+        let value = memo.value.downcast::<T>().ok()?;
+        Some((memo.covers as u64, value))
+    }
+
     /// Switches a fault kind on or off (the world calls this at the plan's instants).
     pub fn set_fault(&self, fault: DiskFaultKind, on: bool) {
         let mut state = self.0.borrow_mut();
@@ -576,16 +630,21 @@ impl Disk {
                     // A fixed-width draw: a usize draw differs on 32-bit targets.
                     let kept = state.rng.gen_range(1..unsynced as u64) as usize;
                     inode.durable_len += kept;
+                    inode.changed_from(inode.durable_len);
                     inode.data.truncate(inode.durable_len);
                     let detail = format!("{name} kept={kept} lost={}", unsynced - kept);
                     state.trace.record(at, &state.host, kind::TORN, detail);
                     state.trace.coverage().hit(at, windows::POWER_LOSS_TORN_TAIL);
                 } else {
+                    inode.changed_from(inode.durable_len);
                     inode.data.truncate(inode.durable_len);
                     let detail = format!("{name} lost={unsynced}");
                     state.trace.record(at, &state.host, kind::UNSYNCED_LOST, detail);
                     state.trace.coverage().hit(at, windows::POWER_LOSS_UNSYNCED_TAIL);
                 }
+            }
+            if let Some(first) = inode.holes.iter().map(|h| h.0).min() {
+                inode.changed_from(first);
             }
             let zeroed = zero_holes(&mut inode.data, &inode.holes);
             inode.holes.clear();

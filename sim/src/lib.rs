@@ -42,7 +42,10 @@ pub mod world;
 pub use capture::TraceCapture;
 pub use clock::{HostClock, WallTime};
 pub use coverage::{Coverage, WindowGuard};
-pub use disk::{Disk, DiskConfig, DiskError, DiskFaultKind, IoLatency, LogFile, LogPos, LogRecord, Recovery};
+pub use disk::{
+    Disk, DiskConfig, DiskError, DiskFaultKind, IoLatency, LogFile, LogPos, LogRecord, Recovered, Recovery,
+    Replay,
+};
 pub use fault::{Fault, FaultEvent, FaultKindInfo, FaultPlan, MessageFaultRates, PlanError, FAULT_KINDS};
 pub use panic::{BudgetExceeded, CaughtPanic};
 pub use profile::{FaultTarget, FaultWindow, Profile, ProfileInfo, PROFILES};

@@ -39,7 +39,7 @@ use crate::systems::controller::{
 };
 use crate::systems::group::{Fenced, Generation, Group, Join};
 use crate::systems::kafka_progress::{KafkaProgress, ReplicaEnd};
-use faultline_sim::{serve, HostCtx, LogFile, LogPos, RpcClient, RpcError, RpcMessage};
+use faultline_sim::{serve, HostCtx, LogFile, LogPos, Replay, RpcClient, RpcError, RpcMessage};
 use serde::{Deserialize, Serialize};
 
 pub use crate::systems::producer::{
@@ -661,12 +661,7 @@ impl Replica {
 
     /// Notes a stored batch's frame and epoch.
     fn note_batch(&mut self, batch: &[BrokerRecord], pos: LogPos) {
-        if let Some(first) = batch.first() {
-            self.frames.push((first.offset, pos));
-            if self.last_epoch().is_none_or(|e| first.epoch > e) {
-                self.epochs.push((first.epoch, first.offset));
-            }
-        }
+        note_batch(&mut self.frames, &mut self.epochs, batch, pos);
     }
 
     /// The leader's high watermark: the smallest log end among the in-sync replicas,
@@ -697,7 +692,7 @@ impl Replica {
 }
 
 /// One stored batch of an idempotent producer: its sequences and offsets.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct StoredBatch {
     first_seq: u64,
     last_seq: u64,
@@ -747,6 +742,44 @@ impl ProducerBatches {
 }
 
 /// The idempotent producer's batches in a run of records, one per stored batch.
+/// Notes a stored batch's frame and, when it starts a newer leader epoch, the epoch.
+fn note_batch(
+    frames: &mut Vec<(u64, LogPos)>,
+    epochs: &mut Vec<(u64, u64)>,
+    batch: &[BrokerRecord],
+    pos: LogPos,
+) {
+    if let Some(first) = batch.first() {
+        frames.push((first.offset, pos));
+        if epochs.last().is_none_or(|&(e, _)| first.epoch > e) {
+            epochs.push((first.epoch, first.offset));
+        }
+    }
+}
+
+/// What a partition's log replays into when its broker opens it: the records, each
+/// batch's frame, the leader epochs, and the idempotent producers' stored batches.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ReplicaLog {
+    records: Vec<BrokerRecord>,
+    frames: Vec<(u64, LogPos)>,
+    epochs: Vec<(u64, u64)>,
+    /// Each producer batch stored, by producer, in log order.
+    stored: Vec<(u64, StoredBatch)>,
+}
+
+impl Replay for ReplicaLog {
+    /// One frame per batch: a batch is stored whole or not at all, as Kafka writes a
+    /// record batch with one CRC.
+    fn apply(&mut self, frame: faultline_sim::LogRecord) {
+        let batch: Vec<BrokerRecord> =
+            serde_json::from_slice(&frame.payload).expect("broker batches are written by this module");
+        self.stored.extend(stored_batch(&batch));
+        note_batch(&mut self.frames, &mut self.epochs, &batch, frame.pos);
+        self.records.extend(batch);
+    }
+}
+
 fn stored_batch(batch: &[BrokerRecord]) -> Option<(u64, StoredBatch)> {
     let (first, last) = (batch.first()?, batch.last()?);
     let (p, q) = (first.producer?, last.producer?);
@@ -824,15 +857,28 @@ impl State {
                 let name = format!("{topic}-{partition}");
                 let log_start = log_starts.get(&name).copied().unwrap_or(0);
                 let cleaned = cleaned.get(&name).cloned().unwrap_or_default();
-                let (log, recovery) = LogFile::open(ctx.disk(), &log_file(topic, partition));
-                let mut replica = Replica {
+                let (log, recovered) =
+                    LogFile::open_replaying(ctx.disk(), &log_file(topic, partition), ReplicaLog::default);
+                let ReplicaLog {
+                    records,
+                    frames,
+                    epochs,
+                    stored,
+                } = recovered.state;
+                for (producer, batch) in stored {
+                    sequences
+                        .entry((producer, topic.to_string(), partition))
+                        .or_default()
+                        .push(batch);
+                }
+                Replica {
                     log,
-                    records: Vec::new(),
-                    frames: Vec::new(),
+                    records,
+                    frames,
                     log_start,
                     cleaned,
                     high_watermark: 0,
-                    epochs: Vec::new(),
+                    epochs,
                     role: Role::Unknown,
                     isr: Vec::new(),
                     partition_epoch: 0,
@@ -841,22 +887,7 @@ impl State {
                     writer: Rc::default(),
                     pending_isr: None,
                     fetching: false,
-                };
-                // One frame per batch: a batch is stored whole or not at all, as Kafka
-                // writes a record batch with one CRC.
-                for frame in &recovery.records {
-                    let batch: Vec<BrokerRecord> = serde_json::from_slice(&frame.payload)
-                        .expect("broker batches are written by this module");
-                    if let Some((producer, stored)) = stored_batch(&batch) {
-                        sequences
-                            .entry((producer, topic.to_string(), partition))
-                            .or_default()
-                            .push(stored);
-                    }
-                    replica.note_batch(&batch, frame.pos);
-                    replica.records.extend(batch);
                 }
-                replica
             })
     }
 

@@ -16,7 +16,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use faultline_sim::{serve, Disk, DiskError, HostCtx, LogFile, LogPos, RpcMessage, SimTime, WallTime};
+use faultline_sim::{
+    serve, Disk, DiskError, HostCtx, LogFile, LogPos, Recovered, Replay, RpcMessage, SimTime, WallTime,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
@@ -334,10 +336,6 @@ struct State {
     /// Bumped by every reload: a transaction begun before it is aborted at its commit,
     /// as PostgreSQL's restart after an fsync error ends every session.
     epoch: u64,
-    /// The log as replayed at its durable end by the last reload: a reload after a
-    /// failed fsync replays only what came after it. Durable records do not change
-    /// while the process lives, so this is the replay of that prefix, kept.
-    replayed: Option<(LogPos, Replayed)>,
     recorder: Recorder,
     config: SourceConfig,
 }
@@ -352,11 +350,13 @@ struct Replayed {
     outbox: BTreeMap<TxId, Vec<OutboxMessage>>,
     cursor: TxId,
     lease: Option<(String, i64)>,
+    /// How a commit's outbox rows become messages (a setting of the run).
+    events: OutboxEvents,
 }
 
 impl Replayed {
     /// Before any record: the base rows.
-    fn base(rows: Rows) -> Replayed {
+    fn base(rows: Rows, events: OutboxEvents) -> Replayed {
         Replayed {
             rows,
             stamps: BTreeMap::new(),
@@ -364,6 +364,53 @@ impl Replayed {
             outbox: BTreeMap::new(),
             cursor: TxId(0),
             lease: None,
+            events,
+        }
+    }
+}
+
+impl Replay for Replayed {
+    fn apply(&mut self, record: faultline_sim::LogRecord) {
+        let entry: LogEntry =
+            serde_json::from_slice(&record.payload).expect("source log records are written by this module");
+        match entry {
+            LogEntry::Commit {
+                tx,
+                action,
+                rows: images,
+                outbox: with_outbox,
+            } => {
+                for image in &images {
+                    self.rows.insert(
+                        image.key,
+                        RowState {
+                            version: image.version,
+                            data: image.data.clone(),
+                        },
+                    );
+                    if let Some(at) = image.written_at {
+                        self.stamps.insert(image.key, at);
+                    }
+                }
+                if with_outbox {
+                    let commit = Commit {
+                        tx,
+                        action,
+                        rows: images,
+                    };
+                    self.outbox.insert(tx, commit.to_outbox_messages(self.events));
+                }
+                // Ids are taken at insert and commits land in another order: the
+                // sequence resumes after the highest committed.
+                self.next_tx = self.next_tx.max(tx.0 + 1);
+            }
+            LogEntry::OutboxSent { txs } => {
+                for tx in txs {
+                    self.outbox.remove(&tx);
+                }
+            }
+            LogEntry::RelayCursor { last } => self.cursor = last,
+            LogEntry::RelayLease { holder, until_us } => self.lease = Some((holder, until_us)),
         }
     }
 }
@@ -383,91 +430,27 @@ pub struct Source {
     log_synced: Rc<tokio::sync::Notify>,
 }
 
-/// Replays `log`'s records over the base rows.
-fn replay(base: Rows, records: Vec<faultline_sim::LogRecord>, events: OutboxEvents) -> Replayed {
-    replay_onto(Replayed::base(base), records, events)
-}
-
-/// Replays records over an earlier replay's result.
-fn replay_onto(start: Replayed, records: Vec<faultline_sim::LogRecord>, events: OutboxEvents) -> Replayed {
-    let Replayed {
-        mut rows,
-        mut stamps,
-        mut next_tx,
-        mut outbox,
-        mut cursor,
-        mut lease,
-    } = start;
-    for record in records {
-        let entry: LogEntry =
-            serde_json::from_slice(&record.payload).expect("source log records are written by this module");
-        match entry {
-            LogEntry::Commit {
-                tx,
-                action,
-                rows: images,
-                outbox: with_outbox,
-            } => {
-                for image in &images {
-                    rows.insert(
-                        image.key,
-                        RowState {
-                            version: image.version,
-                            data: image.data.clone(),
-                        },
-                    );
-                    if let Some(at) = image.written_at {
-                        stamps.insert(image.key, at);
-                    }
-                }
-                if with_outbox {
-                    let commit = Commit {
-                        tx,
-                        action,
-                        rows: images,
-                    };
-                    outbox.insert(tx, commit.to_outbox_messages(events));
-                }
-                // Ids are taken at insert and commits land in another order: the
-                // sequence resumes after the highest committed.
-                next_tx = next_tx.max(tx.0 + 1);
-            }
-            LogEntry::OutboxSent { txs } => {
-                for tx in txs {
-                    outbox.remove(&tx);
-                }
-            }
-            LogEntry::RelayCursor { last } => cursor = last,
-            LogEntry::RelayLease { holder, until_us } => lease = Some((holder, until_us)),
-        }
-    }
-    Replayed {
-        rows,
-        stamps,
-        next_tx,
-        outbox,
-        cursor,
-        lease,
-    }
-}
-
 impl Source {
     /// Opens the source on this host's disk: its base rows, then its log replayed.
     pub async fn recover(ctx: &HostCtx, config: SourceConfig, recorder: Recorder) -> Source {
-        let (log, recovery) = if config.bugs.has(Bug::SourceKeepsTornTail) {
+        let events = config.outbox_events;
+        let initial = || Replayed::base(read_base(ctx.disk(), SOURCE_BASE), events);
+        let (log, recovered) = if config.bugs.has(Bug::SourceKeepsTornTail) {
             // Planted: the torn bytes stay; the next commit is appended after them.
-            let (log, recovery) = LogFile::open_unrepaired(ctx.disk(), SOURCE_LOG);
+            let log = LogFile::of(ctx.disk(), SOURCE_LOG);
+            let (state, intact_end) = log.replay(initial);
+            let truncated_bytes = log.end().0 - intact_end.0;
             let _ = ctx.disk().sync(SOURCE_LOG).await;
-            (log, recovery)
+            (
+                log,
+                Recovered {
+                    state,
+                    truncated_bytes,
+                },
+            )
         } else {
-            LogFile::open_durably(ctx.disk(), SOURCE_LOG).await
+            LogFile::open_durably_replaying(ctx.disk(), SOURCE_LOG, initial).await
         };
-        let base = read_base(ctx.disk(), SOURCE_BASE);
-        let read_to = recovery.records.last().map_or(LogPos(0), |r| r.next);
-        let recovered = replay(base, recovery.records, config.outbox_events);
-        // What recovery read is durable (open_durably synced it), so a later reload
-        // can start after it.
-        let replayed = (read_to <= log.durable_end()).then(|| (read_to, recovered.clone()));
         let Replayed {
             rows,
             stamps,
@@ -475,7 +458,8 @@ impl Source {
             outbox: outbox_unsent,
             cursor: relay_cursor,
             lease: relay_lease,
-        } = recovered;
+            events: _,
+        } = recovered.state;
         let slots: Slots = {
             let bytes = ctx.disk().read_all(SOURCE_SLOTS);
             if bytes.is_empty() {
@@ -488,7 +472,7 @@ impl Source {
             recorder.source_recovered(ctx.now(), &rows);
             ctx.record(
                 "source-recovered",
-                format!("next_tx={next_tx} torn_bytes={}", recovery.truncated_bytes),
+                format!("next_tx={next_tx} torn_bytes={}", recovered.truncated_bytes),
             );
         }
         Source {
@@ -505,7 +489,6 @@ impl Source {
                 slot_reads: BTreeMap::new(),
                 open: BTreeMap::new(),
                 epoch: 0,
-                replayed,
                 recorder,
                 config,
             })),
@@ -552,37 +535,23 @@ impl Source {
     }
 
     /// Rebuilds memory from the disk, as crash recovery would, without restarting:
-    /// the base rows and the log, from where the last reload left off (replaying the
-    /// whole log on every failed fsync made long faulty runs quadratic).
+    /// the base rows and the log, from where the last replay left off
+    /// ([`LogFile::replay`]; replaying the whole log on every failed fsync made long
+    /// faulty runs quadratic).
     fn reload(&self) {
         let mut guard = self.state.borrow_mut();
         let state = &mut *guard;
-        let end = state.log.end();
-        let (from, start) = match state.replayed.take() {
-            Some((pos, replayed)) if pos <= end => (pos, replayed),
-            _ => (
-                LogPos(0),
-                Replayed::base(read_base(state.ctx.disk(), SOURCE_BASE)),
-            ),
-        };
-        let records = state.log.read_from(from, usize::MAX);
-        // Where replay stopped: past the last intact record (a torn frame stops it).
-        let read_to = records.last().map_or(from, |r| r.next);
         let events = state.config.outbox_events;
-        let replayed = replay_onto(start, records, events);
-        if cfg!(debug_assertions) {
-            // The kept prefix is the replay of the disk's: check it against a full one.
-            let base = read_base(state.ctx.disk(), SOURCE_BASE);
-            let full = replay(base, state.log.read_from(LogPos(0), usize::MAX), events);
-            assert_eq!(replayed, full, "incremental reload");
-        }
-        state.rows = replayed.rows.clone();
-        state.stamps = replayed.stamps.clone();
+        let disk = state.ctx.disk().clone();
+        let (replayed, _) = state
+            .log
+            .replay(|| Replayed::base(read_base(&disk, SOURCE_BASE), events));
+        state.rows = replayed.rows;
+        state.stamps = replayed.stamps;
         state.next_tx = replayed.next_tx;
-        state.outbox_unsent = replayed.outbox.clone();
+        state.outbox_unsent = replayed.outbox;
         state.relay_cursor = replayed.cursor;
-        state.relay_lease = replayed.lease.clone();
-        state.replayed = Some((read_to, replayed));
+        state.relay_lease = replayed.lease;
         // Every open transaction planned on memory that is gone: each fails at its
         // commit.
         state.epoch += 1;

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use faultline_sim::{Disk, DiskError, HostCtx, LogFile, SimTime, WallTime};
+use faultline_sim::{Disk, DiskError, HostCtx, LogFile, Replay, SimTime, WallTime};
 use serde::{Deserialize, Serialize};
 
 use crate::bugs::{Bug, BugSet};
@@ -219,6 +219,7 @@ pub struct Target {
     writer: Rc<tokio::sync::Mutex<()>>,
 }
 
+#[derive(Clone, Debug, PartialEq)]
 struct Replayed {
     bootstrapped: bool,
     rows: Rows,
@@ -227,22 +228,28 @@ struct Replayed {
     undispatched: BTreeMap<String, CustomerId>,
 }
 
-fn replay(records: Vec<faultline_sim::LogRecord>, base: Rows) -> Replayed {
-    let mut out = Replayed {
-        bootstrapped: false,
-        rows: base,
-        stamps: BTreeMap::new(),
-        inbox: BTreeMap::new(),
-        undispatched: BTreeMap::new(),
-    };
-    for record in records {
+impl Replayed {
+    /// Before any record: the base rows.
+    fn base(rows: Rows) -> Replayed {
+        Replayed {
+            bootstrapped: false,
+            rows,
+            stamps: BTreeMap::new(),
+            inbox: BTreeMap::new(),
+            undispatched: BTreeMap::new(),
+        }
+    }
+}
+
+impl Replay for Replayed {
+    fn apply(&mut self, record: faultline_sim::LogRecord) {
         let tx: TargetTx =
             serde_json::from_slice(&record.payload).expect("target log records are written by this module");
         for image in tx.rows {
             if let Some(at) = image.written_at {
-                out.stamps.insert(image.key, at);
+                self.stamps.insert(image.key, at);
             }
-            out.rows.insert(
+            self.rows.insert(
                 image.key,
                 RowState {
                     version: image.version,
@@ -251,29 +258,28 @@ fn replay(records: Vec<faultline_sim::LogRecord>, base: Rows) -> Replayed {
             );
         }
         let at = SimTime::from_micros(tx.at_us.unwrap_or(0));
-        out.inbox.extend(tx.message.map(|id| (id, at)));
-        out.undispatched
+        self.inbox.extend(tx.message.map(|id| (id, at)));
+        self.undispatched
             .extend(tx.welcomes.into_iter().map(|w| (w.key, w.customer)));
         for key in tx.dispatched {
-            out.undispatched.remove(&key);
+            self.undispatched.remove(&key);
         }
-        out.bootstrapped |= tx.bootstrapped;
+        self.bootstrapped |= tx.bootstrapped;
     }
-    out
 }
 
 impl Target {
     /// Opens the target on this host's disk: its base rows, then its log replayed.
     pub async fn recover(ctx: &HostCtx, config: TargetConfig, recorder: Recorder) -> Target {
-        let (log, recovery) = LogFile::open_durably(ctx.disk(), TARGET_LOG).await;
-        let base = super::source::read_base(ctx.disk(), TARGET_BASE);
+        let initial = || Replayed::base(super::source::read_base(ctx.disk(), TARGET_BASE));
+        let (log, recovered) = LogFile::open_durably_replaying(ctx.disk(), TARGET_LOG, initial).await;
         let Replayed {
             bootstrapped,
             rows,
             stamps,
             inbox,
             undispatched,
-        } = replay(recovery.records, base);
+        } = recovered.state;
         if ctx.incarnation() > 0 {
             // Readers now see the recovered state, whatever they saw before the crash.
             let event = ctx.record("target-recovered", format!("rows={}", rows.len()));
