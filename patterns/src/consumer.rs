@@ -373,7 +373,7 @@ fn record_read(
             topic: topic.to_string(),
             partition,
             offset: r.offset,
-            key: r.key.clone(),
+            key: r.key.to_string(),
             digest: crate::history::record_digest(&r.key, &r.payload),
         })
         .collect();
@@ -628,7 +628,7 @@ async fn give_up(
 ) -> bool {
     if policy == ErrorPolicy::DeadLetter {
         let dead_letters = dead_letter_topic(topic);
-        let copy = vec![(record.key.clone(), record.payload.clone())];
+        let copy = vec![(record.key.to_string(), record.payload.to_string())];
         if broker.produce(&dead_letters, 0, copy, None).await.is_err() {
             return false;
         }

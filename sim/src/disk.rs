@@ -577,6 +577,14 @@ impl Disk {
         inode.memo = Some(Memo { covers, value });
     }
 
+    /// How many of `file`'s first bytes the value remembered beside it was derived from,
+    /// if those bytes are unchanged since.
+    pub fn memo_covers(&self, file: &str) -> Option<u64> {
+        let state = self.0.borrow();
+        let memo = state.inode(file)?.memo.as_ref()?;
+        Some(memo.covers as u64)
+    }
+
     /// The value last remembered beside `file` as a `T`, and how many of its first bytes
     /// it was derived from, if those bytes are unchanged since. Taking it leaves nothing
     /// behind (the caller extends it and remembers the result).

@@ -189,10 +189,11 @@ pub struct ProducerSeq {
 pub struct BrokerRecord {
     /// Its offset in the partition.
     pub offset: u64,
-    /// The key it was partitioned by.
-    pub key: String,
-    /// The payload (JSON text).
-    pub payload: String,
+    /// The key it was partitioned by. Shared (a copy of a record, as a recovery keeps
+    /// one beside the log, copies no text).
+    pub key: Rc<str>,
+    /// The payload (JSON text), shared likewise.
+    pub payload: Rc<str>,
     /// The producer sequence, when the producer is idempotent.
     pub producer: Option<ProducerSeq>,
     /// When the leader appended it (ms): its age, for retention.
@@ -558,7 +559,7 @@ impl Replica {
         self.records
             .iter()
             .rev()
-            .find(|r| r.key == key && (r.offset < self.high_watermark || r.epoch < epoch))
+            .find(|r| &*r.key == key && (r.offset < self.high_watermark || r.epoch < epoch))
     }
 
     /// Whether a consumer fetching at `offset` finds a record below the high
@@ -615,7 +616,7 @@ impl Replica {
         next.removed.retain(|&o, _| o >= start);
         next.horizons.retain(|&o, _| o >= start);
         for r in kept(start, uncleanable) {
-            let superseded = latest.get(r.key.as_str()).is_some_and(|&o| o > r.offset);
+            let superseded = latest.get(&*r.key).is_some_and(|&o| o > r.offset);
             if superseded {
                 next.removed.insert(r.offset, r.epoch);
                 next.horizons.remove(&r.offset);
@@ -1258,8 +1259,8 @@ async fn append_as_leader(
             .enumerate()
             .map(|(i, (key, payload))| BrokerRecord {
                 offset: first + i as u64,
-                key,
-                payload,
+                key: key.into(),
+                payload: payload.into(),
                 producer: producer.map(|p| ProducerSeq {
                     producer: p.producer,
                     seq: p.seq + i as u64,
@@ -1950,7 +1951,7 @@ pub async fn run_broker(
     // crash left in the page cache would otherwise be served, and then taken back by a
     // later power loss).
     for file in ctx.disk().list().into_iter().filter(|f| f.ends_with(".log")) {
-        LogFile::open_durably(ctx.disk(), &file).await;
+        LogFile::open_durably_unread(ctx.disk(), &file).await;
     }
     let state = Rc::new(RefCell::new(State {
         ctx: ctx.clone(),

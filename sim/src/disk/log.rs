@@ -147,6 +147,41 @@ impl LogFile {
         }
     }
 
+    /// Opens the log as [`LogFile::open_durably`] does, for a caller that does not read
+    /// its records: only the frames past the last replay ([`LogFile::replay`], whose
+    /// frames were intact and are unchanged) are scanned for a torn tail.
+    pub async fn open_durably_unread(disk: &Disk, file: &str) -> LogFile {
+        let log = LogFile::of(disk, file);
+        log.cut_torn_tail();
+        if log.end() != log.durable_end() && log.sync().await.is_err() {
+            log.discard_unsynced();
+            log.cut_torn_tail();
+        }
+        log
+    }
+
+    /// Cuts whatever follows the last intact frame, scanning from the end of the last
+    /// replay when one is kept beside the file.
+    fn cut_torn_tail(&self) {
+        let intact = LogPos(self.disk.memo_covers(&self.file).unwrap_or(0));
+        let intact_end = self
+            .read_from(intact, usize::MAX)
+            .last()
+            .map_or(intact, |r| r.next);
+        if cfg!(debug_assertions) && intact > LogPos(0) {
+            let full = self.read_from(LogPos(0), usize::MAX).last().map(|r| r.next);
+            assert_eq!(
+                Some(intact_end),
+                full,
+                "the intact end of {} from its replay",
+                self.file
+            );
+        }
+        if self.end() > intact_end {
+            self.truncate(intact_end);
+        }
+    }
+
     /// Opens the log as [`LogFile::open`] does, folding its intact records onto
     /// `initial()` ([`LogFile::replay`]) instead of returning them.
     pub fn open_replaying<S: Replay>(
@@ -544,5 +579,25 @@ mod tests {
         now(log.append(b"b")).unwrap();
         assert_eq!(log.replay(|| Count(10)).0, Count(12));
         assert_eq!(replayed(&log), (vec!["a", "b"], 2));
+    }
+
+    #[test]
+    fn opening_unread_cuts_a_torn_tail_as_opening_does() {
+        for seed in 0..32 {
+            let (read, unread) = (disk(1.0, seed), disk(1.0, seed));
+            for d in [&read, &unread] {
+                let log = LogFile::of(d, "log");
+                now(log.append(b"synced")).unwrap();
+                now(log.sync()).unwrap();
+                log.replay(Payloads::default);
+                now(log.append(b"unsynced-record-that-may-tear")).unwrap();
+                d.lose_power(SimTime::ZERO);
+            }
+            let (opened, _) = now(LogFile::open_durably(&read, "log"));
+            let opened_unread = now(LogFile::open_durably_unread(&unread, "log"));
+            assert_eq!(opened.end(), opened_unread.end(), "seed {seed}");
+            assert_eq!(opened.durable_end(), opened_unread.durable_end(), "seed {seed}");
+            assert_eq!(read.read_all("log"), unread.read_all("log"), "seed {seed}");
+        }
     }
 }
