@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use faultline_sim::WallTime;
 use serde::{Deserialize, Serialize};
@@ -120,8 +121,10 @@ pub struct RowImage {
     pub key: EntityKey,
     /// The version this image is.
     pub version: Version,
-    /// The fields, or `None` for a delete.
-    pub data: Option<Fields>,
+    /// The fields, or `None` for a delete. Shared, as [`RowState::data`] is.
+    ///
+    /// [`RowState::data`]: crate::history::RowState::data
+    pub data: Option<Arc<Fields>>,
     /// The writer's wall clock at the commit, when the integration resolves conflicts by
     /// it (last writer wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +133,7 @@ pub struct RowImage {
 
 impl RowImage {
     /// An image without a wall-clock stamp.
-    pub fn new(key: EntityKey, version: Version, data: Option<Fields>) -> Self {
+    pub fn new(key: EntityKey, version: Version, data: Option<Arc<Fields>>) -> Self {
         RowImage {
             key,
             version,
@@ -280,10 +283,12 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Builds a field map from pairs.
-pub fn fields(pairs: &[(&str, &str)]) -> Fields {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+/// Builds a field map from pairs, shared as images and rows hold it.
+pub fn fields(pairs: &[(&str, &str)]) -> Arc<Fields> {
+    Arc::new(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }

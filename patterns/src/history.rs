@@ -13,6 +13,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use faultline_sim::{EventId, SimTime};
 use serde::{Deserialize, Serialize};
@@ -24,8 +25,9 @@ use crate::domain::{ActionId, CustomerId, EntityKey, Fields, RowImage, TxId, Ver
 pub struct RowState {
     /// The version the store holds.
     pub version: Version,
-    /// The fields, or `None` for a tombstone.
-    pub data: Option<Fields>,
+    /// The fields, or `None` for a tombstone. Shared: a store's copy of a row (a kept
+    /// replay, a snapshot) copies no text.
+    pub data: Option<Arc<Fields>>,
 }
 
 /// A whole store: every key it knows, live or tombstoned.
@@ -623,7 +625,7 @@ mod tests {
     fn rows(spec: &[(u64, u64, bool)]) -> Rows {
         spec.iter()
             .map(|&(k, v, live)| {
-                let data = live.then(Fields::new);
+                let data = live.then(|| Arc::new(Fields::new()));
                 (
                     key(k),
                     RowState {

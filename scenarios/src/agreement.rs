@@ -46,7 +46,7 @@ impl std::fmt::Display for Disagreement {
 
 fn live<'a>(rows: &'a Rows, key: &EntityKey) -> Option<(Version, &'a faultline_patterns::domain::Fields)> {
     rows.get(key)
-        .and_then(|r: &RowState| r.data.as_ref().map(|d| (r.version, d)))
+        .and_then(|r: &RowState| r.data.as_deref().map(|d| (r.version, d)))
 }
 
 /// Since when source and target agree, or why they do not at the end.
