@@ -426,11 +426,9 @@ impl Recorder {
     pub fn target_recovered(&self, at: SimTime, rows: &Rows, event: EventId) {
         self.replace_side(at, rows, false);
         let mut inner = self.0.borrow_mut();
-        let mut keys: BTreeSet<EntityKey> = inner.exposed.keys().copied().collect();
-        keys.extend(rows.keys().copied());
-        let mut changed = Vec::new();
-        for key in keys {
-            let now = rows.get(&key).map_or(
+        // Every key either side knows, in key order, in one walk of both.
+        let now = |key: EntityKey, row: Option<&RowState>| {
+            row.map_or(
                 RowVersion {
                     key,
                     version: Version(0),
@@ -441,11 +439,44 @@ impl Recorder {
                     version: row.version,
                     deleted: row.data.is_none(),
                 },
-            );
-            if inner.exposed.get(&key) != Some(&now) {
-                changed.push(now);
-                inner.exposed.insert(key, now);
+            )
+        };
+        let mut changed = Vec::new();
+        let mut exposed = inner.exposed.iter().peekable();
+        let mut recovered = rows.iter().peekable();
+        loop {
+            let (shown, row) = match (exposed.peek(), recovered.peek()) {
+                (None, None) => break,
+                (Some(&(key, shown)), None) => {
+                    exposed.next();
+                    (Some(shown), now(*key, None))
+                }
+                (None, Some(&(key, row))) => {
+                    recovered.next();
+                    (None, now(*key, Some(row)))
+                }
+                (Some(&(shown_key, shown)), Some(&(key, row))) => match shown_key.cmp(key) {
+                    std::cmp::Ordering::Less => {
+                        exposed.next();
+                        (Some(shown), now(*shown_key, None))
+                    }
+                    std::cmp::Ordering::Greater => {
+                        recovered.next();
+                        (None, now(*key, Some(row)))
+                    }
+                    std::cmp::Ordering::Equal => {
+                        exposed.next();
+                        recovered.next();
+                        (Some(shown), now(*key, Some(row)))
+                    }
+                },
+            };
+            if shown != Some(&row) {
+                changed.push(row);
             }
+        }
+        for row in &changed {
+            inner.exposed.insert(row.key, *row);
         }
         if !changed.is_empty() {
             inner.history.applies.push(ApplyRecord {
@@ -695,6 +726,49 @@ mod tests {
             prop_assert_eq!(&inner.agreement.differing, &expected.differing);
             prop_assert_eq!(inner.agreement.agreed_since, expected.agreed_since);
             prop_assert_eq!(changed, before_source != expected.source);
+        }
+
+        /// A target's recovery exposes again exactly the keys whose state differs from
+        /// what readers last saw, as comparing every key either side knows did.
+        #[test]
+        fn a_recovery_exposes_again_what_readers_saw_differently(
+            shown in prop::collection::vec((0u64..24, 1u64..4, any::<bool>()), 0..20),
+            recovered in spec(),
+        ) {
+            let recorder = Recorder::new(Rows::new());
+            let exposures: Vec<RowVersion> = shown
+                .iter()
+                .map(|&(k, v, deleted)| RowVersion { key: key(k), version: Version(v), deleted })
+                .collect();
+            recorder.apply(SimTime::from_millis(1), exposures, EventId(1));
+            let recovered = rows(&recovered);
+            let expected = {
+                let inner = recorder.0.borrow();
+                let mut exposed = inner.exposed.clone();
+                let mut keys: BTreeSet<EntityKey> = exposed.keys().copied().collect();
+                keys.extend(recovered.keys().copied());
+                let mut changed = Vec::new();
+                for key in keys {
+                    let now = recovered.get(&key).map_or(
+                        RowVersion { key, version: Version(0), deleted: true },
+                        |row| RowVersion { key, version: row.version, deleted: row.data.is_none() },
+                    );
+                    if exposed.get(&key) != Some(&now) {
+                        changed.push(now);
+                        exposed.insert(key, now);
+                    }
+                }
+                (exposed, changed)
+            };
+            let applies_before = recorder.0.borrow().history.applies.len();
+            recorder.target_recovered(SimTime::from_millis(2), &recovered, EventId(2));
+            let inner = recorder.0.borrow();
+            prop_assert_eq!(&inner.exposed, &expected.0);
+            let recorded: Vec<RowVersion> = inner.history.applies[applies_before..]
+                .iter()
+                .flat_map(|a| a.rows.clone())
+                .collect();
+            prop_assert_eq!(recorded, expected.1);
         }
     }
 }
