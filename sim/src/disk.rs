@@ -46,6 +46,8 @@ use crate::trace::{kind, Trace};
 mod log;
 pub use log::{frames, LogFile, LogPos, LogRecord, Recovered, Recovery, Replay};
 
+// `Memo` is defined below; `Replay` states are memos (see `log`).
+
 /// How long one kind of disk operation takes: uniform in `min_us..=max_us`, or with
 /// `tail_probability` uniform in `max_us..=tail_max_us` instead (a device's slow tail:
 /// garbage collection, a queue behind other I/O, a cloud volume's hiccup).
@@ -190,7 +192,7 @@ struct Inode {
     /// Ranges whose fsync failed: readable now, zeros after a power loss.
     holes: Vec<(usize, usize)>,
     /// What a reader derived from a prefix of `data`, while that prefix is unchanged.
-    memo: Option<Memo>,
+    memo: Option<Kept>,
 }
 
 impl Inode {
@@ -198,23 +200,39 @@ impl Inode {
         self.data.len() - self.durable_len
     }
 
-    /// Forgets the memo when bytes from `from` on changed (cut, zeroed or replaced).
+    /// Bytes from `from` on changed (cut, zeroed or replaced): the memo is cut back to
+    /// what the bytes before them give, or forgotten when it cannot be.
     fn changed_from(&mut self, from: usize) {
-        if self.memo.as_ref().is_some_and(|m| from < m.covers) {
-            self.memo = None;
+        let Some(kept) = self.memo.as_mut() else {
+            return;
+        };
+        if from >= kept.covers {
+            return;
+        }
+        let cut = Rc::get_mut(&mut kept.value).and_then(|value| value.cut(from as u64));
+        match cut {
+            Some(covers) if covers as usize <= from => kept.covers = covers as usize,
+            _ => self.memo = None,
         }
     }
 }
 
-/// A value derived from the first `covers` bytes of a file ([`Disk::remember`]).
-struct Memo {
-    covers: usize,
-    value: Rc<dyn Any>,
+/// A value derived from a prefix of a file's bytes, kept beside it ([`Disk::remember`]).
+pub trait Memo: Any {
+    /// Cuts the value back to what the bytes before `at` give, when it can; answers how
+    /// many bytes it is derived from then (at most `at`). `None` forgets it.
+    fn cut(&mut self, at: u64) -> Option<u64>;
 }
 
-impl std::fmt::Debug for Memo {
+/// A value derived from the first `covers` bytes of a file.
+struct Kept {
+    covers: usize,
+    value: Rc<dyn Memo>,
+}
+
+impl std::fmt::Debug for Kept {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Memo {{ covers: {} }}", self.covers)
+        write!(f, "Kept {{ covers: {} }}", self.covers)
     }
 }
 
@@ -226,6 +244,9 @@ struct DiskState {
     /// The directory as a power loss would leave it (as of the last directory fsync).
     durable_names: BTreeMap<String, Ino>,
     inodes: BTreeMap<Ino, Inode>,
+    /// What was derived from files not created yet (their empty content): given to the
+    /// file when it is created.
+    unborn: BTreeMap<String, Kept>,
     next_ino: Ino,
     write_error: bool,
     sync_error: bool,
@@ -273,6 +294,14 @@ impl DiskState {
                 let ino = self.next_ino;
                 self.next_ino += 1;
                 self.names.insert(file.to_string(), ino);
+                let memo = self.unborn.remove(file);
+                self.inodes.insert(
+                    ino,
+                    Inode {
+                        memo,
+                        ..Inode::default()
+                    },
+                );
                 ino
             }
         };
@@ -315,6 +344,7 @@ impl Disk {
             names: BTreeMap::new(),
             durable_names: BTreeMap::new(),
             inodes: BTreeMap::new(),
+            unborn: BTreeMap::new(),
             next_ino: 1,
             write_error: false,
             sync_error: false,
@@ -561,40 +591,74 @@ impl Disk {
 
     /// Keeps `value`, which the caller derived from the first `len` bytes of `file`,
     /// beside the file for as long as those bytes stay as they are (appends keep it; a
-    /// cut, a power loss's zeroing or dropping, or a new install below `len` forget it).
+    /// cut, a power loss's zeroing or dropping, or a new install below `len` cut it back
+    /// ([`Memo::cut`]) or forget it).
     /// It survives the process's crashes, as the file does, but it is not data: nothing
     /// in the run reads it but [`Disk::take_memo`], so it only saves deriving the same value
     /// from the same bytes again (a log replayed at each recovery). The derivation must
     /// depend on those bytes alone, and on settings fixed for the run.
-    pub fn remember<T: Any>(&self, file: &str, len: u64, value: Rc<T>) {
+    pub fn remember<T: Memo>(&self, file: &str, len: u64, value: Rc<T>) {
         let mut state = self.0.borrow_mut();
+        let covers = usize::try_from(len).expect("file lengths fit");
         let Some(&ino) = state.names.get(file) else {
+            assert_eq!(covers, 0, "a memo covers bytes the file has");
+            state.unborn.insert(file.to_string(), Kept { covers, value });
             return;
         };
         let inode = state.inodes.get_mut(&ino).expect("named inodes exist");
-        let covers = usize::try_from(len).expect("file lengths fit");
         assert!(covers <= inode.data.len(), "a memo covers bytes the file has");
-        inode.memo = Some(Memo { covers, value });
+        inode.memo = Some(Kept { covers, value });
     }
 
     /// How many of `file`'s first bytes the value remembered beside it was derived from,
     /// if those bytes are unchanged since.
     pub fn memo_covers(&self, file: &str) -> Option<u64> {
         let state = self.0.borrow();
-        let memo = state.inode(file)?.memo.as_ref()?;
+        let memo = match state.inode(file) {
+            Some(inode) => inode.memo.as_ref()?,
+            None => state.unborn.get(file)?,
+        };
         Some(memo.covers as u64)
     }
 
     /// The value last remembered beside `file` as a `T`, and how many of its first bytes
     /// it was derived from, if those bytes are unchanged since. Taking it leaves nothing
     /// behind (the caller extends it and remembers the result).
-    pub fn take_memo<T: Any>(&self, file: &str) -> Option<(u64, Rc<T>)> {
+    pub fn take_memo<T: Memo>(&self, file: &str) -> Option<(u64, Rc<T>)> {
         let mut state = self.0.borrow_mut();
-        let ino = *state.names.get(file)?;
-        let inode = state.inodes.get_mut(&ino)?;
-        let memo = inode.memo.take()?;
-        let value = memo.value.downcast::<T>().ok()?;
-        Some((memo.covers as u64, value))
+        let kept = match state.names.get(file) {
+            Some(&ino) => state.inodes.get_mut(&ino)?.memo.take()?,
+            None => state.unborn.remove(file)?,
+        };
+        let value: Rc<dyn Any> = kept.value;
+        let value = value.downcast::<T>().ok()?;
+        Some((kept.covers as u64, value))
+    }
+
+    /// Brings the value remembered beside `file` from its first `at` bytes to its first
+    /// `to` (bytes the caller just appended there), by `extend`, when it is a `T` derived
+    /// from exactly the first `at` bytes; otherwise leaves it as it is (a later derivation
+    /// reads the new bytes itself).
+    pub fn extend_memo<T: Memo>(&self, file: &str, at: u64, to: u64, extend: impl FnOnce(&mut T)) {
+        let mut state = self.0.borrow_mut();
+        let Some(&ino) = state.names.get(file) else {
+            return;
+        };
+        let Some(inode) = state.inodes.get_mut(&ino) else {
+            return;
+        };
+        let len = inode.data.len() as u64;
+        let Some(kept) = inode.memo.as_mut() else {
+            return;
+        };
+        if kept.covers as u64 != at || to > len {
+            return;
+        }
+        let value = Rc::get_mut(&mut kept.value).map(|value| value as &mut dyn Any);
+        if let Some(value) = value.and_then(|value| value.downcast_mut::<T>()) {
+            extend(value);
+            kept.covers = usize::try_from(to).expect("file lengths fit");
+        }
     }
 
     /// Switches a fault kind on or off (the world calls this at the plan's instants).

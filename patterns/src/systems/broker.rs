@@ -760,6 +760,8 @@ fn note_batch(
 
 /// What a partition's log replays into when its broker opens it: the records, each
 /// batch's frame, the leader epochs, and the idempotent producers' stored batches.
+/// Writes keep it up to date beside the log ([`LogFile::append_noted`]), so a restart
+/// decodes nothing the broker wrote itself.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct ReplicaLog {
     records: Vec<BrokerRecord>,
@@ -767,6 +769,18 @@ struct ReplicaLog {
     epochs: Vec<(u64, u64)>,
     /// Each producer batch stored, by producer, in log order.
     stored: Vec<(u64, StoredBatch)>,
+    /// Where the last batch's frame ends.
+    end: LogPos,
+}
+
+impl ReplicaLog {
+    /// Takes the batch stored in the frame from `pos` to `next`.
+    fn add_batch(&mut self, batch: &[BrokerRecord], pos: LogPos, next: LogPos) {
+        self.stored.extend(stored_batch(batch));
+        note_batch(&mut self.frames, &mut self.epochs, batch, pos);
+        self.records.extend_from_slice(batch);
+        self.end = next;
+    }
 }
 
 impl Replay for ReplicaLog {
@@ -775,9 +789,24 @@ impl Replay for ReplicaLog {
     fn apply(&mut self, frame: faultline_sim::LogRecord) {
         let batch: Vec<BrokerRecord> =
             serde_json::from_slice(&frame.payload).expect("broker batches are written by this module");
-        self.stored.extend(stored_batch(&batch));
-        note_batch(&mut self.frames, &mut self.epochs, &batch, frame.pos);
-        self.records.extend(batch);
+        self.add_batch(&batch, frame.pos, frame.next);
+    }
+
+    /// Back to the batches whose frames end at or before `at` (each frame ends where
+    /// the next begins, the last at `end`).
+    fn cut(&mut self, at: LogPos) -> Option<LogPos> {
+        let ends = self.frames.iter().skip(1).map(|&(_, pos)| pos).chain([self.end]);
+        let kept = ends.take_while(|&end| end <= at).count();
+        let (first, end) = match self.frames.get(kept) {
+            Some(&(first, pos)) => (first, pos),
+            None => return Some(self.end),
+        };
+        self.frames.truncate(kept);
+        self.records.truncate(first as usize);
+        self.epochs.retain(|&(_, start)| start < first);
+        self.stored.retain(|(_, batch)| batch.first_offset < first);
+        self.end = end;
+        Some(end)
     }
 }
 
@@ -865,6 +894,7 @@ impl State {
                     frames,
                     epochs,
                     stored,
+                    end: _,
                 } = recovered.state;
                 for (producer, batch) in stored {
                     sequences
@@ -1297,7 +1327,10 @@ async fn append_as_leader(
 async fn write_batch(log: &LogFile, batch: &[BrokerRecord], flush: bool) -> Result<LogPos, String> {
     let start = log.end();
     let bytes = serde_json::to_vec(batch).expect("records serialise");
-    let mut written = log.append(&bytes).await.map(|_| ());
+    let mut written = log
+        .append_noted::<ReplicaLog>(&bytes, |kept, pos, next| kept.add_batch(batch, pos, next))
+        .await
+        .map(|_| ());
     if written.is_ok() && flush {
         written = log.sync().await;
     }

@@ -7,7 +7,7 @@
 
 use std::rc::Rc;
 
-use super::{Disk, DiskError};
+use super::{Disk, DiskError, Memo};
 
 const HEADER_BYTES: usize = 8;
 /// Bytes read from disk per step when scanning frames.
@@ -68,6 +68,20 @@ pub fn frames(bytes: &[u8]) -> Vec<&[u8]> {
 pub trait Replay: Clone + PartialEq + std::fmt::Debug + 'static {
     /// Applies the next record.
     fn apply(&mut self, record: LogRecord);
+
+    /// Cuts the state back to the records that end at or before `at`, when it knows where
+    /// they end; answers where they end. `None` (the default) forgets the kept state when
+    /// the log is cut or torn below its end.
+    fn cut(&mut self, at: LogPos) -> Option<LogPos> {
+        let _ = at;
+        None
+    }
+}
+
+impl<S: Replay> Memo for S {
+    fn cut(&mut self, at: u64) -> Option<u64> {
+        Replay::cut(self, LogPos(at)).map(|end| end.0)
+    }
 }
 
 /// What opening a log by replaying it found.
@@ -274,6 +288,22 @@ impl LogFile {
         frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         frame.extend_from_slice(payload);
         self.disk.append(&self.file, &frame).await.map(LogPos)
+    }
+
+    /// Appends one record as [`LogFile::append`] does and, when the replay kept beside
+    /// the log ([`LogFile::replay`]) ends where the record starts, brings it past the
+    /// record with `note` (the record applied as [`Replay::apply`] would, from what the
+    /// writer holds decoded): the next recovery then decodes nothing of it.
+    pub async fn append_noted<S: Replay>(
+        &self,
+        payload: &[u8],
+        note: impl FnOnce(&mut S, LogPos, LogPos),
+    ) -> Result<LogPos, DiskError> {
+        let pos = self.append(payload).await?;
+        let next = LogPos(pos.0 + (HEADER_BYTES + payload.len()) as u64);
+        self.disk
+            .extend_memo::<S>(&self.file, pos.0, next.0, |state| note(state, pos, next));
+        Ok(pos)
     }
 
     /// Makes every appended record durable: fsync of the file, then of the directory
@@ -599,5 +629,73 @@ mod tests {
             assert_eq!(opened.durable_end(), opened_unread.durable_end(), "seed {seed}");
             assert_eq!(read.read_all("log"), unread.read_all("log"), "seed {seed}");
         }
+    }
+
+    /// Every payload in order with where its frame ends: a state that can be cut back.
+    #[derive(Clone, Debug, Default, PartialEq)]
+    struct Framed(Vec<(Vec<u8>, LogPos)>);
+
+    impl Replay for Framed {
+        fn apply(&mut self, record: LogRecord) {
+            APPLIED.with(|a| a.set(a.get() + 1));
+            self.0.push((record.payload, record.next));
+        }
+
+        fn cut(&mut self, at: LogPos) -> Option<LogPos> {
+            self.0.retain(|&(_, end)| end <= at);
+            Some(self.0.last().map_or(LogPos(0), |&(_, end)| end))
+        }
+    }
+
+    fn framed(log: &LogFile) -> (Vec<String>, usize) {
+        APPLIED.with(|a| a.set(0));
+        let (state, _) = log.replay(Framed::default);
+        let payloads = state
+            .0
+            .into_iter()
+            .map(|(p, _)| String::from_utf8(p).unwrap())
+            .collect();
+        (payloads, APPLIED.with(|a| a.get()))
+    }
+
+    #[test]
+    fn noted_appends_and_cuts_keep_the_replay_beside_the_log_current() {
+        // Debug builds decode the whole log again after a replay from a kept state.
+        let check = |all: usize| if cfg!(debug_assertions) { all } else { 0 };
+        let d = disk(1.0, 3);
+        let log = LogFile::of(&d, "log");
+        assert_eq!(framed(&log), (vec![], 0));
+        let note = |state: &mut Framed, _: LogPos, next: LogPos, payload: &[u8]| {
+            state.0.push((payload.to_vec(), next));
+        };
+        for payload in [&b"a"[..], b"b", b"c"] {
+            now(log.append_noted::<Framed>(payload, |s, pos, next| note(s, pos, next, payload))).unwrap();
+            assert_eq!(d.memo_covers("log"), Some(log.end().0), "the kept replay follows");
+        }
+        assert_eq!(framed(&log), (vec!["a".into(), "b".into(), "c".into()], check(3)));
+        // A cut at a frame boundary cuts the kept replay back with it.
+        log.truncate(log.read_from(LogPos(0), usize::MAX)[2].pos);
+        assert_eq!(d.memo_covers("log"), Some(log.end().0));
+        assert_eq!(framed(&log), (vec!["a".into(), "b".into()], check(2)));
+        // A torn power loss leaves part of a frame: the kept replay keeps whole frames.
+        now(log.sync()).unwrap();
+        now(log.append_noted::<Framed>(b"unsynced-and-torn", |s, pos, next| {
+            note(s, pos, next, b"unsynced-and-torn")
+        }))
+        .unwrap();
+        d.lose_power(SimTime::ZERO);
+        assert!(
+            log.end() > log.read_from(LogPos(0), usize::MAX)[1].next,
+            "a torn tail is left"
+        );
+        assert_eq!(framed(&log), (vec!["a".into(), "b".into()], check(2)));
+        // An append by a writer that does not note it is decoded by the next replay.
+        now(log.append(b"d")).unwrap();
+        now(log.append_noted::<Framed>(b"e", |s, pos, next| note(s, pos, next, b"e"))).unwrap();
+        assert_eq!(
+            framed(&log).0,
+            vec!["a", "b"],
+            "frames after a torn tail are unreadable"
+        );
     }
 }
