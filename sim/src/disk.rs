@@ -46,8 +46,6 @@ use crate::trace::{kind, Trace};
 mod log;
 pub use log::{frames, LogFile, LogPos, LogRecord, Recovered, Recovery, Replay};
 
-// `Memo` is defined below; `Replay` states are memos (see `log`).
-
 /// How long one kind of disk operation takes: uniform in `min_us..=max_us`, or with
 /// `tail_probability` uniform in `max_us..=tail_max_us` instead (a device's slow tail:
 /// garbage collection, a queue behind other I/O, a cloud volume's hiccup).
@@ -590,13 +588,15 @@ impl Disk {
     }
 
     /// Keeps `value`, which the caller derived from the first `len` bytes of `file`,
-    /// beside the file for as long as those bytes stay as they are (appends keep it; a
+    /// beside the file for as long as those bytes stay as they are: appends keep it; a
     /// cut, a power loss's zeroing or dropping, or a new install below `len` cut it back
-    /// ([`Memo::cut`]) or forget it).
+    /// ([`Memo::cut`]) or forget it. A missing file's (empty) content can be derived
+    /// from too: the value goes to the file when it is created.
+    ///
     /// It survives the process's crashes, as the file does, but it is not data: nothing
-    /// in the run reads it but [`Disk::take_memo`], so it only saves deriving the same value
-    /// from the same bytes again (a log replayed at each recovery). The derivation must
-    /// depend on those bytes alone, and on settings fixed for the run.
+    /// in the run reads it but [`Disk::take_memo`], so it only saves deriving the same
+    /// value from the same bytes again (a log replayed at each recovery). The derivation
+    /// must depend on those bytes alone, and on settings fixed for the run.
     pub fn remember<T: Memo>(&self, file: &str, len: u64, value: Rc<T>) {
         let mut state = self.0.borrow_mut();
         let covers = usize::try_from(len).expect("file lengths fit");
