@@ -197,7 +197,6 @@ pub struct BrokerRecord {
     /// The producer sequence, when the producer is idempotent.
     pub producer: Option<ProducerSeq>,
     /// When the leader appended it (ms): its age, for retention.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appended_at_ms: Option<u64>,
     /// The leader epoch it was appended under.
     #[serde(default)]
@@ -788,7 +787,7 @@ impl Replay for ReplicaLog {
     /// record batch with one CRC.
     fn apply(&mut self, frame: faultline_sim::LogRecord) {
         let batch: Vec<BrokerRecord> =
-            serde_json::from_slice(&frame.payload).expect("broker batches are written by this module");
+            rmp_serde::from_slice(&frame.payload).expect("broker batches are written by this module");
         self.add_batch(&batch, frame.pos, frame.next);
     }
 
@@ -1326,7 +1325,10 @@ async fn append_as_leader(
 /// failed leaves nothing, not even bytes a failed fsync left readable but not durable.
 async fn write_batch(log: &LogFile, batch: &[BrokerRecord], flush: bool) -> Result<LogPos, String> {
     let start = log.end();
-    let bytes = serde_json::to_vec(batch).expect("records serialise");
+    // Binary, as Kafka's record batches are: a record's JSON payload is stored as it
+    // is, not escaped again inside a JSON array (positional MessagePack: a record's
+    // fields are always all written).
+    let bytes = rmp_serde::to_vec(batch).expect("records serialise");
     let mut written = log
         .append_noted::<ReplicaLog>(&bytes, |kept, pos, next| kept.add_batch(batch, pos, next))
         .await
