@@ -116,7 +116,7 @@ pub struct RowEvent {
     pub row: RowImage,
     /// A row read by the connector's snapshot (Debezium's `op=r`), not a change: it
     /// belongs to no transaction (`tx`, `index` and `count` are 0, 0, 1).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "faultline_sim::omit::no")]
     pub snapshot: bool,
 }
 

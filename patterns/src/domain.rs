@@ -127,7 +127,7 @@ pub struct RowImage {
     pub data: Option<Arc<Fields>>,
     /// The writer's wall clock at the commit, when the integration resolves conflicts by
     /// it (last writer wins).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "faultline_sim::omit::none")]
     pub written_at: Option<WallTime>,
 }
 
@@ -275,12 +275,8 @@ pub struct ActionRequest {
     /// How long the transaction stays open after its first insert (further statements,
     /// application work) before it commits: meanwhile later transactions can take later
     /// ids and commit first.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "faultline_sim::omit::zero")]
     pub hold_ms: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// Builds a field map from pairs, shared as images and rows hold it.

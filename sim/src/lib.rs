@@ -29,6 +29,7 @@ pub mod clock;
 pub mod coverage;
 pub mod disk;
 pub mod fault;
+pub mod omit;
 pub mod panic;
 pub mod profile;
 pub mod progress;

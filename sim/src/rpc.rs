@@ -119,7 +119,8 @@ struct ResponseFrame<T> {
 /// `value` as a frame: its length, then its encoding.
 fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
     let mut buf = vec![0u8; 4];
-    rmp_serde::encode::write_named(&mut buf, value).map_err(|e| RpcError::Codec(e.to_string()))?;
+    crate::omit::positionally(|| rmp_serde::encode::write(&mut buf, value))
+        .map_err(|e| RpcError::Codec(e.to_string()))?;
     let len = buf.len() - 4;
     if len > MAX_FRAME_BYTES {
         return Err(RpcError::Codec(format!(

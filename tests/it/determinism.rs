@@ -268,6 +268,52 @@ fn every_select_in_the_workspace_is_biased() {
     assert!(fair.is_empty(), "select! without `biased;` at {fair:?}");
 }
 
+/// The wire encodes structs positionally: a field left out would shift every later
+/// one. Every type that may travel on it (everything in `sim` and `patterns`) leaves
+/// fields out of text only, through `faultline_sim::omit`, which writes them all while
+/// a frame is encoded.
+#[test]
+fn every_skipped_field_in_the_simulated_systems_is_skipped_in_text_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["sim/src", "patterns/src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut skips = 0;
+    let mut positional_breakers = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("a source file reads");
+        for (at, _) in text.match_indices("skip_serializing_if = \"") {
+            skips += 1;
+            let rest = &text[at + "skip_serializing_if = \"".len()..];
+            let condition = &rest[..rest.find('"').unwrap_or(rest.len())];
+            // omit.rs's own test names its functions unqualified.
+            let in_text_only = condition.starts_with("faultline_sim::omit::")
+                || (file.ends_with("sim/src/omit.rs") && !condition.contains("::"));
+            if !in_text_only {
+                let line = text[..at].lines().count();
+                positional_breakers.push(format!(
+                    "{}:{line}",
+                    file.strip_prefix(root).unwrap_or(file).display()
+                ));
+            }
+        }
+        assert!(
+            !text.contains("serde(skip_serializing)"),
+            "{} skips a field everywhere, which no positional decoder can read back",
+            file.display()
+        );
+    }
+    assert!(
+        skips > 0,
+        "no skipped field found: the scan looks in the wrong places"
+    );
+    assert!(
+        positional_breakers.is_empty(),
+        "skip_serializing_if not through faultline_sim::omit at {positional_breakers:?}"
+    );
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

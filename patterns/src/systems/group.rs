@@ -53,7 +53,7 @@ pub struct Generation {
     /// Each member's partitions, by member id.
     pub assignment: BTreeMap<String, Vec<u32>>,
     /// The static members' instance ids, by member id.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "faultline_sim::omit::empty")]
     pub instances: BTreeMap<String, String>,
 }
 

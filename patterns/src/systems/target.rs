@@ -141,14 +141,14 @@ struct TargetTx {
     message: Option<String>,
     /// When the transaction committed (simulated µs), kept only where an inbox cleanup
     /// needs an entry's age.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "faultline_sim::omit::none")]
     at_us: Option<u64>,
     /// Welcomes to dispatch (with an inbox only).
     welcomes: Vec<StoredWelcome>,
     /// Keys of stored welcomes the notification service acknowledged.
     dispatched: Vec<String>,
     /// The bootstrap's copy finished (written with its last rows).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "faultline_sim::omit::no")]
     bootstrapped: bool,
 }
 
