@@ -1814,7 +1814,7 @@ async fn join_group(
     let text = format!("{group} gen={} {:?}", next.generation, next.assignment);
     let answer = with_group(state, &group, |g, now| {
         let completed = g.complete(next);
-        (completed, g.join(&member, instance.as_deref(), partitions, now))
+        (completed, g.rejoin(&member, instance.as_deref(), partitions, now))
     });
     match answer {
         None => BrokerResponse::NotLeader,

@@ -318,6 +318,17 @@ impl Group {
         true
     }
 
+    /// A join's answer once the rebalance it was waiting on was stored (or could not
+    /// be): as [`Group::join`] for a member still in the group. A member that left or
+    /// was dropped meanwhile is not taken back in: Kafka answers such a pending join
+    /// `UNKNOWN_MEMBER_ID`, and a live member joins again as a new one.
+    pub fn rejoin(&mut self, member: &str, instance: Option<&str>, partitions: u32, now: SimTime) -> Join {
+        if !self.members.contains_key(member) {
+            return Join::Pending;
+        }
+        self.join(member, instance, partitions, now)
+    }
+
     /// A member's place in the current generation.
     fn place(&self, member: &str) -> Join {
         if self.unstored {
@@ -453,6 +464,31 @@ mod tests {
         assert_eq!(group.join("a", None, P, ms(200)), joined(1, &[0, 1]));
         assert_eq!(group.join("b", None, P, ms(200)), joined(1, &[2, 3]));
         assert_eq!(group.heartbeat("a", 1, ms(300)), Ok(()));
+    }
+
+    /// A join waits while the coordinator stores the generation it completes; a member
+    /// that leaves meanwhile (its process stopping) stays out: the stored generation no
+    /// longer matches the group, and the join's answer does not take it back in.
+    #[test]
+    fn a_member_that_leaves_while_its_join_is_stored_is_not_taken_back_in() {
+        let mut group = Group::default();
+        group.join("a", None, P, ms(0));
+        join_and_complete(&mut group, "b", ms(INITIAL_REBALANCE_DELAY_MS));
+        group.leave("b", ms(300));
+        assert_eq!(group.join("a", None, P, ms(310)), Join::Pending);
+        let storing = group.ready(ms(310)).expect("a rejoined, b is gone");
+        // While it is stored, c joins and stops at once: its leave lands before the
+        // store completes, and its join is still waiting for an answer.
+        assert_eq!(group.join("c", None, P, ms(320)), Join::Pending);
+        group.leave("c", ms(330));
+        assert!(group.complete(storing), "the same members as when it was built");
+        assert_eq!(group.rejoin("c", None, P, ms(340)), Join::Pending);
+        assert!(group.generation().assignment.keys().eq(["a"]));
+        assert!(
+            !group.members.contains_key("c"),
+            "c left; its pending join keeps it out"
+        );
+        assert_eq!(group.rejoin("a", None, P, ms(340)), joined(2, &[0, 1, 2, 3]));
     }
 
     #[test]
