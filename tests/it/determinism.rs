@@ -232,32 +232,23 @@ fn keeping_trace_events_leaves_every_variant_run_unchanged() {
 /// is in `clippy.toml`: no watch channels, no runtime-wide spawns).
 #[test]
 fn every_select_in_the_workspace_is_biased() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    for dir in [
+    let files = sources(&[
         "sim/src",
         "patterns/src",
         "scenarios/src",
         "reports/src",
         "src",
         "examples",
-    ] {
-        rust_files(&root.join(dir), &mut files);
-    }
+    ]);
     assert!(files.len() > 20, "the scan found only {} files", files.len());
     let mut selects = 0;
     let mut fair = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).expect("a source file reads");
-        for (at, _) in text.match_indices("select! {") {
+    for source in &files {
+        for (at, _) in source.text.match_indices("select! {") {
             selects += 1;
-            let body = text[at + "select! {".len()..].trim_start();
+            let body = source.text[at + "select! {".len()..].trim_start();
             if !body.starts_with("biased;") {
-                let line = text[..at].lines().count();
-                fair.push(format!(
-                    "{}:{line}",
-                    file.strip_prefix(root).unwrap_or(file).display()
-                ));
+                fair.push(source.place(at));
             }
         }
     }
@@ -274,34 +265,24 @@ fn every_select_in_the_workspace_is_biased() {
 /// a frame is encoded.
 #[test]
 fn every_skipped_field_in_the_simulated_systems_is_skipped_in_text_only() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    for dir in ["sim/src", "patterns/src"] {
-        rust_files(&root.join(dir), &mut files);
-    }
     let mut skips = 0;
     let mut positional_breakers = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).expect("a source file reads");
-        for (at, _) in text.match_indices("skip_serializing_if = \"") {
+    for source in &sources(&["sim/src", "patterns/src"]) {
+        for (at, _) in source.text.match_indices("skip_serializing_if = \"") {
             skips += 1;
-            let rest = &text[at + "skip_serializing_if = \"".len()..];
+            let rest = &source.text[at + "skip_serializing_if = \"".len()..];
             let condition = &rest[..rest.find('"').unwrap_or(rest.len())];
             // omit.rs's own test names its functions unqualified.
             let in_text_only = condition.starts_with("faultline_sim::omit::")
-                || (file.ends_with("sim/src/omit.rs") && !condition.contains("::"));
+                || (source.path.ends_with("sim/src/omit.rs") && !condition.contains("::"));
             if !in_text_only {
-                let line = text[..at].lines().count();
-                positional_breakers.push(format!(
-                    "{}:{line}",
-                    file.strip_prefix(root).unwrap_or(file).display()
-                ));
+                positional_breakers.push(source.place(at));
             }
         }
         assert!(
-            !text.contains("serde(skip_serializing)"),
+            !source.text.contains("serde(skip_serializing)"),
             "{} skips a field everywhere, which no positional decoder can read back",
-            file.display()
+            source.path.display()
         );
     }
     assert!(
@@ -312,6 +293,40 @@ fn every_skipped_field_in_the_simulated_systems_is_skipped_in_text_only() {
         positional_breakers.is_empty(),
         "skip_serializing_if not through faultline_sim::omit at {positional_breakers:?}"
     );
+}
+
+/// A source file of the workspace and its text.
+struct Source {
+    path: std::path::PathBuf,
+    text: String,
+}
+
+impl Source {
+    /// `file:line` of byte `at`, relative to the workspace.
+    fn place(&self, at: usize) -> String {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let line = self.text[..at].lines().count();
+        format!(
+            "{}:{line}",
+            self.path.strip_prefix(root).unwrap_or(&self.path).display()
+        )
+    }
+}
+
+/// Every Rust file under the workspace's `dirs`, in path order.
+fn sources(dirs: &[&str]) -> Vec<Source> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in dirs {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files
+        .into_iter()
+        .map(|path| Source {
+            text: std::fs::read_to_string(&path).expect("a source file reads"),
+            path,
+        })
+        .collect()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
