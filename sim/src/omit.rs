@@ -5,7 +5,8 @@
 //! a sync's byte count is in the trace, and a field added later leaves older files
 //! and traces as they were. The wire encodes structs positionally (MessagePack arrays,
 //! no field names to write and read back), where a left-out field would shift every
-//! later one into the wrong place: while a frame is encoded, nothing is left out.
+//! later one into the wrong place: while a frame (or any positional encoding, such as a
+//! broker's record batch) is encoded, nothing is left out.
 //! Every `skip_serializing_if` in `sim` and `patterns` goes through this module (a
 //! test scans the sources), so a type can travel both ways.
 
@@ -17,7 +18,7 @@ thread_local! {
 }
 
 /// Runs `encode` with every field written, as a positional encoding needs.
-pub(crate) fn positionally<T>(encode: impl FnOnce() -> T) -> T {
+pub fn positionally<T>(encode: impl FnOnce() -> T) -> T {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {

@@ -1326,9 +1326,9 @@ async fn append_as_leader(
 async fn write_batch(log: &LogFile, batch: &[BrokerRecord], flush: bool) -> Result<LogPos, String> {
     let start = log.end();
     // Binary, as Kafka's record batches are: a record's JSON payload is stored as it
-    // is, not escaped again inside a JSON array (positional MessagePack: a record's
-    // fields are always all written).
-    let bytes = rmp_serde::to_vec(batch).expect("records serialise");
+    // is, not escaped again inside a JSON array (positional MessagePack, every field
+    // written).
+    let bytes = faultline_sim::omit::positionally(|| rmp_serde::to_vec(batch)).expect("records serialise");
     let mut written = log
         .append_noted::<ReplicaLog>(&bytes, |kept, pos, next| kept.add_batch(batch, pos, next))
         .await
