@@ -36,6 +36,7 @@ use faultline_sim::HostCtx;
 use std::cell::Cell;
 use std::rc::Rc;
 
+use crate::backoff::Backoff;
 use crate::bugs::{Bug, BugSet};
 use crate::history::{KafkaRead, KafkaRecord, Recorder};
 use crate::systems::broker::{
@@ -48,6 +49,15 @@ use crate::RPC_TIMEOUT;
 
 /// The consumer group of the target.
 pub const GROUP: &str = "target";
+
+/// `default.api.timeout.ms`, how long a synchronous commit keeps trying: Kafka's 60 s,
+/// compressed 20× like the group's sessions.
+pub const DEFAULT_API_TIMEOUT_MS: u64 = 3_000;
+
+/// The consumer's `retry.backoff.ms` and `retry.backoff.max.ms` (Kafka's defaults,
+/// KIP-580): the waits between a commit's attempts.
+const COMMIT_RETRY_BACKOFF_MS: u64 = 100;
+const COMMIT_RETRY_BACKOFF_MAX_MS: u64 = 1_000;
 
 /// When a consumer commits a record's offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -515,7 +525,7 @@ async fn consume<H: Handler>(assigned: Assigned, config: ConsumerConfig, mut han
             if position > at.committed && ctx.now().saturating_since(auto_committed_at) >= interval {
                 // Kafka commits asynchronously in poll and goes on: a failed commit is
                 // only tried again at the next interval.
-                if assignment.commit(position).await {
+                if assignment.commit_once(position).await == Ok(true) {
                     at.committed = position;
                     auto_uncommitted = None;
                 }
@@ -714,15 +724,38 @@ impl Assignment<'_> {
         !self.membership.revoked.get() && self.membership.fenced.get().is_none()
     }
 
-    /// Commits `offset` as the member of its generation; answers whether it was stored.
-    /// A refusal fences the member: its partitions stop, and it joins again.
+    /// Commits `offset` as the member of its generation, as `commitSync` does (Spring
+    /// Kafka's container commits each batch so): a failure that may pass (the
+    /// coordinator moved or did not answer, the offsets topic lacks in-sync replicas) is
+    /// tried again after `retry.backoff.ms` until `default.api.timeout.ms`. Answers
+    /// whether it was stored. A refusal fences the member: its partitions stop, and it
+    /// joins again.
     async fn commit(&self, offset: u64) -> bool {
+        let started = self.ctx.now();
+        let mut backoff = Backoff::new(COMMIT_RETRY_BACKOFF_MS, COMMIT_RETRY_BACKOFF_MAX_MS);
+        loop {
+            match self.commit_once(offset).await {
+                Ok(stored) => return stored,
+                Err(()) => {
+                    let waited = self.ctx.now().saturating_since(started) + backoff.next_delay();
+                    if waited >= Duration::from_millis(DEFAULT_API_TIMEOUT_MS) {
+                        return false;
+                    }
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// One attempt at a commit, as `commitAsync` (and auto-commit in a poll) makes it:
+    /// whether it was stored, or `Err` when it failed in a way that may pass.
+    async fn commit_once(&self, offset: u64) -> Result<bool, ()> {
         let committed = self
             .broker
             .commit_offset(GROUP, self.membership.id(), self.topic, self.partition, offset)
             .await;
         match committed {
-            Ok(()) => true,
+            Ok(()) => Ok(true),
             Err(BrokerError::Fenced(why)) => {
                 if self.membership.fenced.replace(Some(why)).is_none() {
                     self.ctx.record(
@@ -733,9 +766,9 @@ impl Assignment<'_> {
                         ),
                     );
                 }
-                false
+                Ok(false)
             }
-            Err(_) => false,
+            Err(_) => Err(()),
         }
     }
 }

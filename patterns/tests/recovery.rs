@@ -424,8 +424,10 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
     };
     let mut world = World::new(WorldConfig::new(Seed(5)));
     variant.install(&mut world, &setup).unwrap();
-    // Lose some calls (offset commits among them), and kill the target's process
-    // repeatedly while messages flow: it restarts from an older committed offset.
+    // Lose some calls (offset commits among them: each is retried, its partition waiting
+    // meanwhile), and kill the target's processes while messages flow: the second
+    // instance, killed while the commit of what it applied is retried, is restarted from
+    // an older committed offset.
     let loss = faultline_sim::MessageFaultRates {
         loss: 0.1,
         ..Default::default()
@@ -454,6 +456,18 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
             },
         ));
     }
+    events.push(at(
+        1_100,
+        Fault::Crash {
+            host: "target-2".into(),
+        },
+    ));
+    events.push(at(
+        1_130,
+        Fault::Restart {
+            host: "target-2".into(),
+        },
+    ));
     world.set_plan(FaultPlan::from_events(events));
     world.run_until(SimTime::from_secs(4), |_| false).unwrap();
     let trace = world.trace().events();
@@ -945,6 +959,25 @@ fn failover_run(
     cluster: ClusterConfig,
     plan: impl Fn(&Replicas) -> Vec<FaultEvent>,
 ) -> (Vec<u64>, Vec<u64>, Vec<String>) {
+    let run = failover_run_with_isr_changes(cluster, plan);
+    (run.acked, run.stored, run.elections)
+}
+
+/// What a failover run yields: see [`failover_run`]; `isr_changes` are the ISR changes
+/// asked of the controller for the partition (`alter-partition` requests sent) and made
+/// by it (`isr-changed`), with when (ms).
+struct FailoverRun {
+    acked: Vec<u64>,
+    stored: Vec<u64>,
+    elections: Vec<String>,
+    isr_changes: Vec<(u64, String)>,
+}
+
+/// [`failover_run`], with the partition's ISR changes.
+fn failover_run_with_isr_changes(
+    cluster: ClusterConfig,
+    plan: impl Fn(&Replicas) -> Vec<FaultEvent>,
+) -> FailoverRun {
     let acked: Rc<RefCell<Vec<u64>>> = Rc::default();
     let stored: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();
     let mut world = World::new(WorldConfig::new(Seed(3)));
@@ -1001,12 +1034,27 @@ fn failover_run(
         .filter(|e| e.kind == "leader-elected" && e.detail.starts_with("t/0"))
         .map(|e| e.detail.to_string())
         .collect();
+    let isr_changes: Vec<(u64, String)> = world
+        .trace()
+        .events()
+        .iter()
+        .filter(|e| {
+            (e.kind == "isr-changed" && e.detail.starts_with("t/0"))
+                || (e.kind == "send" && e.detail.contains("alter-partition t/0 "))
+        })
+        .map(|e| (e.at.as_millis(), format!("{} {}", e.kind, e.detail)))
+        .collect();
     let acked = acked.borrow().clone();
     let stored = stored
         .borrow()
         .clone()
         .expect("the client read the partition back");
-    (acked, stored, elections)
+    FailoverRun {
+        acked,
+        stored,
+        elections,
+        isr_changes,
+    }
 }
 
 async fn cluster_ready_on(ctx: &faultline_sim::HostCtx, brokers: u32) {
@@ -1051,6 +1099,132 @@ fn a_leader_failover_keeps_every_record_acknowledged_with_acks_all() {
     assert!(
         elections.iter().any(|e| e.contains("(clean)")),
         "the leadership moved: {elections:?}"
+    );
+}
+
+/// A follower asked to stop (a rolling restart) is taken out of the ISR by the
+/// controller and keeps fetching until it is killed. The leader does not propose it
+/// back while the image shows it shutting down (Kafka's `isReplicaIsrEligible`): no
+/// ISR change is asked or made; once it has restarted and caught up, it rejoins.
+#[test]
+fn a_follower_shutting_down_is_not_proposed_back_into_the_isr_until_it_has_restarted() {
+    let FailoverRun {
+        acked,
+        stored,
+        isr_changes,
+        ..
+    } = failover_run_with_isr_changes(CLUSTER, |r| {
+        vec![
+            at(
+                600,
+                Fault::Stop {
+                    host: r.follower.clone(),
+                },
+            ),
+            at(
+                1_400,
+                Fault::Crash {
+                    host: r.follower.clone(),
+                },
+            ),
+            at(
+                1_600,
+                Fault::Restart {
+                    host: r.follower.clone(),
+                },
+            ),
+        ]
+    });
+    let missing: Vec<&u64> = acked.iter().filter(|n| !stored.contains(n)).collect();
+    assert!(missing.is_empty(), "acknowledged records lost: {missing:?}");
+    let while_stopping: Vec<&(u64, String)> = isr_changes
+        .iter()
+        .filter(|(at, _)| (600..1_400).contains(at))
+        .collect();
+    assert!(
+        while_stopping.is_empty(),
+        "ISR changes asked or made while the follower shut down: {while_stopping:?}"
+    );
+    let rejoined = isr_changes
+        .iter()
+        .any(|(at, detail)| *at >= 1_600 && detail.starts_with("isr-changed t/0 isr=1,2,3"));
+    assert!(
+        rejoined,
+        "the follower rejoined after its restart: {isr_changes:?}"
+    );
+}
+
+/// An operator's purge on the leader (a shorter `log.retention.ms` there) deletes on
+/// every replica: each follower takes the leader's log start from its fetch answers
+/// (Kafka's `LeaderOffsetIncremented`), so when the leader dies its successor does not
+/// serve what was deleted, and a consumer below the log start is out of range there too.
+#[test]
+fn a_purge_on_the_leader_deletes_on_the_followers_and_survives_a_failover() {
+    type Read = Result<Vec<u64>, BrokerError>;
+    let read: Rc<RefCell<Option<Read>>> = Rc::default();
+    let mut world = World::new(WorldConfig::new(Seed(5)));
+    install_cluster(&mut world, CLUSTER);
+    let read_in = Rc::clone(&read);
+    world
+        .host("client", move |ctx| {
+            let read = Rc::clone(&read_in);
+            async move {
+                cluster_ready_on(&ctx, CLUSTER.brokers).await;
+                let producer =
+                    Producer::new(&ctx, Duration::from_millis(100), KAFKA_PRODUCER, CLUSTER.brokers);
+                for n in 0..40u64 {
+                    // Queued at once; its delivery is not awaited.
+                    drop(producer.send_async("t", 0, "k".into(), n.to_string()));
+                    faultline_sim::timer::sleep(Duration::from_millis(10)).await;
+                }
+                // Past the purge, the leader's death and its successor's election.
+                faultline_sim::timer::sleep(Duration::from_millis(4_000)).await;
+                let broker = BrokerClient::new(&ctx, CLUSTER.brokers, Duration::from_millis(300));
+                let answer = loop {
+                    match broker.fetch("t", 0, 0, 0).await {
+                        Err(BrokerError::Call(_) | BrokerError::NotLeader) => {
+                            faultline_sim::timer::sleep(Duration::from_millis(50)).await
+                        }
+                        other => break other,
+                    }
+                };
+                *read.borrow_mut() = Some(answer.map(|records| records.iter().map(|r| r.offset).collect()));
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    let leader = format!("broker-{}", replicas("t", 0, CLUSTER.brokers)[0]);
+    world.set_plan(FaultPlan::from_events(vec![
+        at(
+            1_500,
+            Fault::Purge {
+                host: leader.clone(),
+                keep_ms: 200,
+            },
+        ),
+        at(2_500, Fault::Crash { host: leader.clone() }),
+    ]));
+    world.run_until(SimTime::from_secs(6), |_| false).unwrap();
+    let elected: Vec<String> = world
+        .trace()
+        .events()
+        .iter()
+        .filter(|e| e.kind == "leader-elected" && e.detail.starts_with("t/0"))
+        .map(|e| e.detail.to_string())
+        .collect();
+    assert!(
+        !elected.is_empty(),
+        "a follower took over from the crashed leader"
+    );
+    let answer = read.borrow().clone().expect("the client read the partition");
+    let Err(BrokerError::OutOfRange { start, end }) = answer else {
+        panic!("the new leader served records the purge deleted: {answer:?} (elections {elected:?})");
+    };
+    assert_eq!(
+        (start, end),
+        (40, 40),
+        "every record was older than the purge kept"
     );
 }
 

@@ -321,10 +321,13 @@ pub enum BrokerResponse {
         broker: Option<u32>,
         epoch: u64,
     },
-    /// A follower's fetch: whole batches from its offset, the leader's high watermark.
+    /// A follower's fetch: whole batches from its offset, the leader's high watermark
+    /// and log start (a follower deletes what the leader deleted: Kafka's
+    /// `maybeIncrementLogStartOffset(leaderLogStartOffset, LeaderOffsetIncremented)`).
     Batches {
         batches: Vec<Vec<BrokerRecord>>,
         high_watermark: u64,
+        log_start: u64,
     },
     /// The follower's log diverged from the leader's: the end of the largest epoch at
     /// or below the follower's last one.
@@ -429,7 +432,11 @@ impl RpcMessage for BrokerResponse {
             BrokerResponse::Batches {
                 batches,
                 high_watermark,
-            } => format!("batches n={} hw={high_watermark}", batches.len()),
+                log_start,
+            } => format!(
+                "batches n={} hw={high_watermark} start={log_start}",
+                batches.len()
+            ),
             BrokerResponse::Diverging { epoch, end_offset } => {
                 format!("diverging epoch={epoch} end={end_offset}")
             }
@@ -486,6 +493,59 @@ impl Cleaned {
     }
 }
 
+/// A retention check: when, and what `retention.ms` and `retention.bytes` keep.
+#[derive(Clone, Copy, Debug)]
+struct RetentionCheck {
+    now_ms: u64,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+}
+
+/// The log start retention leaves in a replica's log (`records`, its batches starting
+/// at `frames`): past the records older than `retention_ms`, then past the oldest
+/// segments while the rest still hold `retention_bytes` (Kafka never deletes the active
+/// segment by size), and never past the high watermark (Kafka's `deletableSegments`
+/// keeps a segment the high watermark has not passed: what is not yet replicated is not
+/// deleted).
+fn retained_start(
+    records: &[BrokerRecord],
+    frames: &[(u64, LogPos)],
+    log_start: u64,
+    high_watermark: u64,
+    check: RetentionCheck,
+) -> u64 {
+    let log_end = records.len() as u64;
+    let replicated = high_watermark.min(log_end);
+    let live = records
+        .get(log_start as usize..replicated as usize)
+        .unwrap_or_default();
+    let expired = check.retention_ms.map_or(0, |ms| {
+        live.iter()
+            .take_while(|r| r.appended_at_ms.is_some_and(|at| at + ms <= check.now_ms))
+            .count()
+    });
+    let mut start = log_start + expired as u64;
+    if let Some(limit) = check.retention_bytes {
+        let size = |from: u64, to: u64| -> u64 {
+            records[from as usize..to as usize]
+                .iter()
+                .map(|r| (r.key.len() + r.payload.len()) as u64)
+                .sum()
+        };
+        let mut held = size(start, log_end);
+        let segments = frames.windows(2).map(|w| (w[0].0, w[1].0));
+        for (first, next) in segments.skip_while(|&(first, _)| first < log_start + expired as u64) {
+            let segment = size(first, next);
+            if first != start || next > replicated || held - segment < limit {
+                break;
+            }
+            held -= segment;
+            start = next;
+        }
+    }
+    start
+}
+
 /// This broker's replica of one partition.
 struct Replica {
     log: LogFile,
@@ -520,36 +580,15 @@ impl Replica {
         self.records.len() as u64
     }
 
-    /// The log start retention leaves: past the records older than `retention_ms`,
-    /// then past the oldest segments while the rest still hold `retention_bytes`
-    /// (Kafka never deletes the active segment by size).
-    fn retained_start(&self, now_ms: u64, retention_ms: Option<u64>, retention_bytes: Option<u64>) -> u64 {
-        let live = self.records.get(self.log_start as usize..).unwrap_or_default();
-        let expired = retention_ms.map_or(0, |ms| {
-            live.iter()
-                .take_while(|r| r.appended_at_ms.is_some_and(|at| at + ms <= now_ms))
-                .count()
-        });
-        let mut start = self.log_start + expired as u64;
-        if let Some(limit) = retention_bytes {
-            let size = |from: u64, to: u64| -> u64 {
-                self.records[from as usize..to as usize]
-                    .iter()
-                    .map(|r| (r.key.len() + r.payload.len()) as u64)
-                    .sum()
-            };
-            let mut held = size(start, self.log_end());
-            let segments = self.frames.windows(2).map(|w| (w[0].0, w[1].0));
-            for (first, next) in segments.skip_while(|&(first, _)| first < self.log_start + expired as u64) {
-                let segment = size(first, next);
-                if first != start || held - segment < limit {
-                    break;
-                }
-                held -= segment;
-                start = next;
-            }
-        }
-        start
+    /// The log start retention leaves (see [`retained_start`]).
+    fn retained_start(&self, check: RetentionCheck) -> u64 {
+        retained_start(
+            &self.records,
+            &self.frames,
+            self.log_start,
+            self.high_watermark,
+            check,
+        )
     }
 
     /// The last record of `key` a coordinator of `epoch` counts (see
@@ -834,6 +873,8 @@ struct State {
     /// The controller's metadata image as this broker last heard it.
     image: Image,
     image_version: u64,
+    /// The brokers that may join an ISR, from the same image.
+    eligible: Vec<u32>,
     /// The durable log start offsets, by `topic-partition`.
     log_starts: BTreeMap<String, u64>,
     /// The durable work of the log cleaner, by `topic-partition`.
@@ -939,12 +980,13 @@ impl State {
     /// Takes a newer metadata image: each partition this broker has a replica of
     /// becomes led or followed as the controller says. Returns the partitions whose
     /// follower fetcher is to start.
-    fn apply_image(&mut self, version: u64, image: Image) -> Vec<(String, u32)> {
+    fn apply_image(&mut self, version: u64, image: Image, eligible: Vec<u32>) -> Vec<(String, u32)> {
         if version <= self.image_version {
             return Vec::new();
         }
         self.image_version = version;
         self.image = image;
+        self.eligible = eligible;
         let me = self.id;
         let min_insync = self.config.min_insync_replicas as usize;
         let now = self.ctx.now().as_millis();
@@ -1057,6 +1099,7 @@ impl State {
         BrokerResponse::Batches {
             batches,
             high_watermark: replica.high_watermark,
+            log_start: replica.log_start,
         }
     }
 
@@ -1362,6 +1405,9 @@ async fn replica_fetch(
         let me = s.id;
         let min_insync = s.config.min_insync_replicas as usize;
         let now = s.ctx.now().as_millis();
+        // Kafka's `isReplicaIsrEligible`: a broker the image shows fenced or shutting
+        // down is not proposed (the controller would refuse it).
+        let may_join = s.eligible.contains(&follower);
         let replica = s.replica(&topic, partition);
         if replica.leader_epoch() != Some(leader_epoch) {
             return BrokerResponse::NotLeader;
@@ -1394,7 +1440,7 @@ async fn replica_fetch(
         }
         f.last_fetch_ms = now;
         f.last_fetch_leader_end = log_end;
-        let rejoins = !in_isr && offset >= high_watermark;
+        let rejoins = !in_isr && may_join && offset >= high_watermark;
         replica.advance_high_watermark(me, min_insync);
         if rejoins {
             let mut isr = replica.isr.clone();
@@ -1443,9 +1489,17 @@ fn propose_isr(state: &Shared, s: &mut State, topic: &str, partition: u32, isr: 
             s.replica(&key.0, key.1).pending_isr = None;
             match answer {
                 Ok(
-                    ControllerResponse::Image { version, image }
-                    | ControllerResponse::Stale { version, image },
-                ) => s.apply_image(version, image),
+                    ControllerResponse::Image {
+                        version,
+                        image,
+                        eligible,
+                    }
+                    | ControllerResponse::Stale {
+                        version,
+                        image,
+                        eligible,
+                    },
+                ) => s.apply_image(version, image, eligible),
                 _ => Vec::new(),
             }
         };
@@ -1525,6 +1579,7 @@ async fn follow(state: Shared, topic: String, partition: u32) {
             Ok(BrokerResponse::Batches {
                 batches,
                 high_watermark,
+                log_start,
             }) => {
                 for batch in batches {
                     if !append_as_follower(&state, &topic, partition, epoch, batch).await {
@@ -1534,6 +1589,15 @@ async fn follow(state: Shared, topic: String, partition: u32) {
                 let mut s = state.borrow_mut();
                 let replica = s.replica(&topic, partition);
                 replica.high_watermark = replica.high_watermark.max(high_watermark.min(replica.log_end()));
+                // The leader's deletions hold here at once (reads, and an election of
+                // this replica); retention makes them durable at its next check, as
+                // Kafka checkpoints log starts apart from the fetch.
+                let start = log_start.min(replica.high_watermark);
+                if start > replica.log_start {
+                    replica.log_start = start;
+                    s.ctx
+                        .record("log-start-followed", format!("{topic}/{partition} below {start}"));
+                }
             }
             Ok(BrokerResponse::Diverging {
                 epoch: leaders,
@@ -1599,8 +1663,13 @@ async fn heartbeat(state: Shared) {
         };
         let state = Rc::clone(&state);
         tokio::task::spawn_local(async move {
-            if let Ok(ControllerResponse::Image { version, image }) = controller.call(&request).await {
-                let start = state.borrow_mut().apply_image(version, image);
+            if let Ok(ControllerResponse::Image {
+                version,
+                image,
+                eligible,
+            }) = controller.call(&request).await
+            {
+                let start = state.borrow_mut().apply_image(version, image, eligible);
                 start_followers(&state, start);
             }
         });
@@ -1618,8 +1687,13 @@ async fn metadata(state: &Shared, topic: String, partition: u32) -> BrokerRespon
             topic: key.0.clone(),
             partition,
         };
-        if let Ok(ControllerResponse::Image { version, image }) = controller.call(&request).await {
-            let start = state.borrow_mut().apply_image(version, image);
+        if let Ok(ControllerResponse::Image {
+            version,
+            image,
+            eligible,
+        }) = controller.call(&request).await
+        {
+            let start = state.borrow_mut().apply_image(version, image, eligible);
             start_followers(state, start);
         }
     }
@@ -1855,9 +1929,15 @@ async fn enforce_retention(state: &Shared) {
             if topic == OFFSETS_TOPIC {
                 continue;
             }
-            let start = replica.retained_start(now, retention_ms, s.config.retention_bytes);
-            if start > replica.log_start {
-                next.insert(format!("{topic}-{partition}"), start);
+            let name = format!("{topic}-{partition}");
+            let durable = s.log_starts.get(&name).copied().unwrap_or(0);
+            let start = replica.retained_start(RetentionCheck {
+                now_ms: now,
+                retention_ms,
+                retention_bytes: s.config.retention_bytes,
+            });
+            if start > durable {
+                next.insert(name, start);
             }
         }
         if next == s.log_starts {
@@ -1872,11 +1952,12 @@ async fn enforce_retention(state: &Shared) {
     let mut guard = state.borrow_mut();
     let s = &mut *guard;
     for ((topic, partition), replica) in s.replicas.iter_mut() {
-        if let Some(&start) = next.get(&format!("{topic}-{partition}")) {
-            if start > replica.log_start {
+        let name = format!("{topic}-{partition}");
+        if let Some(&start) = next.get(&name) {
+            if s.log_starts.get(&name).is_none_or(|&durable| start > durable) {
                 s.ctx
                     .record("retention-deleted", format!("{topic}/{partition} below {start}"));
-                replica.log_start = start;
+                replica.log_start = replica.log_start.max(start);
             }
         }
     }
@@ -1997,6 +2078,7 @@ pub async fn run_broker(
         sequences: BTreeMap::new(),
         image: Image::new(),
         image_version: 0,
+        eligible: Vec::new(),
         log_starts,
         cleaned,
         controller: RpcClient::new(&ctx, CONTROLLER, CONTROLLER_PORT, CONTROLLER_TIMEOUT),
@@ -2489,5 +2571,72 @@ impl BrokerClient {
             BrokerResponse::Offset(o) => Ok(o),
             _ => Err(BrokerError::Unexpected),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log of `batches` batches of two records each, appended 100 ms apart from 0.
+    fn log(batches: u64) -> (Vec<BrokerRecord>, Vec<(u64, LogPos)>) {
+        let mut records = Vec::new();
+        let mut frames = Vec::new();
+        for b in 0..batches {
+            frames.push((2 * b, LogPos(b)));
+            for offset in [2 * b, 2 * b + 1] {
+                records.push(BrokerRecord {
+                    offset,
+                    key: "k".into(),
+                    payload: "0123456789".into(),
+                    producer: None,
+                    appended_at_ms: Some(100 * b),
+                    epoch: 0,
+                });
+            }
+        }
+        (records, frames)
+    }
+
+    #[test]
+    fn time_retention_deletes_only_what_every_in_sync_replica_has() {
+        let (records, frames) = log(5);
+        let check = RetentionCheck {
+            now_ms: 10_000,
+            retention_ms: Some(1_000),
+            retention_bytes: None,
+        };
+        assert_eq!(retained_start(&records, &frames, 0, 10, check), 10, "all expired");
+        assert_eq!(
+            retained_start(&records, &frames, 0, 5, check),
+            5,
+            "expired, but not past the high watermark"
+        );
+        assert_eq!(
+            retained_start(&records, &frames, 7, 5, check),
+            7,
+            "never backwards"
+        );
+    }
+
+    #[test]
+    fn size_retention_deletes_whole_segments_below_the_high_watermark() {
+        let (records, frames) = log(5);
+        // 11 bytes a record, 22 a batch: keep at least 22 bytes.
+        let check = RetentionCheck {
+            now_ms: 0,
+            retention_ms: None,
+            retention_bytes: Some(22),
+        };
+        assert_eq!(
+            retained_start(&records, &frames, 0, 10, check),
+            8,
+            "every segment but the active one"
+        );
+        assert_eq!(
+            retained_start(&records, &frames, 0, 5, check),
+            4,
+            "segments wholly below the high watermark only"
+        );
     }
 }

@@ -18,6 +18,11 @@
 //! the broker's stop costs the clients a leader change instead of a session's wait; a
 //! broker shutting down is not elected and not taken back into an ISR.
 //!
+//! Which brokers may join an ISR is part of the image (KRaft's broker registrations:
+//! fenced, in controlled shutdown), so a leader proposes only those (Kafka's
+//! `Partition.isReplicaIsrEligible`, KIP-841); an `AlterPartition` naming any other is
+//! refused unchanged (`INELIGIBLE_REPLICA`).
+//!
 //! Every heartbeat's answer carries the whole metadata image, which is how brokers learn
 //! their roles (KRaft brokers replay the metadata log; the image is what it yields).
 //!
@@ -110,14 +115,19 @@ pub enum ControllerResponse {
         version: u64,
         #[serde(with = "image_as_list")]
         image: Image,
+        /// The brokers that may lead or join an ISR: registered, unfenced, not in a
+        /// controlled shutdown.
+        eligible: Vec<u32>,
     },
     /// The broker holds the current image.
     Unchanged,
-    /// An `AlterPartition` from a broker that is not the leader at that epoch.
+    /// An `AlterPartition` refused: from a broker that is not the leader at that
+    /// epoch, or naming a replica that may not join the ISR (`INELIGIBLE_REPLICA`).
     Stale {
         version: u64,
         #[serde(with = "image_as_list")]
         image: Image,
+        eligible: Vec<u32>,
     },
 }
 
@@ -217,6 +227,7 @@ impl Controller {
         if registration.fenced {
             registration.fenced = false;
             registration.shutting_down = false;
+            self.version += 1;
             self.ctx.record("broker-registered", format!("broker-{broker}"));
             self.elect_where_leaderless();
         }
@@ -231,6 +242,7 @@ impl Controller {
     /// of the ISRs (where it is not the last member; a partition it alone leads keeps
     /// it until it goes).
     fn controlled_shutdown(&mut self, broker: u32) {
+        self.version += 1;
         self.ctx
             .record("broker-shutting-down", format!("broker-{broker}"));
         let keys: Vec<(String, u32)> = self.image.keys().cloned().collect();
@@ -285,6 +297,8 @@ impl Controller {
         if let Some(r) = self.registrations.get_mut(&broker) {
             r.fenced = true;
         }
+        // Brokers learn from the image that it may no longer join an ISR.
+        self.version += 1;
         self.ctx
             .record("broker-fenced", format!("broker-{broker}: {why}"));
         let keys: Vec<(String, u32)> = self.image.keys().cloned().collect();
@@ -387,7 +401,12 @@ impl Controller {
         ControllerResponse::Image {
             version: self.version,
             image: self.image.clone(),
+            eligible: self.eligible_brokers(),
         }
+    }
+
+    fn eligible_brokers(&self) -> Vec<u32> {
+        (1..=self.brokers).filter(|&b| self.eligible(b)).collect()
     }
 
     fn alter_partition(
@@ -397,18 +416,16 @@ impl Controller {
         partition_epoch: u64,
         isr: Vec<u32>,
     ) -> bool {
-        let live: Vec<u32> = isr
-            .iter()
-            .copied()
-            .filter(|&b| b == broker || self.eligible(b))
-            .collect();
+        // KRaft refuses the whole change (`INELIGIBLE_REPLICA`) rather than applying
+        // what of it is allowed; the leader learns why from the image it is answered.
+        let allowed = !isr.is_empty() && isr.iter().all(|&b| b == broker || self.eligible(b));
         let Some(part) = self.image.get_mut(&key) else {
             return false;
         };
-        if part.leader != Some(broker) || part.partition_epoch != partition_epoch || live.is_empty() {
+        if part.leader != Some(broker) || part.partition_epoch != partition_epoch || !allowed {
             return false;
         }
-        part.isr = live;
+        part.isr = isr;
         part.partition_epoch += 1;
         self.version += 1;
         self.ctx.record(
@@ -507,6 +524,7 @@ pub async fn run_controller(
                         ControllerResponse::Stale {
                             version: c.version,
                             image: c.image.clone(),
+                            eligible: c.eligible_brokers(),
                         }
                     }
                 }
