@@ -10,7 +10,7 @@ use faultline_patterns::domain::{Action, ActionId, ActionRequest, CustomerId};
 use faultline_patterns::history::{Recorder, Rows};
 use faultline_patterns::systems::broker::{
     install_logs, run_broker, BrokerClient, BrokerError, ClusterConfig, Producer, ProducerConfig, CLUSTER,
-    CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER,
+    CONNECT_SOURCE_PRODUCER, KAFKA_PRODUCER, OFFSETS_TOPIC,
 };
 use faultline_patterns::systems::controller::{replicas, run_controller};
 use faultline_patterns::systems::group::{Fenced, HEARTBEAT_INTERVAL_MS};
@@ -486,6 +486,91 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
     let twice: Vec<_> = welcomes.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "welcomed more than once: {twice:?}");
     assert_eq!(welcomes.len(), 60, "every created customer welcomed");
+}
+
+/// A commit the group coordinator cannot take because it is moving (its broker shuts
+/// down under control, and `__consumer_offsets` gets a new leader) is sent again, as
+/// `commitSync` retries `NOT_COORDINATOR`, and stored by the new coordinator: every
+/// refused commit is followed by the same commit answered `committed`.
+#[test]
+fn a_commit_refused_while_the_coordinator_moves_is_retried_at_the_new_one() {
+    let variant = Variant::by_name("outbox-inbox").unwrap();
+    let initial = Rows::new();
+    let recorder = Recorder::new(initial.clone());
+    let setup = Setup {
+        recorder: recorder.clone(),
+        initial: Rc::new(initial),
+        bootstrap: None,
+        schedule: creates(200, 5),
+        source: variant.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE),
+        bugs: BugSet::NONE,
+        kafka: Default::default(),
+    };
+    let mut world = World::new(WorldConfig::new(Seed(2)));
+    variant.install(&mut world, &setup).unwrap();
+    let coordinator = format!("broker-{}", replicas(OFFSETS_TOPIC, 0, CLUSTER.brokers)[0]);
+    world.set_plan(FaultPlan::from_events(vec![
+        at(
+            500,
+            Fault::Stop {
+                host: coordinator.clone(),
+            },
+        ),
+        at(
+            800,
+            Fault::Crash {
+                host: coordinator.clone(),
+            },
+        ),
+        at(
+            900,
+            Fault::Restart {
+                host: coordinator.clone(),
+            },
+        ),
+    ]));
+    world.run_until(SimTime::from_secs(3), |_| false).unwrap();
+    // Each commit sent (its call and what it commits) and each call's answer.
+    let trace = world.trace().events();
+    let mut sent: Vec<(String, String, String)> = Vec::new();
+    let mut answers: BTreeMap<(String, String), String> = BTreeMap::new();
+    for e in trace.iter() {
+        let host = e.host.to_string();
+        let Some((call, rest)) = e.detail.split_once(' ') else {
+            continue;
+        };
+        if e.kind == "send" && rest.contains(" commit target ") {
+            let what = rest
+                .split(" commit target ")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            sent.push((host, call.to_string(), what));
+        } else if e.kind == "response" {
+            answers.insert((host, call.to_string()), rest.to_string());
+        }
+    }
+    let answer = |host: &str, call: &str| answers.get(&(host.to_string(), call.to_string())).cloned();
+    let refused: Vec<&(String, String, String)> = sent
+        .iter()
+        .filter(|(host, call, _)| answer(host, call).as_deref() == Some("not leader"))
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "some commit met the moving coordinator (coordinator {coordinator})"
+    );
+    for (host, call, what) in refused {
+        let stored_later = sent
+            .iter()
+            .skip_while(|s| &s.1 != call || &s.0 != host)
+            .any(|(h, c, w)| {
+                h == host && w == what && c != call && answer(h, c).as_deref() == Some("committed")
+            });
+        assert!(
+            stored_later,
+            "{host}'s commit {what} ({call}) was refused and never stored"
+        );
+    }
 }
 
 /// The payloads of partition `t/0`, in offset order, read back through a lossy network
