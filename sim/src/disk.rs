@@ -255,6 +255,8 @@ struct DiskState {
     rng: SimRng,
     latency_rng: SimRng,
     trace: Trace,
+    /// Files a [`Disk::replace`] is writing: two at once would share its temporary file.
+    replacing: std::collections::BTreeSet<String>,
 }
 
 impl DiskState {
@@ -334,6 +336,29 @@ async fn wait(latency: Duration) {
 #[derive(Clone, Debug)]
 pub struct Disk(Rc<RefCell<DiskState>>);
 
+/// A [`Disk::replace`] in progress, until it ends or its task is dropped.
+struct Replacing {
+    disk: Disk,
+    file: String,
+}
+
+impl Replacing {
+    fn start(disk: &Disk, file: &str) -> Replacing {
+        let first = disk.0.borrow_mut().replacing.insert(file.to_string());
+        debug_assert!(first, "two replaces of {file} at once");
+        Replacing {
+            disk: disk.clone(),
+            file: file.to_string(),
+        }
+    }
+}
+
+impl Drop for Replacing {
+    fn drop(&mut self) {
+        self.disk.0.borrow_mut().replacing.remove(&self.file);
+    }
+}
+
 impl Disk {
     /// A new empty disk for `host`. The world makes one per host; tests may make their own.
     pub fn new(host: Arc<str>, config: DiskConfig, rng: SimRng, latency_rng: SimRng, trace: Trace) -> Self {
@@ -351,6 +376,7 @@ impl Disk {
             rng,
             latency_rng,
             trace,
+            replacing: std::collections::BTreeSet::new(),
         })))
     }
 
@@ -487,7 +513,10 @@ impl Disk {
     /// fsync it, rename it over `file`, fsync the directory. Readers see the old content
     /// or the new one, never a mix; a crash or a power loss before the directory fsync
     /// may keep the old one. On failure the old content stays.
+    /// One replace of a file at a time: its callers serialise them (two at once would
+    /// write the same temporary file; debug builds assert it).
     pub async fn replace(&self, file: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        let _replacing = Replacing::start(self, file);
         let tmp = format!("{file}.tmp");
         {
             let mut state = self.0.borrow_mut();

@@ -428,6 +428,10 @@ pub struct Source {
     /// Told of every successful sync of the log: readers waiting for what follows the
     /// durable end (a replication stream) read again.
     log_synced: Rc<tokio::sync::Notify>,
+    /// One writer of the slots file at a time (PostgreSQL saves a slot's state under its
+    /// I/O lock): a checkpoint and a slot's creation write it through the same
+    /// temporary file.
+    slots_writer: Rc<tokio::sync::Mutex<()>>,
 }
 
 impl Source {
@@ -493,6 +497,7 @@ impl Source {
                 config,
             })),
             writer: Rc::default(),
+            slots_writer: Rc::default(),
             locks: KeyedLocks::default(),
             log_synced: Rc::default(),
         }
@@ -1088,6 +1093,7 @@ impl Source {
     }
 
     async fn create_slot_at(&self, slot: &str, position: LogPos) -> Option<()> {
+        let _writing = self.slots_writer.lock().await;
         let mut slots = self.state.borrow().slots.clone();
         slots
             .slots
@@ -1104,6 +1110,8 @@ impl Source {
         Some(())
     }
 
+    /// Writes the slots file; the caller holds `slots_writer` from before it read the
+    /// slots it writes, so no write carries an older state over a newer one.
     async fn persist_slots(&self, slots: &Slots) -> Result<(), DiskError> {
         let disk = self.state.borrow().ctx.disk().clone();
         disk.replace(SOURCE_SLOTS, &serde_json::to_vec(slots).expect("slots serialise"))
@@ -1149,6 +1157,7 @@ impl Source {
     /// removes the log below the oldest position a live slot needs, persisting both
     /// first (a failed write removes nothing this time).
     async fn checkpoint(&self, max_keep: u64) {
+        let _writing = self.slots_writer.lock().await;
         let (mut next, end) = {
             let state = self.state.borrow();
             (state.slots.clone(), state.log.durable_end())
