@@ -408,8 +408,8 @@ fn retention_deletes_old_records_for_good_and_a_fetch_below_the_log_start_is_out
     );
 }
 
-#[test]
-fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash() {
+/// A world running outbox-inbox from empty tables through `schedule`, with its recorder.
+fn outbox_inbox_world(seed: Seed, schedule: Rc<Vec<(SimTime, ActionRequest)>>) -> (World, Recorder) {
     let variant = Variant::by_name("outbox-inbox").unwrap();
     let initial = Rows::new();
     let recorder = Recorder::new(initial.clone());
@@ -417,13 +417,19 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
         recorder: recorder.clone(),
         initial: Rc::new(initial),
         bootstrap: None,
-        schedule: creates(60, 20),
+        schedule,
         source: variant.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE),
         bugs: BugSet::NONE,
         kafka: Default::default(),
     };
-    let mut world = World::new(WorldConfig::new(Seed(5)));
+    let mut world = World::new(WorldConfig::new(seed));
     variant.install(&mut world, &setup).unwrap();
+    (world, recorder)
+}
+
+#[test]
+fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash() {
+    let (mut world, recorder) = outbox_inbox_world(Seed(5), creates(60, 20));
     // Lose some calls (offset commits among them: each is retried, its partition waiting
     // meanwhile), and kill the target's processes while messages flow: the second
     // instance, killed while the commit of what it applied is retried, is restarted from
@@ -494,20 +500,7 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
 /// refused commit is followed by the same commit answered `committed`.
 #[test]
 fn a_commit_refused_while_the_coordinator_moves_is_retried_at_the_new_one() {
-    let variant = Variant::by_name("outbox-inbox").unwrap();
-    let initial = Rows::new();
-    let recorder = Recorder::new(initial.clone());
-    let setup = Setup {
-        recorder: recorder.clone(),
-        initial: Rc::new(initial),
-        bootstrap: None,
-        schedule: creates(200, 5),
-        source: variant.source_config(SyncPolicy::OnCommit, 1, BugSet::NONE),
-        bugs: BugSet::NONE,
-        kafka: Default::default(),
-    };
-    let mut world = World::new(WorldConfig::new(Seed(2)));
-    variant.install(&mut world, &setup).unwrap();
+    let (mut world, _) = outbox_inbox_world(Seed(2), creates(200, 5));
     let coordinator = format!("broker-{}", replicas(OFFSETS_TOPIC, 0, CLUSTER.brokers)[0]);
     world.set_plan(FaultPlan::from_events(vec![
         at(

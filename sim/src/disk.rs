@@ -513,6 +513,7 @@ impl Disk {
     /// fsync it, rename it over `file`, fsync the directory. Readers see the old content
     /// or the new one, never a mix; a crash or a power loss before the directory fsync
     /// may keep the old one. On failure the old content stays.
+    ///
     /// One replace of a file at a time: its callers serialise them (two at once would
     /// write the same temporary file; debug builds assert it).
     pub async fn replace(&self, file: &str, bytes: &[u8]) -> Result<(), DiskError> {
