@@ -1022,6 +1022,17 @@ fn a_slot_past_its_bound_is_lost_for_good_and_the_log_no_live_slot_needs_is_remo
     );
 }
 
+/// The controller's leader elections of partition `t/0`, as the trace details them.
+fn elections_of_t0(world: &World) -> Vec<String> {
+    world
+        .trace()
+        .events()
+        .iter()
+        .filter(|e| e.kind == "leader-elected" && e.detail.starts_with("t/0"))
+        .map(|e| e.detail.to_string())
+        .collect()
+}
+
 /// The replicas of the test topic's partition, as the plan of a failover names them:
 /// its preferred leader and its two followers.
 struct Replicas {
@@ -1105,13 +1116,7 @@ fn failover_run_with_isr_changes(
         other: host(order[2]),
     })));
     world.run_until(SimTime::from_secs(9), |_| false).unwrap();
-    let elections: Vec<String> = world
-        .trace()
-        .events()
-        .iter()
-        .filter(|e| e.kind == "leader-elected" && e.detail.starts_with("t/0"))
-        .map(|e| e.detail.to_string())
-        .collect();
+    let elections = elections_of_t0(&world);
     let isr_changes: Vec<(u64, String)> = world
         .trace()
         .events()
@@ -1284,13 +1289,7 @@ fn a_purge_on_the_leader_deletes_on_the_followers_and_survives_a_failover() {
         at(2_500, Fault::Crash { host: leader.clone() }),
     ]));
     world.run_until(SimTime::from_secs(6), |_| false).unwrap();
-    let elected: Vec<String> = world
-        .trace()
-        .events()
-        .iter()
-        .filter(|e| e.kind == "leader-elected" && e.detail.starts_with("t/0"))
-        .map(|e| e.detail.to_string())
-        .collect();
+    let elected = elections_of_t0(&world);
     assert!(
         !elected.is_empty(),
         "a follower took over from the crashed leader"
