@@ -164,7 +164,7 @@ struct Link {
     /// every step).
     deliverable: Vec<(IpAddr, VecDeque<Envelope>)>,
 
-    /// The current network time, moved forward with [`Link::tick`].
+    /// The current network time, moved forward with [`Topology::tick_by`].
     now: Instant,
 }
 
@@ -313,15 +313,30 @@ impl Topology {
     /// held on a link wait for a release, and a stopped host takes nothing until it is
     /// restarted.
     pub(crate) fn has_messages_moving(&self, is_running: impl Fn(IpAddr) -> bool) -> bool {
-        self.links.values().any(|link| {
-            link.sent
-                .iter()
-                .any(|sent| matches!(sent.status, DeliveryStatus::DeliverAfter(_)))
-                || link
-                    .deliverable
+        // What arrived is counted per host (`arrived`), so only the links' in-flight
+        // lists are walked, and only those of links with something on them.
+        let moving = self.arrived.iter().any(|(&dst, &n)| n > 0 && is_running(dst))
+            || self.links.values().any(|link| {
+                !link.sent.is_empty()
+                    && link
+                        .sent
+                        .iter()
+                        .any(|sent| matches!(sent.status, DeliveryStatus::DeliverAfter(_)))
+            });
+        debug_assert_eq!(
+            moving,
+            self.links.values().any(|link| {
+                link.sent
                     .iter()
-                    .any(|(dst, queue)| !queue.is_empty() && is_running(*dst))
-        })
+                    .any(|sent| matches!(sent.status, DeliveryStatus::DeliverAfter(_)))
+                    || link
+                        .deliverable
+                        .iter()
+                        .any(|(dst, queue)| !queue.is_empty() && is_running(*dst))
+            }),
+            "the counts of arrived messages agree with the links' queues"
+        );
+        moving
     }
 
     /// Whether messages have arrived for `dst` and wait for it to take them.
@@ -341,7 +356,12 @@ impl Topology {
         self.elapsed += duration;
         let now = self.now();
         for link in self.links.values_mut() {
-            link.tick(now, &mut self.arrived);
+            // A link with nothing on it only learns the time (its sends are stamped
+            // with it).
+            link.now = now;
+            if !link.sent.is_empty() {
+                link.process_deliverables(&mut self.arrived);
+            }
         }
     }
 
@@ -482,11 +502,6 @@ impl Link {
         &mut self.deliverable[at].1
     }
 
-    fn tick(&mut self, now: Instant, arrived: &mut FastIndexMap<IpAddr, usize>) {
-        self.now = now;
-        self.process_deliverables(arrived);
-    }
-
     /// Moves what is due into the destinations' queues, counting each in `arrived`.
     fn process_deliverables(&mut self, arrived: &mut FastIndexMap<IpAddr, usize>) {
         // TODO: `drain_filter` is not yet stable, and so we have a low quality
@@ -521,10 +536,11 @@ impl Link {
         host: &mut Host,
         arrived: &mut FastIndexMap<IpAddr, usize>,
     ) {
-        let deliverable = self
-            .arrived_for_mut(host.addr)
-            .drain(..)
-            .collect::<Vec<Envelope>>();
+        // Most of a host's links have nothing for it at a given tick.
+        let deliverable = match self.deliverable.iter_mut().find(|(to, _)| *to == host.addr) {
+            Some((_, queue)) if !queue.is_empty() => std::mem::take(queue),
+            _ => return,
+        };
 
         for message in deliverable {
             let (src, dst) = (message.src, message.dst);
