@@ -432,8 +432,9 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
     let (mut world, recorder) = outbox_inbox_world(Seed(5), creates(60, 20));
     // Lose some calls (offset commits among them: each is retried, its partition waiting
     // meanwhile), and kill the target's processes while messages flow: the second
-    // instance, killed while the commit of what it applied is retried, is restarted from
-    // an older committed offset.
+    // instance, killed in the middle of its first batch (six of its eight messages
+    // applied, nothing committed), is restarted from the committed offset and reads them
+    // again.
     let loss = faultline_sim::MessageFaultRates {
         loss: 0.1,
         ..Default::default()
@@ -463,13 +464,13 @@ fn consumer_resumes_from_its_committed_offset_and_sees_redelivery_after_a_crash(
         ));
     }
     events.push(at(
-        1_100,
+        960,
         Fault::Crash {
             host: "target-2".into(),
         },
     ));
     events.push(at(
-        1_130,
+        990,
         Fault::Restart {
             host: "target-2".into(),
         },

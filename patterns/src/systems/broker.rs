@@ -307,6 +307,8 @@ pub enum BrokerResponse {
     },
     /// The rebalance waits for other members.
     JoinPending,
+    /// A dynamic member's first join: join again with the same id (KIP-394).
+    MemberIdRequired,
     /// A heartbeat's answer: the member may go on.
     Alive,
     /// The coordinator refused a member's heartbeat or commit.
@@ -421,6 +423,7 @@ impl RpcMessage for BrokerResponse {
                 partitions,
             } => format!("joined gen={generation} partitions={partitions:?}"),
             BrokerResponse::JoinPending => "join pending".to_string(),
+            BrokerResponse::MemberIdRequired => "member id required".to_string(),
             BrokerResponse::Alive => "alive".to_string(),
             BrokerResponse::Fenced(why) => format!("fenced {why:?}"),
             BrokerResponse::NotLeader => "not leader".to_string(),
@@ -1869,6 +1872,7 @@ async fn join_group(
                 partitions,
             };
         }
+        Some((Join::MemberIdRequired, _)) => return BrokerResponse::MemberIdRequired,
         Some((Join::Pending, None)) => return BrokerResponse::JoinPending,
         Some((Join::Pending, Some(next))) => next,
     };
@@ -1904,7 +1908,7 @@ async fn join_group(
                     generation,
                     partitions,
                 },
-                Join::Pending => BrokerResponse::JoinPending,
+                Join::Pending | Join::MemberIdRequired => BrokerResponse::JoinPending,
             }
         }
     }
@@ -2505,7 +2509,8 @@ impl BrokerClient {
 
     /// Joins `group` (or answers a rebalance) as `member`, a static member when it
     /// names its `instance`: its generation and partitions once the rebalance
-    /// completed, `None` while it waits.
+    /// completed, `None` while it waits. A first join answered MEMBER_ID_REQUIRED is
+    /// sent again at once with the id, as Kafka's consumer does (KIP-394).
     pub async fn join_group(
         &self,
         group: &str,
@@ -2519,12 +2524,16 @@ impl BrokerClient {
             instance: instance.map(str::to_string),
             partitions,
         };
-        match self.cluster.call(OFFSETS_TOPIC, 0, &request).await? {
+        let mut answer = self.cluster.call(OFFSETS_TOPIC, 0, &request).await?;
+        if matches!(answer, BrokerResponse::MemberIdRequired) {
+            answer = self.cluster.call(OFFSETS_TOPIC, 0, &request).await?;
+        }
+        match answer {
             BrokerResponse::Joined {
                 generation,
                 partitions,
             } => Ok(Some((generation, partitions))),
-            BrokerResponse::JoinPending => Ok(None),
+            BrokerResponse::JoinPending | BrokerResponse::MemberIdRequired => Ok(None),
             _ => Err(BrokerError::Unexpected),
         }
     }

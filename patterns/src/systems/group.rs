@@ -11,6 +11,12 @@
 //! SyncGroup, here the coordinator computes the same assignment). A new group waits
 //! `group.initial.rebalance.delay.ms` for more members before its first generation.
 //!
+//! A dynamic member's first join only reserves its id (KIP-394: Kafka answers a join
+//! without a known member id `MEMBER_ID_REQUIRED` and keeps the id pending for a
+//! session): it becomes a member, and starts a rebalance, when it joins again with it.
+//! So a first join that arrives after its process died adds no member that would hold
+//! partitions until its session ran out.
+//!
 //! Static membership (KIP-345, `group.instance.id`): a member that names its instance
 //! and joins under a new member id (its process restarted) takes the place of the
 //! instance's previous member at once, with the same partitions and no rebalance; the
@@ -83,6 +89,9 @@ pub enum Join {
     },
     /// The rebalance waits for other members (join again after a heartbeat interval).
     Pending,
+    /// A dynamic member's first join: its id is reserved, and it joins again with it at
+    /// once (KIP-394's MEMBER_ID_REQUIRED).
+    MemberIdRequired,
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +125,9 @@ pub struct Group {
     unstored: bool,
     /// When its last member went (offsets retention counts from then).
     empty_since: Option<SimTime>,
+    /// Ids answered MEMBER_ID_REQUIRED and not joined with yet, and since when (they
+    /// lapse after a session, as Kafka's pending members do).
+    pending_ids: BTreeMap<String, SimTime>,
 }
 
 impl Group {
@@ -143,6 +155,7 @@ impl Group {
             rebalance: None,
             unstored: false,
             empty_since: None,
+            pending_ids: BTreeMap::new(),
         }
     }
 
@@ -178,6 +191,8 @@ impl Group {
                         && now.saturating_since(r.since).as_millis() as u64 >= REBALANCE_TIMEOUT_MS
                 })
         };
+        self.pending_ids
+            .retain(|_, since| (now.saturating_since(*since).as_millis() as u64) < SESSION_TIMEOUT_MS);
         let gone: Vec<String> = self
             .members
             .iter()
@@ -226,6 +241,10 @@ impl Group {
                 known.rejoined = true;
             }
             None => {
+                if instance.is_none() && self.pending_ids.remove(member).is_none() {
+                    self.pending_ids.insert(member.to_string(), now);
+                    return Join::MemberIdRequired;
+                }
                 let not_before = if self.members.is_empty() && self.rebalance.is_none() {
                     now + std::time::Duration::from_millis(INITIAL_REBALANCE_DELAY_MS)
                 } else {
@@ -432,14 +451,50 @@ mod tests {
         SimTime::from_millis(ms)
     }
 
+    /// A dynamic member's join as the client makes it: a first join answered
+    /// MEMBER_ID_REQUIRED is sent again at once with the id.
+    fn join(group: &mut Group, member: &str, now: SimTime) -> Join {
+        match group.join(member, None, P, now) {
+            Join::MemberIdRequired => group.join(member, None, P, now),
+            answer => answer,
+        }
+    }
+
     /// Joins `member` and completes whatever is ready, as the coordinator does.
     fn join_and_complete(group: &mut Group, member: &str, now: SimTime) -> Join {
-        let first = group.join(member, None, P, now);
+        let first = join(group, member, now);
         if let Some(next) = group.ready(now) {
             assert!(group.complete(next));
-            return group.join(member, None, P, now);
+            return join(group, member, now);
         }
         first
+    }
+
+    /// A first join reserves its id without making a member (KIP-394): one from a
+    /// process that died before it could join again starts no rebalance and holds no
+    /// partition; the id lapses after a session.
+    #[test]
+    fn a_first_join_never_repeated_adds_no_member() {
+        let mut group = Group::default();
+        join_and_complete(&mut group, "a", ms(0));
+        join_and_complete(&mut group, "a", ms(INITIAL_REBALANCE_DELAY_MS));
+        assert_eq!(group.join("a", None, P, ms(200)), joined(1, &[0, 1, 2, 3]));
+        // The late first join of a dead process.
+        assert_eq!(group.join("ghost", None, P, ms(300)), Join::MemberIdRequired);
+        assert_eq!(group.heartbeat("a", 1, ms(310)), Ok(()), "no rebalance");
+        assert!(!group.members.contains_key("ghost"));
+        // After a session its id is forgotten: a join with it is a first join again.
+        assert_eq!(group.heartbeat("a", 1, ms(300 + SESSION_TIMEOUT_MS)), Ok(()));
+        assert_eq!(
+            group.join("ghost", None, P, ms(301 + SESSION_TIMEOUT_MS)),
+            Join::MemberIdRequired
+        );
+        // A live client joins again at once and becomes a member.
+        assert_eq!(
+            group.join("ghost", None, P, ms(302 + SESSION_TIMEOUT_MS)),
+            Join::Pending
+        );
+        assert!(group.members.contains_key("ghost"));
     }
 
     #[test]
@@ -456,13 +511,13 @@ mod tests {
     #[test]
     fn a_new_group_waits_the_initial_delay_then_every_member_gets_its_range() {
         let mut group = Group::default();
-        assert_eq!(group.join("a", None, P, ms(0)), Join::Pending);
-        assert_eq!(group.join("b", None, P, ms(10)), Join::Pending);
+        assert_eq!(join(&mut group, "a", ms(0)), Join::Pending);
+        assert_eq!(join(&mut group, "b", ms(10)), Join::Pending);
         assert_eq!(group.ready(ms(100)), None, "the initial delay is not over");
         let next = group.ready(ms(INITIAL_REBALANCE_DELAY_MS)).expect("both joined");
         assert!(group.complete(next));
-        assert_eq!(group.join("a", None, P, ms(200)), joined(1, &[0, 1]));
-        assert_eq!(group.join("b", None, P, ms(200)), joined(1, &[2, 3]));
+        assert_eq!(join(&mut group, "a", ms(200)), joined(1, &[0, 1]));
+        assert_eq!(join(&mut group, "b", ms(200)), joined(1, &[2, 3]));
         assert_eq!(group.heartbeat("a", 1, ms(300)), Ok(()));
     }
 
@@ -472,14 +527,14 @@ mod tests {
     #[test]
     fn a_member_that_leaves_while_its_join_is_stored_is_not_taken_back_in() {
         let mut group = Group::default();
-        group.join("a", None, P, ms(0));
+        join(&mut group, "a", ms(0));
         join_and_complete(&mut group, "b", ms(INITIAL_REBALANCE_DELAY_MS));
         group.leave("b", ms(300));
-        assert_eq!(group.join("a", None, P, ms(310)), Join::Pending);
+        assert_eq!(join(&mut group, "a", ms(310)), Join::Pending);
         let storing = group.ready(ms(310)).expect("a rejoined, b is gone");
         // While it is stored, c joins and stops at once: its leave lands before the
         // store completes, and its join is still waiting for an answer.
-        assert_eq!(group.join("c", None, P, ms(320)), Join::Pending);
+        assert_eq!(join(&mut group, "c", ms(320)), Join::Pending);
         group.leave("c", ms(330));
         assert!(group.complete(storing), "the same members as when it was built");
         assert_eq!(group.rejoin("c", None, P, ms(340)), Join::Pending);
@@ -494,7 +549,7 @@ mod tests {
     #[test]
     fn a_member_whose_session_expires_is_fenced_and_its_partitions_move() {
         let mut group = Group::default();
-        group.join("a", None, P, ms(0));
+        join(&mut group, "a", ms(0));
         join_and_complete(&mut group, "b", ms(INITIAL_REBALANCE_DELAY_MS));
         // b heartbeats; a falls silent (paused) past the session.
         let mut now = 200;
@@ -527,10 +582,10 @@ mod tests {
     #[test]
     fn a_rebalance_waits_for_known_members_and_allows_their_commits_meanwhile() {
         let mut group = Group::default();
-        group.join("a", None, P, ms(0));
+        join(&mut group, "a", ms(0));
         join_and_complete(&mut group, "a", ms(INITIAL_REBALANCE_DELAY_MS));
         // A second member arrives: a has to rejoin before generation 2.
-        assert_eq!(group.join("b", None, P, ms(500)), Join::Pending);
+        assert_eq!(join(&mut group, "b", ms(500)), Join::Pending);
         assert_eq!(group.ready(ms(500)), None);
         assert_eq!(group.heartbeat("a", 1, ms(550)), Err(Fenced::RebalanceInProgress));
         assert_eq!(
@@ -540,14 +595,14 @@ mod tests {
         );
         assert_eq!(group.may_commit(None, ms(560)), Err(Fenced::UnknownMember));
         assert_eq!(join_and_complete(&mut group, "a", ms(600)), joined(2, &[0, 1]));
-        assert_eq!(group.join("b", None, P, ms(600)), joined(2, &[2, 3]));
+        assert_eq!(join(&mut group, "b", ms(600)), joined(2, &[2, 3]));
     }
 
     #[test]
     fn a_group_is_empty_from_its_last_members_leave_or_expiry_until_someone_joins() {
         let mut group = Group::default();
         assert_eq!(group.empty_since(), None, "never had a member");
-        group.join("a", None, P, ms(0));
+        join(&mut group, "a", ms(0));
         join_and_complete(&mut group, "b", ms(INITIAL_REBALANCE_DELAY_MS));
         group.leave("a", ms(300));
         assert_eq!(group.empty_since(), None, "b is still in");
@@ -558,21 +613,21 @@ mod tests {
         assert_eq!(group.empty_since(), Some(ms(late)));
         group.expire(ms(late + 1_000));
         assert_eq!(group.empty_since(), Some(ms(late)), "counted from the first time");
-        group.join("c", None, P, ms(late + 2_000));
+        join(&mut group, "c", ms(late + 2_000));
         assert_eq!(group.empty_since(), None);
     }
 
     #[test]
     fn a_member_that_does_not_rejoin_in_time_is_dropped() {
         let mut group = Group::default();
-        group.join("a", None, P, ms(0));
+        join(&mut group, "a", ms(0));
         join_and_complete(&mut group, "a", ms(INITIAL_REBALANCE_DELAY_MS));
-        group.join("b", None, P, ms(1_000));
+        join(&mut group, "b", ms(1_000));
         // a keeps heartbeating (its session lives) but never rejoins.
         let mut now = 1_000;
         while now < 1_000 + REBALANCE_TIMEOUT_MS {
             let _ = group.heartbeat("a", 1, ms(now));
-            group.join("b", None, P, ms(now));
+            join(&mut group, "b", ms(now));
             now += HEARTBEAT_INTERVAL_MS;
         }
         assert_eq!(group.heartbeat("a", 1, ms(now)), Err(Fenced::UnknownMember));
@@ -614,7 +669,7 @@ mod tests {
     #[test]
     fn a_member_that_leaves_starts_a_rebalance_at_once() {
         let mut group = Group::default();
-        group.join("a", None, P, ms(0));
+        join(&mut group, "a", ms(0));
         join_and_complete(&mut group, "b", ms(INITIAL_REBALANCE_DELAY_MS));
         group.leave("b", ms(300));
         assert_eq!(group.heartbeat("a", 1, ms(310)), Err(Fenced::RebalanceInProgress));
@@ -640,11 +695,11 @@ mod tests {
         );
         // A rebalance whose membership changed while its generation was being written
         // does not complete.
-        group.join("c", None, P, ms(10_200));
-        group.join("a", None, P, ms(10_200));
-        group.join("b", None, P, ms(10_200));
+        join(&mut group, "c", ms(10_200));
+        join(&mut group, "a", ms(10_200));
+        join(&mut group, "b", ms(10_200));
         let next = group.ready(ms(10_200)).expect("all three joined");
-        group.join("d", None, P, ms(10_250));
+        join(&mut group, "d", ms(10_250));
         assert!(!group.complete(next));
         assert_eq!(group.generation().generation, 7);
     }
