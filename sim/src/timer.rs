@@ -24,21 +24,26 @@ use crate::time::SimTime;
 
 pub use tokio::time::error::Elapsed;
 
-/// The deadlines of the timers pending in one world, with how many are due at each,
-/// over all hosts and per host (turmoil's address of the host that set them).
+/// The deadlines of the timers pending in one world, with how many are due at each, per
+/// host (turmoil's address of the host that set them; `None` outside a host).
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    due: RefCell<BTreeMap<SimTime, u32>>,
     /// A world has a handful of hosts, and `due_by` asks about one of them for every
     /// host on every step: a short list of per-host maps answers with one comparison
-    /// of addresses per host and a look at the first deadline.
-    by_host: RefCell<Vec<(IpAddr, BTreeMap<SimTime, u32>)>>,
+    /// of addresses per host and a look at the first deadline. The earliest deadline of
+    /// all is the least of the hosts' first ones (asked only when the world is idle), so
+    /// no map over all hosts is kept beside them: a timer is one insert and one removal.
+    by_host: RefCell<Vec<(Option<IpAddr>, BTreeMap<SimTime, u32>)>>,
 }
 
 impl Timers {
     /// The earliest pending deadline (one already passed means a task is about to run).
     pub(crate) fn next_due(&self) -> Option<SimTime> {
-        self.due.borrow().keys().next().copied()
+        self.by_host
+            .borrow()
+            .iter()
+            .filter_map(|(_, due)| due.keys().next().copied())
+            .min()
     }
 
     /// Whether a timer of host `host` is due by `at` (or passed, its task not yet run).
@@ -46,32 +51,26 @@ impl Timers {
         self.by_host
             .borrow()
             .iter()
-            .find(|(h, _)| *h == host)
+            .find(|(h, _)| *h == Some(host))
             .and_then(|(_, due)| due.keys().next())
             .is_some_and(|&first| first <= at)
     }
 
     fn add(&self, host: Option<IpAddr>, at: SimTime) {
-        add_one(&mut self.due.borrow_mut(), at);
-        if let Some(host) = host {
-            let mut by_host = self.by_host.borrow_mut();
-            let at_host = match by_host.iter().position(|(h, _)| *h == host) {
-                Some(i) => i,
-                None => {
-                    by_host.push((host, BTreeMap::new()));
-                    by_host.len() - 1
-                }
-            };
-            add_one(&mut by_host[at_host].1, at);
-        }
+        let mut by_host = self.by_host.borrow_mut();
+        let at_host = match by_host.iter().position(|(h, _)| *h == host) {
+            Some(i) => i,
+            None => {
+                by_host.push((host, BTreeMap::new()));
+                by_host.len() - 1
+            }
+        };
+        add_one(&mut by_host[at_host].1, at);
     }
 
     fn remove(&self, host: Option<IpAddr>, at: SimTime) {
-        remove_one(&mut self.due.borrow_mut(), at);
-        if let Some(host) = host {
-            if let Some((_, due)) = self.by_host.borrow_mut().iter_mut().find(|(h, _)| *h == host) {
-                remove_one(due, at);
-            }
+        if let Some((_, due)) = self.by_host.borrow_mut().iter_mut().find(|(h, _)| *h == host) {
+            remove_one(due, at);
         }
     }
 }
