@@ -33,8 +33,12 @@ pub(crate) struct Timers {
     /// of addresses per host and a look at the first deadline. The earliest deadline of
     /// all is the least of the hosts' first ones (asked only when the world is idle), so
     /// no map over all hosts is kept beside them: a timer is one insert and one removal.
-    by_host: RefCell<Vec<(Option<IpAddr>, BTreeMap<SimTime, u32>)>>,
+    by_host: RefCell<Vec<HostTimers>>,
 }
+
+/// One host's pending deadlines (`None`: set outside any host), with how many are due at
+/// each.
+type HostTimers = (Option<IpAddr>, BTreeMap<SimTime, u32>);
 
 impl Timers {
     /// The earliest pending deadline (one already passed means a task is about to run).
