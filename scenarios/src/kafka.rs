@@ -48,22 +48,27 @@ fn partition_of(r: &KafkaRecord) -> String {
     format!("{}/{}", r.topic, r.partition)
 }
 
+/// The partition a record is in, as a key borrowed from the record.
+type PartitionRef<'a> = (&'a str, u32);
+
+fn partition_ref(r: &KafkaRecord) -> PartitionRef<'_> {
+    (r.topic.as_str(), r.partition)
+}
+
 /// Every anomaly in the run's Kafka records, in the order found: lost writes, then
 /// duplicates, then each reader's skips and backward polls.
 pub fn anomalies(history: &History) -> Vec<Anomaly> {
     let compaction = Compaction::of(history);
     let reads: Vec<&KafkaRecord> = history.kafka_reads.iter().flat_map(|r| &r.records).collect();
-    // What was read at each offset, and where each record was read.
-    let mut read_at: BTreeMap<(String, u64), BTreeSet<u64>> = BTreeMap::new();
-    let mut read_where: BTreeMap<(String, u64), BTreeSet<u64>> = BTreeMap::new();
-    let mut read_max: BTreeMap<String, u64> = BTreeMap::new();
+    // What was read at each offset, and where each record was read, by partition as
+    // the records name it (borrowed: a run reads tens of thousands of records).
+    let mut read_at: BTreeMap<(PartitionRef, u64), BTreeSet<u64>> = BTreeMap::new();
+    let mut read_where: BTreeMap<(PartitionRef, u64), BTreeSet<u64>> = BTreeMap::new();
+    let mut read_max: BTreeMap<PartitionRef, u64> = BTreeMap::new();
     for r in &reads {
-        let p = partition_of(r);
-        read_at.entry((p.clone(), r.offset)).or_default().insert(r.digest);
-        read_where
-            .entry((p.clone(), r.digest))
-            .or_default()
-            .insert(r.offset);
+        let p = partition_ref(r);
+        read_at.entry((p, r.offset)).or_default().insert(r.digest);
+        read_where.entry((p, r.digest)).or_default().insert(r.offset);
         let max = read_max.entry(p).or_insert(r.offset);
         *max = (*max).max(r.offset);
     }
@@ -75,10 +80,10 @@ pub fn anomalies(history: &History) -> Vec<Anomaly> {
         .flat_map(|s| (s.from..s.to).map(|o| (s.partition.clone(), o)))
         .collect();
     for w in &history.kafka_writes {
-        let p = partition_of(w);
-        let seen_here = read_at.get(&(p.clone(), w.offset));
+        let here = partition_ref(w);
+        let seen_here = read_at.get(&(here, w.offset));
         let read_elsewhere = read_where
-            .get(&(p.clone(), w.digest))
+            .get(&(here, w.digest))
             .is_some_and(|offsets| offsets.iter().any(|&o| o != w.offset));
         if read_elsewhere {
             continue;
@@ -87,15 +92,19 @@ pub fn anomalies(history: &History) -> Vec<Anomaly> {
             // Read there as another record (perhaps after this one): the log was cut
             // and written again.
             Some(seen) if seen.iter().any(|&d| d != w.digest) => format!(
-                "{p}@{} acknowledged at {} ms, later read there as another record",
+                "{}@{} acknowledged at {} ms, later read there as another record",
+                partition_of(w),
                 w.offset,
                 w.at.as_millis()
             ),
             Some(_) => continue,
             None if compaction.superseded(w) => continue,
             None => {
-                let read_past = read_max.get(&p).is_some_and(|&max| max > w.offset);
-                if !read_past || skipped.contains(&(p.clone(), w.offset)) {
+                if read_max.get(&here).is_none_or(|&max| max <= w.offset) {
+                    continue;
+                }
+                let p = partition_of(w);
+                if skipped.contains(&(p.clone(), w.offset)) {
                     continue;
                 }
                 format!(
