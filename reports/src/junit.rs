@@ -28,7 +28,7 @@ pub fn render(result: &SuiteResult) -> String {
     );
     for scenario in scenarios {
         let cells: Vec<_> = result.cells.iter().filter(|c| c.scenario == scenario).collect();
-        let failing = cells.iter().filter(|c| c.surprise.is_some()).count();
+        let failing = cells.iter().filter(|c| c.is_surprise()).count();
         let erring = cells.iter().filter(|c| c.runs_failed > 0).count();
         let _ = writeln!(
             out,
@@ -45,15 +45,17 @@ pub fn render(result: &SuiteResult) -> String {
                 escape_xml(&classname),
                 escape_xml(cell.pattern)
             );
-            if cell.surprise.is_none() && cell.runs_failed == 0 {
+            if !cell.is_surprise() && cell.runs_failed == 0 {
                 out.push_str("/>\n");
                 continue;
             }
             out.push_str(">\n");
-            if let Some(why) = &cell.surprise {
+            if let Some(why) = cell.surprises.first() {
                 let mut detail = format!(
-                    "{why}\n\nseeds run: {}, failing: {}\n",
-                    cell.seeds_run, cell.seeds_failing
+                    "{}\n\nseeds run: {}, failing: {}\n",
+                    cell.surprises.join("\n"),
+                    cell.seeds_run,
+                    cell.seeds_failing
                 );
                 for (inv, run) in &cell.broken {
                     let _ = writeln!(detail, "{inv}: first on seed {} — repro: {}", run.seed, run.repro);

@@ -60,8 +60,18 @@ pub struct CellResult {
     pub runs_failed: usize,
     /// The failed runs with the lowest seeds, at most [`ERRORS_KEPT_MAX`].
     pub errors: Vec<RunResult>,
-    /// Why this cell is a surprise, if it is.
-    pub surprise: Option<String>,
+    /// Every way this cell differs from its expectation, empty when it does not: each
+    /// invariant (and kind) that broke unexpectedly, with the first seed that broke it,
+    /// then each expected break that held on every seed. All of them, so that a suite
+    /// maintainer re-pinning a cell sees its whole difference in one run.
+    pub surprises: Vec<String>,
+}
+
+impl CellResult {
+    /// Whether the cell differs from its expectation.
+    pub fn is_surprise(&self) -> bool {
+        !self.surprises.is_empty()
+    }
 }
 
 fn expectation_text<S: serde::Serializer>(e: &Expectation, s: S) -> Result<S::Ok, S::Error> {
@@ -90,7 +100,7 @@ impl SuiteResult {
 
     /// Cells whose outcome surprised.
     pub fn surprises(&self) -> impl Iterator<Item = &CellResult> {
-        self.cells.iter().filter(|c| c.surprise.is_some())
+        self.cells.iter().filter(|c| c.is_surprise())
     }
 }
 
@@ -223,38 +233,44 @@ impl Tally {
         // A failed run is an error of its own (reported beside the verdict, exit 3), not
         // a surprise; with seeds missing, "held on every seed" cannot be judged.
         let every_seed_judged = whole && self.runs_failed == 0;
-        let surprise = match &expected {
-            Expectation::Pass => broken.iter().next().map(|(inv, run)| {
-                format!(
-                    "expected pass, but {inv} broke on seed {} ({}); repro: {}",
-                    run.seed,
-                    story(run, inv),
-                    run.repro
-                )
-            }),
+        let mut surprises = Vec::new();
+        match &expected {
+            Expectation::Pass => {
+                for (inv, run) in broken {
+                    surprises.push(format!(
+                        "expected pass, but {inv} broke on seed {} ({}); repro: {}",
+                        run.seed,
+                        story(run, inv),
+                        run.repro
+                    ));
+                }
+            }
             Expectation::Breaks(expected) => {
                 let kinds = &self.broken_kinds;
                 let unexpected = kinds
                     .iter()
-                    .find(|((inv, kind), _)| !expected.iter().any(|e| e.covers(inv, kind)));
-                let stale = expected
-                    .iter()
-                    .find(|e| !kinds.keys().any(|(inv, kind)| e.covers(inv, kind)));
-                match (unexpected, stale) {
-                    (Some(((inv, kind), run)), _) => Some(format!(
+                    .filter(|((inv, kind), _)| !expected.iter().any(|e| e.covers(inv, kind)));
+                for ((inv, kind), run) in unexpected {
+                    surprises.push(format!(
                         "{inv}/{kind} broke on seed {} but is not expected to ({}); repro: {}",
                         run.seed,
                         story_of_kind(run, inv, kind),
                         run.repro
-                    )),
-                    (None, Some(e)) if every_seed_judged => Some(format!(
-                        "expected {e} to break, but it held on all {} seeds: the expectation is stale",
-                        self.seeds_run
-                    )),
-                    (None, _) => None,
+                    ));
+                }
+                if every_seed_judged {
+                    let stale = expected
+                        .iter()
+                        .filter(|e| !kinds.keys().any(|(inv, kind)| e.covers(inv, kind)));
+                    for e in stale {
+                        surprises.push(format!(
+                            "expected {e} to break, but it held on all {} seeds: the expectation is stale",
+                            self.seeds_run
+                        ));
+                    }
                 }
             }
-        };
+        }
         CellResult {
             scenario: scenario.to_string(),
             pattern,
@@ -264,7 +280,7 @@ impl Tally {
             broken: self.broken,
             runs_failed: self.runs_failed,
             errors: self.errors,
-            surprise,
+            surprises,
         }
     }
 }

@@ -51,7 +51,7 @@ pub fn run(path: &Path, junit: Option<&Path>, jobs: Option<usize>, shard: &Shard
     progress.finish();
 
     for cell in &result.cells {
-        let verdict = if cell.surprise.is_some() { "SURPRISE" } else { "ok" };
+        let verdict = if cell.is_surprise() { "SURPRISE" } else { "ok" };
         let broken: Vec<&str> = cell.broken.keys().copied().collect();
         let broke = if broken.is_empty() {
             "nothing broke".to_string()
@@ -62,7 +62,7 @@ pub fn run(path: &Path, junit: Option<&Path>, jobs: Option<usize>, shard: &Shard
             "{verdict:<8} {:<28} {:<20} {}/{} seeds failing; {broke}",
             cell.scenario, cell.pattern, cell.seeds_failing, cell.seeds_run
         );
-        if let Some(why) = &cell.surprise {
+        for why in &cell.surprises {
             println!("         {why}");
         }
         for failed in &cell.errors {
